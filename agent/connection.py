@@ -1,0 +1,403 @@
+"""``fleetmeter-agent run``: join the fleet and serve jobs until stopped.
+
+The agent dials out to the controller (it never listens) and keeps one
+bidirectional stream open: hello, heartbeats and results up; welcome, jobs
+and acks down. When the stream breaks it reconnects with exponential backoff
+and jitter. One job runs at a time, in a worker thread that outlives a broken
+connection; its result is spooled on disk before it is sent and dropped only
+when the controller acknowledges it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform as _platform
+import queue
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import grpc
+
+from fleetmeter import __version__, _net
+from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+
+from .cache import DEFAULT_CACHE_BYTES, HashMismatch, ModelCache
+from .spool import Spool
+
+log = logging.getLogger(__name__)
+
+_CLOSE = object()
+# The default provider/delegate of each runtime, as platforms name it.
+DEFAULT_PROVIDER = {"onnxruntime": "CPUExecutionProvider", "litert": "xnnpack"}
+FETCH_RETRY_S = 120.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    controller: str = _net.DEFAULT_CONTROLLER
+    token: Optional[str] = None
+    tls: _net.TlsFiles = field(default_factory=_net.TlsFiles)
+    data_dir: Path = Path.home() / ".fleetmeter-agent"
+    name: str = ""
+    labels: dict = field(default_factory=dict)
+    threads: tuple = (1,)
+    runtimes: tuple = ()           # empty: every runtime importable here
+    provider: str = ""             # empty: each runtime's default
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    use_power_sensor: bool = True
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.threads or any(int(t) < 1 for t in self.threads):
+            raise ValueError(f"--threads must be >= 1, got {list(self.threads)}")
+        unknown = set(self.runtimes) - set(DEFAULT_PROVIDER)
+        if unknown:
+            raise ValueError(f"unknown runtime(s) {sorted(unknown)}; expected {sorted(DEFAULT_PROVIDER)}")
+        if self.reconnect_min_s <= 0 or self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect delays must be positive and min <= max")
+
+
+def _agent_id(data_dir: Path) -> str:
+    """A stable id for this agent install, kept in its data dir (survives restarts)."""
+    path = data_dir / "agent_id"
+    if path.exists():
+        return path.read_text().strip()
+    agent_id = "ag-" + uuid.uuid4().hex[:16]
+    path.write_text(agent_id + "\n")
+    return agent_id
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        data_dir = Path(config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.agent_id = _agent_id(data_dir)
+        self.spool = Spool(data_dir / "spool")
+        self.cache = ModelCache(data_dir / "models", config.cache_bytes)
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._out: Optional[queue.Queue] = None      # the live session's outgoing queue
+        self._stub: Optional[agent_pb2_grpc.AgentServiceStub] = None
+        self._responses = None
+        self._job_id: str = ""
+        self._worker: Optional[threading.Thread] = None
+        self._heartbeat_s = 2.0
+        self._metadata = _net.bearer(_net.agent_token(config.token))
+        self.connected = threading.Event()
+        self._init_device()
+
+    # ------------------------------------------------------------ device
+    def _init_device(self) -> None:
+        from .probe import hardware_identity, probe_device
+        from .runtimes import describe_runtimes
+
+        probe = probe_device()
+        self.probe = probe.to_json_dict()
+        runtimes = [r for r in describe_runtimes()
+                    if not self.config.runtimes or r["name"] in self.config.runtimes]
+        if not runtimes:
+            wanted = ", ".join(self.config.runtimes) or "onnxruntime or litert"
+            raise RuntimeError(f"no runtime to serve: install {wanted} (pip install 'fleetmeter[onnx,tflite]')")
+        self.runtimes = runtimes
+        self.offers = [agent_pb2.PlatformOffer(runtime=r["name"], runtime_version=r["version"],
+                                               provider=self.config.provider or DEFAULT_PROVIDER[r["name"]],
+                                               threads=int(t))
+                       for r in runtimes for t in self.config.threads]
+        self.device = common_pb2.DeviceInfo(
+            hostname=probe.hostname or _platform.node(), host_id=probe.host_id or "",
+            os=" ".join(x for x in (probe.os_distro or probe.os_system, probe.os_release) if x),
+            arch=probe.arch or _platform.machine(), cpu_model=probe.cpu_model or "",
+            cpu_cores=int(probe.cpu_cores_logical or 0), cpu_max_freq_mhz=float(probe.cpu_max_freq_mhz or 0.0),
+            memory_total_bytes=int(probe.memory_total_bytes or 0), device_model=probe.device_model or "",
+            gpus=list(probe.gpu_names or []),
+            runtimes=[common_pb2.RuntimeInfo(name=r["name"], version=r["version"], providers=r.get("providers", []))
+                      for r in runtimes],
+            power_sensors=[s["name"] for s in probe.power_sensors or []],
+            thermal_zones=sorted(probe.thermal_zones or {}),
+            probe_json=json.dumps(self.probe, sort_keys=True, default=str),
+            hardware_json=json.dumps(hardware_identity(probe), sort_keys=True, default=str))
+        self.power_sensor = None
+        if self.config.use_power_sensor:
+            from .power import default_power_sensor
+            self.power_sensor = default_power_sensor()
+        from .thermal import read_thermal_zones
+        self.read_temps = read_thermal_zones
+        log.info("agent %s: %s; power sensor: %s", self.agent_id,
+                 ", ".join(f"{o.runtime} {o.runtime_version} t{o.threads}" for o in self.offers),
+                 getattr(self.power_sensor, "name", None) or "none (energy will be absent)")
+
+    # ------------------------------------------------------------ main loop
+    def run(self) -> None:
+        """Serve until :meth:`stop`; reconnect with backoff whenever the controller goes away."""
+        delay = self.config.reconnect_min_s
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self._session()
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if code == grpc.StatusCode.CANCELLED and self.stopping.is_set():
+                    break
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    log.error("controller refused this agent: %s (check --agent-token / FLEETMETER_AGENT_TOKEN)",
+                              exc.details())
+                else:
+                    log.warning("connection to %s lost: %s", self.config.controller,
+                                exc.details() if hasattr(exc, "details") else exc)
+            except Exception:  # noqa: BLE001 - keep serving; logged with traceback
+                log.exception("agent session failed")
+            self.connected.clear()
+            if self.stopping.is_set():
+                break
+            if time.monotonic() - started > 10 * self.config.reconnect_max_s:
+                delay = self.config.reconnect_min_s  # a long healthy session resets the backoff
+            wait_s = delay * (0.5 + random.random())
+            log.info("reconnecting in %.1f s", wait_s)
+            self.stopping.wait(wait_s)
+            delay = min(delay * 2, self.config.reconnect_max_s)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self._lock:
+            if self._out is not None:
+                self._out.put(_CLOSE)
+            if self._responses is not None:
+                self._responses.cancel()
+
+    def _session(self) -> None:
+        channel = _net.open_channel(self.config.controller, self.config.tls)
+        out: queue.Queue = queue.Queue()
+        try:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            spooled = self.spool.items()
+            spooled_jobs = []
+            for _, payload in spooled:
+                m = common_pb2.Measurement.FromString(payload)
+                spooled_jobs.append(m.job_id)
+            out.put(agent_pb2.AgentMessage(hello=agent_pb2.Hello(
+                agent_id=self.agent_id, name=self.config.name or self.device.hostname, device=self.device,
+                offers=self.offers, labels=self.config.labels, agent_version=__version__,
+                current_job_id=self._job_id, spooled_results=len(spooled), spooled_job_ids=spooled_jobs)))
+            for _, payload in spooled:
+                out.put(agent_pb2.AgentMessage(result=agent_pb2.JobResult(
+                    measurement=common_pb2.Measurement.FromString(payload))))
+            if spooled:
+                log.info("re-sending %d spooled result(s)", len(spooled))
+
+            def requests():
+                while True:
+                    msg = out.get()
+                    if msg is _CLOSE:
+                        return
+                    yield msg
+
+            responses = stub.Connect(requests(), metadata=self._metadata)
+            with self._lock:
+                self._out, self._stub, self._responses = out, stub, responses
+            beat = threading.Thread(target=self._heartbeats, args=(out,), daemon=True, name="heartbeat")
+            beat.start()
+            for msg in responses:
+                kind = msg.WhichOneof("kind")
+                if kind == "welcome":
+                    self._heartbeat_s = msg.welcome.heartbeat_interval_s or self._heartbeat_s
+                    self.connected.set()
+                    log.info("connected to %s as %s; platforms: %s", self.config.controller,
+                             msg.welcome.agent_id, ", ".join(msg.welcome.platform_ids))
+                elif kind == "job":
+                    self._start_job(msg.job)
+                elif kind == "ack":
+                    self.spool.remove(msg.ack.measurement_id)
+                if self.stopping.is_set():
+                    break
+        finally:
+            with self._lock:
+                if self._out is out:
+                    self._out, self._stub, self._responses = None, None, None
+            out.put(_CLOSE)
+            channel.close()
+
+    def _heartbeats(self, out: queue.Queue) -> None:
+        while not self.stopping.is_set():
+            with self._lock:
+                if self._out is not out:
+                    return
+            out.put(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(
+                current_job_id=self._job_id, sent_unix=time.time())))
+            self.stopping.wait(self._heartbeat_s)
+
+    def _send(self, msg: agent_pb2.AgentMessage) -> None:
+        with self._lock:
+            if self._out is not None:
+                self._out.put(msg)
+
+    # ------------------------------------------------------------ jobs
+    def _start_job(self, job: agent_pb2.JobAssignment) -> None:
+        if self._worker is not None and self._worker.is_alive():
+            log.warning("job %s assigned while %s still runs; ignored (its lease will expire)",
+                        job.job_id, self._job_id)
+            return
+        self._job_id = job.job_id
+        self._worker = threading.Thread(target=self._run_job, args=(job,), daemon=True, name=f"job-{job.job_id}")
+        self._worker.start()
+
+    def _run_job(self, job: agent_pb2.JobAssignment) -> None:
+        try:
+            measurement = self._measure(job)
+            self.spool.put(measurement.measurement_id, measurement.SerializeToString())
+            self._job_id = ""
+            self._send(agent_pb2.AgentMessage(result=agent_pb2.JobResult(measurement=measurement)))
+            log.info("job %s done: %s", job.job_id, measurement.failure_kind or
+                     f"median {measurement.latency_ms.median:.3f} ms over {measurement.latency_ms.n} runs")
+        except Exception:  # noqa: BLE001 - a job must never kill the agent
+            log.exception("job %s crashed the job runner", job.job_id)
+            self._job_id = ""
+
+    def _measure(self, job: agent_pb2.JobAssignment) -> common_pb2.Measurement:
+        started = time.time()
+        base = dict(measurement_id=uuid.uuid4().hex, job_id=job.job_id, agent_id=self.agent_id,
+                    platform_id=job.platform_id, model_sha256=job.model_sha256, runtime=job.runtime,
+                    provider=job.provider, threads=job.threads, sweep_id=job.sweep_id)
+        try:
+            path = self._fetch_model(job.model_sha256, job.model_size_bytes)
+        except (HashMismatch, grpc.RpcError, OSError, TimeoutError) as exc:
+            msg = exc.details() if isinstance(exc, grpc.RpcError) and hasattr(exc, "details") else str(exc)
+            return common_pb2.Measurement(**base, failure_kind="model_unavailable",
+                                          failure_message=f"could not get the model: {msg}",
+                                          started_at_unix=started, finished_at_unix=time.time())
+        from .bench import BenchSettings, run_benchmark
+
+        s = job.settings
+        defaults = BenchSettings()
+        settings = BenchSettings(**{f: getattr(s, f) or getattr(defaults, f) for f in (
+            "warmup_runs", "min_runs", "min_duration_ms", "max_runs", "max_duration_ms", "stable_rel_tol")})
+        shapes = {i.name: tuple(int(d) for d in i.shape) for i in job.inputs if i.shape}
+        fills = {i.name: i.fill for i in job.inputs if i.HasField("fill")}
+        provider = None if job.provider == DEFAULT_PROVIDER.get(job.runtime) else job.provider
+        result = run_benchmark(path, runtime=job.runtime, threads=job.threads, provider=provider,
+                               settings=settings, shapes=shapes, fills=fills, power_sensor=self.power_sensor,
+                               read_temps=self.read_temps)
+        return result_to_measurement(result.to_json_dict(), **base)
+
+    def _fetch_model(self, sha256: str, size_bytes: int) -> Path:
+        deadline = time.monotonic() + FETCH_RETRY_S
+        while True:
+            with self._lock:
+                stub = self._stub
+            try:
+                if stub is None:
+                    raise ConnectionError("not connected")
+
+                def chunks(offset: int):
+                    for chunk in stub.FetchModel(agent_pb2.FetchModelRequest(sha256=sha256, offset=offset),
+                                                 metadata=self._metadata, timeout=600):
+                        yield chunk.data
+
+                return self.cache.fetch(sha256, size_bytes, chunks)
+            except (grpc.RpcError, ConnectionError) as exc:
+                code = exc.code() if isinstance(exc, grpc.RpcError) else None
+                if code == grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline or self.stopping.is_set():
+                    raise
+                log.info("model download of %s interrupted (%s); retrying", sha256[:12], code or exc)
+                self.stopping.wait(1.0)
+
+
+def result_to_measurement(r: dict, **base) -> common_pb2.Measurement:
+    """A ``BenchResult.to_json_dict()`` → the wire ``Measurement`` (ids from ``base``)."""
+    m = common_pb2.Measurement(**base)
+    m.runtime = r.get("runtime") or m.runtime
+    m.runtime_version = r.get("runtime_version") or ""
+    m.threads = int(r.get("threads") or m.threads)
+    if r.get("latency_ms"):
+        lat = r["latency_ms"]
+        m.latency_ms.CopyFrom(common_pb2.LatencySummary(
+            **{k: lat[k] for k in ("median", "mean", "p90", "p99", "std", "min", "max", "n") if k in lat},
+            cv=lat.get("cv") or (lat["std"] / lat["mean"] if lat.get("mean") else 0.0)))
+    m.samples_ms.extend(r.get("samples_ms") or [])
+    for key in ("load_ms", "first_run_ms"):
+        if r.get(key) is not None:
+            setattr(m, key, float(r[key]))
+    m.peak_rss_bytes = int(r.get("peak_rss_bytes") or 0)
+    if r.get("energy_mj_per_inference") is not None:
+        m.energy_mj_per_inference = float(r["energy_mj_per_inference"])
+    if r.get("avg_power_w") is not None:
+        m.avg_power_w = float(r["avg_power_w"])
+    m.power_sensor = r.get("power_sensor") or ""
+    m.temps_c_before.update(r.get("temps_c_before") or {})
+    m.temps_c_after.update(r.get("temps_c_after") or {})
+    m.failure_kind = r.get("failure_kind") or ""
+    m.failure_message = r.get("failure_message") or ""
+    m.warmup_runs = int(r.get("warmup_runs") or 0)
+    m.started_at_unix = float(r.get("started_at_unix") or m.started_at_unix or 0.0)
+    m.finished_at_unix = float(r.get("finished_at_unix") or time.time())
+    return m
+
+
+# ---------------------------------------------------------------- CLI glue
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--controller", default=None,
+                        help="controller HOST:PORT (default: $FLEETMETER_CONTROLLER or 127.0.0.1:50051)")
+    parser.add_argument("--agent-token", default=None,
+                        help="agent token (default: $FLEETMETER_AGENT_TOKEN); sent as 'authorization: Bearer'")
+    parser.add_argument("--label", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                        help="operator label; part of the platform identity (repeatable)")
+    parser.add_argument("--threads", action="append", type=int, default=None, metavar="N",
+                        help="thread count to offer; repeat for several platforms (default: 1)")
+    parser.add_argument("--runtime", action="append", choices=sorted(DEFAULT_PROVIDER), default=None,
+                        help="runtime to serve (repeatable; default: every runtime installed)")
+    parser.add_argument("--provider", default="",
+                        help="execution provider / delegate (default: CPUExecutionProvider / xnnpack)")
+    parser.add_argument("--name", default="", help="display name (default: the hostname)")
+    parser.add_argument("--data-dir", default=None,
+                        help="agent id, result spool and model cache (default: ~/.fleetmeter-agent)")
+    parser.add_argument("--cache-mb", type=int, default=DEFAULT_CACHE_BYTES // 2 ** 20,
+                        help="model cache size bound in MiB (default: %(default)s)")
+    parser.add_argument("--no-power", action="store_true", help="do not use a power sensor (energy absent)")
+    parser.add_argument("--tls-ca", default=None,
+                        help="CA to verify the controller; enables TLS. Without TLS the connection is plain "
+                             "text: for loopback and trusted networks only")
+    parser.add_argument("--tls-cert", default=None, help="client certificate for mutual TLS")
+    parser.add_argument("--tls-key", default=None, help="client key for mutual TLS")
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    return AgentConfig(
+        controller=_net.controller_address(args.controller), token=_net.agent_token(args.agent_token),
+        tls=_net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key),
+        data_dir=Path(args.data_dir) if args.data_dir else AgentConfig.data_dir, name=args.name,
+        labels=dict(args.label), threads=tuple(args.threads or (1,)), runtimes=tuple(args.runtime or ()),
+        provider=args.provider, cache_bytes=args.cache_mb * 2 ** 20, use_power_sensor=not args.no_power)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+
+    try:
+        agent = Agent(config_from_args(args))
+    except (ValueError, RuntimeError) as exc:
+        print(f"fleetmeter-agent: {exc}", file=sys.stderr)
+        return 2
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        log.info("signal %d: stopping", signum)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.run()
+    return 0

@@ -1,0 +1,163 @@
+"""Proto messages ↔ the plain dicts the fleet and the store work with.
+
+Explicit field lists instead of ``MessageToDict`` so that types stay what the
+store expects (int64 stays int, absent optional energy stays None).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fleetmeter.v1 import agent_pb2, common_pb2, fleet_pb2
+
+_SETTINGS_FIELDS = ("warmup_runs", "min_runs", "min_duration_ms", "max_runs", "max_duration_ms", "stable_rel_tol")
+_SUMMARY_FIELDS = ("median", "mean", "p90", "p99", "std", "min", "max", "n", "cv")
+_DEVICE_SCALARS = ("hostname", "host_id", "os", "arch", "cpu_model", "cpu_cores", "cpu_max_freq_mhz",
+                   "memory_total_bytes", "device_model")
+
+
+def settings_to_dict(s: common_pb2.BenchSettings) -> dict:
+    return {f: getattr(s, f) for f in _SETTINGS_FIELDS if getattr(s, f)}
+
+
+def settings_from_dict(d: dict) -> common_pb2.BenchSettings:
+    return common_pb2.BenchSettings(**{f: d[f] for f in _SETTINGS_FIELDS if d.get(f)})
+
+
+def inputs_to_list(inputs) -> list[dict]:
+    out = []
+    for i in inputs:
+        item: dict[str, Any] = {"name": i.name, "shape": [int(x) for x in i.shape]}
+        if i.HasField("fill"):
+            item["fill"] = i.fill
+        out.append(item)
+    return out
+
+
+def inputs_from_list(items: list[dict]) -> list[common_pb2.InputOverride]:
+    return [common_pb2.InputOverride(name=i["name"], shape=i.get("shape") or [],
+                                     **({"fill": i["fill"]} if i.get("fill") is not None else {})) for i in items]
+
+
+def hello_to_dict(h: agent_pb2.Hello) -> dict:
+    device = {f: getattr(h.device, f) for f in _DEVICE_SCALARS}
+    device["gpus"] = list(h.device.gpus)
+    device["runtimes"] = [{"name": r.name, "version": r.version, "providers": list(r.providers)}
+                          for r in h.device.runtimes]
+    device["power_sensors"] = list(h.device.power_sensors)
+    device["thermal_zones"] = list(h.device.thermal_zones)
+    device["hardware"] = json.loads(h.device.hardware_json) if h.device.hardware_json else {
+        "arch": h.device.arch, "cpu_model": h.device.cpu_model, "cores": h.device.cpu_cores}
+    device["probe"] = json.loads(h.device.probe_json) if h.device.probe_json else {}
+    return {
+        "agent_id": h.agent_id, "name": h.name, "device": device, "labels": dict(h.labels),
+        "offers": [{"runtime": o.runtime, "runtime_version": o.runtime_version, "provider": o.provider,
+                    "threads": o.threads} for o in h.offers],
+        "agent_version": h.agent_version, "current_job_id": h.current_job_id,
+        "spooled_job_ids": list(h.spooled_job_ids),
+    }
+
+
+def measurement_to_dict(m: common_pb2.Measurement) -> dict:
+    d: dict[str, Any] = {f: getattr(m, f) for f in (
+        "measurement_id", "job_id", "agent_id", "platform_id", "model_sha256", "runtime", "runtime_version",
+        "provider", "threads", "load_ms", "first_run_ms", "peak_rss_bytes", "power_sensor", "failure_kind",
+        "failure_message", "started_at_unix", "finished_at_unix", "sweep_id", "warmup_runs")}
+    d["latency_ms"] = ({f: getattr(m.latency_ms, f) for f in _SUMMARY_FIELDS}
+                       if m.HasField("latency_ms") else None)
+    d["samples_ms"] = list(m.samples_ms)
+    d["energy_mj_per_inference"] = m.energy_mj_per_inference if m.HasField("energy_mj_per_inference") else None
+    d["avg_power_w"] = m.avg_power_w if m.HasField("avg_power_w") else None
+    d["temps_c_before"] = dict(m.temps_c_before)
+    d["temps_c_after"] = dict(m.temps_c_after)
+    return d
+
+
+def measurement_from_dict(d: dict) -> common_pb2.Measurement:
+    m = common_pb2.Measurement()
+    for key, value in d.items():
+        if value is None or key in ("latency_ms", "samples_ms", "temps_c_before", "temps_c_after"):
+            continue
+        if key in m.DESCRIPTOR.fields_by_name:
+            setattr(m, key, value)
+    if d.get("latency_ms"):
+        m.latency_ms.CopyFrom(common_pb2.LatencySummary(**{f: d["latency_ms"][f] for f in _SUMMARY_FIELDS
+                                                           if f in d["latency_ms"]}))
+    m.samples_ms.extend(d.get("samples_ms") or [])
+    m.temps_c_before.update(d.get("temps_c_before") or {})
+    m.temps_c_after.update(d.get("temps_c_after") or {})
+    return m
+
+
+def assignment_to_proto(a: dict) -> agent_pb2.JobAssignment:
+    return agent_pb2.JobAssignment(
+        job_id=a["job_id"], sweep_id=a["sweep_id"], platform_id=a["platform_id"], model_sha256=a["model_sha256"],
+        model_size_bytes=int(a["model_size_bytes"]), model_format=a["model_format"], runtime=a["runtime"],
+        provider=a["provider"], threads=int(a["threads"]), settings=settings_from_dict(a["settings"]),
+        inputs=inputs_from_list(a["inputs"]))
+
+
+def spec_to_dict(s: fleet_pb2.SweepSpec) -> dict:
+    return {
+        "name": s.name, "models": list(s.models),
+        "platforms": {"platform_ids": list(s.platforms.platform_ids), "labels": dict(s.platforms.labels),
+                      "runtimes": list(s.platforms.runtimes)},
+        "threads": list(s.threads), "repeats": s.repeats, "settings": settings_to_dict(s.settings),
+        "priority": s.priority, "inputs": inputs_to_list(s.inputs),
+    }
+
+
+def spec_from_dict(d: dict) -> fleet_pb2.SweepSpec:
+    p = d.get("platforms") or {}
+    return fleet_pb2.SweepSpec(
+        name=d.get("name", ""), models=d.get("models", []),
+        platforms=fleet_pb2.PlatformSelector(platform_ids=p.get("platform_ids", []), labels=p.get("labels", {}),
+                                             runtimes=p.get("runtimes", [])),
+        threads=d.get("threads", []), repeats=d.get("repeats", 0), settings=settings_from_dict(d.get("settings", {})),
+        priority=d.get("priority", 0), inputs=inputs_from_list(d.get("inputs", [])))
+
+
+def progress_to_proto(p: dict) -> fleet_pb2.SweepProgress:
+    return fleet_pb2.SweepProgress(sweep_id=p["sweep_id"], state=p["state"], total=p["total"],
+                                   pending=p["pending"], leased=p["leased"], done=p["done"], failed=p["failed"],
+                                   updated_unix=p["updated_unix"])
+
+
+def sweep_to_proto(s: dict) -> fleet_pb2.Sweep:
+    return fleet_pb2.Sweep(sweep_id=s["sweep_id"], name=s["name"], spec=spec_from_dict(s["spec"]),
+                           progress=progress_to_proto(s["progress"]), created_unix=s["created_unix"],
+                           platform_ids=s["platform_ids"])
+
+
+def model_to_proto(m: dict) -> fleet_pb2.Model:
+    info = m.get("info", {})
+
+    def specs(items):
+        return [fleet_pb2.TensorSpec(name=t["name"], dtype=t["dtype"], shape=t["shape"]) for t in items]
+
+    return fleet_pb2.Model(sha256=m["sha256"], name=m["name"], format=m["format"], size_bytes=m["size_bytes"],
+                           inputs=specs(info.get("inputs", [])), outputs=specs(info.get("outputs", [])),
+                           node_count=info.get("node_count", 0), family=info.get("family", ""),
+                           metadata_json=json.dumps(info.get("metadata", {}), sort_keys=True),
+                           created_unix=m.get("created_unix", 0.0))
+
+
+def device_to_proto(d: dict) -> fleet_pb2.Device:
+    info = d.get("info", {})
+    device = common_pb2.DeviceInfo(
+        **{f: info[f] for f in _DEVICE_SCALARS if info.get(f) not in (None, "")},
+        gpus=info.get("gpus", []), power_sensors=info.get("power_sensors", []),
+        thermal_zones=info.get("thermal_zones", []),
+        runtimes=[common_pb2.RuntimeInfo(name=r["name"], version=r["version"], providers=r.get("providers", []))
+                  for r in info.get("runtimes", [])],
+        hardware_json=json.dumps(info.get("hardware", {}), sort_keys=True))
+    return fleet_pb2.Device(agent_id=d["agent_id"], name=d["name"], info=device, labels=d["labels"],
+                            connected=d["connected"], state=d["state"], current_job_id=d["current_job_id"],
+                            last_seen_unix=d["last_seen_unix"], platform_ids=d["platform_ids"])
+
+
+def platform_to_proto(p: dict) -> fleet_pb2.Platform:
+    return fleet_pb2.Platform(platform_id=p["platform_id"], hardware=p["hardware"], runtime=p["runtime"],
+                              runtime_version=p["runtime_version"], provider=p["provider"], threads=p["threads"],
+                              labels=p["labels"], hardware_json=json.dumps(p["hardware_json"], sort_keys=True),
+                              agents_connected=p.get("agents_connected", 0), agents_total=p.get("agents_total", 0))

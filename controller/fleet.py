@@ -1,0 +1,328 @@
+"""Fleet registry and sweep scheduler: plain Python over a :class:`Store`.
+
+The controller runs one ``Fleet`` inside a Ray actor (see ``engine.py``), so
+its methods are called one at a time; tests drive it directly.
+
+Job state machine (durable, in the store)::
+
+    pending ──lease──▶ leased ──result──▶ done | failed
+       ▲                 │
+       └──lease expired / agent restarted (attempts < max) ─┘   (else → failed)
+
+Rules:
+- At most one job per agent at a time, and agents that report the same
+  physical host (``host_id``) never measure at the same time.
+- Among idle agents of one host, the job order decides who goes next (highest
+  sweep priority, then oldest sweep, then job order), so no agent starves.
+- A leased job's lease is extended by the agent's heartbeats; one whose agent
+  went silent for ``lease_timeout_s`` returns to the queue.
+- After a controller restart every open lease gets a fresh ``lease_timeout_s``
+  of grace, so agents that reconnect in time keep their jobs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from fleetmeter.errors import InvalidArgument, NotFound
+
+from .platforms import RUNTIME_FOR_FORMAT, make_platform
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_JOBS_PER_SWEEP = 1_000_000
+
+
+@dataclass
+class AgentState:
+    agent_id: str
+    name: str
+    host_id: str
+    platform_ids: list[str]
+    connected: bool = True
+    current_job_id: Optional[str] = None
+    last_seen_unix: float = 0.0
+    idle_since_unix: float = 0.0
+    labels: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    lease_timeout_s: float = 30.0
+    max_attempts: int = 3
+    heartbeat_interval_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.lease_timeout_s <= 0 or self.heartbeat_interval_s <= 0:
+            raise ValueError("lease_timeout_s and heartbeat_interval_s must be positive")
+        if self.heartbeat_interval_s * 2 > self.lease_timeout_s:
+            raise ValueError("lease_timeout_s must be at least twice heartbeat_interval_s")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+
+
+class Fleet:
+    def __init__(self, store: Store, config: FleetConfig = FleetConfig(),
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.agents: dict[str, AgentState] = {}
+        grace = self.clock() + config.lease_timeout_s
+        for job in store.leased_jobs():
+            store.extend_lease(job["job_id"], job["agent_id"], grace)
+
+    # ------------------------------------------------------------ agents
+    def register_agent(self, hello: dict) -> dict:
+        """An agent said hello. Returns ``{"agent_id", "platform_ids", "heartbeat_interval_s"}``."""
+        agent_id = hello.get("agent_id") or ""
+        if not agent_id:
+            raise InvalidArgument("hello without agent_id")
+        device = hello.get("device") or {}
+        hardware = device.get("hardware") or {}
+        labels = dict(hello.get("labels") or {})
+        offers = hello.get("offers") or []
+        if not offers:
+            raise InvalidArgument(f"agent {agent_id} offers no platform (no runtime installed?)")
+        platforms = [make_platform(hardware, offer, labels) for offer in offers]
+        for p in platforms:
+            self.store.upsert_platform(p)
+        platform_ids = [p["platform_id"] for p in platforms]
+        now = self.clock()
+        host_id = device.get("host_id") or device.get("hostname") or agent_id
+        self.store.upsert_device(agent_id, name=hello.get("name") or agent_id, host_id=host_id,
+                                 info=device, labels=labels, platform_ids=platform_ids, now=now)
+        current = hello.get("current_job_id") or None
+        keep = {current, *(hello.get("spooled_job_ids") or [])}
+        for job in self.store.leased_jobs():
+            if job["agent_id"] == agent_id and job["job_id"] not in keep:
+                state = self.store.release_job(job["job_id"], "agent restarted before finishing the job",
+                                               self.config.max_attempts)
+                log.info("job %s: agent %s came back without it → %s", job["job_id"], agent_id, state)
+        if current:
+            job = self.store.get_job(current)
+            if job is None or job["state"] != "leased" or job["agent_id"] != agent_id:
+                current = None
+            else:
+                self.store.extend_lease(current, agent_id, now + self.config.lease_timeout_s)
+        self.agents[agent_id] = AgentState(agent_id=agent_id, name=hello.get("name") or agent_id, host_id=host_id,
+                                           platform_ids=platform_ids, current_job_id=current,
+                                           last_seen_unix=now, idle_since_unix=now, labels=labels)
+        return {"agent_id": agent_id, "platform_ids": platform_ids,
+                "heartbeat_interval_s": self.config.heartbeat_interval_s}
+
+    def agent_disconnected(self, agent_id: str) -> None:
+        """The stream ended. Its lease stays until it expires: the agent may come back with the result."""
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            agent.connected = False
+            self.store.touch_device(agent_id, self.clock())
+
+    def heartbeat(self, agent_id: str, current_job_id: str = "") -> None:
+        agent = self._agent(agent_id)
+        now = self.clock()
+        agent.last_seen_unix = now
+        job_id = current_job_id or agent.current_job_id
+        if job_id:
+            self.store.extend_lease(job_id, agent_id, now + self.config.lease_timeout_s)
+
+    def _agent(self, agent_id: str) -> AgentState:
+        try:
+            return self.agents[agent_id]
+        except KeyError:
+            raise NotFound(f"unknown agent {agent_id!r}: it must say hello first") from None
+
+    # ------------------------------------------------------------ scheduling
+    def next_job(self, agent_id: str) -> Optional[dict]:
+        """Lease the next job for an idle agent, or ``None`` (busy, host busy, nothing to do, or a host-mate's turn)."""
+        agent = self._agent(agent_id)
+        if not agent.connected or agent.current_job_id:
+            return None
+        mates = [a for a in self.agents.values() if a.host_id == agent.host_id and a.connected]
+        if any(a.current_job_id for a in mates):
+            return None
+        idle_platforms = {pid for a in mates for pid in a.platform_ids}
+        job = self.store.next_pending_job(sorted(idle_platforms))
+        if job is None:
+            return None
+        if job["platform_id"] not in agent.platform_ids:
+            return None  # the best job on this host belongs to a host-mate's platform: its turn
+        # Several idle agents of the same pool on one host: the one idle longest goes first.
+        rivals = [a for a in mates if job["platform_id"] in a.platform_ids]
+        if min(rivals, key=lambda a: (a.idle_since_unix, a.agent_id)).agent_id != agent_id:
+            return None
+        now = self.clock()
+        if not self.store.lease_job(job["job_id"], agent_id, now + self.config.lease_timeout_s):
+            return None
+        agent.current_job_id = job["job_id"]
+        return self._assignment(job)
+
+    def _assignment(self, job: dict) -> dict:
+        sweep = self.store.get_sweep(job["sweep_id"]) or {"spec": {}}
+        model = self.store.get_model(job["model_sha256"]) or {}
+        platform = self.store.get_platform(job["platform_id"]) or {}
+        spec = sweep["spec"]
+        return {
+            "job_id": job["job_id"], "sweep_id": job["sweep_id"], "platform_id": job["platform_id"],
+            "model_sha256": job["model_sha256"], "model_size_bytes": model.get("size_bytes", 0),
+            "model_format": model.get("format", ""), "runtime": platform.get("runtime", ""),
+            "provider": platform.get("provider", ""), "threads": platform.get("threads", 1),
+            "settings": spec.get("settings") or {}, "inputs": spec.get("inputs") or [],
+        }
+
+    def record_result(self, record: dict) -> bool:
+        """Store a measurement (idempotent) and free its agent. ``False`` for a re-send."""
+        agent = self.agents.get(record.get("agent_id", ""))
+        if agent is not None and agent.current_job_id and agent.current_job_id == record.get("job_id"):
+            agent.current_job_id = None
+            agent.idle_since_unix = self.clock()
+        return self.store.record_measurement(record, now=self.clock())
+
+    def expire_leases(self) -> list[str]:
+        """Return jobs whose lease ran out to the queue (or fail them after max_attempts)."""
+        now = self.clock()
+        released = []
+        for job in self.store.leased_jobs():
+            if job["lease_expires_unix"] is not None and job["lease_expires_unix"] < now:
+                state = self.store.release_job(job["job_id"], "lease expired: agent went silent",
+                                               self.config.max_attempts)
+                agent = self.agents.get(job["agent_id"] or "")
+                if agent is not None and agent.current_job_id == job["job_id"]:
+                    agent.current_job_id = None
+                    agent.idle_since_unix = now
+                log.warning("job %s: lease of agent %s expired → %s", job["job_id"], job["agent_id"], state)
+                released.append(job["job_id"])
+        return released
+
+    # ------------------------------------------------------------ sweeps
+    def submit_sweep(self, spec: dict) -> dict:
+        """Validate a sweep spec, expand it into jobs, store both. Raises InvalidArgument/NotFound."""
+        models = self._resolve_models(spec.get("models") or [])
+        platforms = self._select_platforms(spec.get("platforms") or {}, spec.get("threads") or [])
+        repeats = int(spec.get("repeats") or 1)
+        if repeats < 1:
+            raise InvalidArgument(f"repeats must be >= 1, got {repeats}")
+        pairs = [(m, p) for m in models for p in platforms if RUNTIME_FOR_FORMAT.get(m["format"]) == p["runtime"]]
+        if not pairs:
+            formats = sorted({m["format"] for m in models})
+            runtimes = sorted({p["runtime"] for p in platforms})
+            raise InvalidArgument(f"no selected platform can run the selected models: model formats {formats}, "
+                                  f"platform runtimes {runtimes} (onnx needs onnxruntime, tflite needs litert)")
+        if len(pairs) * repeats > MAX_JOBS_PER_SWEEP:
+            raise InvalidArgument(f"sweep expands to {len(pairs) * repeats} jobs, more than {MAX_JOBS_PER_SWEEP}")
+        sweep_id = "sw-" + uuid.uuid4().hex[:12]
+        jobs, seq = [], 0
+        for r in range(repeats):
+            for m, p in pairs:
+                jobs.append({"job_id": f"{sweep_id}-{seq:06d}", "seq": seq, "model_sha256": m["sha256"],
+                             "platform_id": p["platform_id"], "repeat_index": r})
+                seq += 1
+        stored_spec = {**spec, "models": [m["sha256"] for m in models]}
+        sweep = {"sweep_id": sweep_id, "name": spec.get("name") or sweep_id, "spec": stored_spec,
+                 "platform_ids": sorted({p["platform_id"] for _, p in pairs}),
+                 "priority": int(spec.get("priority") or 0)}
+        self.store.create_sweep(sweep, jobs, now=self.clock())
+        log.info("sweep %s: %d jobs over %d models × %d platforms × %d repeats", sweep_id, len(jobs),
+                 len(models), len(sweep["platform_ids"]), repeats)
+        return self.get_sweep(sweep_id)
+
+    def _resolve_models(self, refs: list[str]) -> list[dict]:
+        if not refs:
+            raise InvalidArgument("a sweep needs at least one model (sha256, unique sha256 prefix, or name)")
+        out, seen = [], set()
+        for ref in refs:
+            found = self.store.find_models(ref)
+            if not found:
+                raise NotFound(f"unknown model {ref!r}: upload it first (fleetmeter models add FILE)")
+            if len(found) > 1:
+                raise InvalidArgument(f"model reference {ref!r} is ambiguous: "
+                                      + ", ".join(f"{m['name']} ({m['sha256'][:12]})" for m in found))
+            if found[0]["sha256"] not in seen:
+                seen.add(found[0]["sha256"])
+                out.append(found[0])
+        return out
+
+    def _select_platforms(self, selector: dict, threads: list[int]) -> list[dict]:
+        platforms = self.store.list_platforms()
+        known = {p["platform_id"] for p in platforms}
+        ids = list(selector.get("platform_ids") or [])
+        for pid in ids:
+            if pid not in known:
+                raise NotFound(f"unknown platform {pid!r} (see: fleetmeter platforms)")
+        labels = dict(selector.get("labels") or {})
+        runtimes = set(selector.get("runtimes") or [])
+        for rt in runtimes - set(RUNTIME_FOR_FORMAT.values()):
+            raise InvalidArgument(f"unknown runtime {rt!r}: expected one of {sorted(RUNTIME_FOR_FORMAT.values())}")
+        bad_threads = [t for t in threads if int(t) < 1]
+        if bad_threads:
+            raise InvalidArgument(f"threads must be >= 1, got {bad_threads}")
+        chosen = [p for p in platforms
+                  if (not ids or p["platform_id"] in ids)
+                  and all(p["labels"].get(k) == v for k, v in labels.items())
+                  and (not runtimes or p["runtime"] in runtimes)
+                  and (not threads or p["threads"] in {int(t) for t in threads})]
+        if not chosen:
+            raise InvalidArgument("no platform matches the selector "
+                                  f"(platform_ids={ids}, labels={labels}, runtimes={sorted(runtimes)}, "
+                                  f"threads={list(threads)}); known platforms: {sorted(known) or 'none yet'}")
+        return chosen
+
+    def get_sweep(self, sweep_id: str) -> dict:
+        sweep = self.store.get_sweep(sweep_id)
+        if sweep is None:
+            raise NotFound(f"unknown sweep {sweep_id!r}")
+        sweep["progress"] = self.sweep_progress(sweep_id)
+        return sweep
+
+    def sweep_progress(self, sweep_id: str) -> dict:
+        counts = self.store.sweep_counts(sweep_id)
+        total = sum(counts.values())
+        open_jobs = counts["pending"] + counts["leased"]
+        return {"sweep_id": sweep_id, "total": total, **counts,
+                "state": "running" if open_jobs else "done", "updated_unix": self.clock()}
+
+    # ------------------------------------------------------------ listings
+    def list_devices(self) -> list[dict]:
+        out = []
+        for d in self.store.list_devices():
+            a = self.agents.get(d["agent_id"])
+            connected = bool(a and a.connected)
+            d["connected"] = connected
+            d["current_job_id"] = (a.current_job_id or "") if a else ""
+            d["state"] = ("busy" if d["current_job_id"] else "idle") if connected else "offline"
+            if a:
+                d["last_seen_unix"] = max(d["last_seen_unix"], a.last_seen_unix)
+            out.append(d)
+        return out
+
+    def list_platforms(self) -> list[dict]:
+        out = []
+        for p in self.store.list_platforms():
+            pool = [a for a in self.agents.values() if p["platform_id"] in a.platform_ids]
+            devices = [d for d in self.store.list_devices() if p["platform_id"] in d["platform_ids"]]
+            p["agents_connected"] = sum(a.connected for a in pool)
+            p["agents_total"] = len(devices)
+            out.append(p)
+        return out
+
+    def add_model(self, model: dict) -> tuple[dict, bool]:
+        new = self.store.add_model(model, now=self.clock())
+        return self.store.get_model(model["sha256"]), not new
+
+    def get_model(self, sha256: str) -> dict:
+        model = self.store.get_model(sha256)
+        if model is None:
+            raise NotFound(f"unknown model {sha256!r}")
+        return model
+
+    def list_models(self) -> list[dict]:
+        return self.store.list_models()
+
+    def list_measurements(self, **filters) -> list[dict]:
+        if filters.get("sweep_id") and self.store.get_sweep(filters["sweep_id"]) is None:
+            raise NotFound(f"unknown sweep {filters['sweep_id']!r}")
+        return self.store.list_measurements(**filters)

@@ -1,0 +1,160 @@
+"""Start the controller: Ray, the fleet actor, both gRPC services, health and reflection."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from fleetmeter._net import CHANNEL_OPTIONS, TlsFiles
+from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+
+from .api import FleetApi
+from .blobs import BlobStore
+from .engine import RayEngine
+from .fleet import Fleet, FleetConfig
+from .gateway import AgentGateway, Notifier
+from .rpc import BoundaryInterceptor
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    listen: str = DEFAULT_LISTEN
+    data_dir: Path = Path(".fleetmeter")
+    ray_address: Optional[str] = None
+    agent_token: Optional[str] = None
+    api_token: Optional[str] = None
+    tls: TlsFiles = field(default_factory=TlsFiles)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    ray_num_cpus: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
+        if self.tls.ca and not self.tls.cert:
+            raise ValueError("--tls-ca on the controller requires --tls-cert/--tls-key (mutual TLS)")
+
+
+class FleetActor(Fleet):
+    """The fleet as a Ray actor: it opens the store itself (a sqlite handle cannot travel)."""
+
+    def __init__(self, db_path: str, config: FleetConfig) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        super().__init__(Store(db_path), config)
+
+    def ping(self) -> bool:
+        return True
+
+
+class Controller:
+    """A running controller. ``await start()``, then ``await wait()`` or ``await stop()``."""
+
+    def __init__(self, config: ControllerConfig, engine=None) -> None:
+        self.config = config
+        self.engine = engine or RayEngine(config.ray_address, num_cpus=config.ray_num_cpus)
+        self.server: Optional[grpc.aio.Server] = None
+        self.address: Optional[str] = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> str:
+        cfg = self.config
+        data_dir = Path(cfg.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine.start()
+        self.fleet = self.engine.actor(FleetActor, str(data_dir / "fleetmeter.sqlite"), cfg.fleet)
+        await self.fleet.call("ping")
+        self.blobs = BlobStore(data_dir / "blobs")
+        self.notifier = Notifier()
+        self.gateway = AgentGateway(self.fleet, self.blobs, self.notifier)
+        self.api = FleetApi(self.fleet, self.blobs, self.notifier, self.engine)
+        if not cfg.agent_token or not cfg.api_token:
+            log.warning("no %s token configured: that service accepts anyone who can reach %s "
+                        "(fine on loopback or a trusted network only)",
+                        "agent" if not cfg.agent_token else "API", cfg.listen)
+        server = grpc.aio.server(interceptors=[BoundaryInterceptor(cfg.agent_token, cfg.api_token)],
+                                 options=CHANNEL_OPTIONS)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.gateway, server)
+        fleet_pb2_grpc.add_FleetServiceServicer_to_server(self.api, server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = (agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+                 fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
+                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        if cfg.tls.enabled:
+            creds = grpc.ssl_server_credentials(
+                [(Path(cfg.tls.key).read_bytes(), Path(cfg.tls.cert).read_bytes())],
+                root_certificates=Path(cfg.tls.ca).read_bytes() if cfg.tls.ca else None,
+                require_client_auth=bool(cfg.tls.ca))
+            port = server.add_secure_port(cfg.listen, creds)
+        else:
+            port = server.add_insecure_port(cfg.listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {cfg.listen} (address in use?)")
+        await server.start()
+        self.server = server
+        host = cfg.listen.rpartition(":")[0]
+        self.address = f"{host}:{port}"
+        for name in names[:2] + ("",):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._tasks.append(asyncio.create_task(self._expire_loop()))
+        (data_dir / "controller.json").write_text(json.dumps({"address": self.address, "pid": os.getpid()}))
+        log.info("controller serving on %s (%s), data in %s", self.address,
+                 "TLS" if cfg.tls.enabled else "plain text", data_dir)
+        return self.address
+
+    async def _expire_loop(self) -> None:
+        period_s = max(0.2, self.config.fleet.lease_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                released = await self.fleet.call("expire_leases")
+            except Exception:  # noqa: BLE001 - keep the loop alive; logged
+                log.exception("lease expiry failed")
+                continue
+            if released:
+                self.gateway.jobs_released(released)
+                self.notifier.notify()
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self.server is not None:
+            await self.server.stop(grace_s)
+        self.engine.shutdown()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def run_controller(config: ControllerConfig) -> int:
+    """Serve until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        controller = Controller(config)
+        await controller.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"fleetmeter controller listening on {controller.address}", flush=True)
+        await stop.wait()
+        log.info("shutting down")
+        await controller.stop()
+
+    asyncio.run(main())
+    return 0

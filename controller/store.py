@@ -1,0 +1,366 @@
+"""The durable store: SQLite in WAL mode, one file in the controller's data dir.
+
+Contract:
+- One owner. A ``Store`` is not thread-safe; the controller's fleet actor is
+  its only user, so every write is serialised.
+- Every public method commits before it returns (or rolls back and raises):
+  a crash never leaves half a sweep or half a result behind.
+- A measurement is stored once per ``measurement_id``; sending it twice is a
+  no-op that reports ``False``.
+- Raw latency samples are kept in the record; summaries are derived columns.
+
+Rows cross the boundary as plain dicts (JSON-able), never as sqlite rows.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    agent_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    host_id TEXT NOT NULL,
+    info_json TEXT NOT NULL,
+    labels_json TEXT NOT NULL,
+    platform_ids_json TEXT NOT NULL,
+    first_seen_unix REAL NOT NULL,
+    last_seen_unix REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS platforms (
+    platform_id TEXT PRIMARY KEY,
+    hardware TEXT NOT NULL,
+    hardware_json TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    runtime_version TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    threads INTEGER NOT NULL,
+    labels_json TEXT NOT NULL,
+    created_unix REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    format TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    info_json TEXT NOT NULL,
+    created_unix REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweeps (
+    sweep_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    platform_ids_json TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    created_unix REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    sweep_id TEXT NOT NULL REFERENCES sweeps(sweep_id),
+    seq INTEGER NOT NULL,
+    model_sha256 TEXT NOT NULL REFERENCES models(sha256),
+    platform_id TEXT NOT NULL REFERENCES platforms(platform_id),
+    repeat_index INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    agent_id TEXT,
+    lease_expires_unix REAL,
+    error TEXT,
+    measurement_id TEXT,
+    updated_unix REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, platform_id);
+CREATE INDEX IF NOT EXISTS jobs_by_sweep ON jobs(sweep_id, state);
+CREATE TABLE IF NOT EXISTS measurements (
+    measurement_id TEXT PRIMARY KEY,
+    job_id TEXT,
+    sweep_id TEXT,
+    agent_id TEXT NOT NULL,
+    platform_id TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    latency_median_ms REAL,
+    failure_kind TEXT NOT NULL,
+    received_unix REAL NOT NULL,
+    record_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_by_sweep ON measurements(sweep_id);
+CREATE INDEX IF NOT EXISTS measurements_by_job ON measurements(job_id);
+"""
+
+JOB_STATES = ("pending", "leased", "done", "failed")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+class Store:
+    """SQLite store for devices, platforms, models, sweeps, jobs and measurements."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row["value"]) != SCHEMA_VERSION:
+            raise RuntimeError(f"store {self.path} has schema version {row['value']}, this fleetmeter "
+                               f"expects {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ----------------------------------------------------------------- devices
+    def upsert_device(self, agent_id: str, *, name: str, host_id: str, info: dict, labels: dict,
+                      platform_ids: list[str], now: Optional[float] = None) -> None:
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO devices(agent_id, name, host_id, info_json, labels_json, platform_ids_json,
+                                       first_seen_unix, last_seen_unix)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(agent_id) DO UPDATE SET name=excluded.name, host_id=excluded.host_id,
+                       info_json=excluded.info_json, labels_json=excluded.labels_json,
+                       platform_ids_json=excluded.platform_ids_json, last_seen_unix=excluded.last_seen_unix""",
+                (agent_id, name, host_id, _dumps(info), _dumps(labels), _dumps(platform_ids), now, now))
+
+    def touch_device(self, agent_id: str, now: Optional[float] = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE devices SET last_seen_unix=? WHERE agent_id=?",
+                       (time.time() if now is None else now, agent_id))
+
+    def list_devices(self) -> list[dict]:
+        rows = self._db.execute("SELECT * FROM devices ORDER BY name, agent_id").fetchall()
+        return [{
+            "agent_id": r["agent_id"], "name": r["name"], "host_id": r["host_id"],
+            "info": json.loads(r["info_json"]), "labels": json.loads(r["labels_json"]),
+            "platform_ids": json.loads(r["platform_ids_json"]),
+            "first_seen_unix": r["first_seen_unix"], "last_seen_unix": r["last_seen_unix"],
+        } for r in rows]
+
+    # --------------------------------------------------------------- platforms
+    def upsert_platform(self, platform: dict, now: Optional[float] = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO platforms(platform_id, hardware, hardware_json, runtime, runtime_version,
+                                         provider, threads, labels_json, created_unix)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform_id) DO NOTHING""",
+                (platform["platform_id"], platform["hardware"], _dumps(platform["hardware_json"]),
+                 platform["runtime"], platform["runtime_version"], platform["provider"],
+                 int(platform["threads"]), _dumps(platform["labels"]), time.time() if now is None else now))
+
+    def list_platforms(self) -> list[dict]:
+        rows = self._db.execute("SELECT * FROM platforms ORDER BY platform_id").fetchall()
+        return [self._platform(r) for r in rows]
+
+    def get_platform(self, platform_id: str) -> Optional[dict]:
+        r = self._db.execute("SELECT * FROM platforms WHERE platform_id=?", (platform_id,)).fetchone()
+        return self._platform(r) if r else None
+
+    @staticmethod
+    def _platform(r: sqlite3.Row) -> dict:
+        return {"platform_id": r["platform_id"], "hardware": r["hardware"],
+                "hardware_json": json.loads(r["hardware_json"]), "runtime": r["runtime"],
+                "runtime_version": r["runtime_version"], "provider": r["provider"],
+                "threads": r["threads"], "labels": json.loads(r["labels_json"])}
+
+    # ------------------------------------------------------------------ models
+    def add_model(self, model: dict, now: Optional[float] = None) -> bool:
+        """Insert a model by sha256; ``False`` when it was already there (unchanged)."""
+        with self._tx() as db:
+            cur = db.execute(
+                """INSERT INTO models(sha256, name, format, size_bytes, info_json, created_unix)
+                   VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING""",
+                (model["sha256"], model["name"], model["format"], int(model["size_bytes"]),
+                 _dumps(model.get("info", {})), time.time() if now is None else now))
+            return cur.rowcount == 1
+
+    def get_model(self, sha256: str) -> Optional[dict]:
+        r = self._db.execute("SELECT * FROM models WHERE sha256=?", (sha256,)).fetchone()
+        return self._model(r) if r else None
+
+    def find_models(self, ref: str) -> list[dict]:
+        """Models whose sha256 starts with ``ref`` (at least 6 hex digits) or whose name is ``ref``."""
+        rows = self._db.execute("SELECT * FROM models WHERE name=? ORDER BY created_unix", (ref,)).fetchall()
+        if len(ref) >= 6:
+            rows += self._db.execute("SELECT * FROM models WHERE sha256 LIKE ? ORDER BY created_unix",
+                                     (ref.lower() + "%",)).fetchall()
+        seen, out = set(), []
+        for r in rows:
+            if r["sha256"] not in seen:
+                seen.add(r["sha256"])
+                out.append(self._model(r))
+        return out
+
+    def list_models(self) -> list[dict]:
+        return [self._model(r) for r in self._db.execute("SELECT * FROM models ORDER BY name, sha256")]
+
+    @staticmethod
+    def _model(r: sqlite3.Row) -> dict:
+        return {"sha256": r["sha256"], "name": r["name"], "format": r["format"],
+                "size_bytes": r["size_bytes"], "info": json.loads(r["info_json"]),
+                "created_unix": r["created_unix"]}
+
+    # ------------------------------------------------------------ sweeps/jobs
+    def create_sweep(self, sweep: dict, jobs: Iterable[dict], now: Optional[float] = None) -> None:
+        """Insert a sweep and all its jobs in one transaction."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            db.execute("INSERT INTO sweeps(sweep_id, name, spec_json, platform_ids_json, priority, created_unix)"
+                       " VALUES (?, ?, ?, ?, ?, ?)",
+                       (sweep["sweep_id"], sweep["name"], _dumps(sweep["spec"]), _dumps(sweep["platform_ids"]),
+                        int(sweep.get("priority", 0)), now))
+            db.executemany(
+                "INSERT INTO jobs(job_id, sweep_id, seq, model_sha256, platform_id, repeat_index, state, updated_unix)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                [(j["job_id"], sweep["sweep_id"], j["seq"], j["model_sha256"], j["platform_id"],
+                  j["repeat_index"], now) for j in jobs])
+
+    def get_sweep(self, sweep_id: str) -> Optional[dict]:
+        r = self._db.execute("SELECT * FROM sweeps WHERE sweep_id=?", (sweep_id,)).fetchone()
+        if r is None:
+            return None
+        return {"sweep_id": r["sweep_id"], "name": r["name"], "spec": json.loads(r["spec_json"]),
+                "platform_ids": json.loads(r["platform_ids_json"]), "priority": r["priority"],
+                "created_unix": r["created_unix"]}
+
+    def sweep_counts(self, sweep_id: str) -> dict[str, int]:
+        counts = dict.fromkeys(JOB_STATES, 0)
+        for r in self._db.execute("SELECT state, COUNT(*) AS n FROM jobs WHERE sweep_id=? GROUP BY state",
+                                  (sweep_id,)):
+            counts[r["state"]] = r["n"]
+        return counts
+
+    def get_job(self, job_id: str) -> Optional[dict]:
+        r = self._db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        return dict(r) if r else None
+
+    def next_pending_job(self, platform_ids: Iterable[str]) -> Optional[dict]:
+        """The job to run next among ``platform_ids``: highest sweep priority, then oldest sweep, then order."""
+        ids = list(platform_ids)
+        if not ids:
+            return None
+        marks = ",".join("?" * len(ids))
+        r = self._db.execute(
+            f"""SELECT j.* FROM jobs j JOIN sweeps s ON s.sweep_id = j.sweep_id
+                WHERE j.state='pending' AND j.platform_id IN ({marks})
+                ORDER BY s.priority DESC, s.created_unix, j.sweep_id, j.seq LIMIT 1""", ids).fetchone()
+        return dict(r) if r else None
+
+    def lease_job(self, job_id: str, agent_id: str, expires_unix: float) -> bool:
+        """pending → leased; ``False`` if the job was no longer pending."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE jobs SET state='leased', agent_id=?, lease_expires_unix=?, attempts=attempts+1,"
+                             " updated_unix=? WHERE job_id=? AND state='pending'",
+                             (agent_id, expires_unix, time.time(), job_id))
+            return cur.rowcount == 1
+
+    def extend_lease(self, job_id: str, agent_id: str, expires_unix: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE jobs SET lease_expires_unix=? WHERE job_id=? AND agent_id=? AND state='leased'",
+                             (expires_unix, job_id, agent_id))
+            return cur.rowcount == 1
+
+    def leased_jobs(self) -> list[dict]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM jobs WHERE state='leased'")]
+
+    def release_job(self, job_id: str, reason: str, max_attempts: int) -> str:
+        """leased → pending again, or → failed once ``max_attempts`` leases were spent. Returns the new state."""
+        with self._tx() as db:
+            r = db.execute("SELECT attempts, state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if r is None or r["state"] != "leased":
+                return r["state"] if r else "missing"
+            state = "failed" if r["attempts"] >= max_attempts else "pending"
+            error = f"{reason} (after {r['attempts']} attempts)" if state == "failed" else reason
+            db.execute("UPDATE jobs SET state=?, agent_id=NULL, lease_expires_unix=NULL, error=?, updated_unix=?"
+                       " WHERE job_id=?", (state, error, time.time(), job_id))
+            return state
+
+    # ------------------------------------------------------------ measurements
+    def record_measurement(self, record: dict, now: Optional[float] = None) -> bool:
+        """Store one measurement and settle its job, atomically.
+
+        ``record`` is the measurement as a JSON-able dict (with ``measurement_id``,
+        ``job_id``, ``agent_id``, ``platform_id``, ``model_sha256``, ``latency_ms``,
+        ``samples_ms``, ``failure_kind`` ...). Returns ``False`` when this
+        ``measurement_id`` was stored before (a re-send), in which case nothing changes.
+        A job already settled by another measurement keeps its first result; the
+        late record is still kept (raw data is never thrown away) without a job link.
+        """
+        now = time.time() if now is None else now
+        job_id = record.get("job_id") or None
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM measurements WHERE measurement_id=?",
+                          (record["measurement_id"],)).fetchone():
+                return False
+            job = db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone() if job_id else None
+            settles = job is not None and job["state"] in ("pending", "leased")
+            sweep_id = job["sweep_id"] if job is not None else record.get("sweep_id") or None
+            latency = record.get("latency_ms") or {}
+            db.execute(
+                """INSERT INTO measurements(measurement_id, job_id, sweep_id, agent_id, platform_id, model_sha256,
+                                            latency_median_ms, failure_kind, received_unix, record_json)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (record["measurement_id"], job_id if settles or job is None else None, sweep_id,
+                 record["agent_id"], record["platform_id"], record["model_sha256"], latency.get("median"),
+                 record.get("failure_kind") or "", now, _dumps({**record, "sweep_id": sweep_id or ""})))
+            if settles:
+                failed = bool(record.get("failure_kind"))
+                db.execute("UPDATE jobs SET state=?, measurement_id=?, agent_id=?, lease_expires_unix=NULL,"
+                           " error=?, updated_unix=? WHERE job_id=?",
+                           ("failed" if failed else "done", record["measurement_id"], record["agent_id"],
+                            (f"{record['failure_kind']}: {record.get('failure_message', '')}" if failed else None),
+                            now, job_id))
+            elif job is not None:
+                log.info("job %s was already %s; measurement %s kept unlinked", job_id, job["state"],
+                         record["measurement_id"])
+            return True
+
+    def list_measurements(self, *, sweep_id: str = "", platform_id: str = "", model_sha256: str = "",
+                          include_samples: bool = True) -> list[dict]:
+        where, args = [], []
+        for column, value in (("sweep_id", sweep_id), ("platform_id", platform_id),
+                              ("model_sha256", model_sha256)):
+            if value:
+                where.append(f"{column}=?")
+                args.append(value)
+        sql = "SELECT record_json FROM measurements"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        out = []
+        for r in self._db.execute(sql + " ORDER BY received_unix, measurement_id", args):
+            record = json.loads(r["record_json"])
+            if not include_samples:
+                record["samples_ms"] = []
+            out.append(record)
+        return out
+
+    def count_measurements(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]

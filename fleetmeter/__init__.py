@@ -1,0 +1,16 @@
+"""fleetmeter: what will this neural network cost — latency, energy, memory — on each of my devices?
+
+Nothing heavy happens at import time: a device imports ``fleetmeter.agent``
+without pulling in the controller, Ray or the modeler.
+"""
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "FleetClient"]
+
+
+def __getattr__(name: str):
+    if name == "FleetClient":
+        from fleetmeter.client import FleetClient
+
+        return FleetClient
+    raise AttributeError(f"module 'fleetmeter' has no attribute {name!r}")

@@ -1,0 +1,61 @@
+"""Terminal output helpers for the CLIs: tables and a progress bar (no dependencies)."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional, Sequence, TextIO
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def fmt_ms(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 100 else f"{value:.1f}"
+
+
+def fmt_duration(seconds: Optional[float]) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "--:--"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class ProgressBar:
+    """``[#####.....] 12/30  done 11  running 1  failed 0  ETA 0:12`` on a TTY (redrawn in place);
+    elsewhere a plain line at most every ``min_interval_s`` and at the end."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, width: int = 30,
+                 min_interval_s: float = 5.0, clock=time.monotonic) -> None:
+        self.total = max(total, 0)
+        self.stream = stream
+        self.width = width
+        self.min_interval_s = min_interval_s
+        self.clock = clock
+        self.started = clock()
+        self._last_print = -1e9
+        self._tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def update(self, finished: int, running: int = 0, failed: int = 0, final: bool = False) -> None:
+        now = self.clock()
+        if not self._tty and not final and now - self._last_print < self.min_interval_s:
+            return
+        self._last_print = now
+        frac = finished / self.total if self.total else 1.0
+        filled = int(self.width * frac)
+        elapsed = now - self.started
+        eta = elapsed / finished * (self.total - finished) if finished else None
+        line = (f"[{'#' * filled}{'.' * (self.width - filled)}] {finished}/{self.total}  "
+                f"running {running}  failed {failed}  elapsed {fmt_duration(elapsed)}  ETA {fmt_duration(eta)}")
+        if self._tty:
+            self.stream.write("\r" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()

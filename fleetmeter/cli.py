@@ -1,0 +1,350 @@
+"""``fleetmeter``: the operator CLI.
+
+Thin by design: parse, build a config or a request, call the library, print
+(human tables by default, ``--json`` for scripts). Exit 0 on success, 1 when
+the controller said no (the message says why), 2 on bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from fleetmeter import _net
+from fleetmeter.errors import FleetmeterError, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+PLAINTEXT_NOTE = ("Without --tls-* the connection is plain text: use that only on loopback or a trusted "
+                  "network.")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _caller_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("controller connection")
+    g.add_argument("--controller", default=None, metavar="HOST:PORT",
+                   help="controller address (default: $FLEETMETER_CONTROLLER or 127.0.0.1:50051)")
+    g.add_argument("--api-token", default=None, help="API token (default: $FLEETMETER_API_TOKEN)")
+    g.add_argument("--tls-ca", default=None, help="CA that signed the controller's certificate; enables TLS")
+    g.add_argument("--tls-cert", default=None, help="client certificate (mutual TLS)")
+    g.add_argument("--tls-key", default=None, help="client key (mutual TLS)")
+
+
+def _client(args):
+    from fleetmeter.client import FleetClient
+
+    return FleetClient(args.controller, args.api_token,
+                       _net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key))
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+# ------------------------------------------------------------------ commands
+def cmd_controller(args) -> int:
+    from fleetmeter.controller.fleet import FleetConfig
+    from fleetmeter.controller.server import ControllerConfig, run_controller
+
+    config = ControllerConfig(
+        listen=args.listen, data_dir=Path(args.data_dir), ray_address=args.ray_address,
+        agent_token=_net.agent_token(args.agent_token), api_token=_net.api_token(args.api_token),
+        tls=_net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key),
+        fleet=FleetConfig(lease_timeout_s=args.lease_timeout_s, heartbeat_interval_s=args.heartbeat_s))
+    return run_controller(config)
+
+
+def cmd_devices(args) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    with _client(args) as c:
+        devices = c.list_devices()
+    if args.json:
+        _print_json([MessageToDict(d, preserving_proto_field_name=True) for d in devices])
+        return 0
+    from fleetmeter._term import table
+
+    print(table(["NAME", "AGENT", "STATE", "CPU", "RUNTIMES", "POWER SENSOR", "LABELS"], [
+        (d.name, d.agent_id, d.state, d.info.cpu_model,
+         ", ".join(f"{r.name} {r.version}" for r in d.info.runtimes),
+         ", ".join(d.info.power_sensors) or "none",
+         ",".join(f"{k}={v}" for k, v in sorted(d.labels.items()))) for d in devices]))
+    return 0
+
+
+def cmd_platforms(args) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    with _client(args) as c:
+        platforms = c.list_platforms()
+    if args.json:
+        _print_json([MessageToDict(p, preserving_proto_field_name=True) for p in platforms])
+        return 0
+    from fleetmeter._term import table
+
+    print(table(["PLATFORM", "HARDWARE", "AGENTS"], [
+        (p.platform_id, p.hardware, f"{p.agents_connected}/{p.agents_total}") for p in platforms]))
+    return 0
+
+
+def cmd_models_add(args) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    out = []
+    with _client(args) as c:
+        for path in args.files:
+            if not Path(path).is_file():
+                raise InvalidArgument(f"no such file: {path}")
+            resp = c.upload_model(path)
+            out.append(resp)
+            if not args.json:
+                m = resp.model
+                print(f"{m.sha256[:12]}  {m.name}  {m.format}  {m.size_bytes} bytes  {m.node_count} nodes"
+                      + ("  (already present)" if resp.already_present else ""))
+    if args.json:
+        _print_json([{**MessageToDict(r.model, preserving_proto_field_name=True),
+                      "already_present": r.already_present} for r in out])
+    return 0
+
+
+def cmd_models_list(args) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    with _client(args) as c:
+        models = c.list_models()
+    if args.json:
+        _print_json([MessageToDict(m, preserving_proto_field_name=True) for m in models])
+        return 0
+    from fleetmeter._term import table
+
+    print(table(["SHA256", "NAME", "FORMAT", "BYTES", "NODES", "FAMILY"],
+                [(m.sha256[:12], m.name, m.format, m.size_bytes, m.node_count, m.family) for m in models]))
+    return 0
+
+
+def cmd_sweep_submit(args) -> int:
+    from fleetmeter.sweepspec import spec_from_args
+
+    with _client(args) as c:
+        spec = spec_from_args(args, upload=lambda path: c.upload_model(path).model.sha256)
+        sweep = c.submit_sweep(spec)
+        if not args.json:
+            print(f"sweep {sweep.sweep_id}: {sweep.progress.total} jobs on {len(sweep.platform_ids)} platform(s)")
+        if args.wait:
+            sweep = wait_for_sweep(c, sweep.sweep_id, quiet=args.json)
+    if args.json:
+        _print_json(sweep_dict(sweep))
+    return 0 if sweep.progress.failed == 0 or not args.wait else 1
+
+
+def wait_for_sweep(client, sweep_id: str, quiet: bool = False):
+    from fleetmeter._term import ProgressBar
+
+    bar = None
+    for progress in client.watch_sweep(sweep_id):
+        if not quiet:
+            bar = bar or ProgressBar(progress.total)
+            bar.update(progress.done + progress.failed, progress.leased, progress.failed,
+                       final=progress.state == "done")
+    return client.get_sweep(sweep_id)
+
+
+def sweep_dict(sweep) -> dict:
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(sweep, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def cmd_sweep_status(args) -> int:
+    with _client(args) as c:
+        sweep = c.get_sweep(args.sweep_id)
+    if args.json:
+        _print_json(sweep_dict(sweep))
+        return 0
+    p = sweep.progress
+    print(f"sweep {sweep.sweep_id} ({sweep.name}): {p.state}\n"
+          f"  total {p.total}  done {p.done}  failed {p.failed}  running {p.leased}  pending {p.pending}\n"
+          f"  platforms: {', '.join(sweep.platform_ids)}")
+    return 0
+
+
+RESULT_COLUMNS = ("model", "model_sha256", "platform", "runtime", "threads", "median_ms", "mean_ms", "p90_ms",
+                  "p99_ms", "std_ms", "n", "load_ms", "first_run_ms", "peak_rss_bytes", "energy_mj_per_inference",
+                  "avg_power_w", "failure_kind", "failure_message", "sweep_id", "measurement_id")
+
+
+def result_rows(measurements, models) -> list[dict]:
+    names = {m.sha256: m.name for m in models}
+    rows = []
+    for m in measurements:
+        ok = not m.failure_kind
+        lat = m.latency_ms
+        rows.append({
+            "model": names.get(m.model_sha256, m.model_sha256[:12]), "model_sha256": m.model_sha256,
+            "platform": m.platform_id, "runtime": m.runtime, "threads": m.threads,
+            "median_ms": lat.median if ok else None, "mean_ms": lat.mean if ok else None,
+            "p90_ms": lat.p90 if ok else None, "p99_ms": lat.p99 if ok else None,
+            "std_ms": lat.std if ok else None, "n": lat.n if ok else 0,
+            "load_ms": m.load_ms, "first_run_ms": m.first_run_ms, "peak_rss_bytes": m.peak_rss_bytes,
+            "energy_mj_per_inference": m.energy_mj_per_inference if m.HasField("energy_mj_per_inference") else None,
+            "avg_power_w": m.avg_power_w if m.HasField("avg_power_w") else None,
+            "failure_kind": m.failure_kind or None, "failure_message": m.failure_message or None,
+            "sweep_id": m.sweep_id, "measurement_id": m.measurement_id,
+        })
+    return rows
+
+
+def cmd_results(args) -> int:
+    fmt = "json" if args.json else args.format
+    with _client(args) as c:
+        measurements = c.list_measurements(sweep_id=args.sweep or "", platform_id=args.platform or "",
+                                           include_samples=args.samples)
+        models = c.list_models()
+    rows = result_rows(measurements, models)
+    if fmt == "json":
+        if args.samples:
+            for row, m in zip(rows, measurements):
+                row["samples_ms"] = list(m.samples_ms)
+        _print_json(rows)
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        from fleetmeter._term import fmt_ms, table
+
+        print(table(["MODEL", "PLATFORM", "MEDIAN MS", "P90 MS", "N", "ENERGY MJ", "FAILURE"], [
+            (r["model"], r["platform"], fmt_ms(r["median_ms"]), fmt_ms(r["p90_ms"]), r["n"],
+             "-" if r["energy_mj_per_inference"] is None else f"{r['energy_mj_per_inference']:.3f}",
+             f"{r['failure_kind']}: {r['failure_message']}" if r["failure_kind"] else "") for r in rows]))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from fleetmeter.demo import DemoConfig, run_demo
+
+    return run_demo(DemoConfig(json_output=args.json, data_dir=args.data_dir, min_duration_ms=args.min_duration_ms))
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fleetmeter",
+        description="Measure what neural networks cost (latency, energy, memory) on a fleet of devices.",
+        epilog="Caller commands reach the controller at --controller or $FLEETMETER_CONTROLLER with the token "
+               "from --api-token or $FLEETMETER_API_TOKEN. " + PLAINTEXT_NOTE)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("controller", help="run the controller (Ray + gRPC services)",
+                       description="Start the controller: a local Ray instance (or --ray-address), the fleet "
+                                   "registry and scheduler, the SQLite store, and the agent- and caller-facing "
+                                   "gRPC services on one port. " + PLAINTEXT_NOTE)
+    p.add_argument("--listen", default=_net.DEFAULT_CONTROLLER, metavar="HOST:PORT",
+                   help="address to serve on (default: %(default)s; 0.0.0.0:50051 for every interface)")
+    p.add_argument("--data-dir", default=".fleetmeter", help="store and model blobs (default: %(default)s)")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting Ray locally")
+    p.add_argument("--agent-token", default=None, help="token agents must present ($FLEETMETER_AGENT_TOKEN)")
+    p.add_argument("--api-token", default=None, help="token callers must present ($FLEETMETER_API_TOKEN)")
+    p.add_argument("--tls-cert", default=None, help="server certificate (PEM); enables TLS")
+    p.add_argument("--tls-key", default=None, help="server key (PEM)")
+    p.add_argument("--tls-ca", default=None, help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument("--lease-timeout-s", type=float, default=30.0,
+                   help="a job returns to the queue when its agent is silent this long (default: %(default)s)")
+    p.add_argument("--heartbeat-s", type=float, default=2.0, help="agent heartbeat period (default: %(default)s)")
+    p.set_defaults(func=cmd_controller)
+
+    for name, func, help_ in (("devices", cmd_devices, "list the agents and their state"),
+                              ("platforms", cmd_platforms, "list platforms (hardware + runtime + threads)")):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        _caller_flags(p)
+        p.set_defaults(func=func)
+
+    models = sub.add_parser("models", help="upload and list models").add_subparsers(
+        dest="models_command", required=True, metavar="SUBCOMMAND")
+    p = models.add_parser("add", help="upload .onnx / .tflite files (content-addressed by sha256)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_models_add)
+    p = models.add_parser("list", help="list uploaded models")
+    p.add_argument("--json", action="store_true")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_models_list)
+
+    sweep = sub.add_parser("sweep", help="submit and follow measurement sweeps").add_subparsers(
+        dest="sweep_command", required=True, metavar="SUBCOMMAND")
+    p = sweep.add_parser("submit", help="models × platforms × threads × repeats → jobs",
+                         description="Submit a sweep from a file (YAML, TOML or JSON) and/or flags; flags add to "
+                                     "the file's values. Model references are sha256 (or a prefix), names of "
+                                     "uploaded models, or paths of files to upload first.")
+    from fleetmeter.sweepspec import add_sweep_arguments
+
+    add_sweep_arguments(p)
+    p.add_argument("--wait", action="store_true", help="follow progress until the sweep ends")
+    p.add_argument("--json", action="store_true")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_sweep_submit)
+    p = sweep.add_parser("status", help="progress of one sweep")
+    p.add_argument("sweep_id")
+    p.add_argument("--json", action="store_true")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_sweep_status)
+
+    p = sub.add_parser("results", help="measurements (one row per measurement)")
+    p.add_argument("--sweep", default=None, help="only this sweep")
+    p.add_argument("--platform", default=None, help="only this platform id")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.add_argument("--samples", action="store_true", help="include every latency sample (json)")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("demo", help="controller + 3 local agents measure the built-in models",
+                       description="Start a controller and three local agents (onnxruntime 1 thread, onnxruntime "
+                                   "2 threads, LiteRT 1 thread), measure the built-in models, print a table of "
+                                   "median latency per model and platform, then stop everything it started.")
+    p.add_argument("--json", action="store_true",
+                   help="print a list of {model, platform, latency_ms: {median, ...}} instead of a table")
+    p.add_argument("--data-dir", default=None, help="keep the demo's store here (default: a temporary folder)")
+    p.add_argument("--min-duration-ms", type=float, default=300.0,
+                   help="minimum timed duration per measurement (default: %(default)s)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    if args.command in ("controller",):
+        level = min(level, logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except FleetmeterError as exc:
+        print(f"fleetmeter: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:
+        print(f"fleetmeter: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""A whole fleet on this machine: a controller and agents as real subprocesses.
+
+Used by ``fleetmeter demo``, the integration tests and the benchmarks, so
+that all three exercise exactly the processes an operator runs. Readiness is
+decided by conditions (the controller's address file and a gRPC health
+check; agents showing up as connected), never by sleeping a fixed time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+log = logging.getLogger(__name__)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class LocalFleet:
+    def __init__(self, root: str | Path, *, agent_token: Optional[str] = None, api_token: Optional[str] = None,
+                 lease_timeout_s: float = 30.0, heartbeat_s: float = 2.0) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "logs").mkdir(exist_ok=True)
+        self.agent_token = agent_token
+        self.api_token = api_token
+        self.lease_timeout_s = lease_timeout_s
+        self.heartbeat_s = heartbeat_s
+        self.controller: Optional[Proc] = None
+        self.address: Optional[str] = None
+        self.agents: dict[str, Proc] = {}
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "controller"
+
+    def _env(self) -> dict:
+        env = dict(os.environ)
+        env.pop("FLEETMETER_CONTROLLER", None)
+        env["PYTHONUNBUFFERED"] = "1"
+        for key, value in (("FLEETMETER_AGENT_TOKEN", self.agent_token), ("FLEETMETER_API_TOKEN", self.api_token)):
+            if value:
+                env[key] = value
+            else:
+                env.pop(key, None)
+        return env
+
+    def _spawn(self, name: str, argv: list[str]) -> Proc:
+        log_path = self.root / "logs" / f"{name}.log"
+        out = open(log_path, "ab")
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=self._env(), start_new_session=True)
+        out.close()
+        return Proc(name, popen, log_path)
+
+    # ------------------------------------------------------------ controller
+    def start_controller(self, listen: Optional[str] = None, timeout_s: float = 180.0) -> str:
+        listen = listen or self.address or "127.0.0.1:0"
+        addr_file = self.data_dir / "controller.json"
+        addr_file.unlink(missing_ok=True)
+        self.controller = self._spawn("controller", [
+            sys.executable, "-m", "fleetmeter.cli", "controller", "--listen", listen,
+            "--data-dir", str(self.data_dir), "--lease-timeout-s", str(self.lease_timeout_s),
+            "--heartbeat-s", str(self.heartbeat_s)])
+
+        def ready() -> bool:
+            if not self.controller.alive():
+                raise RuntimeError("the controller exited during start-up:\n" + self.controller.log_tail())
+            return addr_file.exists()
+
+        wait_until(ready, timeout_s, "the controller to start")
+        self.address = json.loads(addr_file.read_text())["address"]
+        with self.client() as c:
+            c.wait_ready(timeout_s)
+        return self.address
+
+    def stop_controller(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> None:
+        if self.controller is not None:
+            _stop(self.controller, sig, timeout_s)
+            self.controller = None
+
+    # ------------------------------------------------------------ agents
+    def start_agent(self, name: str, *args: str) -> Proc:
+        """``fleetmeter-agent run`` with its own data dir under the fleet root; extra flags in ``args``."""
+        if self.address is None:
+            raise RuntimeError("start the controller first")
+        proc = self._spawn(name, [sys.executable, "-m", "fleetmeter.agent.cli", "run", "--controller", self.address,
+                                  "--name", name, "--data-dir", str(self.root / "agents" / name), *args])
+        self.agents[name] = proc
+        return proc
+
+    def stop_agent(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
+        proc = self.agents.pop(name, None)
+        if proc is not None:
+            _stop(proc, sig, timeout_s)
+
+    def wait_agents_connected(self, names: list[str], timeout_s: float = 120.0) -> None:
+        def ready() -> bool:
+            for n in names:
+                p = self.agents.get(n)
+                if p is not None and not p.alive():
+                    raise RuntimeError(f"agent {n} exited:\n" + p.log_tail())
+            with self.client() as c:
+                connected = {d.name for d in c.list_devices() if d.connected}
+            return set(names) <= connected
+
+        wait_until(ready, timeout_s, f"agents {names} to connect", poll_s=0.2)
+
+    def client(self):
+        from fleetmeter.client import FleetClient
+
+        return FleetClient(self.address, self.api_token)
+
+    def close(self) -> None:
+        for name in list(self.agents):
+            self.stop_agent(name)
+        self.stop_controller()
+
+    def __enter__(self) -> "LocalFleet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _stop(proc: Proc, sig: int, timeout_s: float) -> None:
+    if not proc.alive():
+        return
+    try:
+        os.killpg(proc.popen.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.popen.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not stop within %.0f s; killing it", proc.name, timeout_s)
+        os.killpg(proc.popen.pid, signal.SIGKILL)
+        proc.popen.wait()

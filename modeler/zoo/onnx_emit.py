@@ -1,0 +1,230 @@
+"""Architecture -> ONNX (NCHW, float32, batch 1).
+
+The file is deterministic: the same description and weights give the same
+bytes (fixed producer, no timestamps, deterministic protobuf serialization).
+``onnx`` is imported lazily so that importing the zoo stays cheap.
+
+Layout: ONNX tensors are NCHW (or ``[1, n]`` for vectors). Where the logical
+element order (h, w, c; see :mod:`.arch`) differs from NCHW — flattening or
+reshaping a feature map with both ``h*w > 1`` and ``c > 1`` — a ``Transpose``
+node is inserted, exactly as TF→ONNX converters do.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, List, Optional, Sequence, Union
+
+import numpy as np
+
+from ._files import atomic_write
+from .arch import (
+    GENERATOR_VERSION,
+    Activation,
+    Add,
+    Architecture,
+    AvgPool,
+    Concat,
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAvgPool,
+    Input,
+    MaxPool,
+    Reshape,
+    Shape,
+    Softmax,
+    UnsupportedLayerError,
+    Weights,
+    metadata_entries,
+    resolve_weights,
+    same_padding,
+)
+
+__all__ = ["OPSET", "IR_VERSION", "PRODUCER_NAME", "onnx_shape", "build_onnx", "onnx_bytes", "write_onnx"]
+
+#: Default-domain opset. 17 has everything a CNN/transformer zoo needs
+#: (LayerNormalization) and runs on onnxruntime >= 1.13.
+OPSET = 17
+#: IR 8 (not the onnx package's newest) so older device runtimes load the files.
+IR_VERSION = 8
+PRODUCER_NAME = "fleetmeter.zoo"
+
+
+def onnx_shape(shape: Shape) -> List[int]:
+    """Logical shape -> the ONNX tensor shape (batch 1, NCHW)."""
+    if len(shape) == 3:
+        h, w, c = shape
+        return [1, c, h, w]
+    return [1, shape[0]]
+
+
+def _layout_free(shape: Shape) -> bool:
+    """True when NCHW and NHWC store this tensor's elements in the same order."""
+    return len(shape) == 1 or shape[0] * shape[1] == 1 or shape[2] == 1
+
+
+class _GraphWriter:
+    def __init__(self) -> None:
+        import onnx  # noqa: F401  (fail early with the real ImportError)
+
+        self.nodes: List[Any] = []
+        self.initializers: List[Any] = []
+        self._names: set = set()
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        if name not in self._names:
+            self._names.add(name)
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name=name))
+        return name
+
+    def node(self, op: str, inputs: Sequence[str], output: str, name: str, **attrs: Any) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, list(inputs), [output], name=name, **attrs))
+        return output
+
+    def activation(self, kind: Optional[str], x: str, out: str, name: str) -> str:
+        if kind is None:
+            return self.node("Identity", [x], out, name=name)
+        if kind == "relu":
+            return self.node("Relu", [x], out, name=name)
+        if kind == "relu6":
+            lo = self.const("const/relu6_min", np.array(0.0, dtype=np.float32))
+            hi = self.const("const/relu6_max", np.array(6.0, dtype=np.float32))
+            return self.node("Clip", [x, lo, hi], out, name=name)
+        raise UnsupportedLayerError(f"activation {kind!r}")
+
+    def maybe_activation(self, kind: Optional[str], op: str, inputs: Sequence[str], name: str, **attrs: Any) -> str:
+        """Emit ``op`` writing tensor ``name``, followed by ``kind`` when set."""
+        if kind is None:
+            return self.node(op, inputs, name, name=name, **attrs)
+        pre = self.node(op, inputs, f"{name}/pre_act", name=name, **attrs)
+        return self.activation(kind, pre, name, name=f"{name}/{kind}")
+
+    def to_nhwc(self, x: str, shape: Shape, name: str) -> str:
+        if _layout_free(shape):
+            return x
+        return self.node("Transpose", [x], f"{name}/nhwc", name=f"{name}/to_nhwc", perm=[0, 2, 3, 1])
+
+
+def _pool_pads(layer: Any, in_shape: Shape) -> List[int]:
+    if layer.padding == "valid":
+        return [0, 0, 0, 0]
+    ph = same_padding(in_shape[0], layer.kernel[0], layer.stride[0], getattr(layer, "dilation", (1, 1))[0])
+    pw = same_padding(in_shape[1], layer.kernel[1], layer.stride[1], getattr(layer, "dilation", (1, 1))[1])
+    return [ph[0], pw[0], ph[1], pw[1]]
+
+
+def _emit_layer(g: _GraphWriter, arch: Architecture, layer: Any, weights: Weights) -> None:
+    name = layer.name
+    ins = list(layer.inputs)
+    in_shapes = arch.in_shapes(layer)
+    if isinstance(layer, Conv2D):
+        w = weights[name]
+        inputs = [ins[0], g.const(f"{name}/kernel", w["kernel"])]
+        if layer.bias:
+            inputs.append(g.const(f"{name}/bias", w["bias"]))
+        g.maybe_activation(
+            layer.activation, "Conv", inputs, name,
+            kernel_shape=list(layer.kernel), strides=list(layer.stride), dilations=list(layer.dilation),
+            pads=_pool_pads(layer, in_shapes[0]), group=layer.groups,
+        )
+    elif isinstance(layer, MaxPool):
+        g.node("MaxPool", ins, name, name=name, kernel_shape=list(layer.kernel), strides=list(layer.stride),
+               pads=_pool_pads(layer, in_shapes[0]))
+    elif isinstance(layer, AvgPool):
+        g.node("AveragePool", ins, name, name=name, kernel_shape=list(layer.kernel), strides=list(layer.stride),
+               pads=_pool_pads(layer, in_shapes[0]), count_include_pad=0)
+    elif isinstance(layer, GlobalAvgPool):
+        if layer.keepdims:
+            g.node("GlobalAveragePool", ins, name, name=name)
+        else:
+            pooled = g.node("GlobalAveragePool", ins, f"{name}/pooled", name=name)
+            g.node("Flatten", [pooled], name, name=f"{name}/flatten", axis=1)
+    elif isinstance(layer, Dense):
+        w = weights[name]
+        inputs = [ins[0], g.const(f"{name}/kernel", w["kernel"])]
+        if layer.bias:
+            inputs.append(g.const(f"{name}/bias", w["bias"]))
+        g.maybe_activation(layer.activation, "Gemm", inputs, name, transB=1)
+    elif isinstance(layer, Add):
+        g.maybe_activation(layer.activation, "Add", ins, name)
+    elif isinstance(layer, Concat):
+        axis = 1  # NCHW channels, or the feature axis of [1, n]
+        g.node("Concat", ins, name, name=name, axis=axis)
+    elif isinstance(layer, Flatten):
+        x = g.to_nhwc(ins[0], in_shapes[0], name)
+        g.node("Flatten", [x], name, name=name, axis=1)
+    elif isinstance(layer, Reshape):
+        src, dst = in_shapes[0], layer.shape
+        x = g.to_nhwc(ins[0], src, name)
+        if len(dst) == 1 or _layout_free(dst):
+            target = onnx_shape(dst)
+            g.node("Reshape", [x, g.const(f"{name}/shape", np.array(target, dtype=np.int64))], name, name=name)
+        else:
+            h, w, c = dst
+            nhwc = g.node("Reshape", [x, g.const(f"{name}/shape", np.array([1, h, w, c], dtype=np.int64))],
+                          f"{name}/reshaped", name=name)
+            g.node("Transpose", [nhwc], name, name=f"{name}/to_nchw", perm=[0, 3, 1, 2])
+    elif isinstance(layer, Softmax):
+        axis = 1 if len(in_shapes[0]) == 3 else -1
+        g.node("Softmax", ins, name, name=name, axis=axis)
+    elif isinstance(layer, Activation):
+        g.activation(layer.kind, ins[0], name, name=name)
+    else:
+        raise UnsupportedLayerError(f"the ONNX emitter has no rule for {type(layer).__name__}")
+
+
+def build_onnx(arch: Architecture, *, seed: int = 0, weights: Optional[Weights] = None) -> Any:
+    """Return an ``onnx.ModelProto`` for ``arch`` (checked by ``onnx.checker``).
+
+    Weights come from ``weights`` when given (canonical layout, see
+    :mod:`.arch`), else from :func:`.arch.init_weights` with ``seed``.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    resolved = resolve_weights(arch, weights, seed)
+    g = _GraphWriter()
+    for layer in arch.layers:
+        if not isinstance(layer, Input):
+            _emit_layer(g, arch, layer, resolved)
+    graph = helper.make_graph(
+        g.nodes,
+        arch.name,
+        inputs=[
+            helper.make_tensor_value_info(i.name, TensorProto.FLOAT, onnx_shape(i.shape)) for i in arch.input_layers
+        ],
+        outputs=[helper.make_tensor_value_info(o, TensorProto.FLOAT, onnx_shape(arch.shapes[o])) for o in arch.outputs],
+        initializer=g.initializers,
+    )
+    model = helper.make_model(
+        graph,
+        producer_name=PRODUCER_NAME,
+        producer_version=GENERATOR_VERSION,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+    )
+    model.ir_version = IR_VERSION
+    model.model_version = 1
+    model.doc_string = f"fleetmeter zoo model {arch.name} ({arch.family})"
+    for key, value in metadata_entries(arch, None if weights is not None else seed):
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    return model
+
+
+def onnx_bytes(model: Any) -> bytes:
+    """Deterministic serialization of a ModelProto."""
+    return model.SerializeToString(deterministic=True)
+
+
+def write_onnx(
+    arch: Architecture, path: Union[str, os.PathLike], *, seed: int = 0, weights: Optional[Weights] = None
+) -> int:
+    """Build and write ``arch`` to ``path`` atomically; return the file size in bytes."""
+    data = onnx_bytes(build_onnx(arch, seed=seed, weights=weights))
+    atomic_write(path, data)
+    return len(data)
