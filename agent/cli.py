@@ -310,7 +310,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if args.command == "run":  # a long-running service: say what it does, with timestamps
+        level, fmt = min(level, logging.INFO), "%(asctime)s " + fmt
+    logging.basicConfig(level=level, stream=sys.stderr, format=fmt)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -251,14 +251,18 @@ class Agent:
     def _run_job(self, job: agent_pb2.JobAssignment) -> None:
         try:
             measurement = self._measure(job)
-            self.spool.put(measurement.measurement_id, measurement.SerializeToString())
-            self._job_id = ""
-            self._send(agent_pb2.AgentMessage(result=agent_pb2.JobResult(measurement=measurement)))
-            log.info("job %s done: %s", job.job_id, measurement.failure_kind or
-                     f"median {measurement.latency_ms.median:.3f} ms over {measurement.latency_ms.n} runs")
-        except Exception:  # noqa: BLE001 - a job must never kill the agent
-            log.exception("job %s crashed the job runner", job.job_id)
-            self._job_id = ""
+        except Exception as exc:  # noqa: BLE001 - a job must never kill the agent: report it as data
+            log.exception("job %s: the agent failed to run it", job.job_id)
+            measurement = common_pb2.Measurement(
+                measurement_id=uuid.uuid4().hex, job_id=job.job_id, agent_id=self.agent_id,
+                platform_id=job.platform_id, model_sha256=job.model_sha256, runtime=job.runtime,
+                provider=job.provider, threads=job.threads, sweep_id=job.sweep_id, failure_kind="agent_error",
+                failure_message=f"{type(exc).__name__}: {exc}", finished_at_unix=time.time())
+        self.spool.put(measurement.measurement_id, measurement.SerializeToString())
+        self._job_id = ""
+        self._send(agent_pb2.AgentMessage(result=agent_pb2.JobResult(measurement=measurement)))
+        log.info("job %s done: %s", job.job_id, measurement.failure_kind or
+                 f"median {measurement.latency_ms.median:.3f} ms over {measurement.latency_ms.n} runs")
 
     def _measure(self, job: agent_pb2.JobAssignment) -> common_pb2.Measurement:
         started = time.time()
@@ -267,7 +271,7 @@ class Agent:
                     provider=job.provider, threads=job.threads, sweep_id=job.sweep_id)
         try:
             path = self._fetch_model(job.model_sha256, job.model_size_bytes)
-        except (HashMismatch, grpc.RpcError, OSError, TimeoutError) as exc:
+        except (HashMismatch, grpc.RpcError, OSError, TimeoutError, ValueError) as exc:
             msg = exc.details() if isinstance(exc, grpc.RpcError) and hasattr(exc, "details") else str(exc)
             return common_pb2.Measurement(**base, failure_kind="model_unavailable",
                                           failure_message=f"could not get the model: {msg}",
@@ -301,7 +305,7 @@ class Agent:
                         yield chunk.data
 
                 return self.cache.fetch(sha256, size_bytes, chunks)
-            except (grpc.RpcError, ConnectionError) as exc:
+            except (grpc.RpcError, ConnectionError, ValueError) as exc:  # ValueError: channel closed under us
                 code = exc.code() if isinstance(exc, grpc.RpcError) else None
                 if code == grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline or self.stopping.is_set():
                     raise
