@@ -1,0 +1,118 @@
+"""Helpers shared by the benchmark scripts (not a fleetmeter module).
+
+The scripts are run as ``python benchmarks/NAME.py``, so this directory is on
+``sys.path`` and ``import _common`` works without installing anything.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUT_DIR = HERE / "out"
+
+
+def cpu_model() -> str:
+    """``model name`` from /proc/cpuinfo (first CPU), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> Dict[str, Any]:
+    """What the numbers were measured on."""
+    try:
+        affinity: Optional[List[int]] = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "load_average_at_start": load,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "onnxruntime": _version("onnxruntime"),
+        "ai_edge_litert": _version("ai-edge-litert"),
+        "numpy": _version("numpy"),
+        "grpcio": _version("grpcio"),
+        "protobuf": _version("protobuf"),
+        "ray": _version("ray"),
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def write_json(name: str, payload: Dict[str, Any], out_dir: Optional[Path] = None) -> Path:
+    """Write ``payload`` to ``<out_dir>/<name>.json`` (default benchmarks/out/)."""
+    out = Path(out_dir) if out_dir else OUT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default), without numpy."""
+    xs = sorted(float(v) for v in values)
+    if not xs:
+        raise ValueError("no values")
+    if len(xs) == 1:
+        return xs[0]
+    pos = (len(xs) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def add_out_dir_argument(parser) -> None:
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help=f"where to write the JSON (default: {OUT_DIR.relative_to(REPO)})")
+
+
+def worker_env() -> Dict[str, str]:
+    """Environment for child processes: quiet, unbuffered, no inherited thread knobs."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    # LiteRT / TF C++ logging ("Created TensorFlow Lite XNNPACK delegate") to errors only.
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
