@@ -3,7 +3,7 @@
 A sweep file::
 
     name: cnn-baseline
-    models: [tiny_convnet.onnx, 3f2a9c1b7d0e]   # paths (uploaded first), sha256 prefixes or names
+    models: [tiny_convnet.onnx, 3f2a9c1b7d0e]   # existing files (uploaded first), sha256 prefixes or names
     platforms:
       runtimes: [onnxruntime]
       labels: {site: lab}
@@ -102,14 +102,12 @@ def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], st
     refs = [str(r) for r in (data.get("models") or [])] + list(args.model)
     models = []
     for ref in refs:
-        path = Path(ref) if Path(ref).is_file() else base_dir / ref
-        if path.suffix in (".onnx", ".tflite") or path.is_file():
-            if not path.is_file():
-                raise InvalidArgument(f"model file not found: {ref}")
+        path = next((p for p in (Path(ref), base_dir / ref) if p.is_file()), None)
+        if path is not None:  # a file here: upload it (content-addressed, so a repeat is free)
             if upload is None:
                 raise InvalidArgument(f"{ref}: model files need an upload step")
             models.append(upload(str(path)))
-        else:
+        else:  # sha256, a prefix, or the name of an uploaded model: the controller resolves it
             models.append(ref)
     platforms = data.get("platforms") or {}
     settings = dict(data.get("settings") or {})

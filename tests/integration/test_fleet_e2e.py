@@ -1,14 +1,14 @@
 """End to end on real processes: a controller (real local Ray, real SQLite) and
 agents (real onnxruntime and LiteRT) talking real gRPC over loopback.
 
-One controller serves the whole module (starting Ray costs ~15 s on 2 cores);
-the restart test restarts it on the same address.
+One controller serves the whole test session (``fleet`` in conftest.py;
+starting Ray costs ~15 s on 2 cores); the restart test restarts it on the same
+address.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import signal
 import sqlite3
 
@@ -16,7 +16,7 @@ import pytest
 
 from fleetmeter.client import FleetClient
 from fleetmeter.errors import InvalidArgument, NotFound, Unauthenticated
-from fleetmeter.local import LocalFleet, wait_until
+from fleetmeter.local import wait_until
 from fleetmeter.modeler.builtin import get_builtin_model
 from fleetmeter.modeler.zoo.special import write_corrupt_model, write_large_onnx, write_unsupported_op_onnx
 from fleetmeter.v1 import common_pb2, fleet_pb2
@@ -24,21 +24,6 @@ from fleetmeter.v1 import common_pb2, fleet_pb2
 pytestmark = pytest.mark.integration
 
 FAST = common_pb2.BenchSettings(warmup_runs=2, min_runs=5, min_duration_ms=50, max_duration_ms=2000)
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fleet")
-    f = LocalFleet(root, agent_token=secrets.token_hex(8), api_token=secrets.token_hex(8),
-                   lease_timeout_s=6.0, heartbeat_s=1.0)
-    try:
-        f.start_controller()
-        f.start_agent("ort", "--runtime", "onnxruntime", "--threads", "1", "--label", "role=e2e")
-        f.start_agent("lite", "--runtime", "litert", "--threads", "1", "--label", "role=e2e")
-        f.wait_agents_connected(["ort", "lite"])
-        yield f
-    finally:
-        f.close()
 
 
 def _platform_of(client, agent_name: str) -> str:
