@@ -24,6 +24,8 @@ class Spool:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.glob(".tmp-*"):  # a put() cut short by a crash; never a live one
+            leftover.unlink(missing_ok=True)
 
     def _path(self, measurement_id: str) -> Path:
         if not measurement_id or "/" in measurement_id or measurement_id.startswith("."):
@@ -51,13 +53,14 @@ class Spool:
             return False
 
     def items(self) -> list[tuple[str, bytes]]:
-        """Every spooled result, oldest first. Leftover temporary files are cleaned up."""
+        """Every spooled result, oldest first (a put() in progress is not visible until it is complete)."""
         out = []
-        for p in sorted(self.root.iterdir(), key=lambda p: (p.stat().st_mtime, p.name)):
-            if p.name.startswith(".tmp-"):
-                p.unlink(missing_ok=True)
-            elif p.name.endswith(SUFFIX):
-                out.append((p.name[: -len(SUFFIX)], p.read_bytes()))
+        for p in sorted(self.root.glob("*" + SUFFIX), key=lambda p: (p.stat().st_mtime, p.name)):
+            if not p.name.startswith("."):
+                try:
+                    out.append((p.name[: -len(SUFFIX)], p.read_bytes()))
+                except FileNotFoundError:  # acked and removed meanwhile
+                    continue
         return out
 
     def __len__(self) -> int:

@@ -1,20 +1,26 @@
-"""A *plain* timing loop, the reference that fidelity.py compares the agent with.
+"""The plain side of fidelity.py: a bare timing loop, the reference the agent is compared with.
 
 Deliberately imports nothing from fleetmeter: only numpy and the runtime.
 
-    python benchmarks/_plain_worker.py {onnxruntime,litert} MODEL --runs N --warmup W [--seed S]
+    python benchmarks/_plain_worker.py {onnxruntime,litert} MODEL [--warmup W] [--seed S]
 
-Protocol, mirroring what the agent does around its timed loop:
-  * inputs: ``numpy.random.default_rng(seed)``, drawn in input order, floats
-    ``rng.random(shape).astype(dtype)``, integers ``rng.integers(0, 10)``,
-    dynamic dims set to 1 (the same recipe as fleetmeter's ``make_inputs``);
-  * one first run, then ``W`` untimed warm-up runs;
-  * ``gc.collect()``, then the garbage collector off for exactly ``N`` timed
-    runs, each timed with ``time.perf_counter`` around the bare call:
-    ``sess.run(None, feeds)`` (onnxruntime) or ``interpreter.invoke()``
-    (LiteRT; inputs are set once, before the first run).
+Serves blocks: reads one JSON line ``{"runs": N}`` from stdin per block and
+answers one JSON line; EOF ends it. With ``--runs N`` it runs one block and
+exits instead. Each block, mirroring what the agent does around its loop:
 
-Prints one JSON object: median, mean, min, n, samples_ms.
+* a fresh session: ``onnxruntime.InferenceSession`` with intra-op threads 1,
+  inter-op threads 1, sequential execution, CPU provider (graph
+  optimisations at onnxruntime's default, ENABLE_ALL); or
+  ``ai_edge_litert.interpreter.Interpreter(model_path, num_threads=1)``
+  (default XNNPACK delegate) with ``allocate_tensors()``;
+* inputs: ``numpy.random.default_rng(seed)``, drawn in input order, floats
+  ``rng.random(shape).astype(dtype)``, integers ``rng.integers(0, 10)``,
+  dynamic dims set to 1 (the same recipe as fleetmeter's ``make_inputs``);
+  LiteRT inputs are ``set_tensor``'d once, before the first run;
+* one first run, then W untimed warm-up runs;
+* ``gc.collect()``, garbage collector off, then N timed runs, each timed with
+  ``time.perf_counter()`` around the bare call: ``sess.run(None, feeds)`` or
+  ``interpreter.invoke()``.
 """
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(
                "tensor(int64)": "int64", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
 
 
-def make_onnxruntime(model: str, threads: int, seed: int):
+def block_onnxruntime(model: str, runs: int, warmup: int, threads: int, seed: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -61,10 +67,27 @@ def make_onnxruntime(model: str, threads: int, seed: int):
     specs = [(i.name, [d if isinstance(d, int) and d >= 0 else None for d in (i.shape or [])],
               _ORT_DTYPES[i.type]) for i in sess.get_inputs()]
     feeds = _inputs_like_fleetmeter(specs, seed)
-    return sess.run, (None, feeds), ort.__version__, {k: list(v.shape) for k, v in feeds.items()}
+    run = sess.run
+    run(None, feeds)  # first run: not a sample (the agent times it separately)
+    for _ in range(warmup):
+        run(None, feeds)
+    clock = time.perf_counter
+    samples = []
+    append = samples.append
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(runs):
+            t0 = clock()
+            run(None, feeds)
+            t1 = clock()
+            append((t1 - t0) * 1000.0)
+    finally:
+        gc.enable()
+    return samples, ort.__version__, {k: list(v.shape) for k, v in feeds.items()}
 
 
-def make_litert(model: str, threads: int, seed: int):
+def block_litert(model: str, runs: int, warmup: int, threads: int, seed: int):
     import ai_edge_litert
     from ai_edge_litert.interpreter import Interpreter
 
@@ -79,60 +102,59 @@ def make_litert(model: str, threads: int, seed: int):
     feeds = _inputs_like_fleetmeter(specs, seed)
     for d in details:
         interp.set_tensor(d["index"], feeds[d["name"]])
-
-    return interp.invoke, (), getattr(ai_edge_litert, "__version__", "unknown"), \
-        {k: list(v.shape) for k, v in feeds.items()}
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runtime", choices=["onnxruntime", "litert"])
-    p.add_argument("model")
-    p.add_argument("--runs", type=int, required=True, help="timed runs")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs after the first run")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-
-    make = make_onnxruntime if args.runtime == "onnxruntime" else make_litert
-    # call(*call_args) is the bare runtime call: sess.run(None, feeds) or interpreter.invoke().
-    call, call_args, version, shapes = make(args.model, args.threads, args.seed)
-    call(*call_args)  # first run (the agent times it separately; not a sample)
-    for _ in range(args.warmup):
-        call(*call_args)
+    invoke = interp.invoke
+    invoke()  # first run
+    for _ in range(warmup):
+        invoke()
     clock = time.perf_counter
     samples = []
     append = samples.append
     gc.collect()
     gc.disable()
     try:
-        if call_args:  # onnxruntime: sess.run(None, feeds)
-            out_names, feeds = call_args
-            for _ in range(args.runs):
-                t0 = clock()
-                call(out_names, feeds)
-                t1 = clock()
-                append((t1 - t0) * 1000.0)
-        else:  # LiteRT: interpreter.invoke()
-            for _ in range(args.runs):
-                t0 = clock()
-                call()
-                t1 = clock()
-                append((t1 - t0) * 1000.0)
+        for _ in range(runs):
+            t0 = clock()
+            invoke()
+            t1 = clock()
+            append((t1 - t0) * 1000.0)
     finally:
         gc.enable()
-    ordered = sorted(samples)
-    n = len(ordered)
-    mid = n // 2
-    med = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+    return samples, getattr(ai_edge_litert, "__version__", "unknown"), {k: list(v.shape) for k, v in feeds.items()}
+
+
+def _median(xs):
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
+
+
+def one_block(args, runs: int) -> dict:
+    block = block_onnxruntime if args.runtime == "onnxruntime" else block_litert
+    samples, version, shapes = block(args.model, runs, args.warmup, args.threads, args.seed)
     try:
         affinity = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         affinity = None
-    json.dump({"runtime": args.runtime, "runtime_version": version, "median": med,
-               "mean": sum(samples) / n, "min": ordered[0], "n": n, "input_shapes": shapes,
-               "cpu_affinity": affinity, "samples_ms": samples}, sys.stdout)
-    sys.stdout.write("\n")
+    return {"median": _median(samples), "mean": sum(samples) / len(samples), "min": min(samples),
+            "n": len(samples), "runtime_version": version, "input_shapes": shapes, "cpu_affinity": affinity}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runtime", choices=["onnxruntime", "litert"])
+    p.add_argument("model")
+    p.add_argument("--runs", type=int, default=None, help="run one block of N timed runs and exit")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs after the first run")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.runs is not None:
+        print(json.dumps(one_block(args, args.runs)))
+        return 0
+    for line in sys.stdin:
+        if line.strip():
+            sys.stdout.write(json.dumps(one_block(args, int(json.loads(line)["runs"]))) + "\n")
+            sys.stdout.flush()
     return 0
 
 

@@ -53,9 +53,9 @@ import _common  # noqa: E402
 NAME = "fidelity"
 TARGET_PCT = 3.0
 PLAIN_WORKER = Path(__file__).resolve().parent / "_plain_worker.py"
+AGENT_WORKER = Path(__file__).resolve().parent / "_agent_worker.py"
 # Re-exec under a CPU affinity mask, so the child's interpreter starts already pinned.
 PIN_EXEC = "import os,sys; os.sched_setaffinity(0,{int(sys.argv[1])}); os.execv(sys.argv[2], sys.argv[2:])"
-BIG_MS = 600000.0
 
 
 # ---------------------------------------------------------------------- models
@@ -102,39 +102,61 @@ def _pinned(argv: List[str], core: Optional[int]) -> List[str]:
     return [sys.executable, "-c", PIN_EXEC, str(core), *argv]
 
 
-def _run_json(argv: List[str], timeout_s: float) -> Dict[str, Any]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=_common.worker_env())
-    if proc.returncode != 0 or not proc.stdout.strip():
-        raise RuntimeError(f"{' '.join(argv[-12:])} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout)
+class Worker:
+    """A long-lived worker process that runs one benchmark block per request (JSON lines)."""
+
+    def __init__(self, side: str, model: Dict[str, Any], warmup: int, core: Optional[int]) -> None:
+        script = AGENT_WORKER if side == "agent" else PLAIN_WORKER
+        argv = [sys.executable, str(script), model["runtime"], model["path"], "--warmup", str(warmup),
+                "--threads", "1", "--seed", "0"]
+        self.side = side
+        self.model = model
+        self.proc = subprocess.Popen(_pinned(argv, core), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=_common.worker_env())
+
+    def block(self, runs: int) -> Dict[str, Any]:
+        self.proc.stdin.write(json.dumps({"runs": runs}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(10)
+            raise RuntimeError(f"{self.side} worker for {self.model['path']} exited {self.proc.returncode}:\n"
+                               f"{self.proc.stderr.read()[-2000:]}")
+        data = json.loads(line)
+        if "error" in data:
+            raise RuntimeError(f"{self.side} worker failed on {self.model['path']}: {data['error']}")
+        return data
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
 
 
-def run_agent(model: Dict[str, Any], runs: int, warmup: int, core: Optional[int]) -> Dict[str, Any]:
-    argv = [sys.executable, "-m", "fleetmeter.agent.cli", "bench", model["path"], "--json",
-            "--runtime", model["runtime"], "--threads", "1", "--seed", "0", "--warmup", str(warmup),
-            "--min-runs", str(runs), "--max-runs", str(runs), "--min-duration-ms", "0",
-            "--max-duration-ms", str(BIG_MS)]
-    data = _run_json(_pinned(argv, core), timeout_s=300)
-    if data.get("failure_kind"):
-        raise RuntimeError(f"agent failed on {model['path']}: {data['failure_message']}")
-    lat = data["latency_ms"]
-    return {"median": lat["median"], "mean": lat["mean"], "min": lat["min"], "n": lat["n"],
-            "stop_reason": data.get("stop_reason"), "cpu_affinity": data.get("cpu_affinity"),
-            "input_shapes": data.get("input_shapes"), "power_sensor": data.get("power_sensor"),
-            "runtime_version": data.get("runtime_version")}
-
-
-def run_plain(model: Dict[str, Any], runs: int, warmup: int, core: Optional[int]) -> Dict[str, Any]:
-    argv = [sys.executable, str(PLAIN_WORKER), model["runtime"], model["path"], "--runs", str(runs),
-            "--warmup", str(warmup), "--threads", "1", "--seed", "0"]
-    data = _run_json(_pinned(argv, core), timeout_s=300)
-    data.pop("samples_ms", None)
-    return data
-
-
-def calibrate(model: Dict[str, Any], warmup: int, core: Optional[int]) -> float:
-    """Median latency (ms) from a short plain run, to size the fixed run count."""
-    return float(run_plain(model, runs=30, warmup=warmup, core=core)["median"])
+def measure_model(model: Dict[str, Any], pairs: int, target_ms: float, min_runs: int, max_runs: int,
+                  warmup: int, core: Optional[int]) -> Dict[str, Any]:
+    """Calibrate, warm both workers once (discarded), then ``pairs`` alternating agent/plain blocks."""
+    agent = Worker("agent", model, warmup, core)
+    plain = Worker("plain", model, warmup, core)
+    try:
+        est = float(plain.block(30)["median"])
+        runs = int(min(max_runs, max(min_runs, math.ceil(target_ms / max(est, 1e-3)))))
+        agent.block(runs)  # first block of a fresh process: page faults, lazy init; discarded
+        plain.block(runs)
+        a_blocks, b_blocks = [], []
+        for i in range(pairs):
+            first, second = (agent, plain) if i % 2 == 0 else (plain, agent)
+            for w in (first, second):
+                (a_blocks if w is agent else b_blocks).append(w.block(runs))
+    finally:
+        agent.close()
+        plain.close()
+    return {"calibration_median_ms": est, "runs": runs, "agent": a_blocks, "plain": b_blocks}
 
 
 # ------------------------------------------------------------------- pinning
@@ -153,24 +175,30 @@ def choose_cores(no_pin: bool) -> Tuple[Optional[int], Optional[List[int]], str]
 
 
 # ---------------------------------------------------------------------- main
+def _iqr(values: List[float]) -> Tuple[float, float]:
+    return _common.percentile(values, 25), _common.percentile(values, 75)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description="Agent vs plain-loop latency fidelity (target: +-3 %).",
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smoke mode: tiny_convnet (ONNX + TFLite) only, 2 rounds, short loops")
-    p.add_argument("--rounds", type=int, default=None, help="agent/plain rounds per model (default 5; quick 2)")
+                   help="smoke mode: tiny_convnet (ONNX + TFLite) only, 3 rounds of short blocks")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="agent/plain block pairs per model (default 24; quick 3)")
     p.add_argument("--target-ms", type=float, default=None,
-                   help="timed loop length each run is sized for (default 250; quick 40)")
-    p.add_argument("--min-runs", type=int, default=50, help="fewest timed runs per process (default 50)")
-    p.add_argument("--max-runs", type=int, default=5000, help="most timed runs per process (default 5000)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs, both sides (agent default: 5)")
+                   help="timed length each block is sized for (default 60; quick 20)")
+    p.add_argument("--min-runs", type=int, default=None, help="fewest timed runs per block (default 20; quick 10)")
+    p.add_argument("--max-runs", type=int, default=3000, help="most timed runs per block (default 3000)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs per block, both sides "
+                                                         "(the agent's default: 5)")
     p.add_argument("--no-zoo", action="store_true", help="built-in models only")
     p.add_argument("--no-pin", action="store_true", help="do not pin to a CPU core")
     _common.add_out_dir_argument(p)
     args = p.parse_args(argv)
-    rounds = args.rounds or (2 if args.quick else 5)
-    target_ms = args.target_ms or (40.0 if args.quick else 250.0)
-    min_runs = min(args.min_runs, 20) if args.quick else args.min_runs
+    rounds = args.rounds or (3 if args.quick else 24)
+    target_ms = args.target_ms or (20.0 if args.quick else 60.0)
+    min_runs = args.min_runs or (10 if args.quick else 20)
 
     started = time.monotonic()
     machine = _common.machine_info()
@@ -179,80 +207,85 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="fleetmeter-fidelity-") as tmp:
         models = collect_models(Path(tmp), args.quick, not args.no_zoo)
-        for m in models:
-            est = calibrate(m, args.warmup, worker_core)
-            m["calibration_median_ms"] = est
-            m["runs"] = int(min(args.max_runs, max(min_runs, math.ceil(target_ms / max(est, 1e-3)))))
-        print(f"fidelity: {len(models)} model files, {rounds} rounds, agent/plain alternating", file=sys.stderr)
-        for m in models:
-            m["agent"], m["plain"] = [], []
-        for r in range(rounds):
-            for m in models:
-                order = ("agent", "plain") if r % 2 == 0 else ("plain", "agent")
-                for side in order:
-                    fn = run_agent if side == "agent" else run_plain
-                    m[side].append(fn(m, m["runs"], args.warmup, worker_core))
-            print(f"fidelity: round {r + 1}/{rounds} done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+        print(f"fidelity: {len(models)} model files, {rounds} alternating agent/plain block pairs each",
+              file=sys.stderr)
+        for i, m in enumerate(models):
+            m.update(measure_model(m, rounds, target_ms, min_runs, args.max_runs, args.warmup, worker_core))
+            print(f"fidelity: [{i + 1}/{len(models)}] {m['name']}.{m['format']} done "
+                  f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
 
     results = []
     for m in models:
         a = [x["median"] for x in m["agent"]]
         b = [x["median"] for x in m["plain"]]
         ratios = [x / y for x, y in zip(a, b)]
+        min_ratios = [x["min"] / y["min"] for x, y in zip(m["agent"], m["plain"])]
         rmed = _common.median(ratios)
+        q1, q3 = _iqr(ratios)
         plain_med = _common.median(b)
+        pq1, pq3 = _iqr(b)
         results.append({
             "model": m["name"], "format": m["format"], "runtime": m["runtime"], "source": m["source"],
-            "runs_per_process": m["runs"], "warmup_runs": args.warmup, "rounds": rounds,
+            "runs_per_block": m["runs"], "warmup_runs": args.warmup, "rounds": rounds,
+            "calibration_median_ms": m["calibration_median_ms"],
             "agent_median_ms": _common.median(a), "plain_median_ms": plain_med,
-            "agent_medians_ms": a, "plain_medians_ms": b, "ratios": ratios,
-            "ratio_median": rmed, "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratio_median": rmed, "ratio_q1": q1, "ratio_q3": q3, "ratio_min": min(ratios), "ratio_max": max(ratios),
             "deviation_pct": (rmed - 1.0) * 100.0,
-            # How much the plain loop itself moves between rounds: the noise floor of this comparison.
-            "plain_round_spread_pct": (max(b) - min(b)) / plain_med * 100.0,
+            "pooled_ratio": _common.median(a) / plain_med,
+            # Ratio of the per-block minimum latencies: much less sensitive to other load on the machine.
+            "min_ratio_median": _common.median(min_ratios),
+            # How much the plain loop itself moves between blocks: the noise floor of this comparison.
+            "plain_block_iqr_pct": (pq3 - pq1) / plain_med * 100.0,
             "within_target": abs(rmed - 1.0) * 100.0 <= TARGET_PCT,
-            "agent_n": [x["n"] for x in m["agent"]], "plain_n": [x["n"] for x in m["plain"]],
+            "agent_medians_ms": a, "plain_medians_ms": b, "ratios": ratios,
+            "agent_n": sorted({x["n"] for x in m["agent"]}), "plain_n": sorted({x["n"] for x in m["plain"]}),
             "agent_cpu_affinity": m["agent"][0]["cpu_affinity"], "plain_cpu_affinity": m["plain"][0]["cpu_affinity"],
             "same_input_shapes": m["agent"][0]["input_shapes"] == m["plain"][0]["input_shapes"],
             "agent_stop_reason": m["agent"][0]["stop_reason"],
+            "agent_power_sensor": m["agent"][0]["power_sensor"],
         })
     devs = [abs(r["deviation_pct"]) for r in results]
+
+    def by_runtime(rt: str) -> Optional[float]:
+        vals = [r["ratio_median"] for r in results if r["runtime"] == rt]
+        return _common.median(vals) if vals else None
+
     summary = {
         "model_files": len(results),
         "within_target": sum(r["within_target"] for r in results),
+        "all_within_target": all(r["within_target"] for r in results),
         "target_pct": TARGET_PCT,
         "max_abs_deviation_pct": max(devs),
         "median_abs_deviation_pct": _common.median(devs),
-        "onnxruntime_ratio_median": _common.median([r["ratio_median"] for r in results if r["runtime"] == "onnxruntime"]
-                                                   or [float("nan")]),
-        "litert_ratio_median": _common.median([r["ratio_median"] for r in results if r["runtime"] == "litert"]
-                                              or [float("nan")]),
-        "all_within_target": all(r["within_target"] for r in results),
+        "onnxruntime_ratio_median": by_runtime("onnxruntime"),
+        "litert_ratio_median": by_runtime("litert"),
         "wall_s": round(time.monotonic() - started, 1),
     }
     payload = {
         "benchmark": NAME, "quick": args.quick, "machine": machine,
-        "settings": {"rounds": rounds, "target_timed_ms": target_ms, "warmup_runs": args.warmup,
-                     "min_runs": min_runs, "max_runs": args.max_runs, "threads": 1, "seed": 0,
-                     "order": "alternating, counterbalanced: A B in even rounds, B A in odd rounds; "
-                              "models interleaved within a round",
-                     "agent_command": "python -m fleetmeter.agent.cli bench MODEL --json --runtime R --threads 1 "
-                                      "--warmup W --min-runs N --max-runs N --min-duration-ms 0",
-                     "plain_command": "python benchmarks/_plain_worker.py R MODEL --runs N --warmup W"},
+        "settings": {"rounds": rounds, "target_block_ms": target_ms, "warmup_runs": args.warmup,
+                     "min_runs_per_block": min_runs, "max_runs_per_block": args.max_runs, "threads": 1, "seed": 0,
+                     "order": "per model: one agent and one plain worker process; a calibration block and one "
+                              "discarded block each, then `rounds` pairs of blocks, A B in even pairs, B A in odd",
+                     "agent_side": "benchmarks/_agent_worker.py: run_benchmark() with the arguments "
+                                   "`fleetmeter-agent bench` passes, fixed run count per block",
+                     "plain_side": "benchmarks/_plain_worker.py: perf_counter around sess.run / invoke()"},
         "pinning": {"worker_cpu": worker_core, "script_cpus": own_cores, "note": pin_note},
         "results": results, "summary": summary,
     }
     path = _common.write_json(NAME, payload, args.out_dir)
 
-    rows = [(r["model"], r["format"], r["runs_per_process"], f"{r['agent_median_ms']:.4f}",
-             f"{r['plain_median_ms']:.4f}", f"{r['ratio_median']:.4f}",
-             f"{r['ratio_min']:.3f}..{r['ratio_max']:.3f}", f"{r['deviation_pct']:+.1f}%",
-             f"{r['plain_round_spread_pct']:.1f}%", "yes" if r["within_target"] else "NO") for r in results]
-    print(_common.table(["MODEL", "FMT", "RUNS", "AGENT ms", "PLAIN ms", "RATIO", "RATIO RANGE", "DEV",
-                         "PLAIN SPREAD", f"<= {TARGET_PCT:g}%"], rows))
+    rows = [(r["model"], r["format"], r["runs_per_block"], f"{r['agent_median_ms']:.4f}",
+             f"{r['plain_median_ms']:.4f}", f"{r['ratio_median']:.3f}",
+             f"{r['ratio_q1']:.3f}..{r['ratio_q3']:.3f}", f"{r['ratio_min']:.2f}..{r['ratio_max']:.2f}",
+             f"{r['min_ratio_median']:.3f}", f"{r['deviation_pct']:+.1f}%", f"{r['plain_block_iqr_pct']:.1f}%",
+             "yes" if r["within_target"] else "NO") for r in results]
+    print(_common.table(["MODEL", "FMT", "RUNS/BLK", "AGENT ms", "PLAIN ms", "RATIO", "RATIO IQR", "RATIO RANGE",
+                         "MIN RATIO", "DEV", "PLAIN IQR", f"<={TARGET_PCT:g}%"], rows))
     print(f"\n{summary['within_target']}/{summary['model_files']} model files within +-{TARGET_PCT:g}% "
           f"(max |dev| {summary['max_abs_deviation_pct']:.1f}%, median |dev| "
-          f"{summary['median_abs_deviation_pct']:.1f}%); {pin_note}")
+          f"{summary['median_abs_deviation_pct']:.1f}%). RATIO = median over {rounds} block pairs of "
+          f"agent median / plain median.\n{pin_note}")
     print(f"wrote {path} in {summary['wall_s']:.0f} s")
     return 0
 

@@ -72,6 +72,8 @@ class Fleet:
         self.config = config
         self.clock = clock
         self.agents: dict[str, AgentState] = {}
+        # host of every agent ever seen, also those not reconnected since a restart (their leases count)
+        self.host_of: dict[str, str] = {d["agent_id"]: d["host_id"] for d in store.list_devices()}
         grace = self.clock() + config.lease_timeout_s
         for job in store.leased_jobs():
             store.extend_lease(job["job_id"], job["agent_id"], grace)
@@ -96,6 +98,7 @@ class Fleet:
         host_id = device.get("host_id") or device.get("hostname") or agent_id
         self.store.upsert_device(agent_id, name=hello.get("name") or agent_id, host_id=host_id,
                                  info=device, labels=labels, platform_ids=platform_ids, now=now)
+        self.host_of[agent_id] = host_id
         current = hello.get("current_job_id") or None
         keep = {current, *(hello.get("spooled_job_ids") or [])}
         for job in self.store.leased_jobs():
@@ -144,6 +147,10 @@ class Fleet:
             return None
         mates = [a for a in self.agents.values() if a.host_id == agent.host_id and a.connected]
         if any(a.current_job_id for a in mates):
+            return None
+        # A host-mate that lost its stream (or has not reconnected since a controller restart) may still be
+        # measuring: its open lease keeps the host busy.
+        if any(self.host_of.get(j["agent_id"] or "") == agent.host_id for j in self.store.leased_jobs()):
             return None
         idle_platforms = {pid for a in mates for pid in a.platform_ids}
         job = self.store.next_pending_job(sorted(idle_platforms))

@@ -6,8 +6,9 @@ that derive the same platform form a pool; a job for a platform goes to any
 free agent of its pool.
 
 Ids are readable and stable: ``<hardware-slug>-<hash6>/<runtime>-<version>/<provider>/t<threads>``,
-where the hash covers the full hardware identity and the labels, so two
-boards that differ only in memory or labels never share an id.
+where the hash covers the full hardware identity, the labels and the full
+provider name, so two boards that differ only in memory or labels (or two
+delegates whose names share a long prefix) never share an id.
 """
 from __future__ import annotations
 
@@ -21,8 +22,12 @@ RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "litert"}
 
 
 def _slug(text: str, limit: int = 40) -> str:
-    text = re.sub(r"\(r\)|\(tm\)|\bcpu\b|@.*$|\bprocessor\b|\bcore\b", " ", text.lower())
-    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:limit].strip("-") or "unknown"
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")[:limit].strip("-.") or "unknown"
+
+
+def _cpu_slug(text: str) -> str:
+    """A CPU model without the noise words ("(R)", "CPU", "@ 2.20GHz", "Processor")."""
+    return _slug(re.sub(r"\(r\)|\(tm\)|\bcpu\b|@.*$|\bprocessor\b|\bcore\b", " ", text.lower()))
 
 
 def hardware_summary(hardware: Mapping) -> str:
@@ -43,12 +48,14 @@ def hardware_summary(hardware: Mapping) -> str:
 
 def platform_id(hardware: Mapping, runtime: str, runtime_version: str, provider: str, threads: int,
                 labels: Mapping[str, str]) -> str:
-    canonical = json.dumps({"hardware": hardware, "labels": dict(labels)}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps({"hardware": hardware, "labels": dict(labels), "provider": provider},
+                           sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:6]
     name = hardware.get("device_model") or hardware.get("cpu_model") or "unknown"
     n = hardware.get("cpu_cores_logical") or hardware.get("cores")
     cores = f"-{n}c" if n else ""
-    return f"{_slug(str(name))}{cores}-{digest}/{runtime}-{runtime_version}/{_slug(provider or 'default', 24)}/t{threads}"
+    return (f"{_cpu_slug(str(name))}{cores}-{digest}/{runtime}-{runtime_version}/"
+            f"{_slug(provider or 'default', 24)}/t{threads}")
 
 
 def make_platform(hardware: Mapping, offer: Mapping, labels: Mapping[str, str]) -> dict:

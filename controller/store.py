@@ -209,7 +209,7 @@ class Store:
     def find_models(self, ref: str) -> list[dict]:
         """Models whose sha256 starts with ``ref`` (at least 6 hex digits) or whose name is ``ref``."""
         rows = self._db.execute("SELECT * FROM models WHERE name=? ORDER BY created_unix", (ref,)).fetchall()
-        if len(ref) >= 6:
+        if len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref.lower()):
             rows += self._db.execute("SELECT * FROM models WHERE sha256 LIKE ? ORDER BY created_unix",
                                      (ref.lower() + "%",)).fetchall()
         seen, out = set(), []

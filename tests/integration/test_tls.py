@@ -15,6 +15,7 @@ its own session and its whole process group is killed in teardown.
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import ipaddress
 import json
 import os
@@ -206,9 +207,7 @@ def pki(tmp_path_factory) -> Pki:
     openssl = shutil.which("openssl")
     if openssl:
         return _pki_openssl(d, openssl)
-    try:
-        import cryptography  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("cryptography") is None:
         pytest.skip("neither the openssl CLI nor the 'cryptography' package is available to make certificates")
     return _pki_cryptography(d)
 
@@ -301,6 +300,19 @@ def test_client_without_client_cert(controller):
                 c.list_devices()
         else:
             assert isinstance(c.list_devices(), list)
+
+
+def test_cli_devices_over_tls(controller):
+    """The operator CLI's --tls-* flags (what deploy/tls.md tells people to run)."""
+    tls = controller.caller_tls()
+    argv = [sys.executable, "-m", "fleetmeter.cli", "devices", "--json", "--controller", controller.address,
+            "--tls-ca", tls.ca]
+    if tls.cert:
+        argv += ["--tls-cert", tls.cert, "--tls-key", tls.key]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                          env={**_env(), "FLEETMETER_API_TOKEN": API_TOKEN})
+    assert proc.returncode == 0, proc.stderr
+    assert isinstance(json.loads(proc.stdout), list)
 
 
 def test_agent_connects_over_tls(controller):

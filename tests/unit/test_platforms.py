@@ -44,10 +44,8 @@ def test_any_difference_gives_a_different_id(change):
     assert pid(**change) != pid()
 
 
-@pytest.mark.xfail(strict=True, reason="the provider enters the id only as a slug truncated to 24 chars and "
-                                       "is not hashed: delegates with a long common path prefix collide")
 def test_delegates_with_a_long_common_path_get_different_ids():
-    """Fails (bug) because both delegate paths slug to 'delegate-usr-lib-aarch64' and nothing else in the
+    """Would fail (the bug this pins) if both delegate paths slug to 'delegate-usr-lib-aarch64' and nothing else in the
     id differs: two different LiteRT delegates on one board would form one pool."""
     vx = dict(OFFER, runtime="litert", provider="delegate:/usr/lib/aarch64-linux-gnu/libvx_delegate.so")
     ethos = dict(OFFER, runtime="litert", provider="delegate:/usr/lib/aarch64-linux-gnu/libethosu_delegate.so")
@@ -66,10 +64,8 @@ def test_ids_are_readable():
     assert "/litert-1.2.0/xnnpack/t1" in litert
 
 
-@pytest.mark.xfail(strict=True, reason="_slug strips the word 'cpu' (meant for CPU model names) from the "
-                                       "provider too, so LiteRT's 'cpu' provider reads 'unknown' in the id")
 def test_litert_cpu_provider_is_named_in_the_id():
-    """Fails (bug) because ``_slug('cpu')`` is 'unknown': the id hides which provider it measured."""
+    """Would fail (the bug this pins) if ``_slug('cpu')`` is 'unknown': the id hides which provider it measured."""
     assert "/cpu/" in pid(offer=dict(OFFER, runtime="litert", provider="cpu"))
 
 

@@ -217,10 +217,8 @@ def test_find_models_ambiguous_prefix_returns_all_candidates(models):
     assert sorted(m["name"] for m in models.find_models("abcdef")) == ["resnet", "resnet-v2"]
 
 
-@pytest.mark.xfail(strict=True, reason="find_models passes the ref to SQL LIKE unescaped: '_' and '%' are "
-                                       "wildcards, so a non-hex ref matches sha256 prefixes it is not")
 def test_find_models_name_is_not_a_like_pattern(models):
-    """Fails (bug) because ``sha256 LIKE 'abcde_%'`` matches both 'abcdef...' models: a model *named*
+    """Would fail (the bug this pins) if ``sha256 LIKE 'abcde_%'`` matches both 'abcdef...' models: a model *named*
     'abcde_' becomes ambiguous, and '%%%%%%' matches every model."""
     models.add_model(_model("9" * 64, "abcde_"), now=4.0)
     assert [m["name"] for m in models.find_models("abcde_")] == ["abcde_"]
