@@ -21,6 +21,10 @@ class HashMismatch(Exception):
     pass
 
 
+class CacheTooSmall(OSError):
+    """The model alone is larger than the cache's size bound."""
+
+
 class ModelCache:
     def __init__(self, root: str | Path, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         if max_bytes <= 0:
@@ -52,6 +56,9 @@ class ModelCache:
         hit = self.get(sha256)
         if hit is not None:
             return hit
+        if size_bytes > self.max_bytes:
+            raise CacheTooSmall(f"the model ({size_bytes} bytes) is larger than the model cache bound "
+                                f"({self.max_bytes} bytes); raise --cache-mb")
         self.make_room(size_bytes)
         partial = self.root / f".partial-{sha256}"
         offset = self.partial_size(sha256)

@@ -54,6 +54,7 @@ NAME = "fidelity"
 TARGET_PCT = 3.0
 PLAIN_WORKER = Path(__file__).resolve().parent / "_plain_worker.py"
 AGENT_WORKER = Path(__file__).resolve().parent / "_agent_worker.py"
+OVERHEAD_WORKER = Path(__file__).resolve().parent / "_overhead_worker.py"
 # Re-exec under a CPU affinity mask, so the child's interpreter starts already pinned.
 PIN_EXEC = "import os,sys; os.sched_setaffinity(0,{int(sys.argv[1])}); os.execv(sys.argv[2], sys.argv[2:])"
 
@@ -175,6 +176,16 @@ def choose_cores(no_pin: bool) -> Tuple[Optional[int], Optional[List[int]], str]
 
 
 # ---------------------------------------------------------------------- main
+def measure_overhead(model: Dict[str, Any], core: Optional[int]) -> Dict[str, Any]:
+    """In-process per-call cost of the agent's Session.run vs the bare runtime call (diagnostic)."""
+    argv = [sys.executable, str(OVERHEAD_WORKER), model["runtime"], model["path"]]
+    proc = subprocess.run(_pinned(argv, core), capture_output=True, text=True, timeout=300,
+                          env=_common.worker_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"overhead worker failed on {model['path']}:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
 def _iqr(values: List[float]) -> Tuple[float, float]:
     return _common.percentile(values, 25), _common.percentile(values, 75)
 
@@ -194,6 +205,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                          "(the agent's default: 5)")
     p.add_argument("--no-zoo", action="store_true", help="built-in models only")
     p.add_argument("--no-pin", action="store_true", help="do not pin to a CPU core")
+    p.add_argument("--no-overhead", action="store_true",
+                   help="skip the in-process per-call overhead diagnostic (skipped in --quick)")
     _common.add_out_dir_argument(p)
     args = p.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 24)
@@ -211,6 +224,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         for i, m in enumerate(models):
             m.update(measure_model(m, rounds, target_ms, min_runs, args.max_runs, args.warmup, worker_core))
+            if not (args.quick or args.no_overhead):
+                m["overhead"] = measure_overhead(m, worker_core)
             print(f"fidelity: [{i + 1}/{len(models)}] {m['name']}.{m['format']} done "
                   f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
 
@@ -243,6 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "same_input_shapes": m["agent"][0]["input_shapes"] == m["plain"][0]["input_shapes"],
             "agent_stop_reason": m["agent"][0]["stop_reason"],
             "agent_power_sensor": m["agent"][0]["power_sensor"],
+            "overhead": m.get("overhead"),
         })
     devs = [abs(r["deviation_pct"]) for r in results]
 
@@ -286,6 +302,16 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"(max |dev| {summary['max_abs_deviation_pct']:.1f}%, median |dev| "
           f"{summary['median_abs_deviation_pct']:.1f}%). RATIO = median over {rounds} block pairs of "
           f"agent median / plain median.\n{pin_note}")
+    over = [r for r in results if r["overhead"]]
+    if over:
+        print("\nPer-call harness cost, in one process on one session (median of alternating blocks, us):")
+        orow = []
+        for r in over:
+            o, med = r["overhead"], r["overhead"]["median_us"]
+            orow.append((r["model"], r["format"], f"{med['bare']:.2f}", f"{med.get('set+invoke', float('nan')):.2f}",
+                         f"{med['agent']:.2f}", f"{o['agent_minus_bare_us']:+.2f}",
+                         f"{o['agent_minus_bare_us'] / med['bare'] * 100:+.1f}%"))
+        print(_common.table(["MODEL", "FMT", "BARE us", "SET+INVOKE us", "AGENT us", "AGENT-BARE", "REL"], orow))
     print(f"wrote {path} in {summary['wall_s']:.0f} s")
     return 0
 

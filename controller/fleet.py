@@ -307,12 +307,12 @@ class Fleet:
         return out
 
     def list_platforms(self) -> list[dict]:
+        devices = self.store.list_devices()
         out = []
         for p in self.store.list_platforms():
-            pool = [a for a in self.agents.values() if p["platform_id"] in a.platform_ids]
-            devices = [d for d in self.store.list_devices() if p["platform_id"] in d["platform_ids"]]
-            p["agents_connected"] = sum(a.connected for a in pool)
-            p["agents_total"] = len(devices)
+            pid = p["platform_id"]
+            p["agents_connected"] = sum(a.connected for a in self.agents.values() if pid in a.platform_ids)
+            p["agents_total"] = sum(pid in d["platform_ids"] for d in devices)
             out.append(p)
         return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import time
 import sqlite3
 
 import pytest
@@ -201,3 +202,34 @@ def test_controller_killed_while_agent_measures_loses_nothing(fleet):
     per_job = _job_counts(fleet, sweep.sweep_id)
     assert [(state, n) for _, state, n in per_job] == [("done", 1), ("done", 1)], per_job
     wait_until(lambda: not any(spool.glob("*.pb")), 30, "acknowledged results to leave the spool")
+
+
+def test_job_of_a_vanished_agent_returns_to_the_queue_when_its_lease_expires(fleet):
+    """An agent dies mid-job and never comes back; another agent of the same pool (same platform) takes the
+    job, but only after the lease expired: it shares the dead agent's host, whose lease keeps the host busy."""
+    slow = common_pb2.BenchSettings(warmup_runs=1, min_runs=5, min_duration_ms=3000, max_duration_ms=6000)
+    fleet.start_agent("doomed", "--runtime", "onnxruntime", "--threads", "1", "--label", "role=pool")
+    fleet.wait_agents_connected(["doomed"])
+    with fleet.client() as c:
+        pool = _platform_of(c, "doomed")
+        sha = c.upload_model(get_builtin_model("tiny_convnet", "onnx").path).model.sha256
+        sweep = c.submit_sweep(fleet_pb2.SweepSpec(models=[sha], settings=slow,
+                                                   platforms=fleet_pb2.PlatformSelector(platform_ids=[pool])))
+        wait_until(lambda: any(d.name == "doomed" and d.state == "busy" for d in c.list_devices()), 60,
+                   "the doomed agent to start the job")
+        fleet.stop_agent("doomed", sig=signal.SIGKILL)
+        killed_at = time.monotonic()
+        fleet.start_agent("heir", "--runtime", "onnxruntime", "--threads", "1", "--label", "role=pool")
+        fleet.wait_agents_connected(["heir"])
+        assert _platform_of(c, "heir") == pool, "same hardware, runtime, threads and labels: one pool"
+        for _ in c.watch_sweep(sweep.sweep_id, timeout_s=120):
+            pass
+        waited_s = time.monotonic() - killed_at
+        final = c.get_sweep(sweep.sweep_id)
+        (m,) = c.list_measurements(sweep_id=sweep.sweep_id)
+        devices = {d.name: d for d in c.list_devices()}
+    fleet.stop_agent("heir")
+    assert (final.progress.done, final.progress.failed) == (1, 0)
+    assert m.agent_id == devices["heir"].agent_id
+    assert waited_s >= fleet.lease_timeout_s, "the heir must not measure while the dead agent's lease is open"
+    assert devices["doomed"].state == "offline"

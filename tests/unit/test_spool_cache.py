@@ -231,3 +231,14 @@ def test_blob_paths_only_for_sha256(tmp_path):
     assert blobs.has("../../etc/passwd") is False
     with pytest.raises(ValueError):
         blobs.path("A" * 64)  # upper-case is not the canonical digest
+
+
+def test_model_larger_than_the_cache_bound_is_refused_clearly(tmp_path):
+    """Fails if a model bigger than the whole cache is stored anyway (breaking the bound) or fails obscurely."""
+    from fleetmeter.agent.cache import CacheTooSmall
+
+    data = b"x" * 100
+    cache = ModelCache(tmp_path, max_bytes=50)
+    with pytest.raises(CacheTooSmall, match="--cache-mb"):
+        cache.fetch(hashlib.sha256(data).hexdigest(), len(data), Downloader(data))
+    assert cache.cached() == []

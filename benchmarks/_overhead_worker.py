@@ -1,0 +1,95 @@
+"""Diagnostic for fidelity.py: what one timed call costs in the agent vs the bare runtime call.
+
+    python benchmarks/_overhead_worker.py {onnxruntime,litert} MODEL [--rounds R] [--block-ms MS]
+
+In ONE process, on one loaded model, alternates short timed blocks of:
+
+* ``bare``        onnxruntime ``sess.run(None, feeds)`` / LiteRT ``interpreter.invoke()``
+* ``set+invoke``  (LiteRT only) ``set_tensor`` of every input, then ``invoke()``
+* ``agent``       the agent's ``Session.run(feeds)`` called through a lambda, which is what
+                  ``fleetmeter.agent.bench.measure_latency`` times
+
+and prints the median over rounds of each block's median, in microseconds.
+Same process, same session, same inputs: any difference is the harness.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runtime", choices=["onnxruntime", "litert"])
+    p.add_argument("model")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--block-ms", type=float, default=15.0)
+    args = p.parse_args(argv)
+
+    from fleetmeter.agent.runtimes import get_runtime, make_inputs
+
+    session = get_runtime(args.runtime).load(args.model, 1)
+    feeds = make_inputs(session.inputs, None, None, 0)
+    run = session.run
+    variants = {"agent": lambda: run(feeds)}
+    if args.runtime == "litert":
+        interp = session._interp  # the agent's own interpreter: same delegate, same buffers
+        index = {d["name"]: int(d["index"]) for d in interp.get_input_details()}
+        for name, arr in feeds.items():
+            interp.set_tensor(index[name], arr)
+        invoke = interp.invoke
+        items = [(index[n], a) for n, a in feeds.items()]
+        set_tensor = interp.set_tensor
+
+        def set_and_invoke():
+            for i, a in items:
+                set_tensor(i, a)
+            invoke()
+
+        variants = {"bare": invoke, "set+invoke": set_and_invoke, **variants}
+    else:
+        sess = session._session
+        variants = {"bare": lambda: sess.run(None, feeds), **variants}
+
+    clock = time.perf_counter
+    for _ in range(5):
+        for fn in variants.values():
+            fn()
+    t0 = clock()
+    variants["bare"]()
+    est_s = max(clock() - t0, 1e-6)
+    n = max(5, min(2000, int(args.block_ms / 1000.0 / est_s)))
+
+    def block(fn):
+        out = []
+        gc.disable()
+        try:
+            for _ in range(n):
+                a = clock()
+                fn()
+                out.append(clock() - a)
+        finally:
+            gc.enable()
+        return statistics.median(out) * 1e6
+
+    per = {k: [] for k in variants}
+    for r in range(args.rounds):
+        names = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for k in names:
+            per[k].append(block(variants[k]))
+    med = {k: statistics.median(v) for k, v in per.items()}
+    out = {"runs_per_block": n, "rounds": args.rounds, "median_us": med,
+           "agent_minus_bare_us": med["agent"] - med["bare"]}
+    if "set+invoke" in med:
+        out["set_tensor_effect_us"] = med["set+invoke"] - med["bare"]
+        out["python_wrapper_us"] = med["agent"] - med["set+invoke"]
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
