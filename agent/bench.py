@@ -22,7 +22,6 @@ not an exception.
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import math
 import os
@@ -34,7 +33,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Seque
 
 import numpy as np
 
+from fleetmeter._hashing import sha256_file
+
 from .runtimes import RunFailure, Runtime, classify_failure, get_runtime, make_inputs, runtime_for_model
+
 from .stats import summarize
 
 __all__ = [
@@ -312,18 +314,6 @@ class BenchResult:
 
 # --------------------------------------------------------------------------
 # The benchmark
-
-_HASH_CHUNK_BYTES = 1 << 20
-
-
-def sha256_file(path: "os.PathLike[str] | str") -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _read_temps(read_temps: Optional[Callable[[], Dict[str, float]]]) -> Dict[str, float]:
     if read_temps is None:

@@ -6,11 +6,12 @@ cache, so a cached file is always the model it claims to be.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Optional
+
+from fleetmeter._hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +71,10 @@ class ModelCache:
         with open(partial, "ab") as f:
             for data in open_chunks(offset):
                 f.write(data)
-        digest = hashlib.sha256()
-        with open(partial, "rb") as f:
-            for block in iter(lambda: f.read(1024 * 1024), b""):
-                digest.update(block)
-        if digest.hexdigest() != sha256:
+        actual = sha256_file(partial)
+        if actual != sha256:
             partial.unlink()
-            raise HashMismatch(f"downloaded model hashes to {digest.hexdigest()}, expected {sha256}")
+            raise HashMismatch(f"downloaded model hashes to {actual}, expected {sha256}")
         dest = self.path(sha256)
         os.replace(partial, dest)
         return dest

@@ -25,6 +25,7 @@ from typing import Optional
 import grpc
 
 from fleetmeter import __version__, _net
+from fleetmeter._term import key_value_arg
 from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 from .cache import DEFAULT_CACHE_BYTES, HashMismatch, ModelCache
@@ -345,11 +346,6 @@ def result_to_measurement(r: dict, **base) -> common_pb2.Measurement:
 
 
 # ---------------------------------------------------------------- CLI glue
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -357,7 +353,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="controller HOST:PORT (default: $FLEETMETER_CONTROLLER or 127.0.0.1:50051)")
     parser.add_argument("--agent-token", default=None,
                         help="agent token (default: $FLEETMETER_AGENT_TOKEN); sent as 'authorization: Bearer'")
-    parser.add_argument("--label", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+    parser.add_argument("--label", action="append", type=key_value_arg, default=[], metavar="KEY=VALUE",
                         help="operator label; part of the platform identity (repeatable)")
     parser.add_argument("--threads", action="append", type=int, default=None, metavar="N",
                         help="thread count to offer; repeat for several platforms (default: 1)")

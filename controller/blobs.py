@@ -5,11 +5,12 @@ only after the hash matched, so a reader never sees half a model.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from fleetmeter._hashing import sha256_file
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -61,10 +62,3 @@ class BlobStore:
                     return
                 yield data
 
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -12,8 +12,6 @@ import asyncio
 import logging
 from typing import AsyncIterator, Optional
 
-import grpc
-
 from fleetmeter.errors import InvalidArgument, NotFound
 from fleetmeter.v1 import agent_pb2, agent_pb2_grpc
 

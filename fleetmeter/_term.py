@@ -59,3 +59,13 @@ class ProgressBar:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def key_value_arg(text: str) -> tuple[str, str]:
+    """argparse type for ``KEY=VALUE`` flags such as ``--label site=lab``."""
+    import argparse
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value

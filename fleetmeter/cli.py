@@ -24,11 +24,6 @@ PLAINTEXT_NOTE = ("Without --tls-* the connection is plain text: use that only o
                   "network.")
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
 
 
 def _caller_flags(p: argparse.ArgumentParser) -> None:

@@ -5,13 +5,13 @@ status mapped back to its class), never a raw ``grpc.RpcError``.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import grpc
 
 from fleetmeter import _net
+from fleetmeter._hashing import sha256_file
 from fleetmeter.errors import from_rpc_error
 from fleetmeter.v1 import fleet_pb2, fleet_pb2_grpc
 
@@ -72,14 +72,11 @@ class FleetClient:
                      progress: Optional[Callable[[int, int], None]] = None) -> fleet_pb2.UploadModelResponse:
         path = Path(path)
         size = path.stat().st_size
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(UPLOAD_CHUNK_BYTES), b""):
-                digest.update(block)
+        sha256 = sha256_file(path)
 
         def requests():
             yield fleet_pb2.UploadModelRequest(header=fleet_pb2.ModelUploadHeader(
-                name=name or path.name, size_bytes=size, sha256=digest.hexdigest()))
+                name=name or path.name, size_bytes=size, sha256=sha256))
             sent = 0
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(UPLOAD_CHUNK_BYTES), b""):

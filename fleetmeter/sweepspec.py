@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Callable, Optional
 
+from fleetmeter._term import key_value_arg
 from fleetmeter.errors import InvalidArgument
 from fleetmeter.v1 import common_pb2, fleet_pb2
 
@@ -70,11 +71,6 @@ def _check_keys(obj, allowed: set, where: str) -> None:
         raise InvalidArgument(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,7 +79,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", default=[], metavar="REF",
                    help="model: file path (uploaded first), sha256 (prefix) or name; repeatable")
     p.add_argument("--platform", action="append", default=[], metavar="ID", help="platform id; repeatable")
-    p.add_argument("--label", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+    p.add_argument("--label", action="append", type=key_value_arg, default=[], metavar="KEY=VALUE",
                    help="only platforms with this label; repeatable")
     p.add_argument("--runtime", action="append", default=[], choices=("onnxruntime", "litert"))
     p.add_argument("--threads", action="append", type=int, default=[], metavar="N")

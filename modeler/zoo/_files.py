@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Union
+
+from fleetmeter._hashing import sha256_file  # noqa: F401 - re-exported for the zoo
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -19,9 +20,3 @@ def atomic_write(path: PathLike, data: bytes) -> None:
     os.replace(tmp, target)
 
 
-def sha256_file(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
