@@ -91,6 +91,7 @@ class Agent:
         self._job_id: str = ""
         self._worker: Optional[threading.Thread] = None
         self._heartbeat_s = 2.0
+        self._last_job_end: Optional[float] = None  # monotonic time the previous job ended (cool-down)
         self._metadata = _net.bearer(_net.agent_token(config.token))
         self.connected = threading.Event()
         self._init_device()
@@ -260,6 +261,7 @@ class Agent:
                 provider=job.provider, threads=job.threads, sweep_id=job.sweep_id, failure_kind="agent_error",
                 failure_message=f"{type(exc).__name__}: {exc}", finished_at_unix=time.time())
         self.spool.put(measurement.measurement_id, measurement.SerializeToString())
+        self._last_job_end = time.monotonic()
         self._job_id = ""
         self._send(agent_pb2.AgentMessage(result=agent_pb2.JobResult(measurement=measurement)))
         log.info("job %s done: %s", job.job_id, measurement.failure_kind or
@@ -279,6 +281,7 @@ class Agent:
                                           started_at_unix=started, finished_at_unix=time.time())
         from .bench import BenchSettings, run_benchmark
 
+        cooldown_wait_s, thermal_wait_s, gate_timed_out = self._wait_until_ready(job)
         s = job.settings
         defaults = BenchSettings()
         settings = BenchSettings(**{f: getattr(s, f) or getattr(defaults, f) for f in (
@@ -289,7 +292,45 @@ class Agent:
         result = run_benchmark(path, runtime=job.runtime, threads=job.threads, provider=provider,
                                settings=settings, shapes=shapes, fills=fills, power_sensor=self.power_sensor,
                                read_temps=self.read_temps)
-        return result_to_measurement(result.to_json_dict(), **base)
+        m = result_to_measurement(result.to_json_dict(), **base)
+        m.cooldown_wait_s, m.thermal_wait_s, m.thermal_gate_timed_out = cooldown_wait_s, thermal_wait_s, gate_timed_out
+        if job.profile_operators and job.runtime == "onnxruntime" and not m.failure_kind:
+            from .profile import profile_operators
+
+            try:  # a separate pass: profiling never touches the latency samples above
+                ops = profile_operators(str(path), threads=job.threads, provider=provider, shapes=shapes,
+                                        fills=fills)
+                m.operators.extend(common_pb2.OperatorProfile(**o) for o in ops)
+            except Exception as exc:  # noqa: BLE001 - the latency measurement stands on its own
+                log.warning("job %s: profiled pass failed: %s", job.job_id, exc)
+        return m
+
+    def _wait_until_ready(self, job: agent_pb2.JobAssignment) -> tuple[float, float, bool]:
+        """Cool-down since the previous job, then the thermal gate (bounded). Returns the waits.
+
+        Without readable temperature sensors the gate cannot judge and lets the job start.
+        """
+        cooldown_wait_s = 0.0
+        if job.cooldown_s > 0 and self._last_job_end is not None:
+            remaining = job.cooldown_s - (time.monotonic() - self._last_job_end)
+            if remaining > 0:
+                self.stopping.wait(remaining)
+                cooldown_wait_s = remaining
+        if job.max_start_temp_c <= 0:
+            return cooldown_wait_s, 0.0, False
+        from .thermal import hottest_temp_c
+
+        started = time.monotonic()
+        while True:
+            hottest = hottest_temp_c(self.read_temps())
+            waited = time.monotonic() - started
+            if hottest is None or hottest < job.max_start_temp_c:
+                return cooldown_wait_s, waited, False
+            if waited >= job.max_thermal_wait_s or self.stopping.is_set():
+                log.warning("job %s: still %.1f °C after %.0f s (gate %.1f °C); starting anyway", job.job_id,
+                            hottest, waited, job.max_start_temp_c)
+                return cooldown_wait_s, waited, True
+            self.stopping.wait(min(1.0, job.max_thermal_wait_s - waited))
 
     def _fetch_model(self, sha256: str, size_bytes: int) -> Path:
         deadline = time.monotonic() + FETCH_RETRY_S

@@ -309,6 +309,10 @@ class _OnnxSession:
     def run(self, feeds: Mapping[str, np.ndarray]) -> None:
         self._session.run(None, feeds)
 
+    def end_profiling(self) -> str:
+        """Path of the profile written since load (only for sessions loaded with ``profile_dir``)."""
+        return self._session.end_profiling()
+
     def close(self) -> None:
         self._session = None
 
@@ -353,7 +357,10 @@ class OnnxRuntime:
             f"(available: {', '.join(self.providers())})",
         )
 
-    def load(self, model_path: str, threads: int, provider: Optional[str] = None) -> _OnnxSession:
+    def load(self, model_path: str, threads: int, provider: Optional[str] = None,
+             profile_dir: Optional[str] = None) -> _OnnxSession:
+        """``profile_dir``: record onnxruntime's per-node profile there (for a separate profiled pass only:
+        profiling slows every run, so it never touches latency measurements)."""
         ort = self._ort
         chosen = self._resolve_provider(provider)
         opts = ort.SessionOptions()
@@ -365,6 +372,9 @@ class OnnxRuntime:
         # exceptions (reported as failure messages), so keep it to fatal
         # unless this module's logger is at debug level.
         opts.log_severity_level = 1 if logger.isEnabledFor(logging.DEBUG) else 4
+        if profile_dir is not None:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = os.path.join(profile_dir, "ort-profile")
         providers = [chosen] if chosen == _ORT_CPU else [chosen, _ORT_CPU]
         session = ort.InferenceSession(os.fspath(model_path), sess_options=opts, providers=providers)
         config = {

@@ -102,13 +102,27 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
             event = self.notifier.current()
             progress = await self.fleet.call("sweep_progress", request.sweep_id) if last else \
                 (await self.fleet.call("get_sweep", request.sweep_id))["progress"]
-            key = tuple(progress[k] for k in ("pending", "leased", "done", "failed"))
+            key = tuple(progress[k] for k in ("pending", "leased", "done", "failed", "cancelled", "state"))
             if key != last:
                 last = key
                 yield progress_to_proto(progress)
-            if progress["state"] == "done":
+            if progress["state"] in ("done", "cancelled") and progress["leased"] == 0:
                 return
             await self.notifier.wait(event, WATCH_POLL_S)
+
+    async def CancelSweep(self, request, context):
+        return await self._control("cancel_sweep", request.sweep_id)
+
+    async def PauseSweep(self, request, context):
+        return await self._control("pause_sweep", request.sweep_id)
+
+    async def ResumeSweep(self, request, context):
+        return await self._control("resume_sweep", request.sweep_id)
+
+    async def _control(self, method: str, sweep_id: str):
+        sweep = await self.fleet.call(method, sweep_id)
+        self.notifier.notify()
+        return fleet_pb2.GetSweepResponse(sweep=sweep_to_proto(sweep))
 
     async def ListMeasurements(self, request, context):
         records = await self.fleet.call("list_measurements", sweep_id=request.sweep_id,

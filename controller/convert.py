@@ -12,6 +12,7 @@ from fleetmeter.v1 import agent_pb2, common_pb2, fleet_pb2
 
 _SETTINGS_FIELDS = ("warmup_runs", "min_runs", "min_duration_ms", "max_runs", "max_duration_ms", "stable_rel_tol")
 _SUMMARY_FIELDS = ("median", "mean", "p90", "p99", "std", "min", "max", "n", "cv")
+_SPEC_EXTRAS = ("max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators")
 _DEVICE_SCALARS = ("hostname", "host_id", "os", "arch", "cpu_model", "cpu_cores", "cpu_max_freq_mhz",
                    "memory_total_bytes", "device_model")
 
@@ -62,7 +63,8 @@ def measurement_to_dict(m: common_pb2.Measurement) -> dict:
     d: dict[str, Any] = {f: getattr(m, f) for f in (
         "measurement_id", "job_id", "agent_id", "platform_id", "model_sha256", "runtime", "runtime_version",
         "provider", "threads", "load_ms", "first_run_ms", "peak_rss_bytes", "power_sensor", "failure_kind",
-        "failure_message", "started_at_unix", "finished_at_unix", "sweep_id", "warmup_runs")}
+        "failure_message", "started_at_unix", "finished_at_unix", "sweep_id", "warmup_runs", "cooldown_wait_s",
+        "thermal_wait_s", "thermal_gate_timed_out")}
     d["latency_ms"] = ({f: getattr(m.latency_ms, f) for f in _SUMMARY_FIELDS}
                        if m.HasField("latency_ms") else None)
     d["samples_ms"] = list(m.samples_ms)
@@ -70,13 +72,16 @@ def measurement_to_dict(m: common_pb2.Measurement) -> dict:
     d["avg_power_w"] = m.avg_power_w if m.HasField("avg_power_w") else None
     d["temps_c_before"] = dict(m.temps_c_before)
     d["temps_c_after"] = dict(m.temps_c_after)
+    d["operators"] = [{"node_name": o.node_name, "op_type": o.op_type, "provider": o.provider,
+                       "input_shapes": list(o.input_shapes), "output_shapes": list(o.output_shapes),
+                       "median_us": o.median_us, "mean_us": o.mean_us, "runs": o.runs} for o in m.operators]
     return d
 
 
 def measurement_from_dict(d: dict) -> common_pb2.Measurement:
     m = common_pb2.Measurement()
     for key, value in d.items():
-        if value is None or key in ("latency_ms", "samples_ms", "temps_c_before", "temps_c_after"):
+        if value is None or key in ("latency_ms", "samples_ms", "temps_c_before", "temps_c_after", "operators"):
             continue
         if key in m.DESCRIPTOR.fields_by_name:
             setattr(m, key, value)
@@ -86,6 +91,7 @@ def measurement_from_dict(d: dict) -> common_pb2.Measurement:
     m.samples_ms.extend(d.get("samples_ms") or [])
     m.temps_c_before.update(d.get("temps_c_before") or {})
     m.temps_c_after.update(d.get("temps_c_after") or {})
+    m.operators.extend(common_pb2.OperatorProfile(**o) for o in d.get("operators") or [])
     return m
 
 
@@ -94,7 +100,9 @@ def assignment_to_proto(a: dict) -> agent_pb2.JobAssignment:
         job_id=a["job_id"], sweep_id=a["sweep_id"], platform_id=a["platform_id"], model_sha256=a["model_sha256"],
         model_size_bytes=int(a["model_size_bytes"]), model_format=a["model_format"], runtime=a["runtime"],
         provider=a["provider"], threads=int(a["threads"]), settings=settings_from_dict(a["settings"]),
-        inputs=inputs_from_list(a["inputs"]))
+        inputs=inputs_from_list(a["inputs"]), cooldown_s=a.get("cooldown_s", 0.0),
+        max_start_temp_c=a.get("max_start_temp_c", 0.0), max_thermal_wait_s=a.get("max_thermal_wait_s", 0.0),
+        profile_operators=a.get("profile_operators", False))
 
 
 def spec_to_dict(s: fleet_pb2.SweepSpec) -> dict:
@@ -104,6 +112,7 @@ def spec_to_dict(s: fleet_pb2.SweepSpec) -> dict:
                       "runtimes": list(s.platforms.runtimes)},
         "threads": list(s.threads), "repeats": s.repeats, "settings": settings_to_dict(s.settings),
         "priority": s.priority, "inputs": inputs_to_list(s.inputs),
+        **{k: getattr(s, k) for k in _SPEC_EXTRAS if getattr(s, k)},
     }
 
 
@@ -114,13 +123,15 @@ def spec_from_dict(d: dict) -> fleet_pb2.SweepSpec:
         platforms=fleet_pb2.PlatformSelector(platform_ids=p.get("platform_ids", []), labels=p.get("labels", {}),
                                              runtimes=p.get("runtimes", [])),
         threads=d.get("threads", []), repeats=d.get("repeats", 0), settings=settings_from_dict(d.get("settings", {})),
-        priority=d.get("priority", 0), inputs=inputs_from_list(d.get("inputs", [])))
+        priority=d.get("priority", 0), inputs=inputs_from_list(d.get("inputs", [])),
+        **{k: d[k] for k in _SPEC_EXTRAS if d.get(k)})
 
 
 def progress_to_proto(p: dict) -> fleet_pb2.SweepProgress:
-    return fleet_pb2.SweepProgress(sweep_id=p["sweep_id"], state=p["state"], total=p["total"],
-                                   pending=p["pending"], leased=p["leased"], done=p["done"], failed=p["failed"],
-                                   updated_unix=p["updated_unix"])
+    return fleet_pb2.SweepProgress(
+        sweep_id=p["sweep_id"], state=p["state"], total=p["total"], pending=p["pending"], leased=p["leased"],
+        done=p["done"], failed=p["failed"], cancelled=p.get("cancelled", 0), updated_unix=p["updated_unix"],
+        eta_s=p.get("eta_s", -1.0), platforms=[fleet_pb2.PlatformProgress(**x) for x in p.get("platforms", [])])
 
 
 def sweep_to_proto(s: dict) -> fleet_pb2.Sweep:

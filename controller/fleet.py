@@ -35,6 +35,10 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 MAX_JOBS_PER_SWEEP = 1_000_000
+# Failures that say "this model cannot run on this platform": they count towards the sweep's
+# max_device_failures. Every other failure kind (model_unavailable, agent_error, runtime_error,
+# out_of_memory) may be passing, and its job is retried up to max_attempts.
+DETERMINISTIC_FAILURES = ("load_error", "unsupported_op", "invalid_input", "runtime_missing")
 
 
 @dataclass
@@ -55,6 +59,9 @@ class FleetConfig:
     lease_timeout_s: float = 30.0
     max_attempts: int = 3
     heartbeat_interval_s: float = 2.0
+    # After a controller restart, open leases wait this long for their agents to reconnect (agents
+    # back off up to 30 s between attempts), so a result spooled during the outage is not run twice.
+    restart_grace_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.lease_timeout_s <= 0 or self.heartbeat_interval_s <= 0:
@@ -74,7 +81,7 @@ class Fleet:
         self.agents: dict[str, AgentState] = {}
         # host of every agent ever seen, also those not reconnected since a restart (their leases count)
         self.host_of: dict[str, str] = {d["agent_id"]: d["host_id"] for d in store.list_devices()}
-        grace = self.clock() + config.lease_timeout_s
+        grace = self.clock() + max(config.lease_timeout_s, config.restart_grace_s)
         for job in store.leased_jobs():
             store.extend_lease(job["job_id"], job["agent_id"], grace)
 
@@ -126,12 +133,13 @@ class Fleet:
             self.store.touch_device(agent_id, self.clock())
 
     def heartbeat(self, agent_id: str, current_job_id: str = "") -> None:
+        """Extend the lease of the job the agent *says* it runs. A job the controller believes it
+        handed out but the agent does not report is not extended, so it expires and is re-queued."""
         agent = self._agent(agent_id)
         now = self.clock()
         agent.last_seen_unix = now
-        job_id = current_job_id or agent.current_job_id
-        if job_id:
-            self.store.extend_lease(job_id, agent_id, now + self.config.lease_timeout_s)
+        if current_job_id:
+            self.store.extend_lease(current_job_id, agent_id, now + self.config.lease_timeout_s)
 
     def _agent(self, agent_id: str) -> AgentState:
         try:
@@ -153,7 +161,7 @@ class Fleet:
         if any(self.host_of.get(j["agent_id"] or "") == agent.host_id for j in self.store.leased_jobs()):
             return None
         idle_platforms = {pid for a in mates for pid in a.platform_ids}
-        job = self.store.next_pending_job(sorted(idle_platforms))
+        job = self.store.next_pending_job(sorted(idle_platforms), agent_id)
         if job is None:
             return None
         if job["platform_id"] not in agent.platform_ids:
@@ -163,7 +171,7 @@ class Fleet:
         if min(rivals, key=lambda a: (a.idle_since_unix, a.agent_id)).agent_id != agent_id:
             return None
         now = self.clock()
-        if not self.store.lease_job(job["job_id"], agent_id, now + self.config.lease_timeout_s):
+        if not self.store.lease_job(job["job_id"], agent_id, now + self.config.lease_timeout_s, now=now):
             return None
         agent.current_job_id = job["job_id"]
         return self._assignment(job)
@@ -179,15 +187,48 @@ class Fleet:
             "model_format": model.get("format", ""), "runtime": platform.get("runtime", ""),
             "provider": platform.get("provider", ""), "threads": platform.get("threads", 1),
             "settings": spec.get("settings") or {}, "inputs": spec.get("inputs") or [],
+            "cooldown_s": float(spec.get("cooldown_s") or 0.0),
+            "max_start_temp_c": float(spec.get("max_start_temp_c") or 0.0),
+            "max_thermal_wait_s": float(spec.get("max_thermal_wait_s") or 0.0),
+            "profile_operators": bool(spec.get("profile_operators")),
         }
 
     def record_result(self, record: dict) -> bool:
-        """Store a measurement (idempotent) and free its agent. ``False`` for a re-send."""
+        """Store a measurement (idempotent), settle its job and free its agent. ``False`` for a re-send.
+
+        A failed run settles its job unless it should be tried again: a passing kind of
+        failure is retried (up to ``max_attempts``); a deterministic one is retried on
+        another device of the pool until it failed on the sweep's ``max_device_failures``
+        devices, after which the model's remaining jobs on that platform are failed too.
+        """
         agent = self.agents.get(record.get("agent_id", ""))
         if agent is not None and agent.current_job_id and agent.current_job_id == record.get("job_id"):
             agent.current_job_id = None
             agent.idle_since_unix = self.clock()
-        return self.store.record_measurement(record, now=self.clock())
+        kind = record.get("failure_kind") or ""
+        job = self.store.get_job(record.get("job_id") or "") if kind else None
+        if job is None or job["state"] not in ("pending", "leased"):
+            return self.store.record_measurement(record, now=self.clock())
+        sweep = self.store.get_sweep(job["sweep_id"]) or {"spec": {}}
+        if kind in DETERMINISTIC_FAILURES:
+            limit = max(1, int(sweep["spec"].get("max_device_failures") or 1))
+            failed_on = self.store.failing_agents(job["sweep_id"], job["model_sha256"], job["platform_id"],
+                                                  DETERMINISTIC_FAILURES) | {record["agent_id"]}
+            pool = {d["agent_id"] for d in self.store.list_devices() if job["platform_id"] in d["platform_ids"]}
+            retry = len(failed_on) < limit and bool(pool - failed_on)
+        else:
+            retry = job["attempts"] < self.config.max_attempts
+        stored = self.store.record_measurement(record, now=self.clock(), retry=retry,
+                                               avoid_agent=kind in DETERMINISTIC_FAILURES)
+        if stored and kind in DETERMINISTIC_FAILURES and not retry:
+            skipped = self.store.fail_pending(
+                job["sweep_id"], job["model_sha256"], job["platform_id"],
+                f"skipped: failed on {len(failed_on)} device(s) of this platform: {kind}: "
+                f"{record.get('failure_message', '')}")
+            if skipped:
+                log.info("model %s cannot run on %s: %d more job(s) marked failed", job["model_sha256"][:12],
+                         job["platform_id"], skipped)
+        return stored
 
     def expire_leases(self) -> list[str]:
         """Return jobs whose lease ran out to the queue (or fail them after max_attempts)."""
@@ -213,6 +254,11 @@ class Fleet:
         repeats = int(spec.get("repeats") or 1)
         if repeats < 1:
             raise InvalidArgument(f"repeats must be >= 1, got {repeats}")
+        for key in ("max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s"):
+            if float(spec.get(key) or 0) < 0:
+                raise InvalidArgument(f"{key} must be >= 0, got {spec[key]}")
+        if spec.get("max_start_temp_c") and not spec.get("max_thermal_wait_s"):
+            raise InvalidArgument("max_start_temp_c needs max_thermal_wait_s (the gate waits a bounded time)")
         pairs = [(m, p) for m in models for p in platforms if RUNTIME_FOR_FORMAT.get(m["format"]) == p["runtime"]]
         if not pairs:
             formats = sorted({m["format"] for m in models})
@@ -286,11 +332,66 @@ class Fleet:
         return sweep
 
     def sweep_progress(self, sweep_id: str) -> dict:
+        """Counts by job state, overall and per platform, with an ETA from this sweep's own job times.
+
+        A platform's ETA is its open jobs × its mean job time ÷ the hosts that serve it now
+        (agents of one host take turns). The sweep's ETA adds up the platforms per host and
+        takes the busiest host. Unknown (no finished job yet, or no agent) is -1.
+        """
+        sweep = self.store.get_sweep(sweep_id)
         counts = self.store.sweep_counts(sweep_id)
-        total = sum(counts.values())
         open_jobs = counts["pending"] + counts["leased"]
-        return {"sweep_id": sweep_id, "total": total, **counts,
-                "state": "running" if open_jobs else "done", "updated_unix": self.clock()}
+        if sweep is not None and sweep["state"] == "cancelled":
+            state = "cancelled"
+        elif not open_jobs:
+            state = "done"
+        else:
+            state = "paused" if sweep is not None and sweep["state"] == "paused" else "running"
+        per_host_s: dict[str, float] = {}
+        unknown = False
+        platforms = []
+        for pid, c in sorted(self.store.platform_counts(sweep_id).items()):
+            hosts = sorted({a.host_id for a in self.agents.values() if a.connected and pid in a.platform_ids})
+            remaining = c["pending"] + c["leased"]
+            eta = -1.0
+            if remaining == 0:
+                eta = 0.0
+            elif c["mean_job_s"] > 0 and hosts:
+                eta = remaining * c["mean_job_s"] / len(hosts)
+                for h in hosts:
+                    per_host_s[h] = per_host_s.get(h, 0.0) + eta
+            else:
+                unknown = True
+            platforms.append({"platform_id": pid, **{k: c[k] for k in ("pending", "leased", "done", "failed",
+                                                                        "cancelled")},
+                              "agents_connected": sum(a.connected and pid in a.platform_ids
+                                                      for a in self.agents.values()),
+                              "mean_job_s": c["mean_job_s"], "eta_s": eta})
+        eta_s = 0.0 if not open_jobs else (-1.0 if unknown or not per_host_s else max(per_host_s.values()))
+        return {"sweep_id": sweep_id, "total": sum(counts.values()), **counts, "state": state,
+                "updated_unix": self.clock(), "eta_s": eta_s, "platforms": platforms}
+
+    def _control(self, sweep_id: str, state: str) -> dict:
+        sweep = self.store.get_sweep(sweep_id)
+        if sweep is None:
+            raise NotFound(f"unknown sweep {sweep_id!r}")
+        if sweep["state"] == "cancelled" and state != "cancelled":
+            raise InvalidArgument(f"sweep {sweep_id} was cancelled; submit it again instead")
+        counts = self.store.sweep_counts(sweep_id)
+        if counts["pending"] + counts["leased"] == 0:
+            return self.get_sweep(sweep_id)  # finished: nothing left to pause or cancel
+        self.store.set_sweep_state(sweep_id, state)
+        log.info("sweep %s → %s", sweep_id, state)
+        return self.get_sweep(sweep_id)
+
+    def cancel_sweep(self, sweep_id: str) -> dict:
+        return self._control(sweep_id, "cancelled")
+
+    def pause_sweep(self, sweep_id: str) -> dict:
+        return self._control(sweep_id, "paused")
+
+    def resume_sweep(self, sweep_id: str) -> dict:
+        return self._control(sweep_id, "active")
 
     # ------------------------------------------------------------ listings
     def list_devices(self) -> list[dict]:

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,7 +62,9 @@ CREATE TABLE IF NOT EXISTS sweeps (
     spec_json TEXT NOT NULL,
     platform_ids_json TEXT NOT NULL,
     priority INTEGER NOT NULL,
-    created_unix REAL NOT NULL
+    created_unix REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused', 'cancelled')),
+    dispatched INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -71,13 +73,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     model_sha256 TEXT NOT NULL REFERENCES models(sha256),
     platform_id TEXT NOT NULL REFERENCES platforms(platform_id),
     repeat_index INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'done', 'failed')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'done', 'failed', 'cancelled')),
     attempts INTEGER NOT NULL DEFAULT 0,
     agent_id TEXT,
     lease_expires_unix REAL,
     error TEXT,
     measurement_id TEXT,
-    updated_unix REAL NOT NULL
+    updated_unix REAL NOT NULL,
+    failed_agents_json TEXT NOT NULL DEFAULT '[]',
+    started_unix REAL,
+    finished_unix REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, platform_id);
 CREATE INDEX IF NOT EXISTS jobs_by_sweep ON jobs(sweep_id, state);
@@ -97,7 +102,8 @@ CREATE INDEX IF NOT EXISTS measurements_by_sweep ON measurements(sweep_id);
 CREATE INDEX IF NOT EXISTS measurements_by_job ON measurements(job_id);
 """
 
-JOB_STATES = ("pending", "leased", "done", "failed")
+JOB_STATES = ("pending", "leased", "done", "failed", "cancelled")
+SWEEP_STATES = ("active", "paused", "cancelled")
 
 
 def _dumps(obj: Any) -> str:
@@ -249,7 +255,30 @@ class Store:
             return None
         return {"sweep_id": r["sweep_id"], "name": r["name"], "spec": json.loads(r["spec_json"]),
                 "platform_ids": json.loads(r["platform_ids_json"]), "priority": r["priority"],
-                "created_unix": r["created_unix"]}
+                "created_unix": r["created_unix"], "state": r["state"], "dispatched": r["dispatched"]}
+
+    def set_sweep_state(self, sweep_id: str, state: str) -> None:
+        """active ↔ paused, or → cancelled (pending jobs become cancelled; running ones finish)."""
+        if state not in SWEEP_STATES:
+            raise ValueError(f"unknown sweep state {state!r}")
+        with self._tx() as db:
+            db.execute("UPDATE sweeps SET state=? WHERE sweep_id=?", (state, sweep_id))
+            if state == "cancelled":
+                db.execute("UPDATE jobs SET state='cancelled', error='sweep cancelled', updated_unix=?"
+                           " WHERE sweep_id=? AND state='pending'", (time.time(), sweep_id))
+
+    def platform_counts(self, sweep_id: str) -> dict[str, dict]:
+        """Per platform: job counts by state and the mean wall time of finished jobs (``mean_job_s``)."""
+        out: dict[str, dict] = {}
+        for r in self._db.execute(
+                "SELECT platform_id, state, COUNT(*) AS n, AVG(CASE WHEN finished_unix IS NOT NULL AND started_unix"
+                " IS NOT NULL AND state IN ('done', 'failed') THEN finished_unix - started_unix END) AS mean_s"
+                " FROM jobs WHERE sweep_id=? GROUP BY platform_id, state", (sweep_id,)):
+            entry = out.setdefault(r["platform_id"], {**dict.fromkeys(JOB_STATES, 0), "mean_job_s": 0.0})
+            entry[r["state"]] = r["n"]
+            if r["mean_s"] is not None and r["state"] == "done":
+                entry["mean_job_s"] = r["mean_s"]
+        return out
 
     def sweep_counts(self, sweep_id: str) -> dict[str, int]:
         counts = dict.fromkeys(JOB_STATES, 0)
@@ -262,24 +291,36 @@ class Store:
         r = self._db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         return dict(r) if r else None
 
-    def next_pending_job(self, platform_ids: Iterable[str]) -> Optional[dict]:
-        """The job to run next among ``platform_ids``: highest sweep priority, then oldest sweep, then order."""
+    def next_pending_job(self, platform_ids: Iterable[str], agent_id: str = "") -> Optional[dict]:
+        """The job to run next among ``platform_ids`` of active sweeps.
+
+        Highest sweep priority first; among sweeps of equal priority, the one that
+        has dispatched the fewest jobs so far (fair sharing: concurrent sweeps
+        advance together), then the oldest; within a sweep, job order. Jobs that
+        already failed on ``agent_id`` are left for other devices of the pool.
+        """
         ids = list(platform_ids)
         if not ids:
             return None
         marks = ",".join("?" * len(ids))
         r = self._db.execute(
             f"""SELECT j.* FROM jobs j JOIN sweeps s ON s.sweep_id = j.sweep_id
-                WHERE j.state='pending' AND j.platform_id IN ({marks})
-                ORDER BY s.priority DESC, s.created_unix, j.sweep_id, j.seq LIMIT 1""", ids).fetchone()
+                WHERE j.state='pending' AND s.state='active' AND j.platform_id IN ({marks})
+                  AND (? = '' OR j.failed_agents_json NOT LIKE '%"' || ? || '"%')
+                ORDER BY s.priority DESC, s.dispatched, s.created_unix, j.sweep_id, j.seq LIMIT 1""",
+            [*ids, agent_id, agent_id]).fetchone()
         return dict(r) if r else None
 
-    def lease_job(self, job_id: str, agent_id: str, expires_unix: float) -> bool:
+    def lease_job(self, job_id: str, agent_id: str, expires_unix: float, now: Optional[float] = None) -> bool:
         """pending → leased; ``False`` if the job was no longer pending."""
         with self._tx() as db:
+            now = time.time() if now is None else now
             cur = db.execute("UPDATE jobs SET state='leased', agent_id=?, lease_expires_unix=?, attempts=attempts+1,"
-                             " updated_unix=? WHERE job_id=? AND state='pending'",
-                             (agent_id, expires_unix, time.time(), job_id))
+                             " updated_unix=?, started_unix=? WHERE job_id=? AND state='pending'",
+                             (agent_id, expires_unix, now, now, job_id))
+            if cur.rowcount == 1:
+                db.execute("UPDATE sweeps SET dispatched=dispatched+1 WHERE sweep_id="
+                           "(SELECT sweep_id FROM jobs WHERE job_id=?)", (job_id,))
             return cur.rowcount == 1
 
     def extend_lease(self, job_id: str, agent_id: str, expires_unix: float) -> bool:
@@ -304,7 +345,8 @@ class Store:
             return state
 
     # ------------------------------------------------------------ measurements
-    def record_measurement(self, record: dict, now: Optional[float] = None) -> bool:
+    def record_measurement(self, record: dict, now: Optional[float] = None, retry: bool = False,
+                           avoid_agent: bool = False) -> bool:
         """Store one measurement and settle its job, atomically.
 
         ``record`` is the measurement as a JSON-able dict (with ``measurement_id``,
@@ -313,6 +355,8 @@ class Store:
         ``measurement_id`` was stored before (a re-send), in which case nothing changes.
         A job already settled by another measurement keeps its first result; the
         late record is still kept (raw data is never thrown away) without a job link.
+        With ``retry`` a failed run does not settle its job: the job returns to the
+        queue (with ``avoid_agent``, never again to the agent it failed on).
         """
         now = time.time() if now is None else now
         job_id = record.get("job_id") or None
@@ -331,17 +375,40 @@ class Store:
                 (record["measurement_id"], job_id if settles or job is None else None, sweep_id,
                  record["agent_id"], record["platform_id"], record["model_sha256"], latency.get("median"),
                  record.get("failure_kind") or "", now, _dumps({**record, "sweep_id": sweep_id or ""})))
-            if settles:
-                failed = bool(record.get("failure_kind"))
+            failed = bool(record.get("failure_kind"))
+            error = f"{record['failure_kind']}: {record.get('failure_message', '')}" if failed else None
+            if settles and retry and failed:
+                agents = sorted(set(json.loads(job["failed_agents_json"]))
+                                | ({record["agent_id"]} if avoid_agent else set()))
+                db.execute("UPDATE jobs SET state='pending', agent_id=NULL, lease_expires_unix=NULL, error=?,"
+                           " failed_agents_json=?, updated_unix=? WHERE job_id=?",
+                           (error, _dumps(agents), now, job_id))
+            elif settles:
                 db.execute("UPDATE jobs SET state=?, measurement_id=?, agent_id=?, lease_expires_unix=NULL,"
-                           " error=?, updated_unix=? WHERE job_id=?",
+                           " error=?, updated_unix=?, finished_unix=? WHERE job_id=?",
                            ("failed" if failed else "done", record["measurement_id"], record["agent_id"],
-                            (f"{record['failure_kind']}: {record.get('failure_message', '')}" if failed else None),
-                            now, job_id))
+                            error, now, now, job_id))
             elif job is not None:
                 log.info("job %s was already %s; measurement %s kept unlinked", job_id, job["state"],
                          record["measurement_id"])
             return True
+
+    def failing_agents(self, sweep_id: str, model_sha256: str, platform_id: str, kinds: Iterable[str]) -> set[str]:
+        """Distinct agents on which this model failed with one of ``kinds`` in this sweep on this platform."""
+        kinds = list(kinds)
+        marks = ",".join("?" * len(kinds))
+        rows = self._db.execute(
+            f"SELECT DISTINCT agent_id FROM measurements WHERE sweep_id=? AND model_sha256=? AND platform_id=?"
+            f" AND failure_kind IN ({marks})", [sweep_id, model_sha256, platform_id, *kinds])
+        return {r["agent_id"] for r in rows}
+
+    def fail_pending(self, sweep_id: str, model_sha256: str, platform_id: str, reason: str) -> int:
+        """Mark this model's still-pending jobs on this platform failed (it cannot run there)."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE jobs SET state='failed', error=?, updated_unix=? WHERE sweep_id=? AND"
+                             " model_sha256=? AND platform_id=? AND state='pending'",
+                             (reason, time.time(), sweep_id, model_sha256, platform_id))
+            return cur.rowcount
 
     def list_measurements(self, *, sweep_id: str = "", platform_id: str = "", model_sha256: str = "",
                           include_samples: bool = True) -> list[dict]:

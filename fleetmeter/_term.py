@@ -69,3 +69,44 @@ def key_value_arg(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
+
+
+class SweepWatch:
+    """Live per-platform progress of a sweep: done, running, failed, remaining and ETA.
+
+    On a TTY the block is redrawn in place; elsewhere it is printed at most every
+    ``min_interval_s`` and once at the end (so logs stay readable).
+    """
+
+    def __init__(self, stream: TextIO = sys.stderr, min_interval_s: float = 10.0, clock=time.monotonic) -> None:
+        self.stream = stream
+        self.min_interval_s = min_interval_s
+        self.clock = clock
+        self._last_print = -1e9
+        self._drawn_lines = 0
+        self._tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def render(self, progress) -> str:
+        def eta(s: float) -> str:
+            return "?" if s < 0 else fmt_duration(s)
+
+        rows = [(p.platform_id, p.done, p.leased, p.failed, p.pending, p.agents_connected, eta(p.eta_s))
+                for p in progress.platforms]
+        rows.append(("all platforms", progress.done, progress.leased, progress.failed, progress.pending, "",
+                     eta(progress.eta_s)))
+        head = f"sweep {progress.sweep_id}: {progress.state}"
+        if progress.cancelled:
+            head += f" ({progress.cancelled} cancelled)"
+        return head + "\n" + table(["PLATFORM", "DONE", "RUNNING", "FAILED", "REMAINING", "AGENTS", "ETA"], rows)
+
+    def update(self, progress, final: bool = False) -> None:
+        now = self.clock()
+        if not self._tty and not final and now - self._last_print < self.min_interval_s:
+            return
+        self._last_print = now
+        text = self.render(progress)
+        if self._tty and self._drawn_lines:
+            self.stream.write(f"\x1b[{self._drawn_lines}F\x1b[J")  # back to the block's start, clear below
+        self.stream.write(text + "\n")
+        self._drawn_lines = text.count("\n") + 1
+        self.stream.flush()

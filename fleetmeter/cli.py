@@ -56,7 +56,8 @@ def cmd_controller(args) -> int:
         listen=args.listen, data_dir=Path(args.data_dir), ray_address=args.ray_address,
         agent_token=_net.agent_token(args.agent_token), api_token=_net.api_token(args.api_token),
         tls=_net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key),
-        fleet=FleetConfig(lease_timeout_s=args.lease_timeout_s, heartbeat_interval_s=args.heartbeat_s))
+        fleet=FleetConfig(lease_timeout_s=args.lease_timeout_s, heartbeat_interval_s=args.heartbeat_s,
+                          restart_grace_s=args.restart_grace_s))
     return run_controller(config)
 
 
@@ -136,22 +137,32 @@ def cmd_sweep_submit(args) -> int:
         sweep = c.submit_sweep(spec)
         if not args.json:
             print(f"sweep {sweep.sweep_id}: {sweep.progress.total} jobs on {len(sweep.platform_ids)} platform(s)")
-        if args.wait:
-            sweep = wait_for_sweep(c, sweep.sweep_id, quiet=args.json)
+        if args.wait or args.watch:
+            sweep = wait_for_sweep(c, sweep.sweep_id, quiet=args.json, per_platform=args.watch)
     if args.json:
         _print_json(sweep_dict(sweep))
-    return 0 if sweep.progress.failed == 0 or not args.wait else 1
+    return 0 if sweep.progress.failed == 0 or not (args.wait or args.watch) else 1
 
 
-def wait_for_sweep(client, sweep_id: str, quiet: bool = False):
-    from fleetmeter._term import ProgressBar
+def wait_for_sweep(client, sweep_id: str, quiet: bool = False, per_platform: bool = False):
+    """Follow a sweep until it ends: a progress bar, or (``per_platform``) a live table per platform."""
+    from fleetmeter._term import ProgressBar, SweepWatch
 
-    bar = None
+    bar = watch = None
+    last = None
     for progress in client.watch_sweep(sweep_id):
-        if not quiet:
+        last = progress
+        final = progress.state in ("done", "cancelled") and progress.leased == 0
+        if quiet:
+            continue
+        if per_platform:
+            watch = watch or SweepWatch()
+            watch.update(progress, final=final)
+        else:
             bar = bar or ProgressBar(progress.total)
-            bar.update(progress.done + progress.failed, progress.leased, progress.failed,
-                       final=progress.state == "done")
+            bar.update(progress.done + progress.failed, progress.leased, progress.failed, final=final)
+    if per_platform and watch is not None and last is not None and watch._drawn_lines == 0:
+        watch.update(last, final=True)
     return client.get_sweep(sweep_id)
 
 
@@ -167,10 +178,22 @@ def cmd_sweep_status(args) -> int:
     if args.json:
         _print_json(sweep_dict(sweep))
         return 0
-    p = sweep.progress
-    print(f"sweep {sweep.sweep_id} ({sweep.name}): {p.state}\n"
-          f"  total {p.total}  done {p.done}  failed {p.failed}  running {p.leased}  pending {p.pending}\n"
-          f"  platforms: {', '.join(sweep.platform_ids)}")
+    from fleetmeter._term import SweepWatch
+
+    print(f"{sweep.name}: {sweep.progress.total} jobs")
+    print(SweepWatch().render(sweep.progress))
+    return 0
+
+
+def cmd_sweep_control(args) -> int:
+    with _client(args) as c:
+        sweep = getattr(c, f"{args.verb}_sweep")(args.sweep_id)
+    if args.json:
+        _print_json(sweep_dict(sweep))
+    else:
+        p = sweep.progress
+        print(f"sweep {sweep.sweep_id}: {p.state} (done {p.done}, running {p.leased}, pending {p.pending}, "
+              f"cancelled {p.cancelled})")
     return 0
 
 
@@ -260,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-timeout-s", type=float, default=30.0,
                    help="a job returns to the queue when its agent is silent this long (default: %(default)s)")
     p.add_argument("--heartbeat-s", type=float, default=2.0, help="agent heartbeat period (default: %(default)s)")
+    p.add_argument("--restart-grace-s", type=float, default=60.0,
+                   help="after a restart, how long open jobs wait for their agents to reconnect "
+                        "(default: %(default)s)")
     p.set_defaults(func=cmd_controller)
 
     for name, func, help_ in (("devices", cmd_devices, "list the agents and their state"),
@@ -290,15 +316,25 @@ def build_parser() -> argparse.ArgumentParser:
     from fleetmeter.sweepspec import add_sweep_arguments
 
     add_sweep_arguments(p)
-    p.add_argument("--wait", action="store_true", help="follow progress until the sweep ends")
+    p.add_argument("--wait", action="store_true", help="follow progress (a bar) until the sweep ends")
+    p.add_argument("--watch", action="store_true",
+                   help="follow live progress per platform (done, running, failed, remaining, ETA) until it ends")
     p.add_argument("--json", action="store_true")
     _caller_flags(p)
     p.set_defaults(func=cmd_sweep_submit)
-    p = sweep.add_parser("status", help="progress of one sweep")
+    p = sweep.add_parser("status", help="progress of one sweep, per platform")
     p.add_argument("sweep_id")
     p.add_argument("--json", action="store_true")
     _caller_flags(p)
     p.set_defaults(func=cmd_sweep_status)
+    for verb, help_ in (("cancel", "drop a sweep's pending jobs (running ones finish and are kept)"),
+                        ("pause", "start no new job of this sweep until it is resumed"),
+                        ("resume", "let a paused sweep continue")):
+        p = sweep.add_parser(verb, help=help_, description=help_)
+        p.add_argument("sweep_id")
+        p.add_argument("--json", action="store_true")
+        _caller_flags(p)
+        p.set_defaults(func=cmd_sweep_control, verb=verb)
 
     p = sub.add_parser("results", help="measurements (one row per measurement)")
     p.add_argument("--sweep", default=None, help="only this sweep")

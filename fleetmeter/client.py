@@ -94,6 +94,15 @@ class FleetClient:
     def get_sweep(self, sweep_id: str) -> fleet_pb2.Sweep:
         return self._call("GetSweep", fleet_pb2.GetSweepRequest(sweep_id=sweep_id)).sweep
 
+    def cancel_sweep(self, sweep_id: str) -> fleet_pb2.Sweep:
+        return self._call("CancelSweep", fleet_pb2.SweepControlRequest(sweep_id=sweep_id)).sweep
+
+    def pause_sweep(self, sweep_id: str) -> fleet_pb2.Sweep:
+        return self._call("PauseSweep", fleet_pb2.SweepControlRequest(sweep_id=sweep_id)).sweep
+
+    def resume_sweep(self, sweep_id: str) -> fleet_pb2.Sweep:
+        return self._call("ResumeSweep", fleet_pb2.SweepControlRequest(sweep_id=sweep_id)).sweep
+
     def watch_sweep(self, sweep_id: str, timeout_s: Optional[float] = None) -> Iterator[fleet_pb2.SweepProgress]:
         return self._stream("WatchSweep", fleet_pb2.WatchSweepRequest(sweep_id=sweep_id), timeout_s)
 

@@ -4,95 +4,244 @@ A sweep file::
 
     name: cnn-baseline
     models: [tiny_convnet.onnx, 3f2a9c1b7d0e]   # existing files (uploaded first), sha256 prefixes or names
-    platforms:
+    platforms:                                  # which platforms (all conditions must hold)
       runtimes: [onnxruntime]
       labels: {site: lab}
       platform_ids: []
-    threads: [1, 2]
+    threads: [1, 2]                             # only platforms with these thread counts
     repeats: 3
-    priority: 0
-    settings: {warmup_runs: 5, min_runs: 20, min_duration_ms: 500}
+    priority: 0                                 # higher runs first; equal priorities share fairly
+    settings: {warmup_runs: 5, min_runs: 20, min_duration_ms: 500, max_runs: 10000, max_duration_ms: 30000}
     inputs:
       - {name: input, shape: [1, 3, 224, 224]}
+      - {name: sample_rate, fill: 16000}
+    max_device_failures: 1      # a model that cannot run on this many devices of a platform is failed there
+    cooldown_s: 0               # pause between two jobs on one device
+    max_start_temp_c: 0         # thermal gate (0: off) ...
+    max_thermal_wait_s: 0       # ... waiting at most this long
+    profile_operators: false    # separate profiled pass with per-operator times (onnxruntime)
 
-Unknown keys are errors that name the key; the controller validates the rest
-(unknown models and platforms, nothing matching).
+Every problem is reported at once, each with the file, the line and the field
+(``sweep.yaml:7: settings.min_runs: expected an integer >= 0, got 'many'``).
+The controller validates the rest (unknown models and platforms, nothing matching).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from fleetmeter._term import key_value_arg
 from fleetmeter.errors import InvalidArgument
 from fleetmeter.v1 import common_pb2, fleet_pb2
 
-TOP_KEYS = {"name", "models", "platforms", "threads", "repeats", "priority", "settings", "inputs"}
+SETTINGS_FIELDS = {"warmup_runs": int, "min_runs": int, "min_duration_ms": float, "max_runs": int,
+                   "max_duration_ms": float, "stable_rel_tol": float}
+SCALAR_FIELDS = {"name": str, "repeats": int, "priority": int, "max_device_failures": int, "cooldown_s": float,
+                 "max_start_temp_c": float, "max_thermal_wait_s": float, "profile_operators": bool}
+TOP_KEYS = set(SCALAR_FIELDS) | {"models", "platforms", "threads", "settings", "inputs"}
 PLATFORM_KEYS = {"platform_ids", "labels", "runtimes"}
-SETTINGS_KEYS = {"warmup_runs", "min_runs", "min_duration_ms", "max_runs", "max_duration_ms", "stable_rel_tol"}
 INPUT_KEYS = {"name", "shape", "fill"}
+RUNTIMES = ("onnxruntime", "litert")
+
+
+class _Problems:
+    """Collects ``file:line: field: message`` lines."""
+
+    def __init__(self, path: Path, lines: dict[tuple, int], text: str) -> None:
+        self.path, self.lines, self.text, self.items = path, lines, text, []
+
+    def line_of(self, where: tuple) -> Optional[int]:
+        for n in range(len(where), 0, -1):
+            if where[:n] in self.lines:
+                return self.lines[where[:n]]
+        key = next((w for w in reversed(where) if isinstance(w, str)), None)
+        if key is not None:  # TOML / JSON: the first line that starts with this key
+            for i, line in enumerate(self.text.splitlines(), 1):
+                if re.match(rf'\s*"?{re.escape(key)}"?\s*[:=]', line):
+                    return i
+        return None
+
+    def add(self, where: tuple, message: str) -> None:
+        field = "".join(f"[{w}]" if isinstance(w, int) else (f".{w}" if i else w) for i, w in enumerate(where))
+        line = self.line_of(where)
+        self.items.append(f"{self.path}{f':{line}' if line else ''}: {field or '(top level)'}: {message}")
+
+
+def _yaml_lines(text: str) -> dict[tuple, int]:
+    """(key path) → 1-based line, from YAML's node marks."""
+    import yaml
+
+    out: dict[tuple, int] = {}
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                p = path + (k.value,)
+                out[p] = k.start_mark.line + 1
+                walk(v, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                out[path + (i,)] = v.start_mark.line + 1
+                walk(v, path + (i,))
+
+    walk(yaml.compose(text), ())
+    return out
 
 
 def load_sweep_file(path: str | Path) -> dict:
+    """Parse and validate a sweep file; raises InvalidArgument listing every problem with its line."""
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
+    lines: dict[tuple, int] = {}
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
             data = yaml.safe_load(text)
+            lines = _yaml_lines(text) if isinstance(data, dict) else {}
         elif path.suffix == ".toml":
             try:
                 import tomllib
             except ImportError:  # Python < 3.11
                 import tomli as tomllib
             data = tomllib.loads(text)
-        else:
+        elif path.suffix == ".json":
             data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any parser error is the file's fault
+        else:
+            raise InvalidArgument(f"{path}: unknown sweep file type {path.suffix!r} (use .yaml, .toml or .json)")
+    except InvalidArgument:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser error is the file's fault; its text names the line
         raise InvalidArgument(f"{path}: cannot parse: {exc}") from None
+    problems = _Problems(path, lines, text)
     if not isinstance(data, dict):
         raise InvalidArgument(f"{path}: a sweep file must be a mapping at the top level")
-    _check_keys(data, TOP_KEYS, str(path))
-    _check_keys(data.get("platforms") or {}, PLATFORM_KEYS, f"{path}: platforms")
-    _check_keys(data.get("settings") or {}, SETTINGS_KEYS, f"{path}: settings")
-    for i, item in enumerate(data.get("inputs") or []):
-        _check_keys(item, INPUT_KEYS, f"{path}: inputs[{i}]")
+    _validate(data, problems)
+    if problems.items:
+        raise InvalidArgument(f"{len(problems.items)} problem(s) in the sweep file:\n  " + "\n  ".join(problems.items))
     return data
 
 
-def _check_keys(obj, allowed: set, where: str) -> None:
-    if not isinstance(obj, dict):
-        raise InvalidArgument(f"{where}: expected a mapping, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise InvalidArgument(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+def _check_type(value: Any, kind: type, where: tuple, problems: _Problems, minimum: Optional[float] = None) -> None:
+    ok = (isinstance(value, bool) if kind is bool else
+          isinstance(value, str) if kind is str else
+          isinstance(value, int) and not isinstance(value, bool) if kind is int else
+          isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not ok:
+        names = {bool: "true or false", str: "a string", int: "an integer", float: "a number"}
+        problems.add(where, f"expected {names[kind]}{f' >= {minimum:g}' if minimum is not None else ''}, "
+                            f"got {value!r}")
+    elif minimum is not None and value < minimum:
+        problems.add(where, f"must be >= {minimum:g}, got {value!r}")
 
 
+def _validate(data: dict, problems: _Problems) -> None:
+    for key in sorted(set(data) - TOP_KEYS):
+        problems.add((key,), f"unknown key; allowed: {', '.join(sorted(TOP_KEYS))}")
+    for key, kind in SCALAR_FIELDS.items():
+        if key in data:
+            _check_type(data[key], kind, (key,), problems,
+                        minimum=1 if key == "repeats" else (0 if kind in (int, float) and key != "priority" else None))
+    models = data.get("models")
+    if models is not None:
+        if not isinstance(models, list) or not models:
+            problems.add(("models",), "expected a non-empty list of model files, sha256 prefixes or names")
+        else:
+            for i, m in enumerate(models):
+                if not isinstance(m, str) or not m:
+                    problems.add(("models", i), f"expected a file path, sha256 (prefix) or name, got {m!r}")
+    threads = data.get("threads")
+    if threads is not None:
+        if not isinstance(threads, list):
+            problems.add(("threads",), f"expected a list of thread counts, got {threads!r}")
+        else:
+            for i, t in enumerate(threads):
+                _check_type(t, int, ("threads", i), problems, minimum=1)
+    platforms = data.get("platforms")
+    if platforms is not None:
+        if not isinstance(platforms, dict):
+            problems.add(("platforms",), "expected a mapping with platform_ids, labels and/or runtimes")
+        else:
+            for key in sorted(set(platforms) - PLATFORM_KEYS):
+                problems.add(("platforms", key), f"unknown key; allowed: {', '.join(sorted(PLATFORM_KEYS))}")
+            for key in ("platform_ids", "runtimes"):
+                value = platforms.get(key)
+                if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+                    problems.add(("platforms", key), f"expected a list of strings, got {value!r}")
+            for i, rt in enumerate(platforms.get("runtimes") or []):
+                if isinstance(rt, str) and rt not in RUNTIMES:
+                    problems.add(("platforms", "runtimes", i), f"unknown runtime {rt!r}; expected one of {RUNTIMES}")
+            labels = platforms.get("labels")
+            if labels is not None and not isinstance(labels, dict):
+                problems.add(("platforms", "labels"), f"expected a mapping of label: value, got {labels!r}")
+    settings = data.get("settings")
+    if settings is not None:
+        if not isinstance(settings, dict):
+            problems.add(("settings",), "expected a mapping of measurement settings")
+        else:
+            for key in sorted(set(settings) - set(SETTINGS_FIELDS)):
+                problems.add(("settings", key), f"unknown setting; allowed: {', '.join(sorted(SETTINGS_FIELDS))}")
+            for key, kind in SETTINGS_FIELDS.items():
+                if key in settings:
+                    _check_type(settings[key], kind, ("settings", key), problems, minimum=0)
+    inputs = data.get("inputs")
+    if inputs is not None:
+        if not isinstance(inputs, list):
+            problems.add(("inputs",), "expected a list of {name, shape and/or fill}")
+        else:
+            for i, item in enumerate(inputs):
+                where = ("inputs", i)
+                if not isinstance(item, dict):
+                    problems.add(where, f"expected a mapping with name, shape and/or fill, got {item!r}")
+                    continue
+                for key in sorted(set(item) - INPUT_KEYS):
+                    problems.add(where + (key,), f"unknown key; allowed: {', '.join(sorted(INPUT_KEYS))}")
+                if not isinstance(item.get("name"), str) or not item.get("name"):
+                    problems.add(where + ("name",), "every input override needs the input's name")
+                shape = item.get("shape")
+                if shape is not None and (not isinstance(shape, list) or not all(
+                        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+                    problems.add(where + ("shape",), f"expected a list of positive integers, got {shape!r}")
+                if "fill" in item:
+                    _check_type(item["fill"], float, where + ("fill",), problems)
+                if "shape" not in item and "fill" not in item:
+                    problems.add(where, "an input override needs a shape and/or a fill")
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", nargs="?", help="sweep file (.yaml, .toml or .json)")
+    p.add_argument("file", nargs="?", help="sweep file (.yaml, .toml or .json); flags add to or override it")
     p.add_argument("--name", default=None)
     p.add_argument("--model", action="append", default=[], metavar="REF",
                    help="model: file path (uploaded first), sha256 (prefix) or name; repeatable")
     p.add_argument("--platform", action="append", default=[], metavar="ID", help="platform id; repeatable")
     p.add_argument("--label", action="append", type=key_value_arg, default=[], metavar="KEY=VALUE",
                    help="only platforms with this label; repeatable")
-    p.add_argument("--runtime", action="append", default=[], choices=("onnxruntime", "litert"))
+    p.add_argument("--runtime", action="append", default=[], choices=RUNTIMES)
     p.add_argument("--threads", action="append", type=int, default=[], metavar="N")
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--priority", type=int, default=None)
+    p.add_argument("--priority", type=int, default=None, help="higher runs first (default 0)")
     for flag in ("warmup-runs", "min-runs", "max-runs"):
         p.add_argument(f"--{flag}", type=int, default=None)
     for flag in ("min-duration-ms", "max-duration-ms"):
         p.add_argument(f"--{flag}", type=float, default=None)
+    p.add_argument("--max-device-failures", type=int, default=None,
+                   help="fail a model on a platform after it failed on this many of its devices (default 1)")
+    p.add_argument("--cooldown-s", type=float, default=None, help="pause between two jobs on one device")
+    p.add_argument("--max-start-temp-c", type=float, default=None,
+                   help="thermal gate: start a job only below this temperature (needs --max-thermal-wait-s)")
+    p.add_argument("--max-thermal-wait-s", type=float, default=None, help="longest wait for the thermal gate")
+    p.add_argument("--profile-operators", action="store_true", default=None,
+                   help="also run a separate profiled pass for per-operator times (onnxruntime)")
 
 
 def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], str]] = None) -> fleet_pb2.SweepSpec:
-    """Merge the file (if any) and the flags into a ``SweepSpec``; model paths are uploaded via ``upload``."""
+    """Merge the file (if any) and the flags into a ``SweepSpec``; model files are uploaded via ``upload``."""
     data = load_sweep_file(args.file) if args.file else {}
     base_dir = Path(args.file).parent if args.file else Path(".")
     refs = [str(r) for r in (data.get("models") or [])] + list(args.model)
@@ -107,10 +256,16 @@ def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], st
             models.append(ref)
     platforms = data.get("platforms") or {}
     settings = dict(data.get("settings") or {})
-    for key in SETTINGS_KEYS:
+    for key in SETTINGS_FIELDS:
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
+    extras = {}
+    for key in ("max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators"):
+        value = getattr(args, key, None)
+        value = data.get(key) if value is None else value
+        if value:
+            extras[key] = value
     try:
         return fleet_pb2.SweepSpec(
             name=args.name or str(data.get("name") or ""), models=models,
@@ -124,6 +279,7 @@ def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], st
             settings=common_pb2.BenchSettings(**settings),
             inputs=[common_pb2.InputOverride(name=i["name"], shape=[int(d) for d in i.get("shape") or []],
                                              **({"fill": float(i["fill"])} if "fill" in i else {}))
-                    for i in data.get("inputs") or []])
+                    for i in data.get("inputs") or []],
+            **extras)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"bad sweep specification: {exc}") from None

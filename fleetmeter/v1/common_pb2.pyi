@@ -99,7 +99,7 @@ class LatencySummary(_message.Message):
     def __init__(self, median: _Optional[float] = ..., mean: _Optional[float] = ..., p90: _Optional[float] = ..., p99: _Optional[float] = ..., std: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., n: _Optional[int] = ..., cv: _Optional[float] = ...) -> None: ...
 
 class Measurement(_message.Message):
-    __slots__ = ("measurement_id", "job_id", "agent_id", "platform_id", "model_sha256", "runtime", "runtime_version", "provider", "threads", "latency_ms", "samples_ms", "load_ms", "first_run_ms", "peak_rss_bytes", "energy_mj_per_inference", "avg_power_w", "power_sensor", "temps_c_before", "temps_c_after", "failure_kind", "failure_message", "started_at_unix", "finished_at_unix", "sweep_id", "warmup_runs")
+    __slots__ = ("measurement_id", "job_id", "agent_id", "platform_id", "model_sha256", "runtime", "runtime_version", "provider", "threads", "latency_ms", "samples_ms", "load_ms", "first_run_ms", "peak_rss_bytes", "energy_mj_per_inference", "avg_power_w", "power_sensor", "temps_c_before", "temps_c_after", "failure_kind", "failure_message", "started_at_unix", "finished_at_unix", "sweep_id", "warmup_runs", "cooldown_wait_s", "thermal_wait_s", "thermal_gate_timed_out", "operators")
     class TempsCBeforeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,10 @@ class Measurement(_message.Message):
     FINISHED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
     WARMUP_RUNS_FIELD_NUMBER: _ClassVar[int]
+    COOLDOWN_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    THERMAL_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    THERMAL_GATE_TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    OPERATORS_FIELD_NUMBER: _ClassVar[int]
     measurement_id: str
     job_id: str
     agent_id: str
@@ -164,4 +168,28 @@ class Measurement(_message.Message):
     finished_at_unix: float
     sweep_id: str
     warmup_runs: int
-    def __init__(self, measurement_id: _Optional[str] = ..., job_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., provider: _Optional[str] = ..., threads: _Optional[int] = ..., latency_ms: _Optional[_Union[LatencySummary, _Mapping]] = ..., samples_ms: _Optional[_Iterable[float]] = ..., load_ms: _Optional[float] = ..., first_run_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., energy_mj_per_inference: _Optional[float] = ..., avg_power_w: _Optional[float] = ..., power_sensor: _Optional[str] = ..., temps_c_before: _Optional[_Mapping[str, float]] = ..., temps_c_after: _Optional[_Mapping[str, float]] = ..., failure_kind: _Optional[str] = ..., failure_message: _Optional[str] = ..., started_at_unix: _Optional[float] = ..., finished_at_unix: _Optional[float] = ..., sweep_id: _Optional[str] = ..., warmup_runs: _Optional[int] = ...) -> None: ...
+    cooldown_wait_s: float
+    thermal_wait_s: float
+    thermal_gate_timed_out: bool
+    operators: _containers.RepeatedCompositeFieldContainer[OperatorProfile]
+    def __init__(self, measurement_id: _Optional[str] = ..., job_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., provider: _Optional[str] = ..., threads: _Optional[int] = ..., latency_ms: _Optional[_Union[LatencySummary, _Mapping]] = ..., samples_ms: _Optional[_Iterable[float]] = ..., load_ms: _Optional[float] = ..., first_run_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., energy_mj_per_inference: _Optional[float] = ..., avg_power_w: _Optional[float] = ..., power_sensor: _Optional[str] = ..., temps_c_before: _Optional[_Mapping[str, float]] = ..., temps_c_after: _Optional[_Mapping[str, float]] = ..., failure_kind: _Optional[str] = ..., failure_message: _Optional[str] = ..., started_at_unix: _Optional[float] = ..., finished_at_unix: _Optional[float] = ..., sweep_id: _Optional[str] = ..., warmup_runs: _Optional[int] = ..., cooldown_wait_s: _Optional[float] = ..., thermal_wait_s: _Optional[float] = ..., thermal_gate_timed_out: _Optional[bool] = ..., operators: _Optional[_Iterable[_Union[OperatorProfile, _Mapping]]] = ...) -> None: ...
+
+class OperatorProfile(_message.Message):
+    __slots__ = ("node_name", "op_type", "provider", "input_shapes", "output_shapes", "median_us", "mean_us", "runs")
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    OP_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_US_FIELD_NUMBER: _ClassVar[int]
+    MEAN_US_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    node_name: str
+    op_type: str
+    provider: str
+    input_shapes: _containers.RepeatedScalarFieldContainer[str]
+    output_shapes: _containers.RepeatedScalarFieldContainer[str]
+    median_us: float
+    mean_us: float
+    runs: int
+    def __init__(self, node_name: _Optional[str] = ..., op_type: _Optional[str] = ..., provider: _Optional[str] = ..., input_shapes: _Optional[_Iterable[str]] = ..., output_shapes: _Optional[_Iterable[str]] = ..., median_us: _Optional[float] = ..., mean_us: _Optional[float] = ..., runs: _Optional[int] = ...) -> None: ...

@@ -177,7 +177,7 @@ class PlatformSelector(_message.Message):
     def __init__(self, platform_ids: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtimes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SweepSpec(_message.Message):
-    __slots__ = ("name", "models", "platforms", "threads", "repeats", "settings", "priority", "inputs")
+    __slots__ = ("name", "models", "platforms", "threads", "repeats", "settings", "priority", "inputs", "max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     PLATFORMS_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +186,11 @@ class SweepSpec(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEVICE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    COOLDOWN_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_START_TEMP_C_FIELD_NUMBER: _ClassVar[int]
+    MAX_THERMAL_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_OPERATORS_FIELD_NUMBER: _ClassVar[int]
     name: str
     models: _containers.RepeatedScalarFieldContainer[str]
     platforms: PlatformSelector
@@ -194,10 +199,15 @@ class SweepSpec(_message.Message):
     settings: _common_pb2.BenchSettings
     priority: int
     inputs: _containers.RepeatedCompositeFieldContainer[_common_pb2.InputOverride]
-    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., platforms: _Optional[_Union[PlatformSelector, _Mapping]] = ..., threads: _Optional[_Iterable[int]] = ..., repeats: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.BenchSettings, _Mapping]] = ..., priority: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[_common_pb2.InputOverride, _Mapping]]] = ...) -> None: ...
+    max_device_failures: int
+    cooldown_s: float
+    max_start_temp_c: float
+    max_thermal_wait_s: float
+    profile_operators: bool
+    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., platforms: _Optional[_Union[PlatformSelector, _Mapping]] = ..., threads: _Optional[_Iterable[int]] = ..., repeats: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.BenchSettings, _Mapping]] = ..., priority: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[_common_pb2.InputOverride, _Mapping]]] = ..., max_device_failures: _Optional[int] = ..., cooldown_s: _Optional[float] = ..., max_start_temp_c: _Optional[float] = ..., max_thermal_wait_s: _Optional[float] = ..., profile_operators: _Optional[bool] = ...) -> None: ...
 
 class SweepProgress(_message.Message):
-    __slots__ = ("sweep_id", "state", "total", "pending", "leased", "done", "failed", "updated_unix")
+    __slots__ = ("sweep_id", "state", "total", "pending", "leased", "done", "failed", "updated_unix", "cancelled", "eta_s", "platforms")
     SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +216,9 @@ class SweepProgress(_message.Message):
     DONE_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    PLATFORMS_FIELD_NUMBER: _ClassVar[int]
     sweep_id: str
     state: str
     total: int
@@ -214,7 +227,38 @@ class SweepProgress(_message.Message):
     done: int
     failed: int
     updated_unix: float
-    def __init__(self, sweep_id: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., pending: _Optional[int] = ..., leased: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., updated_unix: _Optional[float] = ...) -> None: ...
+    cancelled: int
+    eta_s: float
+    platforms: _containers.RepeatedCompositeFieldContainer[PlatformProgress]
+    def __init__(self, sweep_id: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., pending: _Optional[int] = ..., leased: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., updated_unix: _Optional[float] = ..., cancelled: _Optional[int] = ..., eta_s: _Optional[float] = ..., platforms: _Optional[_Iterable[_Union[PlatformProgress, _Mapping]]] = ...) -> None: ...
+
+class PlatformProgress(_message.Message):
+    __slots__ = ("platform_id", "pending", "leased", "done", "failed", "cancelled", "agents_connected", "mean_job_s", "eta_s")
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    LEASED_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    MEAN_JOB_S_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    platform_id: str
+    pending: int
+    leased: int
+    done: int
+    failed: int
+    cancelled: int
+    agents_connected: int
+    mean_job_s: float
+    eta_s: float
+    def __init__(self, platform_id: _Optional[str] = ..., pending: _Optional[int] = ..., leased: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., agents_connected: _Optional[int] = ..., mean_job_s: _Optional[float] = ..., eta_s: _Optional[float] = ...) -> None: ...
+
+class SweepControlRequest(_message.Message):
+    __slots__ = ("sweep_id",)
+    SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
+    sweep_id: str
+    def __init__(self, sweep_id: _Optional[str] = ...) -> None: ...
 
 class Sweep(_message.Message):
     __slots__ = ("sweep_id", "name", "spec", "progress", "created_unix", "platform_ids")

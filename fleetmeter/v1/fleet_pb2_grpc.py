@@ -75,6 +75,21 @@ class FleetServiceStub:
                 request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ListMeasurementsRequest.SerializeToString,
                 response_deserializer=fleetmeter_dot_v1_dot_common__pb2.Measurement.FromString,
                 _registered_method=True)
+        self.CancelSweep = channel.unary_unary(
+                '/fleetmeter.v1.FleetService/CancelSweep',
+                request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.FromString,
+                _registered_method=True)
+        self.PauseSweep = channel.unary_unary(
+                '/fleetmeter.v1.FleetService/PauseSweep',
+                request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.FromString,
+                _registered_method=True)
+        self.ResumeSweep = channel.unary_unary(
+                '/fleetmeter.v1.FleetService/ResumeSweep',
+                request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -130,6 +145,26 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelSweep(self, request, context):
+        """Pending jobs are dropped; running ones finish and are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSweep(self, request, context):
+        """No new jobs start until ResumeSweep; running ones finish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSweep(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +207,21 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.ListMeasurements,
                     request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ListMeasurementsRequest.FromString,
                     response_serializer=fleetmeter_dot_v1_dot_common__pb2.Measurement.SerializeToString,
+            ),
+            'CancelSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelSweep,
+                    request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.SerializeToString,
+            ),
+            'PauseSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSweep,
+                    request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.SerializeToString,
+            ),
+            'ResumeSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSweep,
+                    request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -390,6 +440,87 @@ class FleetService:
             '/fleetmeter.v1.FleetService/ListMeasurements',
             fleetmeter_dot_v1_dot_fleet__pb2.ListMeasurementsRequest.SerializeToString,
             fleetmeter_dot_v1_dot_common__pb2.Measurement.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetmeter.v1.FleetService/CancelSweep',
+            fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetmeter.v1.FleetService/PauseSweep',
+            fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetmeter.v1.FleetService/ResumeSweep',
+            fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,3 +95,16 @@ def test_corrupt_model_and_wrong_token_exit_nonzero(fleet, tmp_path):
     assert proc.returncode == 1 and "broken.onnx" in proc.stderr and "Traceback" not in proc.stderr
     proc = fm(fleet, "devices", token="wrong")
     assert proc.returncode == 1 and "Unauthenticated" in proc.stderr
+
+
+def test_sweep_watch_shows_per_platform_progress(fleet, tmp_path):
+    model = get_builtin_model("tiny_mlp", "onnx").path
+    proc = fm(fleet, "sweep", "submit", "--model", str(model), "--runtime", "onnxruntime", "--label", "role=e2e",
+              "--repeats", "2", "--min-duration-ms", "30", "--watch")
+    assert proc.returncode == 0, proc.stderr
+    assert "PLATFORM" in proc.stderr and "ETA" in proc.stderr and "all platforms" in proc.stderr
+    sweep_id = proc.stdout.split()[1].rstrip(":")
+    status = fm(fleet, "sweep", "status", sweep_id)
+    assert status.returncode == 0 and "done" in status.stdout
+    again = fm(fleet, "sweep", "cancel", sweep_id, "--json")
+    assert json.loads(again.stdout)["progress"]["state"] == "done", "cancelling a finished sweep changes nothing"

@@ -233,3 +233,41 @@ def test_job_of_a_vanished_agent_returns_to_the_queue_when_its_lease_expires(fle
     assert m.agent_id == devices["heir"].agent_id
     assert waited_s >= fleet.lease_timeout_s, "the heir must not measure while the dead agent's lease is open"
     assert devices["doomed"].state == "offline"
+
+
+def test_operator_profiles_come_from_a_separate_pass(fleet):
+    """profile_operators adds per-node kernel times; the latency samples stay those of the unprofiled loop."""
+    with fleet.client() as c:
+        ort = _platform_of(c, "ort")
+        sha = c.upload_model(get_builtin_model("tiny_resnet", "onnx").path).model.sha256
+        sweep = _run_sweep(c, [sha], [ort], profile_operators=True)
+        assert (sweep.progress.done, sweep.progress.failed) == (1, 0)
+        (m,) = c.list_measurements(sweep_id=sweep.sweep_id, include_samples=True)
+    assert len(m.operators) >= 5
+    assert "Conv" in {o.op_type for o in m.operators}  # onnxruntime may fuse Add/Relu into Conv
+    assert all(o.runs >= 1 and o.median_us > 0 and o.output_shapes for o in m.operators)
+    assert m.latency_ms.n == len(m.samples_ms)
+
+
+def test_cancel_and_pause_a_running_sweep(fleet):
+    slow = common_pb2.BenchSettings(warmup_runs=1, min_runs=5, min_duration_ms=1500, max_duration_ms=4000)
+    with fleet.client() as c:
+        ort = _platform_of(c, "ort")
+        sha = c.upload_model(get_builtin_model("tiny_convnet", "onnx").path).model.sha256
+        sweep = c.submit_sweep(fleet_pb2.SweepSpec(models=[sha], repeats=6, settings=slow,
+                                                   platforms=fleet_pb2.PlatformSelector(platform_ids=[ort])))
+        wait_until(lambda: c.get_sweep(sweep.sweep_id).progress.leased == 1, 60, "the first job to start")
+        paused = c.pause_sweep(sweep.sweep_id)
+        assert paused.progress.state == "paused"
+        wait_until(lambda: c.get_sweep(sweep.sweep_id).progress.leased == 0, 60, "the running job to finish")
+        after_pause = c.get_sweep(sweep.sweep_id).progress
+        assert after_pause.done == 1 and after_pause.pending == 5, "a paused sweep starts no new job"
+        c.resume_sweep(sweep.sweep_id)
+        wait_until(lambda: c.get_sweep(sweep.sweep_id).progress.leased == 1, 60, "the sweep to resume")
+        cancelled = c.cancel_sweep(sweep.sweep_id)
+        assert cancelled.progress.state == "cancelled" and cancelled.progress.pending == 0
+        states = [p.state for p in c.watch_sweep(sweep.sweep_id, timeout_s=60)]
+        final = c.get_sweep(sweep.sweep_id).progress
+    assert states[-1] == "cancelled", "watching a cancelled sweep ends once its running job finished"
+    assert (final.done, final.cancelled, final.leased, final.pending) == (2, 4, 0, 0)
+    assert [(p.done, p.cancelled) for p in final.platforms] == [(2, 4)]

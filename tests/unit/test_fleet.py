@@ -365,7 +365,10 @@ def test_controller_restart_gives_open_leases_grace(store, db_path, clock):
         fleet2.register_agent(hello("a", "h1", current=job_a["job_id"]))
         assert fleet2.next_job("a") is None  # still busy with its job
         assert fleet2.store.get_job(job_a["job_id"])["agent_id"] == "a"
-        clock.advance(LEASE_S - 5)  # past the grace of "c" (it never came back), within "a"'s extension
+        assert CONFIG.restart_grace_s > LEASE_S
+        for _ in range(6):  # "a" heartbeats its job; "c" never comes back and outlives the restart grace
+            clock.advance(10)
+            fleet2.heartbeat("a", job_a["job_id"])
         assert fleet2.expire_leases() == [job_c["job_id"]]
         assert fleet2.record_result(result(job_a, "a")) is True
         assert fleet2.store.get_job(job_a["job_id"])["state"] == "done"
@@ -418,14 +421,16 @@ def test_sweep_progress_counts_and_ends_done(fleet):
     assert (p["total"], p["pending"], p["leased"], p["done"], p["failed"], p["state"]) == (3, 2, 1, 0, 0, "running")
     fleet.record_result(result(job, "a"))
     job = fleet.next_job("a")
-    fleet.record_result(result(job, "a", failure_kind="oom"))
+    fleet.record_result(result(job, "a", failure_kind="out_of_memory"))  # passing kind: retried
     p = fleet.sweep_progress(sweep_id)
-    assert (p["pending"], p["leased"], p["done"], p["failed"], p["state"]) == (1, 0, 1, 1, "running")
-    job = fleet.next_job("a")
-    fleet.record_result(result(job, "a"))
+    assert (p["pending"], p["leased"], p["done"], p["failed"], p["state"]) == (2, 0, 1, 0, "running")
+    runs = 0
+    while (job := fleet.next_job("a")) is not None:
+        runs += 1
+        fleet.record_result(result(job, "a", mid=f"retry-{runs}"))  # every run has its own measurement id
     p = fleet.get_sweep(sweep_id)["progress"]
-    assert (p["total"], p["done"], p["failed"], p["state"]) == (3, 2, 1, "done")
-    assert len(fleet.list_measurements(sweep_id=sweep_id)) == 3
+    assert (p["total"], p["done"], p["failed"], p["state"]) == (3, 3, 0, "done")
+    assert len(fleet.list_measurements(sweep_id=sweep_id)) == 4, "the failed run is kept as data too"
     with pytest.raises(NotFound):
         fleet.get_sweep("sw-nope")
 
@@ -468,3 +473,132 @@ def test_fleet_config_rejects_unsafe_values(kwargs):
     """Fails if a config that would expire healthy leases (or never retry) is accepted."""
     with pytest.raises(ValueError):
         FleetConfig(**kwargs)
+
+
+# ------------------------------------------------------------------ failure policy, control, fairness, ETA
+
+def test_deterministic_failure_marks_the_model_failed_on_that_platform(fleet):
+    """Fails if a model that cannot run here (unsupported op) is retried, or its other repeats still run."""
+    fleet.register_agent(hello("a"))
+    sweep_id = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 4})["sweep_id"]
+    job = fleet.next_job("a")
+    fleet.record_result(result(job, "a", failure_kind="unsupported_op"))
+    p = fleet.sweep_progress(sweep_id)
+    assert (p["pending"], p["failed"], p["state"]) == (0, 4, "done")
+    rows = [fleet.store.get_job(f"{sweep_id}-{i:06d}") for i in range(4)]
+    assert all("unsupported_op" in r["error"] for r in rows)
+    assert sum(r["error"].startswith("skipped") for r in rows) == 3
+    assert fleet.next_job("a") is None
+
+
+def test_deterministic_failure_is_retried_on_another_device_of_the_pool(fleet):
+    """With max_device_failures=2, a failure on one device moves the job to another device of the pool,
+    never back to the device it failed on; failing there too marks it failed."""
+    fleet.register_agent(hello("a", "h1"))
+    fleet.register_agent(hello("b", "h2"))
+    sweep_id = fleet.submit_sweep({"models": ["net-onnx"], "max_device_failures": 2})["sweep_id"]
+    job = fleet.next_job("a")
+    fleet.record_result(result(job, "a", failure_kind="load_error"))
+    assert fleet.store.get_job(job["job_id"])["state"] == "pending"
+    assert fleet.next_job("a") is None, "the job must not go back to the device it failed on"
+    again = fleet.next_job("b")
+    assert again["job_id"] == job["job_id"]
+    fleet.record_result(result(again, "b", mid="m-2", failure_kind="load_error"))
+    assert fleet.sweep_progress(sweep_id)["failed"] == 1
+
+
+def test_deterministic_failure_with_no_other_device_fails_instead_of_waiting_forever(fleet):
+    fleet.register_agent(hello("a"))
+    sweep_id = fleet.submit_sweep({"models": ["net-onnx"], "max_device_failures": 3})["sweep_id"]
+    fleet.record_result(result(fleet.next_job("a"), "a", failure_kind="unsupported_op"))
+    assert fleet.sweep_progress(sweep_id)["state"] == "done"
+
+
+def test_passing_failures_are_retried_up_to_max_attempts(fleet):
+    fleet.register_agent(hello("a"))
+    sweep_id = fleet.submit_sweep({"models": ["net-onnx"]})["sweep_id"]
+    for attempt in range(CONFIG.max_attempts):
+        job = fleet.next_job("a")
+        assert job is not None, f"attempt {attempt + 1} must be offered"
+        fleet.record_result(result(job, "a", mid=f"m-{attempt}", failure_kind="model_unavailable"))
+    p = fleet.sweep_progress(sweep_id)
+    assert (p["failed"], p["state"]) == (1, "done")
+
+
+def test_cancel_pause_resume(fleet):
+    """Fails if a paused sweep still hands out jobs, resume does not restart it, or cancel leaves work queued."""
+    fleet.register_agent(hello("a"))
+    sweep_id = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 3})["sweep_id"]
+    running = fleet.next_job("a")
+    assert fleet.pause_sweep(sweep_id)["progress"]["state"] == "paused"
+    fleet.record_result(result(running, "a"))
+    assert fleet.next_job("a") is None
+    assert fleet.resume_sweep(sweep_id)["progress"]["state"] == "running"
+    running = fleet.next_job("a")
+    assert running is not None
+    p = fleet.cancel_sweep(sweep_id)["progress"]
+    assert (p["state"], p["cancelled"], p["leased"]) == ("cancelled", 1, 1)
+    assert fleet.next_job("a") is None
+    fleet.record_result(result(running, "a"))  # the running job finishes and is kept
+    p = fleet.sweep_progress(sweep_id)
+    assert (p["done"], p["cancelled"], p["pending"]) == (2, 1, 0)
+    with pytest.raises(InvalidArgument):
+        fleet.resume_sweep(sweep_id)
+    with pytest.raises(NotFound):
+        fleet.pause_sweep("sw-nope")
+
+
+def test_concurrent_sweeps_share_fairly_and_priority_wins(fleet):
+    """Fails if one sweep of equal priority starves another, or a higher-priority sweep waits behind them."""
+    fleet.register_agent(hello("a"))
+    first = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 4})["sweep_id"]
+    second = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 4})["sweep_id"]
+    order = []
+    for _ in range(4):
+        job = fleet.next_job("a")
+        order.append(job["sweep_id"])
+        fleet.record_result(result(job, "a"))
+    assert order.count(first) == 2 and order.count(second) == 2, order
+    urgent = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2, "priority": 5})["sweep_id"]
+    assert fleet.next_job("a")["sweep_id"] == urgent
+
+
+def test_progress_per_platform_and_eta(fleet, clock):
+    """Fails if per-platform counts are wrong or the ETA ignores measured job times."""
+    fleet.register_agent(hello("a", offers=(("onnxruntime", 1), ("onnxruntime", 2))))
+    sweep_id = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})["sweep_id"]
+    p = fleet.sweep_progress(sweep_id)
+    assert len(p["platforms"]) == 2 and p["eta_s"] == -1.0, "no job finished yet: unknown"
+    job = fleet.next_job("a")
+    fleet.store._db.execute("UPDATE jobs SET started_unix=started_unix-10 WHERE job_id=?", (job["job_id"],))
+    fleet.record_result(result(job, "a"))
+    p = fleet.sweep_progress(sweep_id)
+    done_platform = next(x for x in p["platforms"] if x["platform_id"] == job["platform_id"])
+    assert done_platform["done"] == 1 and done_platform["pending"] == 1
+    assert done_platform["mean_job_s"] == pytest.approx(10.0, abs=0.5)
+    assert done_platform["eta_s"] == pytest.approx(10.0, abs=0.5)
+    assert p["eta_s"] == -1.0, "the other platform has no finished job yet"
+
+
+def test_assignment_carries_cooldown_thermal_gate_and_profiling(fleet):
+    fleet.register_agent(hello("a"))
+    fleet.submit_sweep({"models": ["net-onnx"], "cooldown_s": 2.5, "max_start_temp_c": 60,
+                        "max_thermal_wait_s": 30, "profile_operators": True})
+    job = fleet.next_job("a")
+    assert (job["cooldown_s"], job["max_start_temp_c"], job["max_thermal_wait_s"], job["profile_operators"]) == (
+        2.5, 60.0, 30.0, True)
+    with pytest.raises(InvalidArgument, match="max_thermal_wait_s"):
+        fleet.submit_sweep({"models": ["net-onnx"], "max_start_temp_c": 60})
+
+
+def test_heartbeat_extends_only_the_job_the_agent_reports(fleet, clock):
+    """Fails if heartbeats of an idle agent keep alive a job the controller believes it handed out (an
+    assignment the agent never took), which would block that job and the agent forever."""
+    fleet.register_agent(hello("a"))
+    fleet.submit_sweep({"models": ["net-onnx"]})
+    job = fleet.next_job("a")
+    for _ in range(4):
+        clock.advance(LEASE_S / 3)
+        fleet.heartbeat("a", "")  # the agent says it is idle
+    assert fleet.expire_leases() == [job["job_id"]]
+    assert fleet.next_job("a")["job_id"] == job["job_id"], "the job runs again and the agent is free for it"

@@ -71,7 +71,7 @@ def test_measurement_recorded_twice_is_stored_once(seeded, db_path):
     assert seeded.count_measurements() == 1
     assert seeded.get_job("sw-1-0") == job_after_first  # nothing changed, not even updated_unix
     assert job_after_first["state"] == "done" and job_after_first["measurement_id"] == "m-1"
-    assert seeded.sweep_counts("sw-1") == {"pending": 1, "leased": 0, "done": 1, "failed": 0}
+    assert seeded.sweep_counts("sw-1") == {"pending": 1, "leased": 0, "done": 1, "failed": 0, "cancelled": 0}
     assert [r["latency_ms"]["median"] for r in seeded.list_measurements(sweep_id="sw-1")] == [1.5]
     assert _raw(db_path, "SELECT COUNT(*) FROM measurements") == [(1,)]
 
@@ -121,7 +121,7 @@ def test_create_sweep_is_atomic_when_a_job_insert_fails(seeded):
         seeded.create_sweep(_sweep("sw-bad"), jobs)
     assert seeded.get_sweep("sw-bad") is None
     assert seeded.get_job("sw-bad-0") is None
-    assert seeded.sweep_counts("sw-bad") == {"pending": 0, "leased": 0, "done": 0, "failed": 0}
+    assert seeded.sweep_counts("sw-bad") == {"pending": 0, "leased": 0, "done": 0, "failed": 0, "cancelled": 0}
     # the store is still usable: the failed transaction was rolled back, not left open
     seeded.create_sweep(_sweep("sw-good"), _jobs("sw-good", 1))
     assert seeded.get_sweep("sw-good") is not None
