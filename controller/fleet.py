@@ -79,6 +79,7 @@ class Fleet:
         self.config = config
         self.clock = clock
         self.agents: dict[str, AgentState] = {}
+        self.by_host: dict[str, dict[str, AgentState]] = {}  # host_id → its agents (index for the host rules)
         # host of every agent ever seen, also those not reconnected since a restart (their leases count)
         self.host_of: dict[str, str] = {d["agent_id"]: d["host_id"] for d in store.list_devices()}
         grace = self.clock() + max(config.lease_timeout_s, config.restart_grace_s)
@@ -119,9 +120,14 @@ class Fleet:
                 current = None
             else:
                 self.store.extend_lease(current, agent_id, now + self.config.lease_timeout_s)
-        self.agents[agent_id] = AgentState(agent_id=agent_id, name=hello.get("name") or agent_id, host_id=host_id,
-                                           platform_ids=platform_ids, current_job_id=current,
-                                           last_seen_unix=now, idle_since_unix=now, labels=labels)
+        old = self.agents.get(agent_id)
+        if old is not None:
+            self.by_host.get(old.host_id, {}).pop(agent_id, None)
+        state = AgentState(agent_id=agent_id, name=hello.get("name") or agent_id, host_id=host_id,
+                           platform_ids=platform_ids, current_job_id=current, last_seen_unix=now,
+                           idle_since_unix=now, labels=labels)
+        self.agents[agent_id] = state
+        self.by_host.setdefault(host_id, {})[agent_id] = state
         return {"agent_id": agent_id, "platform_ids": platform_ids,
                 "heartbeat_interval_s": self.config.heartbeat_interval_s}
 
@@ -131,6 +137,19 @@ class Fleet:
         if agent is not None:
             agent.connected = False
             self.store.touch_device(agent_id, self.clock())
+
+    def heartbeats(self, beats: dict[str, str]) -> None:
+        """Many agents' heartbeats at once (``agent_id → the job it reports``), in one store transaction."""
+        now = self.clock()
+        extend = []
+        for agent_id, job_id in beats.items():
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                continue
+            agent.last_seen_unix = now
+            if job_id:
+                extend.append((job_id, agent_id))
+        self.store.extend_leases(extend, now + self.config.lease_timeout_s)
 
     def heartbeat(self, agent_id: str, current_job_id: str = "") -> None:
         """Extend the lease of the job the agent *says* it runs. A job the controller believes it
@@ -148,38 +167,59 @@ class Fleet:
             raise NotFound(f"unknown agent {agent_id!r}: it must say hello first") from None
 
     # ------------------------------------------------------------ scheduling
+    def _busy_hosts(self) -> set[str]:
+        """Hosts with an open lease. A host-mate that lost its stream (or has not reconnected since a
+        controller restart) may still be measuring: its lease keeps the host busy."""
+        return {self.host_of.get(j["agent_id"] or "", "") for j in self.store.leased_jobs()}
+
     def next_job(self, agent_id: str) -> Optional[dict]:
         """Lease the next job for an idle agent, or ``None`` (busy, host busy, nothing to do, or a host-mate's turn)."""
-        agent = self._agent(agent_id)
-        if not agent.connected or agent.current_job_id:
+        return self._next_job(self._agent(agent_id), self._busy_hosts(), {})
+
+    def assign(self, agent_ids: list[str]) -> list[dict]:
+        """Lease jobs for many idle agents in one call (the gateway's dispatcher); longest idle first."""
+        busy = self._busy_hosts()
+        cache: dict = {}
+        out = []
+        candidates = [self.agents[a] for a in agent_ids if a in self.agents]
+        for agent in sorted(candidates, key=lambda a: (a.idle_since_unix, a.agent_id)):
+            job = self._next_job(agent, busy, cache)
+            if job is not None:
+                busy.add(agent.host_id)
+                out.append(job)
+        return out
+
+    def _next_job(self, agent: AgentState, busy_hosts: set[str], cache: dict) -> Optional[dict]:
+        if not agent.connected or agent.current_job_id or agent.host_id in busy_hosts:
             return None
-        mates = [a for a in self.agents.values() if a.host_id == agent.host_id and a.connected]
+        mates = [a for a in self.by_host.get(agent.host_id, {}).values() if a.connected]
         if any(a.current_job_id for a in mates):
             return None
-        # A host-mate that lost its stream (or has not reconnected since a controller restart) may still be
-        # measuring: its open lease keeps the host busy.
-        if any(self.host_of.get(j["agent_id"] or "") == agent.host_id for j in self.store.leased_jobs()):
-            return None
         idle_platforms = {pid for a in mates for pid in a.platform_ids}
-        job = self.store.next_pending_job(sorted(idle_platforms), agent_id)
+        job = self.store.next_pending_job(sorted(idle_platforms), agent.agent_id)
         if job is None:
             return None
         if job["platform_id"] not in agent.platform_ids:
             return None  # the best job on this host belongs to a host-mate's platform: its turn
         # Several idle agents of the same pool on one host: the one idle longest goes first.
         rivals = [a for a in mates if job["platform_id"] in a.platform_ids]
-        if min(rivals, key=lambda a: (a.idle_since_unix, a.agent_id)).agent_id != agent_id:
+        if min(rivals, key=lambda a: (a.idle_since_unix, a.agent_id)).agent_id != agent.agent_id:
             return None
         now = self.clock()
-        if not self.store.lease_job(job["job_id"], agent_id, now + self.config.lease_timeout_s, now=now):
+        if not self.store.lease_job(job["job_id"], agent.agent_id, now + self.config.lease_timeout_s, now=now):
             return None
         agent.current_job_id = job["job_id"]
-        return self._assignment(job)
+        return {**self._assignment(job, cache), "agent_id": agent.agent_id}
 
-    def _assignment(self, job: dict) -> dict:
-        sweep = self.store.get_sweep(job["sweep_id"]) or {"spec": {}}
-        model = self.store.get_model(job["model_sha256"]) or {}
-        platform = self.store.get_platform(job["platform_id"]) or {}
+    def _assignment(self, job: dict, cache: dict) -> dict:
+        def cached(kind, key, load):
+            if (kind, key) not in cache:
+                cache[(kind, key)] = load(key)
+            return cache[(kind, key)]
+
+        sweep = cached("sweep", job["sweep_id"], self.store.get_sweep) or {"spec": {}}
+        model = cached("model", job["model_sha256"], self.store.get_model) or {}
+        platform = cached("platform", job["platform_id"], self.store.get_platform) or {}
         spec = sweep["spec"]
         return {
             "job_id": job["job_id"], "sweep_id": job["sweep_id"], "platform_id": job["platform_id"],
@@ -229,6 +269,10 @@ class Fleet:
                 log.info("model %s cannot run on %s: %d more job(s) marked failed", job["model_sha256"][:12],
                          job["platform_id"], skipped)
         return stored
+
+    def record_results(self, records: list[dict]) -> list[bool]:
+        """Many results at once (the gateway batches them); see :meth:`record_result`."""
+        return [self.record_result(r) for r in records]
 
     def expire_leases(self) -> list[str]:
         """Return jobs whose lease ran out to the queue (or fail them after max_attempts)."""

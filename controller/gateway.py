@@ -1,10 +1,14 @@
 """``AgentService``: the one class in the controller that speaks to agents.
 
-Per connected agent it runs two coroutines over the agent's stream: a reader
-(hello, heartbeats, results → the fleet actor; an ack back for every stored
-result) and an assigner that asks the fleet for the agent's next job whenever
-something changed (a sweep arrived, a job finished, a lease expired) and the
-agent is idle.
+Per connected agent a reader coroutine takes hello, heartbeats and results off
+its stream. Work with the fleet actor is batched, so that one actor call serves
+many agents (a thousand agents would otherwise mean thousands of calls a second):
+
+- a dispatcher asks the fleet to ``assign`` jobs to *all* idle agents at once,
+  whenever something changed (a sweep arrived, a job finished, a lease expired);
+- results are collected and recorded together (``record_results``), and each is
+  acknowledged to its agent only after the store committed it;
+- heartbeats are collected and flushed together (``heartbeats``).
 """
 from __future__ import annotations
 
@@ -52,6 +56,7 @@ class _Session:
         self.agent_id = agent_id
         self.out: asyncio.Queue = asyncio.Queue()
         self.job_id: Optional[str] = None   # the job we handed out and await a result for
+        self.ready = False                  # welcomed: may be given work
 
 
 class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
@@ -60,7 +65,13 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
         self.blobs = blobs
         self.notifier = notifier
         self.sessions: dict[str, _Session] = {}
+        self._results: asyncio.Queue = asyncio.Queue()   # (session, record) awaiting the store
+        self._beats: dict[str, str] = {}                  # agent_id → the job it reports
+        self.heartbeat_flush_s = 0.5
 
+    async def run(self) -> None:
+        """The gateway's background work: the dispatcher and the result and heartbeat flushers."""
+        await asyncio.gather(self._dispatch(), self._flush_results(), self._flush_heartbeats())
     async def Connect(self, request_iterator, context) -> AsyncIterator[agent_pb2.ControllerMessage]:
         first = await request_iterator.__anext__()
         if first.WhichOneof("kind") != "hello":
@@ -77,9 +88,9 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
         yield agent_pb2.ControllerMessage(welcome=agent_pb2.Welcome(
             agent_id=agent_id, platform_ids=welcome["platform_ids"],
             heartbeat_interval_s=welcome["heartbeat_interval_s"]))
+        session.ready = True
         self.notifier.notify()
         reader = asyncio.create_task(self._read(session, request_iterator))
-        assigner = asyncio.create_task(self._assign(session))
         try:
             while True:
                 msg = await session.out.get()
@@ -88,7 +99,6 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
                 yield msg
         finally:
             reader.cancel()
-            assigner.cancel()
             if self.sessions.get(agent_id) is session:
                 del self.sessions[agent_id]
                 try:
@@ -103,18 +113,11 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
             async for msg in request_iterator:
                 kind = msg.WhichOneof("kind")
                 if kind == "heartbeat":
-                    await self.fleet.call("heartbeat", session.agent_id, msg.heartbeat.current_job_id)
+                    self._beats[session.agent_id] = msg.heartbeat.current_job_id
                 elif kind == "result":
                     record = measurement_to_dict(msg.result.measurement)
                     record["agent_id"] = session.agent_id
-                    new = await self.fleet.call("record_result", record)
-                    if record["job_id"] and record["job_id"] == session.job_id:
-                        session.job_id = None
-                    session.out.put_nowait(agent_pb2.ControllerMessage(ack=agent_pb2.Ack(
-                        measurement_id=record["measurement_id"], job_id=record["job_id"])))
-                    log.debug("result %s from %s (%s)", record["measurement_id"], session.agent_id,
-                              "stored" if new else "duplicate")
-                    self.notifier.notify()
+                    self._results.put_nowait((session, record))
                 else:
                     log.warning("agent %s sent an unexpected %s; ignored", session.agent_id, kind)
         except asyncio.CancelledError:
@@ -124,17 +127,54 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
         finally:
             session.out.put_nowait(None)
 
-    async def _assign(self, session: _Session) -> None:
+    async def _flush_results(self) -> None:
+        while True:
+            batch = [await self._results.get()]
+            while not self._results.empty():
+                batch.append(self._results.get_nowait())
+            try:
+                stored = await self.fleet.call("record_results", [record for _, record in batch])
+            except Exception:  # noqa: BLE001 - not acked: the agents keep them spooled and re-send
+                log.exception("could not record %d result(s); they stay in the agents' spools", len(batch))
+                continue
+            for (session, record), new in zip(batch, stored):
+                if record["job_id"] and record["job_id"] == session.job_id:
+                    session.job_id = None
+                session.out.put_nowait(agent_pb2.ControllerMessage(ack=agent_pb2.Ack(
+                    measurement_id=record["measurement_id"], job_id=record["job_id"])))
+                log.debug("result %s from %s (%s)", record["measurement_id"], session.agent_id,
+                          "stored" if new else "duplicate")
+            self.notifier.notify()
+
+    async def _flush_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_flush_s)
+            if self._beats:
+                beats, self._beats = self._beats, {}
+                try:
+                    await self.fleet.call("heartbeats", beats)
+                except Exception:  # noqa: BLE001 - the next beats extend the leases
+                    log.exception("could not record %d heartbeat(s)", len(beats))
+
+    async def _dispatch(self) -> None:
         while True:
             event = self.notifier.current()
-            if session.job_id is None:
-                job = await self.fleet.call("next_job", session.agent_id)
-                if job is not None:
-                    session.job_id = job["job_id"]
-                    log.info("job %s → agent %s", job["job_id"], session.agent_id)
-                    session.out.put_nowait(agent_pb2.ControllerMessage(job=assignment_to_proto(job)))
+            idle = [s.agent_id for s in self.sessions.values() if s.ready and s.job_id is None]
+            jobs = []
+            if idle:
+                try:
+                    jobs = await self.fleet.call("assign", idle)
+                except Exception:  # noqa: BLE001 - try again at the next change
+                    log.exception("assigning jobs failed")
+            for job in jobs:
+                session = self.sessions.get(job["agent_id"])
+                if session is None:  # gone meanwhile: its lease expires and the job returns to the queue
                     continue
-            await self.notifier.wait(event, IDLE_POLL_S)
+                session.job_id = job["job_id"]
+                log.info("job %s → agent %s", job["job_id"], session.agent_id)
+                session.out.put_nowait(agent_pb2.ControllerMessage(job=assignment_to_proto(job)))
+            if not jobs:
+                await self.notifier.wait(event, IDLE_POLL_S)
 
     def jobs_released(self, job_ids: list[str]) -> None:
         """Leases that expired: the sessions holding them may be handed new work."""

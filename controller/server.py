@@ -112,6 +112,7 @@ class Controller:
         for name in names[:2] + ("",):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._expire_loop()))
+        self._tasks.append(asyncio.create_task(self.gateway.run()))
         (data_dir / "controller.json").write_text(json.dumps({"address": self.address, "pid": os.getpid()}))
         log.info("controller serving on %s (%s), data in %s", self.address,
                  "TLS" if cfg.tls.enabled else "plain text", data_dir)

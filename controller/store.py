@@ -329,6 +329,15 @@ class Store:
                              (expires_unix, job_id, agent_id))
             return cur.rowcount == 1
 
+    def extend_leases(self, leases: Iterable[tuple[str, str]], expires_unix: float) -> None:
+        """``(job_id, agent_id)`` pairs: extend each lease still held by that agent, in one transaction."""
+        leases = list(leases)
+        if not leases:
+            return
+        with self._tx() as db:
+            db.executemany("UPDATE jobs SET lease_expires_unix=? WHERE job_id=? AND agent_id=? AND state='leased'",
+                           [(expires_unix, job, agent) for job, agent in leases])
+
     def leased_jobs(self) -> list[dict]:
         return [dict(r) for r in self._db.execute("SELECT * FROM jobs WHERE state='leased'")]
 

@@ -32,10 +32,10 @@ class ProgressBar:
     """``[#####.....] 12/30  done 11  running 1  failed 0  ETA 0:12`` on a TTY (redrawn in place);
     elsewhere a plain line at most every ``min_interval_s`` and at the end."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, width: int = 30,
+    def __init__(self, total: int, stream: Optional[TextIO] = None, width: int = 30,
                  min_interval_s: float = 5.0, clock=time.monotonic) -> None:
         self.total = max(total, 0)
-        self.stream = stream
+        self.stream = stream or sys.stderr
         self.width = width
         self.min_interval_s = min_interval_s
         self.clock = clock
@@ -78,8 +78,9 @@ class SweepWatch:
     ``min_interval_s`` and once at the end (so logs stay readable).
     """
 
-    def __init__(self, stream: TextIO = sys.stderr, min_interval_s: float = 10.0, clock=time.monotonic) -> None:
-        self.stream = stream
+    def __init__(self, stream: Optional[TextIO] = None, min_interval_s: float = 10.0,
+                 clock=time.monotonic) -> None:
+        self.stream = stream or sys.stderr
         self.min_interval_s = min_interval_s
         self.clock = clock
         self._last_print = -1e9

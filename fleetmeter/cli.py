@@ -345,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     _caller_flags(p)
     p.set_defaults(func=cmd_results)
 
+    from fleetmeter.modeler.zoo.cli import add_zoo_commands
+
+    add_zoo_commands(sub)
+
     p = sub.add_parser("demo", help="controller + 3 local agents measure the built-in models",
                        description="Start a controller and three local agents (onnxruntime 1 thread, onnxruntime "
                                    "2 threads, LiteRT 1 thread), measure the built-in models, print a table of "

@@ -1,42 +1,27 @@
 """fleetmeter's own model generator: one description, two emitters.
 
-* :mod:`.arch` — the architecture description (layers, shapes, weights);
-  re-exported here.
+* :mod:`.arch` — the architecture description (shapes, weights), with the
+  layer kinds of :mod:`.layers`; re-exported here.
 * :mod:`.onnx_emit` — ``build_onnx`` / ``write_onnx`` (NCHW, opset 17).
 * :mod:`.tflite_emit` — ``build_tflite`` / ``write_tflite`` (NHWC, builtin ops).
+* :mod:`.fold` — BatchNorm folding, run by both emitters.
 * :mod:`.tiny` — parametrised generators and the built-in demo models.
 * :mod:`.make_builtin` — regenerates ``fleetmeter/modeler/builtin_models``.
 * :mod:`.special` — odd files for tests (large, unsupported op, corrupt).
+* :mod:`.families` — the zoo's sampled architecture families (registry), built
+  from :mod:`.sampling` (ranges, seeds), :mod:`.blocks` and ``fam_*`` modules.
+* :mod:`.build` — ``build_zoo``: COUNT models per family into a folder + index.
+* :mod:`.cli` — ``fleetmeter zoo families`` / ``fleetmeter zoo build``.
 
-The emitters import onnx / LiteRT lazily; importing this package needs only numpy.
+The names below are imported on first use (PEP 562), so importing
+:mod:`.cli` to build the ``fleetmeter`` parser stays cheap; the emitters
+import onnx / LiteRT lazily, and everything else needs only numpy.
 """
 
-from .arch import (
-    ACTIVATIONS,
-    GENERATOR_VERSION,
-    META_FAMILY,
-    META_GENERATOR_VERSION,
-    META_HYPERPARAMETERS,
-    META_NAME,
-    META_SEED,
-    Activation,
-    Add,
-    Architecture,
-    ArchitectureError,
-    AvgPool,
-    Concat,
-    Conv2D,
-    Dense,
-    Flatten,
-    GlobalAvgPool,
-    Input,
-    MaxPool,
-    Reshape,
-    Softmax,
-    UnsupportedLayerError,
-    init_weights,
-    param_shapes,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "ACTIVATIONS",
@@ -50,17 +35,43 @@ __all__ = [
     "Add",
     "Architecture",
     "ArchitectureError",
+    "Attention",
     "AvgPool",
+    "BatchNorm",
+    "ChannelShuffle",
     "Concat",
     "Conv2D",
     "Dense",
     "Flatten",
     "GlobalAvgPool",
     "Input",
+    "LayerNorm",
     "MaxPool",
+    "Mul",
     "Reshape",
+    "Slice",
     "Softmax",
     "UnsupportedLayerError",
     "init_weights",
     "param_shapes",
+    "FAMILIES",
+    "Family",
+    "build_zoo",
+    "family_names",
+    "get_family",
 ]
+
+_FROM_FAMILIES = {"FAMILIES", "Family", "family_names", "get_family"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = "families" if name in _FROM_FAMILIES else "build" if name == "build_zoo" else "arch"
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

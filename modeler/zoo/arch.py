@@ -9,8 +9,10 @@ the tensors they join.
 
 Logical layout (what shapes in this module mean):
 
-* feature maps are ``(h, w, c)``, vectors are ``(features,)``; the batch
-  dimension is always 1 and never written;
+* feature maps are ``(h, w, c)``, token sequences are ``(seq, dim)``,
+  vectors are ``(features,)``; the batch dimension is always 1 and never
+  written. Sequences and vectors have the same layout in both formats
+  (``[1, seq, dim]``, ``[1, n]``); only feature maps differ (NCHW / NHWC);
 * ``Flatten``/``Reshape`` order elements like NHWC (channels fastest). The
   TFLite emitter is NHWC and needs nothing; the ONNX emitter is NCHW and
   inserts ``Transpose`` nodes where the two orders differ, so both files
@@ -22,12 +24,24 @@ Logical layout (what shapes in this module mean):
 Canonical weight layout (what :func:`init_weights` returns and what the
 emitters accept): ``Conv2D`` kernels are OIHW ``(out_ch, in_ch // groups,
 kh, kw)``, ``Dense`` kernels are ``(units, in_features)``, biases are
-``(out,)``; all float32.
+``(out,)``; ``BatchNorm`` has ``gamma``, ``beta``, ``mean``, ``variance``
+and ``LayerNorm`` ``gamma``, ``beta``, each ``(channels,)``; all float32.
 
-Adding a layer kind: a frozen dataclass here (with ``name`` and ``inputs``
-as its last two fields), a case in :func:`_infer_shape`, its parameter shapes
-in :func:`param_shapes`, and one handler in each emitter. An emitter that
-meets a layer kind it lacks raises :class:`UnsupportedLayerError`.
+Batch normalization is inference-only. Both emitters first run
+:func:`.fold.fold_batchnorm`, which folds a ``BatchNorm`` into the ``Conv2D``
+it reads when that conv has no activation and no other reader (what the
+TFLite converter and onnxruntime's graph optimizer do anyway), so the two
+files hold the same folded weights. A ``BatchNorm`` that cannot be folded
+(DenseNet's pre-activation after a concat) stays a separate op: ONNX
+``BatchNormalization``, TFLite ``MUL`` + ``ADD`` with precomputed scale/shift.
+
+Adding a layer kind: a frozen dataclass in :mod:`.layers` (with ``name`` and
+``inputs`` as its last two fields, listed in its ``_LAYER_TYPES``), a case in
+:func:`_infer_shape` (and in :func:`_arity` unless it reads one tensor), its
+parameter shapes in :func:`param_shapes` and initial values in
+:func:`init_weights`, its cost in :meth:`Architecture.mac_count`, and one
+handler in each emitter. An emitter that meets a layer kind it lacks raises
+:class:`UnsupportedLayerError`.
 """
 
 from __future__ import annotations
@@ -38,9 +52,37 @@ import math
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .layers import (  # noqa: F401 - re-exported: arch is where users import layers from
+    _LAYER_TYPES,
+    ACTIVATIONS,
+    Activation,
+    Add,
+    ArchitectureError,
+    Attention,
+    AvgPool,
+    BatchNorm,
+    ChannelShuffle,
+    Concat,
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAvgPool,
+    Input,
+    Layer,
+    LayerNorm,
+    MaxPool,
+    Mul,
+    Reshape,
+    Shape,
+    Slice,
+    Softmax,
+    UnsupportedLayerError,
+    _set,
+)
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -66,6 +108,12 @@ __all__ = [
     "Reshape",
     "Softmax",
     "Activation",
+    "BatchNorm",
+    "Mul",
+    "Slice",
+    "ChannelShuffle",
+    "LayerNorm",
+    "Attention",
     "Architecture",
     "LayerWeights",
     "Weights",
@@ -89,254 +137,7 @@ META_HYPERPARAMETERS = "fleetmeter.hyperparameters"  # canonical JSON object
 META_GENERATOR_VERSION = "fleetmeter.generator_version"
 META_SEED = "fleetmeter.seed"  # only when weights came from init_weights(seed)
 
-#: Fused / standalone activations both emitters support.
-ACTIVATIONS = (None, "relu", "relu6")
-
-Shape = Tuple[int, ...]
-IntPair = Union[int, Tuple[int, int]]
-
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-
-
-class ArchitectureError(ValueError):
-    """The description is inconsistent (bad shapes, names, parameters)."""
-
-
-class UnsupportedLayerError(ArchitectureError):
-    """An emitter has no translation for this layer kind or option."""
-
-
-def _pair(value: IntPair, what: str) -> Tuple[int, int]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    else:
-        try:
-            a, b = value  # type: ignore[misc]
-        except (TypeError, ValueError) as exc:
-            raise ArchitectureError(f"{what} must be an int or a pair, got {value!r}") from exc
-        pair = (int(a), int(b))
-    if pair[0] < 1 or pair[1] < 1:
-        raise ArchitectureError(f"{what} must be >= 1, got {value!r}")
-    return pair
-
-
-def _check_padding(padding: str) -> None:
-    if padding not in ("same", "valid"):
-        raise ArchitectureError(f"padding must be 'same' or 'valid', got {padding!r}")
-
-
-def _check_activation(activation: Optional[str]) -> None:
-    if activation not in ACTIVATIONS:
-        raise ArchitectureError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-
-
-def _set(obj: Any, name: str, value: Any) -> None:
-    object.__setattr__(obj, name, value)
-
-
-def _norm_inputs(obj: Any) -> None:
-    _set(obj, "inputs", tuple(obj.inputs))
-
-
-# --------------------------------------------------------------------------
-# Layers. Each is a frozen dataclass; ``name`` and ``inputs`` come last and
-# may be left empty (Architecture fills them in).
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, init=False)
-class Input:
-    """A graph input: ``Input(h, w, c)`` for an image, ``Input(n)`` for a vector."""
-
-    shape: Shape
-    name: str
-
-    def __init__(self, *dims: int, name: str = "input") -> None:
-        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
-            dims = tuple(dims[0])
-        if len(dims) not in (1, 3) or any(int(d) < 1 for d in dims):
-            raise ArchitectureError(f"Input takes (h, w, c) or (features,), got {dims!r}")
-        _set(self, "shape", tuple(int(d) for d in dims))
-        _set(self, "name", name)
-
-    @property
-    def inputs(self) -> Tuple[str, ...]:
-        return ()
-
-
-@dataclass(frozen=True)
-class Conv2D:
-    """2-D convolution; ``groups == in_ch`` makes it depthwise."""
-
-    out_ch: int
-    kernel: IntPair
-    stride: IntPair = 1
-    padding: str = "same"
-    groups: int = 1
-    dilation: IntPair = 1
-    activation: Optional[str] = None
-    bias: bool = True
-    name: str = ""
-    inputs: Tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _set(self, "kernel", _pair(self.kernel, "kernel"))
-        _set(self, "stride", _pair(self.stride, "stride"))
-        _set(self, "dilation", _pair(self.dilation, "dilation"))
-        _check_padding(self.padding)
-        _check_activation(self.activation)
-        if self.out_ch < 1 or self.groups < 1:
-            raise ArchitectureError("out_ch and groups must be >= 1")
-        if self.out_ch % self.groups:
-            raise ArchitectureError(f"out_ch {self.out_ch} not divisible by groups {self.groups}")
-        _norm_inputs(self)
-
-
-@dataclass(frozen=True)
-class MaxPool:
-    kernel: IntPair
-    stride: Optional[IntPair] = None  # default: the kernel size
-    padding: str = "valid"
-    name: str = ""
-    inputs: Tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _set(self, "kernel", _pair(self.kernel, "kernel"))
-        _set(self, "stride", _pair(self.kernel if self.stride is None else self.stride, "stride"))
-        _check_padding(self.padding)
-        _norm_inputs(self)
-
-
-@dataclass(frozen=True)
-class AvgPool:
-    kernel: IntPair
-    stride: Optional[IntPair] = None  # default: the kernel size
-    padding: str = "valid"
-    name: str = ""
-    inputs: Tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _set(self, "kernel", _pair(self.kernel, "kernel"))
-        _set(self, "stride", _pair(self.kernel if self.stride is None else self.stride, "stride"))
-        _check_padding(self.padding)
-        _norm_inputs(self)
-
-
-@dataclass(frozen=True)
-class GlobalAvgPool:
-    """Mean over h and w: ``(h, w, c) -> (c,)``, or ``(1, 1, c)`` with keepdims."""
-
-    keepdims: bool = False
-    name: str = ""
-    inputs: Tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _norm_inputs(self)
-
-
-@dataclass(frozen=True)
-class Dense:
-    """Fully connected layer on a vector: ``(n,) -> (units,)``."""
-
-    units: int
-    activation: Optional[str] = None
-    bias: bool = True
-    name: str = ""
-    inputs: Tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _check_activation(self.activation)
-        if self.units < 1:
-            raise ArchitectureError("units must be >= 1")
-        _norm_inputs(self)
-
-
-@dataclass(frozen=True)
-class Add:
-    """Elementwise sum of exactly two same-shaped tensors (residual)."""
-
-    activation: Optional[str] = None
-    name: str = ""
-    inputs: Tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _check_activation(self.activation)
-        _norm_inputs(self)
-
-
-@dataclass(frozen=True)
-class Concat:
-    """Concatenation of two or more tensors along channels (the last axis)."""
-
-    name: str = ""
-    inputs: Tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _norm_inputs(self)
-
-
-@dataclass(frozen=True)
-class Flatten:
-    """``(h, w, c) -> (h*w*c,)`` in h, w, c order."""
-
-    name: str = ""
-    inputs: Tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _norm_inputs(self)
-
-
-@dataclass(frozen=True)
-class Reshape:
-    """To ``shape`` (``(h, w, c)`` or ``(n,)``), elements in h, w, c order."""
-
-    shape: Shape
-    name: str = ""
-    inputs: Tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        shape = tuple(int(d) for d in self.shape)
-        if len(shape) not in (1, 3) or any(d < 1 for d in shape):
-            raise ArchitectureError(f"Reshape target must be (h, w, c) or (n,), got {self.shape!r}")
-        _set(self, "shape", shape)
-        _norm_inputs(self)
-
-
-@dataclass(frozen=True)
-class Softmax:
-    """Softmax over the last (channel / feature) axis."""
-
-    name: str = ""
-    inputs: Tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _norm_inputs(self)
-
-
-@dataclass(frozen=True)
-class Activation:
-    """A standalone activation ("relu" or "relu6")."""
-
-    kind: str
-    name: str = ""
-    inputs: Tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.kind is None:
-            raise ArchitectureError("Activation needs a kind")
-        _check_activation(self.kind)
-        _norm_inputs(self)
-
-
-Layer = Union[
-    Input, Conv2D, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Concat, Flatten, Reshape, Softmax, Activation
-]
-_LAYER_TYPES: Dict[str, type] = {
-    cls.__name__: cls
-    for cls in (
-        Input, Conv2D, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Concat, Flatten, Reshape, Softmax, Activation
-    )
-}
 
 
 # --------------------------------------------------------------------------
@@ -387,12 +188,14 @@ def _infer_shape(layer: Any, ins: Sequence[Shape]) -> Shape:
             c,
         )
     if isinstance(layer, GlobalAvgPool):
+        if len(ins[0]) == 2 and not layer.keepdims:
+            return (ins[0][1],)  # mean over the tokens of a sequence
         c = _spatial(ins[0], layer)[2]
         return (1, 1, c) if layer.keepdims else (c,)
     if isinstance(layer, Dense):
-        if len(ins[0]) != 1:
+        if len(ins[0]) not in (1, 2):
             raise ArchitectureError(f"Dense {layer.name!r} needs a vector input, got {ins[0]} (add Flatten)")
-        return (layer.units,)
+        return ins[0][:-1] + (layer.units,)
     if isinstance(layer, Add):
         if len(ins) != 2 or ins[0] != ins[1]:
             raise ArchitectureError(f"Add {layer.name!r} needs two inputs of one shape, got {list(ins)}")
@@ -413,14 +216,46 @@ def _infer_shape(layer: Any, ins: Sequence[Shape]) -> Shape:
         return layer.shape
     if isinstance(layer, (Softmax, Activation)):
         return ins[0]
+    if isinstance(layer, BatchNorm):
+        if len(ins[0]) not in (1, 3):
+            raise ArchitectureError(f"BatchNorm {layer.name!r} needs an (h, w, c) or (n,) input, got {ins[0]}")
+        return ins[0]
+    if isinstance(layer, Mul):
+        a, b = ins
+        if b != a and not (len(a) == 3 and b == (1, 1, a[2])):
+            raise ArchitectureError(f"Mul {layer.name!r} needs two inputs of one shape or (h, w, c) * (1, 1, c), "
+                                    f"got {list(ins)}")
+        return a
+    if isinstance(layer, Slice):
+        if layer.start + layer.size > ins[0][-1]:
+            raise ArchitectureError(f"Slice {layer.name!r}: [{layer.start}, {layer.start + layer.size}) is outside "
+                                    f"the last axis of {ins[0]}")
+        return ins[0][:-1] + (layer.size,)
+    if isinstance(layer, ChannelShuffle):
+        if _spatial(ins[0], layer)[2] % layer.groups:
+            raise ArchitectureError(f"ChannelShuffle {layer.name!r}: {ins[0][2]} channels not divisible by "
+                                    f"{layer.groups} groups")
+        return ins[0]
+    if isinstance(layer, LayerNorm):
+        if len(ins[0]) not in (1, 2):
+            raise ArchitectureError(f"LayerNorm {layer.name!r} needs a (seq, dim) or (n,) input, got {ins[0]}")
+        return ins[0]
+    if isinstance(layer, Attention):
+        if any(len(s) != 2 for s in ins) or len(set(ins)) != 1:
+            raise ArchitectureError(f"Attention {layer.name!r} needs q, k, v of one (seq, dim) shape, got {list(ins)}")
+        if ins[0][1] % layer.heads:
+            raise ArchitectureError(f"Attention {layer.name!r}: dim {ins[0][1]} not divisible by {layer.heads} heads")
+        return ins[0]
     raise UnsupportedLayerError(f"no shape rule for {type(layer).__name__}")
 
 
 def _arity(layer: Any) -> Optional[int]:
     if isinstance(layer, Input):
         return 0
-    if isinstance(layer, Add):
+    if isinstance(layer, (Add, Mul)):
         return 2
+    if isinstance(layer, Attention):
+        return 3
     if isinstance(layer, Concat):
         return None  # two or more
     return 1
@@ -529,6 +364,22 @@ class Architecture:
     def param_count(self) -> int:
         return sum(math.prod(s) for p in param_shapes(self).values() for s in p.values())
 
+    def mac_count(self) -> int:
+        """Multiply-accumulates of one inference: convolutions, dense layers
+        and attention's two matrix products; elementwise work is not counted."""
+        total = 0
+        for layer in self.layers:
+            out = self.shapes[layer.name]
+            if isinstance(layer, Conv2D):
+                in_ch = self.shapes[layer.inputs[0]][2]
+                total += math.prod(out) * (in_ch // layer.groups) * layer.kernel[0] * layer.kernel[1]
+            elif isinstance(layer, Dense):
+                total += math.prod(out) * self.shapes[layer.inputs[0]][-1]
+            elif isinstance(layer, Attention):
+                seq, dim = out
+                total += 2 * seq * seq * dim
+        return total
+
     # -- serialization ----------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-ready description (inverse of :meth:`from_dict`)."""
@@ -588,7 +439,15 @@ def param_shapes(arch: Architecture) -> Dict[str, Dict[str, Shape]]:
             in_ch = arch.shapes[layer.inputs[0]][2]
             shapes = {"kernel": (layer.out_ch, in_ch // layer.groups) + tuple(layer.kernel)}
         elif isinstance(layer, Dense):
-            shapes = {"kernel": (layer.units, arch.shapes[layer.inputs[0]][0])}
+            shapes = {"kernel": (layer.units, arch.shapes[layer.inputs[0]][-1])}
+        elif isinstance(layer, BatchNorm):
+            c = (arch.shapes[layer.name][-1],)
+            result[layer.name] = {"gamma": c, "beta": c, "mean": c, "variance": c}
+            continue
+        elif isinstance(layer, LayerNorm):
+            c = (arch.shapes[layer.name][-1],)
+            result[layer.name] = {"gamma": c, "beta": c}
+            continue
         else:
             continue
         if layer.bias:
@@ -604,11 +463,20 @@ def init_weights(arch: Architecture, seed: int = 0) -> Weights:
     ``(seed, crc32(layer name))``, so editing one layer leaves the others'
     weights unchanged. Only ``Generator.random`` is used: its stream is a
     plain function of the PCG64 bits, so files stay byte-identical across
-    numpy versions.
+    numpy versions. Normalization layers get ``gamma`` in [0.5, 1.5),
+    ``variance`` in [0.5, 1.5) (BatchNorm), ``beta`` and ``mean`` in [-0.1, 0.1).
     """
     weights: Weights = {}
     for name, shapes in param_shapes(arch).items():
         rng = np.random.Generator(np.random.PCG64([int(seed), zlib.crc32(name.encode("utf-8"))]))
+        if "kernel" not in shapes:  # BatchNorm / LayerNorm
+            offsets = {"gamma": 0.5, "variance": 0.5}
+            weights[name] = {
+                key: ((rng.random(shape) + offsets[key]) if key in offsets
+                      else (rng.random(shape) * 2.0 - 1.0) * 0.1).astype(np.float32)
+                for key, shape in shapes.items()
+            }
+            continue
         kernel_shape = shapes["kernel"]
         fan_in = math.prod(kernel_shape[1:])
         bound = math.sqrt(6.0 / fan_in)  # He / Kaiming uniform for ReLU nets

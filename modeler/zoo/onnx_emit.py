@@ -4,10 +4,21 @@ The file is deterministic: the same description and weights give the same
 bytes (fixed producer, no timestamps, deterministic protobuf serialization).
 ``onnx`` is imported lazily so that importing the zoo stays cheap.
 
-Layout: ONNX tensors are NCHW (or ``[1, n]`` for vectors). Where the logical
-element order (h, w, c; see :mod:`.arch`) differs from NCHW — flattening or
-reshaping a feature map with both ``h*w > 1`` and ``c > 1`` — a ``Transpose``
-node is inserted, exactly as TF→ONNX converters do.
+Layout: ONNX tensors are NCHW (``[1, seq, dim]`` for sequences, ``[1, n]``
+for vectors). Where the logical element order (h, w, c; see :mod:`.arch`)
+differs from NCHW — flattening or reshaping a feature map with both
+``h*w > 1`` and ``c > 1`` — a ``Transpose`` node is inserted, exactly as
+TF→ONNX converters do.
+
+Op mapping beyond the obvious: foldable ``BatchNorm`` goes into its conv
+(:mod:`.fold`), the rest become ``BatchNormalization``; ``Dense`` on a
+sequence is ``MatMul`` + ``Add``; ``LayerNorm`` is ``LayerNormalization``
+(opset 17); "hardsigmoid" is ``HardSigmoid(alpha=1/6, beta=0.5)``, "swish"
+``Sigmoid`` + ``Mul``, and "gelu" the tanh approximation spelled out in
+``Mul``/``Add``/``Tanh`` (``Gelu`` needs opset 20); ``ChannelShuffle`` is
+Reshape/Transpose/Reshape; ``Attention`` is Reshape/Transpose per input,
+``Mul`` by ``1/sqrt(head_dim)``, ``MatMul``, ``Softmax``, ``MatMul``,
+Transpose/Reshape.
 """
 
 from __future__ import annotations
@@ -23,16 +34,22 @@ from .arch import (
     Activation,
     Add,
     Architecture,
+    Attention,
     AvgPool,
+    BatchNorm,
+    ChannelShuffle,
     Concat,
     Conv2D,
     Dense,
     Flatten,
     GlobalAvgPool,
     Input,
+    LayerNorm,
     MaxPool,
+    Mul,
     Reshape,
     Shape,
+    Slice,
     Softmax,
     UnsupportedLayerError,
     Weights,
@@ -40,6 +57,7 @@ from .arch import (
     resolve_weights,
     same_padding,
 )
+from .fold import fold_batchnorm
 
 __all__ = ["OPSET", "IR_VERSION", "PRODUCER_NAME", "onnx_shape", "build_onnx", "onnx_bytes", "write_onnx"]
 
@@ -56,12 +74,20 @@ def onnx_shape(shape: Shape) -> List[int]:
     if len(shape) == 3:
         h, w, c = shape
         return [1, c, h, w]
-    return [1, shape[0]]
+    return [1, *shape]
 
 
 def _layout_free(shape: Shape) -> bool:
     """True when NCHW and NHWC store this tensor's elements in the same order."""
-    return len(shape) == 1 or shape[0] * shape[1] == 1 or shape[2] == 1
+    return len(shape) < 3 or shape[0] * shape[1] == 1 or shape[2] == 1
+
+
+def _last_axis(shape: Shape) -> int:
+    """The ONNX axis of the logical last (channel / feature) axis."""
+    return 1 if len(shape) != 2 else 2
+
+
+_GELU_C = 0.7978845608028654  # sqrt(2 / pi)
 
 
 class _GraphWriter:
@@ -86,6 +112,9 @@ class _GraphWriter:
         self.nodes.append(helper.make_node(op, list(inputs), [output], name=name, **attrs))
         return output
 
+    def scalar(self, value: float) -> str:
+        return self.const(f"const/{value!r}", np.array(value, dtype=np.float32))
+
     def activation(self, kind: Optional[str], x: str, out: str, name: str) -> str:
         if kind is None:
             return self.node("Identity", [x], out, name=name)
@@ -95,7 +124,30 @@ class _GraphWriter:
             lo = self.const("const/relu6_min", np.array(0.0, dtype=np.float32))
             hi = self.const("const/relu6_max", np.array(6.0, dtype=np.float32))
             return self.node("Clip", [x, lo, hi], out, name=name)
+        if kind == "sigmoid":
+            return self.node("Sigmoid", [x], out, name=name)
+        if kind == "hardswish":
+            return self.node("HardSwish", [x], out, name=name)
+        if kind == "hardsigmoid":
+            return self.node("HardSigmoid", [x], out, name=name, alpha=1.0 / 6.0, beta=0.5)
+        if kind == "swish":
+            gate = self.node("Sigmoid", [x], f"{out}/sigmoid", name=f"{name}/sigmoid")
+            return self.node("Mul", [x, gate], out, name=name)
+        if kind == "gelu":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            x2 = self.node("Mul", [x, x], f"{out}/x2", name=f"{name}/x2")
+            x3 = self.node("Mul", [x2, x], f"{out}/x3", name=f"{name}/x3")
+            cubic = self.node("Mul", [x3, self.scalar(0.044715)], f"{out}/cubic", name=f"{name}/cubic")
+            inner = self.node("Add", [x, cubic], f"{out}/inner", name=f"{name}/inner")
+            scaled = self.node("Mul", [inner, self.scalar(_GELU_C)], f"{out}/scaled", name=f"{name}/scaled")
+            tanh = self.node("Tanh", [scaled], f"{out}/tanh", name=f"{name}/tanh")
+            one_plus = self.node("Add", [tanh, self.scalar(1.0)], f"{out}/one_plus", name=f"{name}/one_plus")
+            half_x = self.node("Mul", [x, self.scalar(0.5)], f"{out}/half_x", name=f"{name}/half_x")
+            return self.node("Mul", [half_x, one_plus], out, name=name)
         raise UnsupportedLayerError(f"activation {kind!r}")
+
+    def reshape(self, x: str, shape: Sequence[int], out: str, name: str) -> str:
+        target = self.const(f"{name}/shape", np.array(list(shape), dtype=np.int64))
+        return self.node("Reshape", [x, target], out, name=name)
 
     def maybe_activation(self, kind: Optional[str], op: str, inputs: Sequence[str], name: str, **attrs: Any) -> str:
         """Emit ``op`` writing tensor ``name``, followed by ``kind`` when set."""
@@ -139,11 +191,21 @@ def _emit_layer(g: _GraphWriter, arch: Architecture, layer: Any, weights: Weight
         g.node("AveragePool", ins, name, name=name, kernel_shape=list(layer.kernel), strides=list(layer.stride),
                pads=_pool_pads(layer, in_shapes[0]), count_include_pad=0)
     elif isinstance(layer, GlobalAvgPool):
-        if layer.keepdims:
+        if len(in_shapes[0]) == 2:  # mean over the tokens of [1, seq, dim]
+            g.node("ReduceMean", ins, name, name=name, axes=[1], keepdims=0)
+        elif layer.keepdims:
             g.node("GlobalAveragePool", ins, name, name=name)
         else:
             pooled = g.node("GlobalAveragePool", ins, f"{name}/pooled", name=name)
             g.node("Flatten", [pooled], name, name=f"{name}/flatten", axis=1)
+    elif isinstance(layer, Dense) and len(in_shapes[0]) == 2:
+        w = weights[name]
+        kernel = g.const(f"{name}/kernel_t", np.ascontiguousarray(w["kernel"].T))
+        if not layer.bias:
+            g.maybe_activation(layer.activation, "MatMul", [ins[0], kernel], name)
+        else:
+            product = g.node("MatMul", [ins[0], kernel], f"{name}/matmul", name=f"{name}/matmul")
+            g.maybe_activation(layer.activation, "Add", [product, g.const(f"{name}/bias", w["bias"])], name)
     elif isinstance(layer, Dense):
         w = weights[name]
         inputs = [ins[0], g.const(f"{name}/kernel", w["kernel"])]
@@ -153,7 +215,7 @@ def _emit_layer(g: _GraphWriter, arch: Architecture, layer: Any, weights: Weight
     elif isinstance(layer, Add):
         g.maybe_activation(layer.activation, "Add", ins, name)
     elif isinstance(layer, Concat):
-        axis = 1  # NCHW channels, or the feature axis of [1, n]
+        axis = _last_axis(in_shapes[0])  # NCHW channels, or the feature axis of [1, n] / [1, seq, dim]
         g.node("Concat", ins, name, name=name, axis=axis)
     elif isinstance(layer, Flatten):
         x = g.to_nhwc(ins[0], in_shapes[0], name)
@@ -174,8 +236,48 @@ def _emit_layer(g: _GraphWriter, arch: Architecture, layer: Any, weights: Weight
         g.node("Softmax", ins, name, name=name, axis=axis)
     elif isinstance(layer, Activation):
         g.activation(layer.kind, ins[0], name, name=name)
+    elif isinstance(layer, BatchNorm):
+        w = weights[name]
+        inputs = [ins[0]] + [g.const(f"{name}/{key}", w[key]) for key in ("gamma", "beta", "mean", "variance")]
+        g.maybe_activation(layer.activation, "BatchNormalization", inputs, name, epsilon=layer.epsilon)
+    elif isinstance(layer, Mul):
+        g.node("Mul", ins, name, name=name)
+    elif isinstance(layer, Slice):
+        axis = _last_axis(in_shapes[0])
+        consts = [g.const(f"{name}/{key}", np.array([value], dtype=np.int64))
+                  for key, value in (("starts", layer.start), ("ends", layer.start + layer.size), ("axes", axis))]
+        g.node("Slice", [ins[0], *consts], name, name=name)
+    elif isinstance(layer, ChannelShuffle):
+        h, w, c = in_shapes[0]
+        grouped = g.reshape(ins[0], [1, layer.groups, c // layer.groups, h * w], f"{name}/grouped", f"{name}/group")
+        swapped = g.node("Transpose", [grouped], f"{name}/swapped", name=f"{name}/transpose", perm=[0, 2, 1, 3])
+        g.reshape(swapped, onnx_shape(in_shapes[0]), name, name)
+    elif isinstance(layer, LayerNorm):
+        w = weights[name]
+        g.node("LayerNormalization", [ins[0], g.const(f"{name}/gamma", w["gamma"]), g.const(f"{name}/beta", w["beta"])],
+               name, name=name, axis=-1, epsilon=layer.epsilon)
+    elif isinstance(layer, Attention):
+        _emit_attention(g, layer, in_shapes[0])
     else:
         raise UnsupportedLayerError(f"the ONNX emitter has no rule for {type(layer).__name__}")
+
+
+def _emit_attention(g: _GraphWriter, layer: Attention, shape: Shape) -> None:
+    name, (q, k, v) = layer.name, layer.inputs
+    seq, dim = shape
+    heads, head_dim = layer.heads, dim // layer.heads
+    split = [1, seq, heads, head_dim]
+    heads_first = {}
+    for role, x, perm in (("q", q, [0, 2, 1, 3]), ("k", k, [0, 2, 3, 1]), ("v", v, [0, 2, 1, 3])):
+        x4 = g.reshape(x, split, f"{name}/{role}_split", f"{name}/{role}_split")
+        heads_first[role] = g.node("Transpose", [x4], f"{name}/{role}_heads", name=f"{name}/{role}_heads", perm=perm)
+    q_scaled = g.node("Mul", [heads_first["q"], g.scalar(1.0 / float(np.sqrt(head_dim)))], f"{name}/q_scaled",
+                      name=f"{name}/q_scaled")
+    scores = g.node("MatMul", [q_scaled, heads_first["k"]], f"{name}/scores", name=f"{name}/scores")
+    probs = g.node("Softmax", [scores], f"{name}/probs", name=f"{name}/probs", axis=-1)
+    context = g.node("MatMul", [probs, heads_first["v"]], f"{name}/context", name=f"{name}/context")
+    merged = g.node("Transpose", [context], f"{name}/merged", name=f"{name}/merge", perm=[0, 2, 1, 3])
+    g.reshape(merged, [1, seq, dim], name, name)
 
 
 def build_onnx(arch: Architecture, *, seed: int = 0, weights: Optional[Weights] = None) -> Any:
@@ -188,6 +290,7 @@ def build_onnx(arch: Architecture, *, seed: int = 0, weights: Optional[Weights] 
     from onnx import TensorProto, helper
 
     resolved = resolve_weights(arch, weights, seed)
+    arch, resolved = fold_batchnorm(arch, resolved)
     g = _GraphWriter()
     for layer in arch.layers:
         if not isinstance(layer, Input):

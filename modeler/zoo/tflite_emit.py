@@ -11,6 +11,19 @@ MEAN over axes (1, 2), ``Dense`` -> FULLY_CONNECTED, ``Add`` -> ADD,
 SOFTMAX, ``Activation`` -> RELU / RELU6. ReLU/ReLU6 after a conv, dense or add
 is fused into the op, as the TFLite converter does. Constant buffers are
 16-byte aligned.
+
+The newer layers: foldable ``BatchNorm`` goes into its conv (:mod:`.fold`),
+the rest become MUL + ADD with precomputed scale/shift; ``Mul`` -> MUL;
+``Slice`` -> SLICE; ``ChannelShuffle`` -> RESHAPE/TRANSPOSE/RESHAPE;
+``Dense`` on a sequence -> FULLY_CONNECTED with ``keep_num_dims``;
+``LayerNorm`` (no builtin) -> MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL, MUL, ADD;
+``Attention`` -> RESHAPE/TRANSPOSE per input, MUL by ``1/sqrt(head_dim)``,
+BATCH_MATMUL (``adj_y``), SOFTMAX, BATCH_MATMUL, TRANSPOSE/RESHAPE.
+Activations that cannot be fused are their own ops: "sigmoid" -> LOGISTIC,
+"hardswish" -> HARD_SWISH, "gelu" -> GELU (``approximate``), "swish" ->
+LOGISTIC + MUL, "hardsigmoid" -> ADD 3 (fused RELU6) + MUL 1/6, as the
+converter emits Keras' ``hard_sigmoid``. Op versions are the lowest that
+cover the options used (FULLY_CONNECTED with ``keep_num_dims``: 5).
 """
 
 from __future__ import annotations
@@ -26,22 +39,29 @@ from .arch import (
     Activation,
     Add,
     Architecture,
+    Attention,
     AvgPool,
+    BatchNorm,
+    ChannelShuffle,
     Concat,
     Conv2D,
     Dense,
     Flatten,
     GlobalAvgPool,
     Input,
+    LayerNorm,
     MaxPool,
+    Mul,
     Reshape,
     Shape,
+    Slice,
     Softmax,
     UnsupportedLayerError,
     Weights,
     metadata_entries,
     resolve_weights,
 )
+from .fold import batchnorm_scale_shift, fold_batchnorm
 
 __all__ = ["FILE_IDENTIFIER", "SCHEMA_VERSION", "tflite_shape", "build_tflite", "write_tflite", "TfliteGraph"]
 
@@ -54,7 +74,7 @@ def _schema() -> Any:
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("TFLite emission needs ai-edge-litert: pip install 'fleetmeter[modeler]'") from exc
+        raise ImportError("TFLite emission needs ai-edge-litert: pip install 'fleetmeter[zoo]'") from exc
     return schema
 
 
@@ -85,7 +105,7 @@ class TfliteGraph:
             raise ValueError(f"duplicate tensor name {name!r}")
         buffer = 0
         if data is not None:
-            array = np.ascontiguousarray(data, dtype=dtype)
+            array = np.asarray(data, dtype=dtype, order="C")  # keeps 0-d scalars 0-d
             if list(array.shape) != list(shape):
                 raise ValueError(f"{name}: data shape {array.shape} != {list(shape)}")
             buffer = self.add_buffer(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
@@ -98,12 +118,20 @@ class TfliteGraph:
     def index(self, name: str) -> int:
         return self._tensor_index[name]
 
+    def const(self, name: str, data: np.ndarray, dtype: str = "float32") -> int:
+        """A constant tensor shared by name: the first call creates it, later calls reuse it."""
+        if name in self._tensor_index:
+            return self._tensor_index[name]
+        array = np.asarray(data, dtype=dtype)
+        return self.tensor(name, list(array.shape), array, dtype=dtype)
+
     def add_buffer(self, raw: bytes) -> int:
         self.buffers.append(_AlignedBuffer(raw))
         return len(self.buffers) - 1
 
     # -- operators --------------------------------------------------------
     def opcode(self, builtin: int, custom: Optional[str] = None, version: int = 1) -> int:
+        """The operator-code index of ``builtin``; its version is the highest any op asked for."""
         key = (builtin, custom)
         if key not in self._opcode_index:
             code = self.schema.OperatorCodeT(
@@ -111,6 +139,8 @@ class TfliteGraph:
             )
             self.operator_codes.append(code)
             self._opcode_index[key] = len(self.operator_codes) - 1
+        code = self.operator_codes[self._opcode_index[key]]
+        code.version = max(code.version, version)
         return self._opcode_index[key]
 
     def op(
@@ -122,9 +152,10 @@ class TfliteGraph:
         options: Any = None,
         custom: Optional[str] = None,
         custom_options: Optional[bytes] = None,
+        version: int = 1,
     ) -> None:
         op = self.schema.OperatorT(
-            opcodeIndex=self.opcode(builtin, custom),
+            opcodeIndex=self.opcode(builtin, custom, version),
             inputs=list(inputs),
             outputs=list(outputs),
             builtinOptionsType=options_type,
@@ -195,12 +226,91 @@ class _AlignedBuffer:
         return s.BufferEnd(builder)
 
 
+_FUSABLE = (None, "relu", "relu6")
+
+
 def _fused(s: Any, activation: Optional[str]) -> int:
     return {
         None: s.ActivationFunctionType.NONE,
         "relu": s.ActivationFunctionType.RELU,
         "relu6": s.ActivationFunctionType.RELU6,
     }[activation]
+
+
+def _target(g: TfliteGraph, out: int, name: str, shape: Sequence[int], activation: Optional[str]) -> Tuple[int, int]:
+    """``(tensor the main op writes, its fused activation)``: ``out`` itself when
+    the activation fuses, else a fresh ``<name>/pre_act`` tensor that
+    :func:`_activation` then maps into ``out``."""
+    if activation in _FUSABLE:
+        return out, _fused(g.schema, activation)
+    return g.tensor(f"{name}/pre_act", shape), g.schema.ActivationFunctionType.NONE
+
+
+def _binary(g: TfliteGraph, code: int, a: int, b: int, out: int, fused: int = 0) -> int:
+    s = g.schema
+    options_type, options = {
+        s.BuiltinOperator.ADD: (s.BuiltinOptions.AddOptions, s.AddOptionsT),
+        s.BuiltinOperator.SUB: (s.BuiltinOptions.SubOptions, s.SubOptionsT),
+        s.BuiltinOperator.MUL: (s.BuiltinOptions.MulOptions, s.MulOptionsT),
+    }[code]
+    opts = options()
+    opts.fusedActivationFunction = fused
+    g.op(code, [a, b], [out], options_type, opts)
+    return out
+
+
+def _scalar(g: TfliteGraph, value: float) -> int:
+    return g.const(f"const/{value!r}", np.array(value, dtype=np.float32))
+
+
+def _activation(g: TfliteGraph, kind: str, x: int, out: int, name: str, shape: Sequence[int]) -> None:
+    s = g.schema
+    ops = s.BuiltinOperator
+    if kind in ("relu", "relu6"):
+        g.op(ops.RELU if kind == "relu" else ops.RELU6, [x], [out])
+    elif kind == "sigmoid":
+        g.op(ops.LOGISTIC, [x], [out])
+    elif kind == "hardswish":
+        g.op(ops.HARD_SWISH, [x], [out])
+    elif kind == "hardsigmoid":  # relu6(x + 3) / 6
+        shifted = _binary(g, ops.ADD, x, _scalar(g, 3.0), g.tensor(f"{name}/plus3", shape),
+                          s.ActivationFunctionType.RELU6)
+        _binary(g, ops.MUL, shifted, _scalar(g, 1.0 / 6.0), out)
+    elif kind == "swish":
+        gate = g.tensor(f"{name}/sigmoid", shape)
+        g.op(ops.LOGISTIC, [x], [gate])
+        _binary(g, ops.MUL, x, gate, out)
+    elif kind == "gelu":
+        options = s.GeluOptionsT()
+        options.approximate = True
+        g.op(ops.GELU, [x], [out], s.BuiltinOptions.GeluOptions, options)
+    else:
+        raise UnsupportedLayerError(f"activation {kind!r}")
+
+
+def _reshape(g: TfliteGraph, x: int, shape: Sequence[int], out: int, name: str) -> int:
+    s = g.schema
+    target = g.tensor(f"{name}/shape", [len(shape)], np.array(shape, dtype=np.int32), dtype="int32")
+    options = s.ReshapeOptionsT()
+    options.newShape = list(shape)
+    g.op(s.BuiltinOperator.RESHAPE, [x, target], [out], s.BuiltinOptions.ReshapeOptions, options)
+    return out
+
+
+def _transpose(g: TfliteGraph, x: int, perm: Sequence[int], out: int, name: str) -> int:
+    s = g.schema
+    perm_t = g.tensor(f"{name}/perm", [len(perm)], np.array(perm, dtype=np.int32), dtype="int32")
+    g.op(s.BuiltinOperator.TRANSPOSE, [x, perm_t], [out], s.BuiltinOptions.TransposeOptions, s.TransposeOptionsT())
+    return out
+
+
+def _mean(g: TfliteGraph, x: int, axes: Sequence[int], keepdims: bool, out: int, name: str) -> int:
+    s = g.schema
+    axes_t = g.tensor(f"{name}/axes", [len(axes)], np.array(axes, dtype=np.int32), dtype="int32")
+    options = s.ReducerOptionsT()
+    options.keepDims = keepdims
+    g.op(s.BuiltinOperator.MEAN, [x, axes_t], [out], s.BuiltinOptions.ReducerOptions, options)
+    return out
 
 
 def _padding(s: Any, padding: str) -> int:
@@ -234,7 +344,6 @@ def _emit_layer(g: TfliteGraph, arch: Architecture, layer: Any, weights: Weights
             strideW=layer.stride[1],
             dilationHFactor=layer.dilation[0],
             dilationWFactor=layer.dilation[1],
-            fusedActivationFunction=_fused(s, layer.activation),
         )
         if depthwise:
             options = s.DepthwiseConv2DOptionsT()
@@ -243,9 +352,11 @@ def _emit_layer(g: TfliteGraph, arch: Architecture, layer: Any, weights: Weights
         else:
             options = s.Conv2DOptionsT()
             code, kind = op_codes.CONV_2D, opts.Conv2DOptions
+        target, options.fusedActivationFunction = _target(g, out, name, tflite_shape(arch.shapes[name]),
+                                                          layer.activation)
         for key, value in common.items():
             setattr(options, key, value)
-        g.op(code, [x[0], filt, bias], [out], kind, options)
+        g.op(code, [x[0], filt, bias], [target], kind, options)
     elif isinstance(layer, (MaxPool, AvgPool)):
         options = s.Pool2DOptionsT()
         options.padding = _padding(s, layer.padding)
@@ -254,21 +365,22 @@ def _emit_layer(g: TfliteGraph, arch: Architecture, layer: Any, weights: Weights
         code = op_codes.MAX_POOL_2D if isinstance(layer, MaxPool) else op_codes.AVERAGE_POOL_2D
         g.op(code, x, [out], opts.Pool2DOptions, options)
     elif isinstance(layer, GlobalAvgPool):
-        axes = g.tensor(f"{name}/axes", [2], np.array([1, 2], dtype=np.int32), dtype="int32")
-        options = s.ReducerOptionsT()
-        options.keepDims = bool(layer.keepdims)
-        g.op(op_codes.MEAN, [x[0], axes], [out], opts.ReducerOptions, options)
+        axes = [1] if len(in_shapes[0]) == 2 else [1, 2]  # tokens of [1, seq, dim] / h, w of NHWC
+        _mean(g, x[0], axes, bool(layer.keepdims), out, name)
     elif isinstance(layer, Dense):
         w = weights[name]
         kernel = g.tensor(f"{name}/kernel", list(w["kernel"].shape), w["kernel"])
         bias = g.tensor(f"{name}/bias", [layer.units], w["bias"]) if layer.bias else -1
         options = s.FullyConnectedOptionsT()
-        options.fusedActivationFunction = _fused(s, layer.activation)
-        g.op(op_codes.FULLY_CONNECTED, [x[0], kernel, bias], [out], opts.FullyConnectedOptions, options)
+        target, options.fusedActivationFunction = _target(g, out, name, tflite_shape(arch.shapes[name]),
+                                                          layer.activation)
+        sequence = len(in_shapes[0]) == 2
+        options.keepNumDims = sequence
+        g.op(op_codes.FULLY_CONNECTED, [x[0], kernel, bias], [target], opts.FullyConnectedOptions, options,
+             version=5 if sequence else 1)
     elif isinstance(layer, Add):
-        options = s.AddOptionsT()
-        options.fusedActivationFunction = _fused(s, layer.activation)
-        g.op(op_codes.ADD, x, [out], opts.AddOptions, options)
+        target, fused = _target(g, out, name, tflite_shape(arch.shapes[name]), layer.activation)
+        _binary(g, op_codes.ADD, x[0], x[1], target, fused)
     elif isinstance(layer, Concat):
         options = s.ConcatenationOptionsT()
         options.axis = len(arch.shapes[name])  # last axis of [1, ...]
@@ -284,9 +396,91 @@ def _emit_layer(g: TfliteGraph, arch: Architecture, layer: Any, weights: Weights
         options.beta = 1.0
         g.op(op_codes.SOFTMAX, x, [out], opts.SoftmaxOptions, options)
     elif isinstance(layer, Activation):
-        g.op({"relu": op_codes.RELU, "relu6": op_codes.RELU6}[layer.kind], x, [out])
+        _activation(g, layer.kind, x[0], out, name, tflite_shape(arch.shapes[name]))
+    elif isinstance(layer, BatchNorm):
+        shape = tflite_shape(arch.shapes[name])
+        scale, shift = batchnorm_scale_shift(weights[name], layer.epsilon)
+        scaled = _binary(g, op_codes.MUL, x[0], g.tensor(f"{name}/scale", [len(scale)], scale.astype(np.float32)),
+                         g.tensor(f"{name}/scaled", shape))
+        target, fused = _target(g, out, name, shape, layer.activation)
+        _binary(g, op_codes.ADD, scaled, g.tensor(f"{name}/shift", [len(shift)], shift.astype(np.float32)),
+                target, fused)
+    elif isinstance(layer, Mul):
+        _binary(g, op_codes.MUL, x[0], x[1], out)
+    elif isinstance(layer, Slice):
+        shape = tflite_shape(in_shapes[0])
+        begin = [0] * (len(shape) - 1) + [layer.start]
+        size = shape[:-1] + [layer.size]
+        begin_t = g.tensor(f"{name}/begin", [len(begin)], np.array(begin, dtype=np.int32), dtype="int32")
+        size_t = g.tensor(f"{name}/size", [len(size)], np.array(size, dtype=np.int32), dtype="int32")
+        g.op(op_codes.SLICE, [x[0], begin_t, size_t], [out], opts.SliceOptions, s.SliceOptionsT())
+    elif isinstance(layer, ChannelShuffle):
+        h, w, c = in_shapes[0]
+        groups = layer.groups
+        grouped = _reshape(g, x[0], [1, h * w, groups, c // groups],
+                           g.tensor(f"{name}/grouped", [1, h * w, groups, c // groups]), f"{name}/group")
+        swapped = _transpose(g, grouped, [0, 1, 3, 2], g.tensor(f"{name}/swapped", [1, h * w, c // groups, groups]),
+                             f"{name}/transpose")
+        _reshape(g, swapped, tflite_shape(in_shapes[0]), out, name)
+    elif isinstance(layer, LayerNorm):
+        _emit_layer_norm(g, layer, x[0], out, tflite_shape(in_shapes[0]), weights[name])
+    elif isinstance(layer, Attention):
+        _emit_attention(g, layer, x, out, in_shapes[0])
     else:
         raise UnsupportedLayerError(f"the TFLite emitter has no rule for {type(layer).__name__}")
+    if getattr(layer, "activation", None) not in _FUSABLE:  # _target wrote <name>/pre_act
+        _activation(g, layer.activation, g.index(f"{name}/pre_act"), out, name, tflite_shape(arch.shapes[name]))
+
+
+def _emit_layer_norm(g: TfliteGraph, layer: LayerNorm, x: int, out: int, shape: List[int], w: Dict) -> None:
+    ops = g.schema.BuiltinOperator
+    name = layer.name
+    reduced = shape[:-1] + [1]
+    axis = [len(shape) - 1]
+    mean = _mean(g, x, axis, True, g.tensor(f"{name}/mean", reduced), f"{name}/mean")
+    centered = _binary(g, ops.SUB, x, mean, g.tensor(f"{name}/centered", shape))
+    squared = _binary(g, ops.MUL, centered, centered, g.tensor(f"{name}/squared", shape))
+    variance = _mean(g, squared, axis, True, g.tensor(f"{name}/variance", reduced), f"{name}/variance")
+    shifted = _binary(g, ops.ADD, variance, _scalar(g, layer.epsilon), g.tensor(f"{name}/variance_eps", reduced))
+    inv_std = g.tensor(f"{name}/inv_std", reduced)
+    g.op(ops.RSQRT, [shifted], [inv_std])
+    normed = _binary(g, ops.MUL, centered, inv_std, g.tensor(f"{name}/normed", shape))
+    scaled = _binary(g, ops.MUL, normed, g.tensor(f"{name}/gamma", [shape[-1]], w["gamma"]),
+                     g.tensor(f"{name}/scaled", shape))
+    _binary(g, ops.ADD, scaled, g.tensor(f"{name}/beta", [shape[-1]], w["beta"]), out)
+
+
+def _emit_attention(g: TfliteGraph, layer: Attention, x: List[int], out: int, shape: Shape) -> None:
+    s = g.schema
+    ops = s.BuiltinOperator
+    name = layer.name
+    seq, dim = shape
+    heads, head_dim = layer.heads, dim // layer.heads
+    split, per_head = [1, seq, heads, head_dim], [1, heads, seq, head_dim]
+    heads_first = []
+    for role, tensor in zip("qkv", x):
+        x4 = _reshape(g, tensor, split, g.tensor(f"{name}/{role}_split", split), f"{name}/{role}_split")
+        heads_first.append(_transpose(g, x4, [0, 2, 1, 3], g.tensor(f"{name}/{role}_heads", per_head),
+                                      f"{name}/{role}_heads"))
+    q, k, v = heads_first
+    q_scaled = _binary(g, ops.MUL, q, _scalar(g, 1.0 / float(np.sqrt(head_dim))),
+                       g.tensor(f"{name}/q_scaled", per_head))
+
+    def batch_matmul(a: int, b: int, out_name: str, out_shape: List[int], adj_y: bool) -> int:
+        options = s.BatchMatMulOptionsT()
+        options.adjY = adj_y
+        result = g.tensor(out_name, out_shape)
+        g.op(ops.BATCH_MATMUL, [a, b], [result], s.BuiltinOptions.BatchMatMulOptions, options)
+        return result
+
+    scores = batch_matmul(q_scaled, k, f"{name}/scores", [1, heads, seq, seq], adj_y=True)
+    softmax = s.SoftmaxOptionsT()
+    softmax.beta = 1.0
+    probs = g.tensor(f"{name}/probs", [1, heads, seq, seq])
+    g.op(ops.SOFTMAX, [scores], [probs], s.BuiltinOptions.SoftmaxOptions, softmax)
+    context = batch_matmul(probs, v, f"{name}/context", per_head, adj_y=False)
+    merged = _transpose(g, context, [0, 2, 1, 3], g.tensor(f"{name}/merged", split), f"{name}/merge")
+    _reshape(g, merged, [1, seq, dim], out, name)
 
 
 def build_tflite(arch: Architecture, *, seed: int = 0, weights: Optional[Weights] = None) -> bytes:
@@ -296,6 +490,7 @@ def build_tflite(arch: Architecture, *, seed: int = 0, weights: Optional[Weights
     :mod:`.arch`), else from :func:`.arch.init_weights` with ``seed``.
     """
     resolved = resolve_weights(arch, weights, seed)
+    arch, resolved = fold_batchnorm(arch, resolved)
     g = TfliteGraph()
     for layer in arch.layers:
         if isinstance(layer, Input):

@@ -72,6 +72,9 @@ def test_zoo_public_api_is_pinned():
         "META_NAME", "META_SEED", "Activation", "Add", "Architecture", "ArchitectureError", "AvgPool", "Concat",
         "Conv2D", "Dense", "Flatten", "GlobalAvgPool", "Input", "MaxPool", "Reshape", "Softmax",
         "UnsupportedLayerError", "init_weights", "param_shapes",
+        # the zoo's newer layers and its families
+        "Attention", "BatchNorm", "ChannelShuffle", "LayerNorm", "Mul", "Slice",
+        "FAMILIES", "Family", "build_zoo", "family_names", "get_family",
     ])
     for name in zoo.__all__:
         assert hasattr(zoo, name), name

@@ -1,0 +1,542 @@
+"""Model features from the graph alone: per-node (kernel) records and model aggregates.
+
+:func:`extract_features` reads an ONNX or TFLite file (or its bytes) and
+returns :class:`ModelFeatures`: a list of :class:`NodeFeatures` (one per
+operator, after :func:`fuse_activations`) and a flat, numeric ``model`` dict
+for the per-platform predictors. Nothing is run; no TensorFlow is needed.
+:data:`FEATURE_SCHEMA_VERSION` travels with every result and must travel with
+every predictor trained on it: bump it whenever a key, a convention or a
+normalization below changes.
+
+Normalized op types (``NodeFeatures.op_type``), the same for both formats::
+
+    compute     conv1d conv2d conv3d depthwise_conv2d conv_transpose2d dense matmul
+                pool_max pool_avg global_pool global_pool_max
+                reduce_mean reduce_max reduce_sum
+    elementwise add sub mul div resize cast quantize dequantize
+                softmax log_softmax batchnorm layernorm instancenorm
+                activation:relu activation:relu6 activation:relu_n1_to_1
+                activation:clip activation:sigmoid activation:tanh
+                activation:hardswish activation:hardsigmoid
+                activation:leaky_relu activation:prelu activation:elu
+                activation:gelu
+    data moves  concat split slice pad gather depth_to_space space_to_depth
+    layout      reshape transpose identity
+    unknown     other:<raw op name>   (anything else; never dropped)
+
+``reshape`` (also Flatten, Squeeze, Unsqueeze, EXPAND_DIMS), ``transpose``
+and ``identity`` (also Dropout) are *layout* ops (:data:`LAYOUT_OPS`): the
+two formats need different ones for the same network (an NCHW graph
+transposes before flattening, an NHWC graph does not), so they are excluded
+from kernels and from every model aggregate except ``layout_node_count`` and
+``layout_bytes``. Grouped convolutions are ``conv2d`` with ``groups > 1``;
+``groups == in_channels > 1`` (any depth multiplier) is ``depthwise_conv2d``.
+A MatMul/Gemm/FULLY_CONNECTED/BATCH_MATMUL whose right operand is a constant
+matrix is ``dense``; two activations make a ``matmul``. A mean over H and W of
+a 4-D tensor is ``global_pool``. ONNX ``Constant`` nodes produce constants,
+not records.
+
+Layout of the reported shapes: feature maps are **NCHW** for both formats
+(every rank-4 TFLite activation tensor is taken as NHWC and reported as
+NCHW); other ranks are reported as stored. Dynamic or symbolic dimensions
+count as 1. ``kernel``/``stride``/``dilation`` are ``(h, w)``, ``padding``
+is ``(top, left, bottom, right)`` in pixels (TFLite SAME is resolved to
+TensorFlow's amounts, the extra row/column after); a 1-D op uses ``w = 1``.
+Fields that do not apply are 0.
+
+MACs conventions (multiply-accumulates, batch included):
+
+* conv: ``out_h*out_w*out_c * k_h*k_w * in_c/groups`` (depthwise: ``in_c/groups == 1``);
+* conv_transpose: ``in_h*in_w*in_c * k_h*k_w * out_c/groups``;
+* dense / matmul: ``output elements * K`` (a ``[1, in]`` input: ``in*out``);
+* pools: ``output elements * k_h*k_w``; global pools and reductions: input elements;
+* elementwise ops, activations, softmax, norms, resize, cast, quantize: output elements;
+* concat, split, slice, pad, gather and layout ops: 0 (pure data movement,
+  seen through the byte counts);
+* ``other:*``: output elements.
+
+A fused activation adds its own cost (one MAC per output element) to its
+host, and :func:`fuse_activations` sums the records it merges, so a model's
+total MACs and parameters do not depend on fusion or on the format.
+
+Bytes: ``param_bytes`` counts the constant *weight* operands (conv/dense
+kernels and biases, norm scales and statistics, constant operands of
+elementwise ops), not shape/axes/clip-bound constants. An all-zero bias
+(conv, dense, layer/instance-norm bias) counts as no bias: TFLite float
+convolutions need one and emitters (``fleetmeter.modeler.zoo``, the TF
+converter) write zeros where the source network had none. BatchNormalization
+statistics always count (4 per channel), zero or not.
+``act_read_bytes`` is the bytes of the non-constant inputs, ``act_write_bytes``
+those of the outputs; ``arithmetic_intensity = macs / (param_bytes +
+act_read_bytes + act_write_bytes)`` (0 when nothing moves).
+
+Kernels: :func:`fuse_activations` merges an activation (and a BatchNorm)
+into the op before it, as runtimes do; ``NodeFeatures.kernel_type`` names the
+result (``conv2d+bn+relu``, ``depthwise_conv2d+relu6``, ``add+relu``, plain
+``dense``): one kernel-level predictor per kernel type, fed
+:meth:`NodeFeatures.numeric`.
+
+Model aggregates (``ModelFeatures.model``, computed on the fused kernels,
+layout ops left out) start with :data:`MODEL_CORE_KEYS` in that order, then
+``count:<op_type>`` and ``macs:<op_type>`` for each op type present, sorted.
+``depth`` is the longest input-to-output path counted in kernels. For the
+same network the ONNX and TFLite dicts agree on every key but
+``layout_node_count`` and ``layout_bytes``.
+
+Scope: the main graph only (ONNX subgraphs of If/Loop and TFLite subgraphs
+other than the first are not descended into; the control-flow op is one
+``other:*`` record). Both parsers are imported lazily: ``onnx`` for ONNX,
+``ai_edge_litert`` for TFLite (``pip install 'fleetmeter[modeler]'``).
+
+Errors: a file that cannot be parsed raises :class:`fleetmeter.errors.InvalidArgument`
+(a ``ValueError``; the gRPC boundary maps it to ``INVALID_ARGUMENT``) naming
+the source and the reason; an unreadable path raises the ``OSError``.
+``fleetmeter.errors`` is imported only when raising, as it pulls in grpc.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import mmap
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+__all__ = [
+    "FEATURE_SCHEMA_VERSION",
+    "FORMATS",
+    "LAYOUT_OPS",
+    "FUSABLE_ACTIVATIONS",
+    "MODEL_CORE_KEYS",
+    "KERNEL_FEATURE_KEYS",
+    "NodeFeatures",
+    "ModelFeatures",
+    "ParsedGraph",
+    "extract_features",
+    "fuse_activations",
+    "model_aggregates",
+    "feature_vector",
+    "feature_columns",
+    "detect_format",
+]
+
+#: Version of every key, convention and normalization in this module.
+FEATURE_SCHEMA_VERSION = 1
+
+FORMATS = ("onnx", "tflite")
+_TFLITE_IDENTIFIER = b"TFL3"
+
+#: Ops that only move or relabel data and differ between NCHW and NHWC graphs.
+LAYOUT_OPS = frozenset({"reshape", "transpose", "identity"})
+
+#: Activations :func:`fuse_activations` folds into the op before them.
+FUSABLE_ACTIVATIONS = frozenset({
+    "relu", "relu6", "relu_n1_to_1", "clip", "sigmoid", "tanh", "hardswish", "hardsigmoid", "leaky_relu",
+})
+#: Ops that take a fused activation (TFLite's fused_activation_function and more).
+_FUSION_HOSTS = frozenset({
+    "conv1d", "conv2d", "conv3d", "depthwise_conv2d", "conv_transpose2d", "dense", "matmul",
+    "add", "sub", "mul", "div", "concat", "pool_max", "pool_avg", "batchnorm",
+})
+#: Ops a following BatchNormalization folds into.
+_BN_HOSTS = frozenset({"conv1d", "conv2d", "conv3d", "depthwise_conv2d", "conv_transpose2d", "dense"})
+
+#: The model aggregates every result has, in this order (then per-op-type keys).
+MODEL_CORE_KEYS = (
+    "node_count", "layout_node_count", "depth",
+    "macs", "params", "param_bytes", "act_read_bytes", "act_write_bytes", "layout_bytes",
+    "arithmetic_intensity", "largest_activation_bytes",
+    "input_elements", "input_bytes", "output_elements",
+    "fused_activation_count", "folded_bn_count",
+)
+
+#: The numeric per-node features :meth:`NodeFeatures.numeric` returns, in this order.
+KERNEL_FEATURE_KEYS = (
+    "in_h", "in_w", "out_h", "out_w", "in_channels", "out_channels",
+    "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
+    "pad_top", "pad_left", "pad_bottom", "pad_right", "groups", "num_inputs",
+    "macs", "params", "param_bytes", "act_read_bytes", "act_write_bytes", "arithmetic_intensity",
+)
+
+Shape = Tuple[int, ...]
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+
+
+@dataclass
+class NodeFeatures:
+    """One operator (or, after fusion, one kernel) of a model.
+
+    Dict-like for reading (``node["macs"]``, ``node.keys()``,
+    :meth:`to_dict`); see the module docstring for units and layouts.
+    ``inputs``/``outputs`` name the activation tensors read and written
+    (constants are not listed; TFLite tensors without a unique name are
+    ``#<index>``); they link records into a graph. ``name`` is the ONNX node
+    name, or for TFLite the name of the first output tensor. Records are
+    shared between lists (see :func:`fuse_activations`): do not modify them.
+    """
+
+    name: str
+    op_type: str
+    raw_op: str
+    input_shapes: Tuple[Shape, ...] = ()
+    output_shapes: Tuple[Shape, ...] = ()
+    kernel: Tuple[int, int] = (0, 0)
+    stride: Tuple[int, int] = (0, 0)
+    dilation: Tuple[int, int] = (0, 0)
+    padding: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    groups: int = 0
+    in_channels: int = 0
+    out_channels: int = 0
+    macs: int = 0
+    params: int = 0
+    param_bytes: int = 0
+    act_read_bytes: int = 0
+    act_write_bytes: int = 0
+    fused_activation: Optional[str] = None
+    folded_bn: bool = False
+    inputs: Tuple[str, ...] = ()
+    outputs: Tuple[str, ...] = ()
+
+    @property
+    def arithmetic_intensity(self) -> float:
+        moved = self.param_bytes + self.act_read_bytes + self.act_write_bytes
+        return self.macs / moved if moved else 0.0
+
+    @property
+    def is_layout(self) -> bool:
+        return self.op_type in LAYOUT_OPS
+
+    @property
+    def kernel_type(self) -> str:
+        """The fused kernel's type: ``op_type`` + ``+bn`` + ``+<activation>``, e.g. ``conv2d+relu``."""
+        kind = self.op_type
+        if self.folded_bn:
+            kind += "+bn"
+        if self.fused_activation:
+            kind += "+" + self.fused_activation
+        return kind
+
+    def keys(self) -> List[str]:
+        return [f.name for f in dataclasses.fields(self)] + ["arithmetic_intensity", "kernel_type", "is_layout"]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.keys() else default
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready: tuples become lists."""
+        return {k: _jsonable(getattr(self, k)) for k in self.keys()}
+
+    def numeric(self) -> Dict[str, float]:
+        """Flat kernel features (:data:`KERNEL_FEATURE_KEYS`) for kernel-level predictors.
+
+        ``in_h``/``in_w`` come from the first input, ``out_h``/``out_w`` from the
+        first output (NCHW: dims 2 and 3.. of a rank >= 4 shape, else 1).
+        """
+        in_h, in_w = _hw(self.input_shapes[0]) if self.input_shapes else (0, 0)
+        out_h, out_w = _hw(self.output_shapes[0]) if self.output_shapes else (0, 0)
+        values = (
+            in_h, in_w, out_h, out_w, self.in_channels, self.out_channels,
+            *self.kernel, *self.stride, *self.dilation, *self.padding, self.groups, len(self.inputs),
+            self.macs, self.params, self.param_bytes, self.act_read_bytes, self.act_write_bytes,
+            self.arithmetic_intensity,
+        )
+        return {k: float(v) for k, v in zip(KERNEL_FEATURE_KEYS, values)}
+
+
+def _hw(shape: Shape) -> Tuple[int, int]:
+    if len(shape) >= 4:
+        return shape[2], math.prod(shape[3:])
+    return 1, 1
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass
+class ParsedGraph:
+    """What a format parser hands back: raw records plus the graph's inputs and outputs."""
+
+    nodes: List[NodeFeatures]
+    input_shapes: List[Shape]  # graph inputs (not constants), NCHW
+    input_bytes: int
+    output_names: Tuple[str, ...]
+    output_shapes: List[Shape]
+
+
+@dataclass
+class ModelFeatures:
+    """Features of one model file. ``model`` is flat and numeric, keys in a stable order."""
+
+    nodes: List[NodeFeatures]
+    model: Dict[str, float]
+    format: str
+    source: str
+    schema_version: int = FEATURE_SCHEMA_VERSION
+    raw_nodes: List[NodeFeatures] = field(default_factory=list, repr=False)
+
+    @property
+    def kernels(self) -> List[NodeFeatures]:
+        """The non-layout records: what kernel-level predictors see."""
+        return [n for n in self.nodes if not n.is_layout]
+
+    def kernel_types(self) -> List[str]:
+        return [n.kernel_type for n in self.kernels]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "format": self.format,
+            "source": self.source,
+            "model": dict(self.model),
+            "nodes": [n.to_dict() for n in self.nodes],
+        }
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+
+def _invalid_model(message: str) -> ValueError:
+    """:class:`fleetmeter.errors.InvalidArgument` for ``message`` (imported now: it pulls in grpc)."""
+    from fleetmeter.errors import InvalidArgument
+
+    return InvalidArgument(message)
+
+
+def _is_invalid_model(exc: BaseException) -> bool:
+    from fleetmeter.errors import InvalidArgument
+
+    return isinstance(exc, InvalidArgument)
+
+
+def detect_format(data: bytes, name: str = "") -> str:
+    """``"tflite"`` for a TFL3 flatbuffer (or a ``.tflite`` name), else ``"onnx"``."""
+    if len(data) >= 8 and bytes(data[4:8]) == _TFLITE_IDENTIFIER:
+        return "tflite"
+    if str(name).lower().endswith(".tflite"):
+        return "tflite"
+    return "onnx"
+
+
+def extract_features(
+    path_or_bytes: Source, format: Optional[str] = None, *, fuse: bool = True  # noqa: A002
+) -> ModelFeatures:
+    """Features of the ONNX or TFLite model at ``path_or_bytes`` (a path or the file's bytes).
+
+    A path is memory-mapped and only the graph is read, never the weights, so
+    the time depends on the node count, not the file size. ``format``
+    (``"onnx"``/``"tflite"``) overrides detection by content.
+    ``nodes`` are fused kernels when ``fuse`` (the default; see
+    :func:`fuse_activations`), else the raw operators (``raw_nodes`` always
+    holds those); ``model`` is always computed on the fused kernels.
+    Raises :class:`~fleetmeter.errors.InvalidArgument` (a ``ValueError``)
+    naming the source when the model cannot be parsed.
+    """
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        source = "<bytes>"
+        graph, fmt = _parse(bytes(path_or_bytes), source, format)
+    else:
+        source = os.fspath(path_or_bytes)
+        # Memory-mapped: the parsers read the graph and skip the weights, whose
+        # pages then never leave the page cache (a 100 MB file costs no copy).
+        with open(source, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise _invalid_model(f"{source}: empty file, not a model")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                graph, fmt = _parse(data, source, format)
+    try:
+        fused = fuse_activations(graph.nodes, graph.output_names)
+        model = model_aggregates(fused, graph)
+    except OverflowError as exc:  # absurd shapes in a damaged file
+        raise _invalid_model(f"{source}: implausible tensor shapes ({exc})") from exc
+    return ModelFeatures(nodes=fused if fuse else list(graph.nodes), model=model, format=fmt,
+                         source=source, raw_nodes=list(graph.nodes))
+
+
+def _parse(data: Any, source: str, format: Optional[str]) -> Tuple[ParsedGraph, str]:  # noqa: A002
+    if not len(data):
+        raise _invalid_model(f"{source}: empty file, not a model")
+    fmt = format or detect_format(data[:8], source)
+    if fmt == "tflite":
+        from .features_tflite import parse_tflite as parse
+    else:
+        from .features_onnx import parse_onnx as parse
+    try:
+        return parse(data, source), fmt
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError, ZeroDivisionError) as exc:
+        # A file that parses but whose content contradicts its schema (an INTS
+        # attribute stored as a float, an index past a table): still bad input.
+        if _is_invalid_model(exc):
+            raise
+        raise _invalid_model(f"{source}: malformed {fmt} model ({type(exc).__name__}: {exc})") from exc
+
+
+# --------------------------------------------------------------------------
+# Fusion
+# --------------------------------------------------------------------------
+
+
+def fuse_activations(nodes: Sequence[NodeFeatures], graph_outputs: Iterable[str] = ()) -> List[NodeFeatures]:
+    """Merge what runtimes run as one kernel; returns a new list, ``nodes`` is untouched.
+
+    * a ``batchnorm`` right after a conv or dense is folded into it
+      (``folded_bn``, kernel type ``conv2d+bn``);
+    * an activation in :data:`FUSABLE_ACTIVATIONS` right after a conv,
+      dense, matmul, add/sub/mul/div, concat, pool or batchnorm that has no
+      fused activation yet becomes its ``fused_activation`` (the ops whose
+      TFLite options carry a fused activation, and matmul/batchnorm).
+
+    "Right after" means the host's only output is read by that one node and
+    is not a graph output (TFLite's converter applies the same rule). The
+    merged record keeps the host's name, inputs and geometry, takes the
+    follower's outputs and written bytes, and sums MACs and parameters.
+    ONNX's ``Conv -> Relu`` and TFLite's ``CONV_2D(fused RELU)`` give the
+    same ``conv2d+relu`` record. Unmerged records are shared between the
+    input and the result (records are treated as immutable everywhere).
+    """
+    outputs = set(graph_outputs)
+    readers: Dict[str, int] = {}
+    for node in nodes:
+        for t in node.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    merged: List[NodeFeatures] = []
+    producer: Dict[str, int] = {}
+    for node in nodes:
+        host_index = _fusion_host(node, merged, producer, readers, outputs)
+        if host_index is None:
+            merged.append(node)  # shared with the input: records are never modified in place
+            for t in node.outputs:
+                producer[t] = len(merged) - 1
+            continue
+        host = merged[host_index]
+        changes: Dict[str, Any] = dict(
+            outputs=node.outputs, output_shapes=node.output_shapes, act_write_bytes=node.act_write_bytes,
+            macs=host.macs + node.macs, params=host.params + node.params,
+            param_bytes=host.param_bytes + node.param_bytes,
+        )
+        if node.op_type == "batchnorm":
+            changes["folded_bn"] = True
+        else:
+            changes["fused_activation"] = node.op_type.split(":", 1)[1]
+        merged[host_index] = dataclasses.replace(host, **changes)
+        for t in node.outputs:
+            producer[t] = host_index
+    return merged
+
+
+def _fusion_host(node: NodeFeatures, merged: List[NodeFeatures], producer: Mapping[str, int],
+                 readers: Mapping[str, int], graph_outputs: set) -> Optional[int]:
+    if node.op_type == "batchnorm":
+        hosts = _BN_HOSTS
+    elif node.op_type.startswith("activation:") and node.op_type[11:] in FUSABLE_ACTIVATIONS:
+        hosts = _FUSION_HOSTS
+    else:
+        return None
+    if len(node.inputs) != 1 or node.inputs[0] not in producer:
+        return None
+    index = producer[node.inputs[0]]
+    host = merged[index]
+    if host.op_type not in hosts or host.fused_activation is not None:
+        return None
+    if node.op_type == "batchnorm" and host.folded_bn:
+        return None
+    if len(host.outputs) != 1 or readers.get(host.outputs[0], 0) != 1 or host.outputs[0] in graph_outputs:
+        return None
+    return index
+
+
+# --------------------------------------------------------------------------
+# Aggregates and vectors
+# --------------------------------------------------------------------------
+
+
+def model_aggregates(nodes: Sequence[NodeFeatures], graph: ParsedGraph) -> Dict[str, float]:
+    """The flat model dict (see the module docstring) for fused ``nodes`` of ``graph``."""
+    kernels = [n for n in nodes if not n.is_layout]
+    layout = [n for n in nodes if n.is_layout]
+    totals = {
+        "macs": sum(n.macs for n in nodes),
+        "params": sum(n.params for n in nodes),
+        "param_bytes": sum(n.param_bytes for n in nodes),
+        "act_read_bytes": sum(n.act_read_bytes for n in kernels),
+        "act_write_bytes": sum(n.act_write_bytes for n in kernels),
+    }
+    moved = totals["param_bytes"] + totals["act_read_bytes"] + totals["act_write_bytes"]
+    per_op: Dict[str, List[int]] = {}
+    for n in kernels:
+        entry = per_op.setdefault(n.op_type, [0, 0])
+        entry[0] += 1
+        entry[1] += n.macs
+    model: Dict[str, float] = {
+        "node_count": len(kernels),
+        "layout_node_count": len(layout),
+        "depth": _depth(nodes),
+        **totals,
+        "layout_bytes": sum(n.act_read_bytes + n.act_write_bytes for n in layout),
+        "arithmetic_intensity": totals["macs"] / moved if moved else 0.0,
+        "largest_activation_bytes": max((n.act_write_bytes for n in kernels), default=0),
+        "input_elements": sum(math.prod(s) for s in graph.input_shapes),
+        "input_bytes": graph.input_bytes,
+        "output_elements": sum(math.prod(s) for s in graph.output_shapes),
+        "fused_activation_count": sum(1 for n in kernels if n.fused_activation),
+        "folded_bn_count": sum(1 for n in kernels if n.folded_bn),
+    }
+    assert tuple(model) == MODEL_CORE_KEYS
+    for op in sorted(per_op):
+        model[f"count:{op}"] = per_op[op][0]
+        model[f"macs:{op}"] = per_op[op][1]
+    return {k: float(v) for k, v in model.items()}
+
+
+def _depth(nodes: Sequence[NodeFeatures]) -> int:
+    """Longest path in kernels (layout records count 0); nodes are in topological order."""
+    depth_of: Dict[str, int] = {}
+    best = 0
+    for n in nodes:
+        d = max((depth_of.get(t, 0) for t in n.inputs), default=0) + (0 if n.is_layout else 1)
+        for t in n.outputs:
+            depth_of[t] = d
+        best = max(best, d)
+    return best
+
+
+def _model_dict(features: Union[ModelFeatures, Mapping[str, float]]) -> Mapping[str, float]:
+    return features.model if isinstance(features, ModelFeatures) else features
+
+
+def feature_vector(model_features: Union[ModelFeatures, Mapping[str, float]], columns: Sequence[str]) -> List[float]:
+    """``model_features.model`` as floats in ``columns`` order; a missing key is 0."""
+    model = _model_dict(model_features)
+    return [float(model.get(c, 0.0)) for c in columns]
+
+
+def feature_columns(features_list: Iterable[Union[ModelFeatures, Mapping[str, float]]]) -> List[str]:
+    """The sorted union of model keys over ``features_list`` (a training set's columns).
+
+    Raises ``ValueError`` when the items carry different schema versions.
+    """
+    columns: set = set()
+    versions = set()
+    for item in features_list:
+        if isinstance(item, ModelFeatures):
+            versions.add(item.schema_version)
+        columns.update(_model_dict(item))
+    if len(versions) > 1:
+        raise ValueError(f"features of different schema versions cannot share columns: {sorted(versions)}")
+    return sorted(columns)

@@ -1,0 +1,560 @@
+"""ONNX graph -> raw per-node records for :mod:`fleetmeter.modeler.features`.
+
+Conventions (normalized op types, NCHW shapes, MACs, parameter bytes) are
+documented in :mod:`fleetmeter.modeler.features`; this module only maps ONNX
+onto them.
+
+Reading without the weights: a 200-node network's file is mostly weights
+(ResNet-50: ~100 MB), and parsing them costs more than the whole budget.
+:func:`_light_model_bytes` walks the protobuf wire format and rewrites the
+model with every initializer larger than :data:`_KEEP_BYTES` stripped to its
+name, type and dims, remembering where its data lay in the original bytes
+(for the all-zero-bias check). Only that light model is parsed; with a
+memory-mapped file the weight pages are never even read. Should the walk
+fail, the file is parsed whole (which also yields protobuf's own error
+message for a corrupt file).
+
+Shapes come from ``onnx.shape_inference.infer_shapes`` on the light model
+(inference needs initializer shapes, not values; the small constants that
+carry values, such as Reshape targets, are kept whole). Symbolic or missing
+dimensions (a dynamic batch) are set to 1 first. When inference fails the
+declared shapes are used and unknown shapes are reported as ``()`` with 0
+bytes.
+
+The output of a DequantizeLinear whose inputs are all constants (QDQ
+weights) counts as a constant, so the op reading it gets the parameters;
+the DequantizeLinear itself stays a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .features import NodeFeatures, ParsedGraph, Shape, _invalid_model
+
+__all__ = ["parse_onnx"]
+
+log = logging.getLogger(__name__)
+
+# TensorProto.DataType -> bytes per element (sub-byte types rounded up to 1).
+_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 8: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8, 15: 16,
+             16: 2, 17: 1, 18: 1, 19: 1, 20: 1, 21: 1, 22: 1, 23: 1}
+_INT_TYPES = (6, 7)
+# AttributeProto.AttributeType values.
+_ATTR_FLOAT, _ATTR_INT, _ATTR_STRING, _ATTR_TENSOR, _ATTR_FLOATS, _ATTR_INTS = 1, 2, 3, 4, 6, 7
+#: Initializers whose TensorProto is at most this many bytes stay whole in the light model.
+_KEEP_BYTES = 4096
+#: TensorProto fields that hold data: float, int32, string, int64, raw, double, uint64.
+_DATA_FIELDS = frozenset({4, 5, 6, 7, 9, 10, 11})
+_GRAPH_FIELD, _INITIALIZER_FIELD, _NAME_FIELD = 7, 5, 8
+
+_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
+_ACTIVATIONS = {
+    "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid",
+    "LeakyRelu": "leaky_relu", "Elu": "elu", "Gelu": "gelu", "PRelu": "prelu",
+}
+_LAYOUT = {"Reshape": "reshape", "Flatten": "reshape", "Squeeze": "reshape", "Unsqueeze": "reshape",
+           "Transpose": "transpose", "Identity": "identity", "Dropout": "identity"}
+_MOVES = {"Concat": "concat", "Split": "split", "Slice": "slice", "Pad": "pad", "Gather": "gather",
+          "DepthToSpace": "depth_to_space", "SpaceToDepth": "space_to_depth"}
+_ELEMENTWISE = {"Softmax": "softmax", "LogSoftmax": "log_softmax", "Resize": "resize", "Upsample": "resize",
+                "Cast": "cast", "QuantizeLinear": "quantize", "DequantizeLinear": "dequantize"}
+# op -> indices of its inputs that are weights (param bytes); "bias" positions may be all-zero.
+_NORMS = {"BatchNormalization": ("batchnorm", (1, 2, 3, 4)), "LayerNormalization": ("layernorm", (1, 2)),
+          "InstanceNormalization": ("instancenorm", (1, 2))}
+_REDUCE = {"ReduceMean": ("reduce_mean", "global_pool"), "ReduceMax": ("reduce_max", "global_pool_max"),
+           "ReduceSum": ("reduce_sum", None)}
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("ONNX features need onnx: pip install 'fleetmeter[modeler]'") from exc
+    return onnx
+
+
+def parse_onnx(data: Any, source: str) -> ParsedGraph:
+    """Raw records of the ONNX model ``data`` (bytes or an mmap; ``source`` names it in messages)."""
+    onnx = _onnx()
+    from google.protobuf.message import DecodeError
+
+    spans: Dict[str, List[Tuple[int, int]]] = {}
+    try:
+        model = onnx.ModelProto.FromString(_light_model_bytes(data, spans))
+    except (ValueError, IndexError, DecodeError):
+        spans = {}
+        try:
+            model = onnx.load_from_string(bytes(data))
+        except (DecodeError, ValueError, TypeError, RuntimeError) as exc:
+            raise _invalid_model(f"{source}: not a valid ONNX model ({type(exc).__name__}: {exc})") from exc
+    if not model.graph.node or not model.opset_import:
+        raise _invalid_model(f"{source}: not a valid ONNX model (no graph nodes or no opset; "
+                              "is the file truncated or of another format?)")
+    return _Graph(onnx, model, source, data, spans).parse()
+
+
+# -- protobuf wire format ------------------------------------------------------
+
+
+def _varint(buf: Any, pos: int) -> Tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError(f"malformed varint before byte {pos}")
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _fields(buf: Any, start: int, end: int) -> List[Tuple[int, int, int, int, int]]:
+    """(field number, wire type, field start, value start, value end) of each field in ``buf[start:end]``."""
+    out = []
+    pos = start
+    while pos < end:
+        first = pos
+        key, pos = _varint(buf, pos)
+        wire = key & 7
+        if wire == 2:
+            n, pos = _varint(buf, pos)
+            value_start, pos = pos, pos + n
+        elif wire == 0:
+            value_start = pos
+            _, pos = _varint(buf, pos)
+        elif wire == 5:
+            value_start, pos = pos, pos + 4
+        elif wire == 1:
+            value_start, pos = pos, pos + 8
+        else:
+            raise ValueError(f"unsupported wire type {wire} at byte {first}")
+        if pos > end:
+            raise ValueError(f"field at byte {first} runs past the end of its message")
+        out.append((key >> 3, wire, first, value_start, pos))
+    return out
+
+
+def _light_model_bytes(buf: Any, spans: Dict[str, List[Tuple[int, int]]]) -> bytes:
+    """The model with large initializers' data dropped; fills ``spans`` (name -> data byte ranges)."""
+    out = bytearray()
+    for field, wire, first, start, end in _fields(buf, 0, len(buf)):
+        if field == _GRAPH_FIELD and wire == 2:
+            graph = bytearray()
+            for g_field, g_wire, g_first, g_start, g_end in _fields(buf, start, end):
+                if g_field == _INITIALIZER_FIELD and g_wire == 2 and g_end - g_start > _KEEP_BYTES:
+                    tensor = _strip_tensor(buf, g_start, g_end, spans)
+                    graph += b"\x2a" + _encode_varint(len(tensor)) + tensor  # field 5, wire type 2
+                else:
+                    graph += buf[g_first:g_end]
+            out += b"\x3a" + _encode_varint(len(graph)) + graph  # field 7, wire type 2
+        else:
+            out += buf[first:end]
+    return bytes(out)
+
+
+def _strip_tensor(buf: Any, start: int, end: int, spans: Dict[str, List[Tuple[int, int]]]) -> bytes:
+    kept = bytearray()
+    data: List[Tuple[int, int]] = []
+    name = ""
+    for field, _, first, v_start, v_end in _fields(buf, start, end):
+        if field in _DATA_FIELDS:
+            data.append((v_start, v_end))
+            continue
+        if field == _NAME_FIELD:
+            name = bytes(buf[v_start:v_end]).decode("utf-8", "replace")
+        kept += buf[first:v_end]
+    spans[name] = data
+    return bytes(kept)
+
+
+def _dims(tensor_type: Any) -> Optional[Shape]:
+    if not tensor_type.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.dim_value > 0 else 1 for d in tensor_type.shape.dim)
+
+
+def _fix_symbolic(value_info: Any) -> None:
+    t = value_info.type.tensor_type
+    if t.HasField("shape"):
+        for d in t.shape.dim:
+            if d.dim_value <= 0:
+                d.dim_value = 1  # clears dim_param (a oneof)
+
+
+def _pair(values: Sequence[int], fill: int = 0) -> Tuple[int, int]:
+    values = list(values)
+    if not values:
+        return (fill, fill)
+    if len(values) == 1:
+        return (int(values[0]), 1)
+    return (int(values[-2]), int(values[-1]))
+
+
+def _channels(shape: Optional[Shape]) -> int:
+    if not shape:
+        return 0
+    return shape[1] if len(shape) >= 3 else shape[-1]
+
+
+class _Node:
+    """A NodeProto's fields as plain Python values (protobuf field access is slow in hot loops)."""
+
+    __slots__ = ("proto", "op_type", "domain", "name", "input", "output")
+
+    def __init__(self, proto: Any) -> None:
+        self.proto = proto
+        self.op_type = proto.op_type
+        domain = proto.domain
+        self.domain = "" if domain == "ai.onnx" else domain
+        self.name = proto.name
+        self.input = list(proto.input)
+        self.output = list(proto.output)
+
+
+class _Graph:
+    def __init__(self, onnx: Any, model: Any, source: str, data: Any = b"",
+                 spans: Optional[Dict[str, List[Tuple[int, int]]]] = None) -> None:
+        self.onnx = onnx
+        self.model = model
+        self.source = source
+        self.data = data
+        self.spans = spans or {}
+        g = model.graph
+        self.initializers = {i.name: i for i in g.initializer}
+        self.constant_nodes = {n.output[0]: n for n in g.node if n.op_type == "Constant" and n.output}
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.shapes: Dict[str, Optional[Shape]] = {}
+        self.types: Dict[str, int] = {}
+        self._values: Dict[str, Optional[np.ndarray]] = {}
+        self.folded: set = set()  # DequantizeLinear outputs computed from constants (QDQ weights)
+
+    # -- shapes -------------------------------------------------------------
+    def _infer(self) -> None:
+        onnx, g = self.onnx, self.model.graph
+        for group in (g.input, g.output, g.value_info):
+            for vi in group:
+                _fix_symbolic(vi)
+        light = self.model  # already light: see _light_model_bytes
+        try:
+            inferred = onnx.shape_inference.infer_shapes(light)
+        except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
+            log.warning("%s: ONNX shape inference failed (%s); using declared shapes", self.source, exc)
+            inferred = light
+        ig = inferred.graph
+        for group in (ig.value_info, ig.input, ig.output):
+            for vi in group:
+                t = vi.type.tensor_type
+                self.shapes[vi.name] = _dims(t)
+                self.types[vi.name] = t.elem_type
+        for name, init in self.initializers.items():
+            self.shapes[name] = tuple(int(d) for d in init.dims)
+            self.types[name] = init.data_type
+
+    def shape(self, name: str) -> Optional[Shape]:
+        return self.shapes.get(name)
+
+    def nbytes(self, name: str) -> int:
+        shape = self.shapes.get(name)
+        if shape is None:
+            return 0
+        return math.prod(shape) * _ITEMSIZE.get(self.types.get(name, 1), 4)
+
+    def elements(self, name: str) -> int:
+        shape = self.shapes.get(name)
+        return math.prod(shape) if shape is not None else 0
+
+    # -- constants ----------------------------------------------------------
+    def is_const(self, name: str) -> bool:
+        return name in self.initializers or name in self.constant_nodes or name in self.folded
+
+    def _tensor(self, name: str) -> Any:
+        if name in self.initializers:
+            return self.initializers[name]
+        node = self.constant_nodes.get(name)
+        if node is not None:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    return attr.t
+        return None
+
+    def value(self, name: str) -> Optional[np.ndarray]:
+        """The constant's value as a numpy array, or None (cached: small constants are shared)."""
+        if name not in self._values:
+            self._values[name] = self._read_value(name)
+        return self._values[name]
+
+    def _read_value(self, name: str) -> Optional[np.ndarray]:
+        from onnx import numpy_helper
+
+        if name in self.constant_nodes and self._tensor(name) is None:
+            attrs = self.attrs(self.constant_nodes[name])
+            for key in ("value_float", "value_floats", "value_int", "value_ints"):
+                if key in attrs:
+                    return np.asarray(attrs[key])
+            return None
+        tensor = self._tensor(name)
+        if tensor is None:
+            return None
+        try:
+            return numpy_helper.to_array(tensor)
+        except (ValueError, TypeError, OSError):
+            return None
+
+    def is_zero(self, name: str) -> bool:
+        if name in self.spans:
+            ranges = self.spans[name]
+            return bool(ranges) and all(not bytes(self.data[a:b]).strip(b"\x00") for a, b in ranges)
+        t = self._tensor(name)
+        if t is None or t.data_location == 1:  # EXTERNAL: not read
+            return False
+        if t.raw_data:
+            return not t.raw_data.strip(b"\x00")
+        return not any(t.float_data) and not any(t.int32_data) and not any(t.int64_data) and not any(t.double_data)
+
+    def weights(self, node: Any, positions: Optional[Sequence[int]], bias: Optional[int] = None) -> Tuple[int, int]:
+        """(params, param_bytes) of the constant inputs at ``positions`` (all when None)."""
+        params = nbytes = 0
+        for i, name in enumerate(node.input):
+            if not name or not self.is_const(name) or (positions is not None and i not in positions):
+                continue
+            if i == bias and self.is_zero(name):
+                continue
+            params += self.elements(name)
+            nbytes += self.nbytes(name)
+        return params, nbytes
+
+    @staticmethod
+    def attrs(node: Any) -> Dict[str, Any]:
+        """Scalar and list attributes of a NodeProto or _Node (graphs and sparse tensors are skipped)."""
+        out: Dict[str, Any] = {}
+        for a in getattr(node, "proto", node).attribute:
+            kind = a.type
+            if kind == _ATTR_INT:
+                out[a.name] = a.i
+            elif kind == _ATTR_INTS:
+                out[a.name] = list(a.ints)
+            elif kind == _ATTR_FLOAT:
+                out[a.name] = a.f
+            elif kind == _ATTR_STRING:
+                out[a.name] = a.s
+            elif kind == _ATTR_FLOATS:
+                out[a.name] = list(a.floats)
+            elif kind == _ATTR_TENSOR:
+                out[a.name] = a.t
+        return out
+
+    # -- records ------------------------------------------------------------
+    def parse(self) -> ParsedGraph:
+        self._infer()
+        g = self.model.graph
+        nodes = [self._record(_Node(n)) for n in g.node if n.op_type != "Constant"]
+        inputs = [vi.name for vi in g.input if vi.name not in self.initializers]
+        return ParsedGraph(
+            nodes=nodes,
+            input_shapes=[self.shape(n) or () for n in inputs],
+            input_bytes=sum(self.nbytes(n) for n in inputs),
+            output_names=tuple(vi.name for vi in g.output),
+            output_shapes=[self.shape(vi.name) or () for vi in g.output],
+        )
+
+    def _record(self, node: _Node) -> NodeFeatures:
+        act_in = tuple(x for x in node.input if x and not self.is_const(x))
+        outs = tuple(y for y in node.output if y)
+        if node.op_type == "DequantizeLinear" and not act_in:
+            self.folded.update(outs)
+        domain = node.domain
+        raw = f"{domain}:{node.op_type}" if domain else node.op_type
+        fields = self._op_fields(node, act_in, outs) if not domain else None
+        if fields is None:
+            params, pbytes = self.weights(node, None)
+            macs = self.elements(outs[0]) if outs and self.shape(outs[0]) is not None else (
+                self.elements(act_in[0]) if act_in else 0)
+            fields = {"op_type": f"other:{node.op_type}", "macs": macs, "params": params, "param_bytes": pbytes,
+                      "out_channels": _channels(self.shape(outs[0])) if outs else 0}
+        return NodeFeatures(
+            name=node.name or (outs[0] if outs else node.op_type),
+            raw_op=raw,
+            input_shapes=tuple(self.shape(x) or () for x in act_in),
+            output_shapes=tuple(self.shape(y) or () for y in outs),
+            act_read_bytes=sum(self.nbytes(x) for x in act_in),
+            act_write_bytes=sum(self.nbytes(y) for y in outs),
+            inputs=act_in,
+            outputs=outs,
+            **fields,
+        )
+
+    def _op_fields(self, node: Any, act_in: Tuple[str, ...], outs: Tuple[str, ...]) -> Optional[Dict[str, Any]]:
+        op = node.op_type
+        out = outs[0] if outs else ""
+        out_elems = self.elements(out)
+        first = node.input[0] if node.input else ""
+        if op in ("Conv", "ConvTranspose"):
+            return self._conv(node, transpose=op == "ConvTranspose")
+        if op in ("Gemm", "MatMul"):
+            return self._dense(node)
+        if op in ("MaxPool", "AveragePool", "LpPool"):
+            a = self.attrs(node)
+            kernel = list(a.get("kernel_shape", []))
+            c = _channels(self.shape(first))
+            return {"op_type": "pool_max" if op == "MaxPool" else "pool_avg" if op == "AveragePool" else "other:LpPool",
+                    "kernel": _pair(kernel), "stride": _pair(a.get("strides", [1] * len(kernel))),
+                    "dilation": _pair(a.get("dilations", [1] * len(kernel))),
+                    "padding": self._pads(a, self.shape(first), kernel), "in_channels": c, "out_channels": c,
+                    "macs": out_elems * math.prod(kernel)}
+        if op in ("GlobalAveragePool", "GlobalMaxPool"):
+            c = _channels(self.shape(first))
+            return {"op_type": "global_pool" if op == "GlobalAveragePool" else "global_pool_max",
+                    "in_channels": c, "out_channels": c, "macs": self.elements(first)}
+        if op in _REDUCE:
+            return self._reduce(node, first)
+        if op in _BINARY:
+            params, pbytes = self.weights(node, None)
+            return {"op_type": _BINARY[op], "macs": out_elems, "params": params, "param_bytes": pbytes,
+                    "out_channels": _channels(self.shape(out))}
+        if op in _ACTIVATIONS or op == "Clip":
+            kind = self._clip_kind(node) if op == "Clip" else _ACTIVATIONS[op]
+            params, pbytes = self.weights(node, (1,)) if op == "PRelu" else (0, 0)
+            return {"op_type": f"activation:{kind}", "macs": out_elems, "params": params, "param_bytes": pbytes,
+                    "out_channels": _channels(self.shape(out))}
+        if op in _NORMS:
+            kind, positions = _NORMS[op]
+            bias = 2 if op != "BatchNormalization" else None
+            params, pbytes = self.weights(node, positions, bias=bias)
+            c = _channels(self.shape(out))
+            return {"op_type": kind, "macs": out_elems, "params": params, "param_bytes": pbytes,
+                    "in_channels": c, "out_channels": c}
+        if op in _ELEMENTWISE:
+            return {"op_type": _ELEMENTWISE[op], "macs": out_elems, "out_channels": _channels(self.shape(out))}
+        if op in _LAYOUT:
+            return {"op_type": _LAYOUT[op]}
+        if op in _MOVES:
+            return {"op_type": _MOVES[op], "out_channels": _channels(self.shape(out))}
+        return None
+
+    def _pads(self, a: Dict[str, Any], in_shape: Optional[Shape], kernel: Sequence[int],
+              strides: Optional[Sequence[int]] = None, dilations: Optional[Sequence[int]] = None
+              ) -> Tuple[int, int, int, int]:
+        n = len(kernel)
+        auto = a.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        if auto in ("SAME_UPPER", "SAME_LOWER") and in_shape and len(in_shape) == n + 2:
+            strides = list(strides or a.get("strides", [1] * n))
+            dilations = list(dilations or a.get("dilations", [1] * n))
+            begin, end = [], []
+            for size, k, s, d in zip(in_shape[2:], kernel, strides, dilations):
+                out = -(-size // s)
+                total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+                small, large = total // 2, total - total // 2
+                begin.append(small if auto == "SAME_UPPER" else large)
+                end.append(large if auto == "SAME_UPPER" else small)
+        elif auto == "VALID":
+            begin = end = [0] * n
+        else:
+            pads = list(a.get("pads", [0] * (2 * n)))
+            begin, end = pads[:n], pads[n:]
+        if n == 1:
+            return (int(begin[0]), 0, int(end[0]), 0)
+        if n == 0:
+            return (0, 0, 0, 0)
+        return (int(begin[-2]), int(begin[-1]), int(end[-2]), int(end[-1]))
+
+    def _conv(self, node: Any, transpose: bool) -> Dict[str, Any]:
+        a = self.attrs(node)
+        x, w = node.input[0], node.input[1]
+        xs, ws, ys = self.shape(x), self.shape(w), self.shape(node.output[0])
+        group = int(a.get("group", 1))
+        kernel = list(a.get("kernel_shape") or (ws[2:] if ws else [1, 1]))
+        spatial = len(kernel)
+        in_c = xs[1] if xs and len(xs) > 1 else (ws[1] * group if ws and not transpose else 0)
+        if transpose:
+            out_c = ws[1] * group if ws else _channels(ys)
+        else:
+            out_c = ws[0] if ws else _channels(ys)
+        kernel_size = math.prod(kernel)
+        if transpose:
+            macs = self.elements(x) * kernel_size * (out_c // max(group, 1))
+            op_type = f"conv_transpose{spatial}d"
+        else:
+            macs = self.elements(node.output[0]) * kernel_size * (in_c // max(group, 1))
+            op_type = f"conv{spatial}d"
+            if spatial == 2 and group == in_c and in_c > 1:
+                op_type = "depthwise_conv2d"
+        params, pbytes = self.weights(node, (1, 2), bias=2)
+        strides = list(a.get("strides", [1] * spatial))
+        dilations = list(a.get("dilations", [1] * spatial))
+        return {"op_type": op_type, "kernel": _pair(kernel), "stride": _pair(strides), "dilation": _pair(dilations),
+                "padding": self._pads(a, xs, kernel, strides, dilations), "groups": group,
+                "in_channels": in_c, "out_channels": out_c, "macs": macs, "params": params, "param_bytes": pbytes}
+
+    def _dense(self, node: Any) -> Dict[str, Any]:
+        a = self.attrs(node)
+        first, second = node.input[0], node.input[1]
+        xs, bs = self.shape(first), self.shape(second)
+        if node.op_type == "Gemm":
+            k = (xs[0] if a.get("transA", 0) else xs[1]) if xs and len(xs) == 2 else 0
+            params, pbytes = self.weights(node, (1, 2), bias=2)
+        else:
+            k = xs[-1] if xs else 0
+            params, pbytes = self.weights(node, (1,))
+        dense = self.is_const(second) and bs is not None and len(bs) == 2
+        if dense and node.op_type == "MatMul":
+            k = bs[0]
+        elif dense and not k:
+            k = bs[1] if a.get("transB", 0) else bs[0]
+        out = node.output[0]
+        return {"op_type": "dense" if dense else "matmul", "in_channels": k,
+                "out_channels": (self.shape(out) or (0,))[-1], "macs": self.elements(out) * k,
+                "params": params, "param_bytes": pbytes}
+
+    def _reduce(self, node: Any, first: str) -> Dict[str, Any]:
+        a = self.attrs(node)
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            value = self.value(node.input[1])
+            axes = None if value is None else [int(v) for v in value.reshape(-1)]
+        xs = self.shape(first)
+        kind, global_kind = _REDUCE[node.op_type]
+        if xs is not None and len(xs) == 4 and axes is not None and global_kind:
+            if sorted(ax % 4 for ax in axes) == [2, 3]:
+                kind = global_kind
+        c = _channels(xs)
+        return {"op_type": kind, "in_channels": c, "out_channels": c if kind.startswith("global") else 0,
+                "macs": self.elements(first)}
+
+    def _clip_kind(self, node: Any) -> str:
+        if self.opset < 11:
+            a = self.attrs(node)
+            lo, hi = a.get("min"), a.get("max")
+        else:
+            lo = hi = None
+            for i, target in ((1, "lo"), (2, "hi")):
+                if len(node.input) > i and node.input[i]:
+                    value = self.value(node.input[i])
+                    if value is None or value.size != 1:
+                        return "clip"
+                    if target == "lo":
+                        lo = float(value.reshape(-1)[0])
+                    else:
+                        hi = float(value.reshape(-1)[0])
+        if lo == 0.0 and hi == 6.0:
+            return "relu6"
+        if lo == 0.0 and (hi is None or math.isinf(hi)):
+            return "relu"
+        if lo == -1.0 and hi == 1.0:
+            return "relu_n1_to_1"
+        return "clip"

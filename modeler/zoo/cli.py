@@ -1,0 +1,147 @@
+"""``fleetmeter zoo``: list the zoo's families, build a zoo.
+
+    fleetmeter zoo families [--json]
+    fleetmeter zoo build --family mobilenetv2 --count 200 --seed 1 --formats onnx,tflite --out DIR
+    fleetmeter zoo build --family all --count 10 --out DIR --no-ray
+
+:func:`add_zoo_commands` adds the ``zoo`` command to the ``fleetmeter``
+parser's subparsers; each subcommand sets ``func(args) -> int`` like the
+other commands. ``zoo build`` fans out over a local Ray (started and stopped
+here, through :class:`fleetmeter.controller.engine.RayEngine`) unless
+``--no-ray`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+from fleetmeter.errors import FailedPrecondition
+
+__all__ = ["add_zoo_commands", "cmd_zoo_families", "cmd_zoo_build"]
+
+
+def add_zoo_commands(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``zoo families`` and ``zoo build`` to ``subparsers``; return the ``zoo`` parser."""
+    zoo = subparsers.add_parser(
+        "zoo", help="generate model zoos from sampled architecture families",
+        description="Sample CNN and transformer architectures from documented hyper-parameter ranges and emit "
+                    "them as ONNX and TFLite (same seed, same bytes).")
+    sub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="SUBCOMMAND")
+
+    p = sub.add_parser("families", help="list the families and their hyper-parameter ranges")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_zoo_families)
+
+    p = sub.add_parser(
+        "build", help="sample and write COUNT models per family",
+        description="Write COUNT models of each family as FAMILY-NNNN.onnx / .tflite plus index.json (name, "
+                    "family, hyper-parameters, format, sha256, size_bytes) into --out. Model i of family f "
+                    "depends only on (--seed, f, i).")
+    p.add_argument("--family", action="append", required=True, metavar="FAMILY",
+                   help="a family name or 'all' (repeat, or separate with commas)")
+    p.add_argument("--count", type=int, required=True, help="models per family")
+    p.add_argument("--seed", type=int, default=0, help="zoo seed (default: %(default)s)")
+    p.add_argument("--formats", default="onnx,tflite", help="comma-separated: onnx, tflite (default: %(default)s)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--no-ray", action="store_true", help="build in this process instead of as Ray tasks")
+    p.add_argument("--json", action="store_true", help="print the index entries of the files written")
+    p.set_defaults(func=cmd_zoo_build)
+    return zoo
+
+
+def cmd_zoo_families(args: argparse.Namespace) -> int:
+    from .families import describe_families
+
+    described = describe_families()
+    if args.json:
+        print(json.dumps(described, indent=2, sort_keys=True))
+        return 0
+    for name, info in described.items():
+        print(f"{name}: {info['summary']}")
+        print(f"  budget: <= {info['max_macs'] / 1e6:.0f} M MACs, <= {info['max_params'] / 1e6:.1f} M parameters")
+        for key, spec in info["ranges"].items():
+            if "choice" in spec:
+                values = "{" + ", ".join(str(v) for v in spec["choice"]) + "}"
+            elif "int" in spec:
+                values = f"[{spec['int'][0]}, {spec['int'][1]}]"
+            else:
+                values = f"[{spec['uniform'][0]}, {spec['uniform'][1]}] step {spec['step']}"
+            print(f"  {key:16s} {values:34s} {spec['help']}")
+        print()
+    return 0
+
+
+def _family_names(values: List[str]) -> List[str]:
+    from .families import get_family
+
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    for name in names:
+        if name != "all":
+            try:
+                get_family(name)
+            except KeyError as exc:
+                raise ValueError(exc.args[0]) from None
+    return names
+
+
+def _ray_map() -> tuple:
+    """``(engine, map_fn)`` over a freshly started local Ray."""
+    import asyncio
+
+    from fleetmeter.controller.engine import RayEngine
+
+    engine = RayEngine(None)
+    try:
+        engine.start()
+    except ImportError as exc:
+        raise FailedPrecondition("zoo build fans out as Ray tasks: pip install 'fleetmeter[zoo]', "
+                                 "or pass --no-ray") from exc
+
+    def map_fn(fn: Callable[[Any], Any], items: List[Any]) -> List[Any]:
+        return asyncio.run(engine.map(fn, items))
+
+    return engine, map_fn
+
+
+def cmd_zoo_build(args: argparse.Namespace) -> int:
+    from fleetmeter._term import ProgressBar
+
+    from .build import build_zoo, parse_formats
+
+    families = _family_names(args.family)
+    formats = parse_formats(args.formats)
+    if args.count < 1:
+        raise ValueError(f"--count must be >= 1, got {args.count}")
+    bar: Optional[ProgressBar] = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if args.json:
+            return
+        bar = bar or ProgressBar(total, stream=sys.stderr)  # the stream at call time, not at import
+        bar.update(done, final=done == total)
+
+    engine, map_fn = (None, None) if args.no_ray else _ray_map()
+    try:
+        entries = build_zoo(families, args.count, args.seed, formats, args.out, progress=progress, map_fn=map_fn)
+    finally:
+        if engine is not None:
+            engine.shutdown()
+    if args.json:
+        print(json.dumps(entries, indent=2, sort_keys=True))
+        return 0
+    by_family: dict = {}
+    for e in entries:
+        models, files, size = by_family.get(e["family"], (set(), 0, 0))
+        models.add(e["name"])
+        by_family[e["family"]] = (models, files + 1, size + e["size_bytes"])
+    from fleetmeter._term import table
+
+    print(table(["FAMILY", "MODELS", "FILES", "MB"],
+                [(f, len(m), n, f"{s / 1e6:.1f}") for f, (m, n, s) in by_family.items()]))
+    print(f"wrote {len(entries)} files and index.json to {args.out}", file=sys.stdout)
+    return 0

@@ -1,0 +1,390 @@
+"""The layer kinds of an :class:`~.arch.Architecture`: frozen dataclasses.
+
+Each layer has its options first and ``name`` and ``inputs`` as its last two
+fields (see :mod:`.arch` for what they mean, the logical layouts, and how to
+add a kind). Constructors check their own options; shapes are checked when an
+``Architecture`` is built. Everything here is re-exported by :mod:`.arch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Union
+
+import numpy as np
+
+__all__ = [
+    "ACTIVATIONS",
+    "ArchitectureError",
+    "UnsupportedLayerError",
+    "Shape",
+    "Layer",
+    "Input",
+    "Conv2D",
+    "MaxPool",
+    "AvgPool",
+    "GlobalAvgPool",
+    "Dense",
+    "Add",
+    "Concat",
+    "Flatten",
+    "Reshape",
+    "Softmax",
+    "Activation",
+    "BatchNorm",
+    "Mul",
+    "Slice",
+    "ChannelShuffle",
+    "LayerNorm",
+    "Attention",
+]
+
+#: Fused / standalone activations both emitters support. "hardsigmoid" is
+#: ``relu6(x + 3) / 6`` (MobileNetV3's), "swish" is ``x * sigmoid(x)`` and
+#: "gelu" is the tanh approximation.
+ACTIVATIONS = (None, "relu", "relu6", "sigmoid", "hardsigmoid", "hardswish", "swish", "gelu")
+
+Shape = Tuple[int, ...]
+IntPair = Union[int, Tuple[int, int]]
+
+
+class ArchitectureError(ValueError):
+    """The description is inconsistent (bad shapes, names, parameters)."""
+
+
+class UnsupportedLayerError(ArchitectureError):
+    """An emitter has no translation for this layer kind or option."""
+
+
+def _pair(value: IntPair, what: str) -> Tuple[int, int]:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    else:
+        try:
+            a, b = value  # type: ignore[misc]
+        except (TypeError, ValueError) as exc:
+            raise ArchitectureError(f"{what} must be an int or a pair, got {value!r}") from exc
+        pair = (int(a), int(b))
+    if pair[0] < 1 or pair[1] < 1:
+        raise ArchitectureError(f"{what} must be >= 1, got {value!r}")
+    return pair
+
+
+def _check_padding(padding: str) -> None:
+    if padding not in ("same", "valid"):
+        raise ArchitectureError(f"padding must be 'same' or 'valid', got {padding!r}")
+
+
+def _check_activation(activation: Optional[str]) -> None:
+    if activation not in ACTIVATIONS:
+        raise ArchitectureError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def _norm_inputs(obj: Any) -> None:
+    _set(obj, "inputs", tuple(obj.inputs))
+
+
+# --------------------------------------------------------------------------
+# Layers. Each is a frozen dataclass; ``name`` and ``inputs`` come last and
+# may be left empty (Architecture fills them in).
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, init=False)
+class Input:
+    """A graph input: ``Input(h, w, c)`` for an image, ``Input(seq, dim)`` for
+    a token sequence, ``Input(n)`` for a vector."""
+
+    shape: Shape
+    name: str
+
+    def __init__(self, *dims: int, name: str = "input") -> None:
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        if len(dims) not in (1, 2, 3) or any(int(d) < 1 for d in dims):
+            raise ArchitectureError(f"Input takes (h, w, c), (seq, dim) or (features,), got {dims!r}")
+        _set(self, "shape", tuple(int(d) for d in dims))
+        _set(self, "name", name)
+
+    @property
+    def inputs(self) -> Tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Conv2D:
+    """2-D convolution; ``groups == in_ch`` makes it depthwise."""
+
+    out_ch: int
+    kernel: IntPair
+    stride: IntPair = 1
+    padding: str = "same"
+    groups: int = 1
+    dilation: IntPair = 1
+    activation: Optional[str] = None
+    bias: bool = True
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _set(self, "kernel", _pair(self.kernel, "kernel"))
+        _set(self, "stride", _pair(self.stride, "stride"))
+        _set(self, "dilation", _pair(self.dilation, "dilation"))
+        _check_padding(self.padding)
+        _check_activation(self.activation)
+        if self.out_ch < 1 or self.groups < 1:
+            raise ArchitectureError("out_ch and groups must be >= 1")
+        if self.out_ch % self.groups:
+            raise ArchitectureError(f"out_ch {self.out_ch} not divisible by groups {self.groups}")
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    kernel: IntPair
+    stride: Optional[IntPair] = None  # default: the kernel size
+    padding: str = "valid"
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _set(self, "kernel", _pair(self.kernel, "kernel"))
+        _set(self, "stride", _pair(self.kernel if self.stride is None else self.stride, "stride"))
+        _check_padding(self.padding)
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class AvgPool:
+    kernel: IntPair
+    stride: Optional[IntPair] = None  # default: the kernel size
+    padding: str = "valid"
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _set(self, "kernel", _pair(self.kernel, "kernel"))
+        _set(self, "stride", _pair(self.kernel if self.stride is None else self.stride, "stride"))
+        _check_padding(self.padding)
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """Mean over h and w: ``(h, w, c) -> (c,)``, or ``(1, 1, c)`` with keepdims."""
+
+    keepdims: bool = False
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class Dense:
+    """Fully connected layer over the last axis: ``(n,) -> (units,)`` or
+    ``(seq, n) -> (seq, units)``."""
+
+    units: int
+    activation: Optional[str] = None
+    bias: bool = True
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_activation(self.activation)
+        if self.units < 1:
+            raise ArchitectureError("units must be >= 1")
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class Add:
+    """Elementwise sum of exactly two same-shaped tensors (residual)."""
+
+    activation: Optional[str] = None
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_activation(self.activation)
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class Concat:
+    """Concatenation of two or more tensors along channels (the last axis)."""
+
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """``(h, w, c) -> (h*w*c,)`` in h, w, c order."""
+
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class Reshape:
+    """To ``shape`` (``(h, w, c)`` or ``(n,)``), elements in h, w, c order."""
+
+    shape: Shape
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(d) for d in self.shape)
+        if len(shape) not in (1, 3) or any(d < 1 for d in shape):
+            raise ArchitectureError(f"Reshape target must be (h, w, c) or (n,), got {self.shape!r}")
+        _set(self, "shape", shape)
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class Softmax:
+    """Softmax over the last (channel / feature) axis."""
+
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A standalone activation (any of :data:`ACTIVATIONS` but None)."""
+
+    kind: str
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            raise ArchitectureError("Activation needs a kind")
+        _check_activation(self.kind)
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Inference batch normalization over the channel (last) axis of an
+    ``(h, w, c)`` or ``(n,)`` tensor, then an optional activation. See the
+    module docstring for how the emitters fold it."""
+
+    epsilon: float = 1e-3
+    activation: Optional[str] = None
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_activation(self.activation)
+        if not self.epsilon > 0:
+            raise ArchitectureError("epsilon must be > 0")
+        _set(self, "epsilon", float(self.epsilon))
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class Mul:
+    """Elementwise product of two tensors. The second may also be ``(1, 1, c)``
+    against an ``(h, w, c)`` first (squeeze-and-excite gating)."""
+
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Elements ``[start, start + size)`` of the last (channel / feature) axis."""
+
+    start: int
+    size: int
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.size < 1:
+            raise ArchitectureError(f"Slice needs start >= 0 and size >= 1, got {self.start}, {self.size}")
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class ChannelShuffle:
+    """ShuffleNet's channel shuffle of an ``(h, w, c)`` map: view the channels
+    as ``(groups, c // groups)``, transpose, flatten back."""
+
+    groups: int
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.groups < 1:
+            raise ArchitectureError("groups must be >= 1")
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """Layer normalization over the last axis of ``(seq, dim)`` or ``(n,)``,
+    with a learned scale (``gamma``) and shift (``beta``)."""
+
+    epsilon: float = 1e-5
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.epsilon > 0:
+            raise ArchitectureError("epsilon must be > 0")
+        _set(self, "epsilon", float(self.epsilon))
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Scaled dot-product multi-head attention without projections.
+
+    Reads ``(q, k, v)``, each ``(seq, dim)`` with ``dim % heads == 0``, and
+    writes ``(seq, dim)``: per head ``softmax(q k^T / sqrt(dim / heads)) v``.
+    Emitted as Reshape/Transpose/(Batch)MatMul/Softmax, as exporters do; the
+    Q/K/V and output projections are ``Dense`` layers around it.
+    """
+
+    heads: int
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.heads < 1:
+            raise ArchitectureError("heads must be >= 1")
+        _norm_inputs(self)
+
+
+Layer = Union[
+    Input, Conv2D, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Concat, Flatten, Reshape, Softmax, Activation,
+    BatchNorm, Mul, Slice, ChannelShuffle, LayerNorm, Attention,
+]
+_LAYER_TYPES: Dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        Input, Conv2D, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Concat, Flatten, Reshape, Softmax, Activation,
+        BatchNorm, Mul, Slice, ChannelShuffle, LayerNorm, Attention,
+    )
+}
