@@ -182,11 +182,12 @@ class Fleet:
         cache: dict = {}
         out = []
         candidates = [self.agents[a] for a in agent_ids if a in self.agents]
-        for agent in sorted(candidates, key=lambda a: (a.idle_since_unix, a.agent_id)):
-            job = self._next_job(agent, busy, cache)
-            if job is not None:
-                busy.add(agent.host_id)
-                out.append(job)
+        with self.store.transaction():
+            for agent in sorted(candidates, key=lambda a: (a.idle_since_unix, a.agent_id)):
+                job = self._next_job(agent, busy, cache)
+                if job is not None:
+                    busy.add(agent.host_id)
+                    out.append(job)
         return out
 
     def _next_job(self, agent: AgentState, busy_hosts: set[str], cache: dict) -> Optional[dict]:
@@ -272,7 +273,19 @@ class Fleet:
 
     def record_results(self, records: list[dict]) -> list[bool]:
         """Many results at once (the gateway batches them); see :meth:`record_result`."""
-        return [self.record_result(r) for r in records]
+        try:
+            with self.store.transaction():
+                return [self.record_result(r) for r in records]
+        except Exception:  # noqa: BLE001 - one bad record must not block the batch: go one by one
+            log.exception("batch of %d results failed; recording them one by one", len(records))
+        out = []
+        for r in records:
+            try:
+                out.append(self.record_result(r))
+            except Exception:  # noqa: BLE001 - acknowledged so the agent stops re-sending it; logged
+                log.exception("result %s could not be stored and is dropped", r.get("measurement_id"))
+                out.append(False)
+        return out
 
     def expire_leases(self) -> list[str]:
         """Return jobs whose lease ran out to the queue (or fail them after max_attempts)."""

@@ -117,6 +117,7 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._depth = 0  # nesting of _tx(): only the outermost begins and commits
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -135,13 +136,29 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._depth:  # inside transaction(): one commit for the whole batch
+            self._depth += 1
+            try:
+                yield self._db
+            finally:
+                self._depth -= 1
+            return
         self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield self._db
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._depth = 0
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group many writes into one commit (all or nothing): the fleet's batched calls use it."""
+        with self._tx():
+            yield
 
     # ----------------------------------------------------------------- devices
     def upsert_device(self, agent_id: str, *, name: str, host_id: str, info: dict, labels: dict,

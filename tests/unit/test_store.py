@@ -253,3 +253,19 @@ def test_release_job_returns_to_pending_then_fails_after_max_attempts(seeded):
     assert seeded.release_job("sw-1-1", "not leased", max_attempts=2) == "pending"
     assert seeded.get_job("sw-1-1")["attempts"] == 0
     assert seeded.release_job("no-such-job", "x", max_attempts=2) == "missing"
+
+
+def test_transaction_groups_writes_and_rolls_back_as_one(store):
+    """Fails if a batch (the fleet's assign / record_results) can commit half of its writes."""
+    model = {"sha256": "ab" * 32, "name": "m", "format": "onnx", "size_bytes": 1}
+    other = {"sha256": "cd" * 32, "name": "n", "format": "onnx", "size_bytes": 1}
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.add_model(model)
+            store.add_model(other)
+            raise RuntimeError("crash in the middle of a batch")
+    assert store.list_models() == []
+    with store.transaction():
+        store.add_model(model)
+        store.add_model(other)
+    assert len(store.list_models()) == 2
