@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_unix REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, platform_id);
-CREATE INDEX IF NOT EXISTS jobs_by_sweep ON jobs(sweep_id, state);
+CREATE INDEX IF NOT EXISTS jobs_by_sweep ON jobs(sweep_id, state, seq);
 CREATE TABLE IF NOT EXISTS measurements (
     measurement_id TEXT PRIMARY KEY,
     job_id TEXT,
@@ -320,12 +320,19 @@ class Store:
         if not ids:
             return None
         marks = ",".join("?" * len(ids))
-        r = self._db.execute(
-            f"""SELECT j.* FROM jobs j JOIN sweeps s ON s.sweep_id = j.sweep_id
-                WHERE j.state='pending' AND s.state='active' AND j.platform_id IN ({marks})
-                  AND (? = '' OR j.failed_agents_json NOT LIKE '%"' || ? || '"%')
-                ORDER BY s.priority DESC, s.dispatched, s.created_unix, j.sweep_id, j.seq LIMIT 1""",
-            [*ids, agent_id, agent_id]).fetchone()
+        # Two small indexed steps instead of one sort over every pending job: pick the sweep, then its
+        # first matching job in order (jobs_by_sweep walks (sweep_id, 'pending', seq) and stops early).
+        match = (f"j.state='pending' AND j.platform_id IN ({marks})"
+                 " AND (? = '' OR j.failed_agents_json NOT LIKE '%\"' || ? || '\"%')")
+        args = [*ids, agent_id, agent_id]
+        sweep = self._db.execute(
+            f"""SELECT s.sweep_id FROM sweeps s WHERE s.state='active'
+                  AND EXISTS (SELECT 1 FROM jobs j WHERE j.sweep_id = s.sweep_id AND {match})
+                ORDER BY s.priority DESC, s.dispatched, s.created_unix, s.sweep_id LIMIT 1""", args).fetchone()
+        if sweep is None:
+            return None
+        r = self._db.execute(f"SELECT * FROM jobs j WHERE j.sweep_id=? AND {match} ORDER BY j.seq LIMIT 1",
+                             [sweep["sweep_id"], *args]).fetchone()
         return dict(r) if r else None
 
     def lease_job(self, job_id: str, agent_id: str, expires_unix: float, now: Optional[float] = None) -> bool:
