@@ -284,8 +284,13 @@ class Agent:
         cooldown_wait_s, thermal_wait_s, gate_timed_out = self._wait_until_ready(job)
         s = job.settings
         defaults = BenchSettings()
-        settings = BenchSettings(**{f: getattr(s, f) or getattr(defaults, f) for f in (
-            "warmup_runs", "min_runs", "min_duration_ms", "max_runs", "max_duration_ms", "stable_rel_tol")})
+        try:
+            settings = BenchSettings(**{f: getattr(s, f) if s.HasField(f) else getattr(defaults, f) for f in (
+                "warmup_runs", "min_runs", "min_duration_ms", "max_runs", "max_duration_ms", "stable_rel_tol")})
+        except ValueError as exc:  # settings the agent cannot honour are the job's failure, as data
+            return common_pb2.Measurement(**base, failure_kind="invalid_input",
+                                          failure_message=f"bad measurement settings: {exc}",
+                                          started_at_unix=started, finished_at_unix=time.time())
         shapes = {i.name: tuple(int(d) for d in i.shape) for i in job.inputs if i.shape}
         fills = {i.name: i.fill for i in job.inputs if i.HasField("fill")}
         provider = None if job.provider == DEFAULT_PROVIDER.get(job.runtime) else job.provider

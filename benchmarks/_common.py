@@ -39,16 +39,31 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
+def _git(*args: str) -> Optional[str]:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def loadavg() -> Optional[List[float]]:
+    """1, 5 and 15 minute load averages (the machine is shared: say how busy it was)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def machine_info() -> Dict[str, Any]:
     """What the numbers were measured on."""
     try:
         affinity: Optional[List[int]] = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         affinity = None
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
+    load = loadavg()
     return {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -63,8 +78,19 @@ def machine_info() -> Dict[str, Any]:
         "grpcio": _version("grpcio"),
         "protobuf": _version("protobuf"),
         "ray": _version("ray"),
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        # Files of the product (outside benchmarks/ and tests/) with uncommitted changes when this ran.
+        "git_uncommitted_product_files": _uncommitted(),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def _uncommitted() -> Optional[int]:
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    if status is None:
+        return None
+    paths = [line[3:] for line in status.splitlines() if line.strip()]
+    return sum(1 for p in paths if not p.startswith(("benchmarks/", "tests/", "docs/")))
 
 
 def write_json(name: str, payload: Dict[str, Any], out_dir: Optional[Path] = None) -> Path:

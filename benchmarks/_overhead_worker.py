@@ -6,8 +6,9 @@ In ONE process, on one loaded model, alternates short timed blocks of:
 
 * ``bare``        onnxruntime ``sess.run(None, feeds)`` / LiteRT ``interpreter.invoke()``
 * ``set+invoke``  (LiteRT only) ``set_tensor`` of every input, then ``invoke()``
-* ``agent``       the agent's ``Session.run(feeds)`` called through a lambda, which is what
-                  ``fleetmeter.agent.bench.measure_latency`` times
+* ``agent``       what ``fleetmeter.agent.bench.run_benchmark`` hands its timed loop:
+                  ``session.bind(feeds)`` where the session has ``bind`` (since commit
+                  965f175), else ``lambda: session.run(feeds)`` (before it)
 
 and prints the median over rounds of each block's median, in microseconds.
 Same process, same session, same inputs: any difference is the harness.
@@ -26,16 +27,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runtime", choices=["onnxruntime", "litert"])
     p.add_argument("model")
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--block-ms", type=float, default=15.0)
+    p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--block-ms", type=float, default=5.0)
     args = p.parse_args(argv)
 
     from fleetmeter.agent.runtimes import get_runtime, make_inputs
 
     session = get_runtime(args.runtime).load(args.model, 1)
     feeds = make_inputs(session.inputs, None, None, 0)
-    run = session.run
-    variants = {"agent": lambda: run(feeds)}
+    # Exactly what run_benchmark times (agent/bench.py), whichever version is installed.
+    bind = getattr(session, "bind", None)
+    agent_call = bind(feeds) if bind is not None else (lambda: session.run(feeds))
+    variants = {"agent": agent_call}
     if args.runtime == "litert":
         interp = session._interp  # the agent's own interpreter: same delegate, same buffers
         index = {d["name"]: int(d["index"]) for d in interp.get_input_details()}
@@ -82,11 +85,12 @@ def main(argv=None) -> int:
         for k in names:
             per[k].append(block(variants[k]))
     med = {k: statistics.median(v) for k, v in per.items()}
-    out = {"runs_per_block": n, "rounds": args.rounds, "median_us": med,
+    out = {"runs_per_block": n, "rounds": args.rounds, "median_us": med, "agent_uses_bind": bind is not None,
            "agent_minus_bare_us": med["agent"] - med["bare"]}
     if "set+invoke" in med:
         out["set_tensor_effect_us"] = med["set+invoke"] - med["bare"]
-        out["python_wrapper_us"] = med["agent"] - med["set+invoke"]
+        if bind is None:  # the agent's run(feeds) is set_tensor + invoke behind a Python wrapper
+            out["python_wrapper_us"] = med["agent"] - med["set+invoke"]
     print(json.dumps(out))
     return 0
 

@@ -169,6 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "jobs_per_agent": per_agent,
         "negative_latencies": sum(1 for x in lat_ms if x < 0),
         "wall_s": round(time.monotonic() - started, 1),
+        "load_average_at_end": _common.loadavg(),
     }
     payload = {
         "benchmark": NAME, "quick": args.quick, "machine": machine,
@@ -201,6 +202,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"the scheduler ran jobs one at a time on this host: {overlaps} overlapping job pair(s)")
     if lat["n"] < 100:
         print(f"note: with {lat['n']} jobs, p99 is an interpolation between the two largest values")
+    print(f"load average (1/5/15 min): {machine['load_average_at_start']} at start, "
+          f"{summary['load_average_at_end']} at end")
     print(f"wrote {path} in {summary['wall_s']:.0f} s")
     return 0
 

@@ -19,14 +19,13 @@
 
 Target: agent RSS - baseline RSS <= 20 MiB.
 
-    python benchmarks/footprint.py           # ~40 s (mostly Ray starting and stopping)
+    python benchmarks/footprint.py           # 1-2 min (Ray start/stop, breakdown processes)
     python benchmarks/footprint.py --quick   # ~25 s
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -209,11 +208,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         steps = breakdown(1 if args.quick else 3, 0.2 if args.quick else 1.0)
         steps.append({"step": "real agent, connected and idle (fleetmeter-agent run)", "code": "",
                       **agent_sum})
-        prev = None
-        for s in steps:
-            s["delta_mib"] = None if prev is None else s["vmrss_mib"] - prev
-            s["delta_anon_mib"] = None if prev is None else s["rss_anon_mib"] - prev_anon
-            prev, prev_anon = s["vmrss_mib"], s["rss_anon_mib"]
+        for prev, s in zip([None] + steps[:-1], steps):
+            s["delta_mib"] = None if prev is None else s["vmrss_mib"] - prev["vmrss_mib"]
+            s["delta_anon_mib"] = None if prev is None else s["rss_anon_mib"] - prev["rss_anon_mib"]
 
     summary = {
         "agent_vmrss_mib": agent_sum["vmrss_mib"],
@@ -226,6 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "agent_threads": agent_sum["threads"],
         "baseline_threads": base_sum["threads"],
         "wall_s": round(time.monotonic() - started, 1),
+        "load_average_at_end": _common.loadavg(),
     }
     payload = {
         "benchmark": NAME, "quick": args.quick, "machine": machine,
@@ -252,6 +250,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\nBreakdown (cumulative; each step a fresh process; DELTA = added by that step):")
         print(_common.table(["STEP", "VmRSS MiB", "DELTA", "ANON DELTA", "THREADS"], [
             (s["step"], f(s["vmrss_mib"]), f(s["delta_mib"]), f(s["delta_anon_mib"]), s["threads"]) for s in steps]))
+    print(f"load average (1/5/15 min): {machine['load_average_at_start']} at start, "
+          f"{summary['load_average_at_end']} at end")
     print(f"wrote {path} in {summary['wall_s']:.0f} s")
     return 0
 

@@ -18,11 +18,11 @@ _DEVICE_SCALARS = ("hostname", "host_id", "os", "arch", "cpu_model", "cpu_cores"
 
 
 def settings_to_dict(s: common_pb2.BenchSettings) -> dict:
-    return {f: getattr(s, f) for f in _SETTINGS_FIELDS if getattr(s, f)}
+    return {f: getattr(s, f) for f in _SETTINGS_FIELDS if s.HasField(f)}
 
 
 def settings_from_dict(d: dict) -> common_pb2.BenchSettings:
-    return common_pb2.BenchSettings(**{f: d[f] for f in _SETTINGS_FIELDS if d.get(f)})
+    return common_pb2.BenchSettings(**{f: d[f] for f in _SETTINGS_FIELDS if d.get(f) is not None})
 
 
 def inputs_to_list(inputs) -> list[dict]:

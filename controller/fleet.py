@@ -114,6 +114,13 @@ class Fleet:
                 state = self.store.release_job(job["job_id"], "agent restarted before finishing the job",
                                                self.config.max_attempts)
                 log.info("job %s: agent %s came back without it → %s", job["job_id"], agent_id, state)
+        for job_id in hello.get("spooled_job_ids") or []:
+            # Its lease may have expired while the agent was cut off: the result follows this hello on the
+            # same stream, so hold the job for it instead of running it again.
+            job = self.store.get_job(job_id)
+            if job is not None and job["state"] == "pending":
+                self.store.lease_job(job_id, agent_id, now + self.config.lease_timeout_s, now=now, new_attempt=False)
+                log.info("job %s: its result is spooled on agent %s; held for it", job_id, agent_id)
         if current:
             job = self.store.get_job(current)
             if job is None or job["state"] != "leased" or job["agent_id"] != agent_id:

@@ -81,10 +81,6 @@ class Controller:
         self.notifier = Notifier()
         self.gateway = AgentGateway(self.fleet, self.blobs, self.notifier)
         self.api = FleetApi(self.fleet, self.blobs, self.notifier, self.engine)
-        if not cfg.agent_token or not cfg.api_token:
-            log.warning("no %s token configured: that service accepts anyone who can reach %s "
-                        "(fine on loopback or a trusted network only)",
-                        "agent" if not cfg.agent_token else "API", cfg.listen)
         server = grpc.aio.server(interceptors=[BoundaryInterceptor(cfg.agent_token, cfg.api_token)],
                                  options=CHANNEL_OPTIONS)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.gateway, server)
@@ -109,6 +105,11 @@ class Controller:
         self.server = server
         host = cfg.listen.rpartition(":")[0]
         self.address = f"{host}:{port}"
+        open_services = [name for name, token in (("agent", cfg.agent_token), ("API", cfg.api_token)) if not token]
+        if open_services:
+            log.warning("no %s token configured: anyone who can reach %s may use %s (fine on loopback or a "
+                        "trusted network only)", " or ".join(open_services), self.address,
+                        "them" if len(open_services) > 1 else "it")
         for name in names[:2] + ("",):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._expire_loop()))

@@ -335,10 +335,16 @@ class Store:
                              [sweep["sweep_id"], *args]).fetchone()
         return dict(r) if r else None
 
-    def lease_job(self, job_id: str, agent_id: str, expires_unix: float, now: Optional[float] = None) -> bool:
-        """pending → leased; ``False`` if the job was no longer pending."""
+    def lease_job(self, job_id: str, agent_id: str, expires_unix: float, now: Optional[float] = None,
+                  new_attempt: bool = True) -> bool:
+        """pending → leased; ``False`` if the job was no longer pending. ``new_attempt=False`` re-leases a
+        job to the agent that already ran it (its result is on the way): no attempt is counted."""
         with self._tx() as db:
             now = time.time() if now is None else now
+            if not new_attempt:
+                cur = db.execute("UPDATE jobs SET state='leased', agent_id=?, lease_expires_unix=?, updated_unix=?"
+                                 " WHERE job_id=? AND state='pending'", (agent_id, expires_unix, now, job_id))
+                return cur.rowcount == 1
             cur = db.execute("UPDATE jobs SET state='leased', agent_id=?, lease_expires_unix=?, attempts=attempts+1,"
                              " updated_unix=?, started_unix=? WHERE job_id=? AND state='pending'",
                              (agent_id, expires_unix, now, now, job_id))

@@ -602,3 +602,21 @@ def test_heartbeat_extends_only_the_job_the_agent_reports(fleet, clock):
         fleet.heartbeat("a", "")  # the agent says it is idle
     assert fleet.expire_leases() == [job["job_id"]]
     assert fleet.next_job("a")["job_id"] == job["job_id"], "the job runs again and the agent is free for it"
+
+
+def test_spooled_result_of_an_expired_lease_is_awaited_not_rerun(fleet, clock):
+    """Fails if a job whose lease expired while its agent was cut off (its result sits in the agent's spool)
+    is handed out again when the agent reconnects, instead of waiting for that result."""
+    fleet.register_agent(hello("a"))
+    fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})
+    job = fleet.next_job("a")
+    fleet.agent_disconnected("a")
+    clock.advance(LEASE_S + 1)
+    assert fleet.expire_leases() == [job["job_id"]]
+    fleet.register_agent(hello("a", spooled=(job["job_id"],)))
+    assert fleet.store.get_job(job["job_id"])["state"] == "leased"
+    assert fleet.next_job("a") is None, "the host waits for the spooled result"
+    assert fleet.record_result(result(job, "a")) is True
+    row = fleet.store.get_job(job["job_id"])
+    assert (row["state"], row["attempts"]) == ("done", 1)
+    assert fleet.next_job("a")["job_id"] != job["job_id"]

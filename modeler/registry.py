@@ -1,0 +1,333 @@
+"""Versioned predictors on disk: LightGBM's text format plus a JSON manifest, no pickles.
+
+Layout under the registry root::
+
+    <root>/<platform dir>/<target>/v1/model.txt       LightGBM's own text format
+                                   v1/manifest.json   everything else (below)
+                                   v2/...
+                                   pinned.json        optional: {"version": 1}
+
+``<platform dir>`` is the platform id with every character outside
+``[A-Za-z0-9._-]`` replaced by ``_``, plus ``-<8 hex of its sha256>`` when
+anything was replaced (so ``a/b`` and ``a_b`` never share a folder); the
+manifest keeps the real id, and :meth:`Registry.load` checks it.
+
+Versions are ``1, 2, ...`` per (platform, target) and never rewritten: a
+version is written into a hidden temporary folder and renamed into place,
+so a reader sees all of it or nothing, and two writers racing for the same
+number both succeed, one as the next number. Earlier versions are kept.
+:meth:`Registry.load` returns the pinned version if :meth:`Registry.pin`
+set one, else the latest; ``version=N`` loads that one.
+
+``manifest.json`` (``MANIFEST_SCHEMA_VERSION`` 1)::
+
+    manifest_schema_version, version, created_unix, platform_id, target,
+    feature_schema_version, predictor  (Predictor.config(): feature_set,
+        columns, prior, interval_log, interval_level, n_train, seed, params),
+    training_fingerprint, n_samples, metrics, interval, model_txt_sha256,
+    library_versions {python, numpy, lightgbm, fleetmeter}
+
+A prediction is ``exp(booster(columns) + prior)``, with the prior
+``slope * log(1 + features[prior.feature]) + intercept`` (none for the
+op-count baseline): ``model.txt`` alone is only the correction.
+
+Errors: an unknown platform, target or version raises
+:class:`~fleetmeter.errors.NotFound`; a predictor trained on another
+feature schema than this fleetmeter extracts
+(:data:`~fleetmeter.modeler.features.FEATURE_SCHEMA_VERSION`), a manifest of
+an unknown format, or a ``model.txt`` whose hash does not match its manifest
+raises :class:`~fleetmeter.errors.FailedPrecondition` saying what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform as _platform
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound
+
+from .dataset import TARGETS
+from .features import FEATURE_SCHEMA_VERSION
+from .train import LogLogPrior, Predictor, TrainResult
+
+__all__ = ["MANIFEST_SCHEMA_VERSION", "Registry", "LoadedPredictor", "platform_dir_name", "library_versions"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA_VERSION = 1
+MODEL_FILE = "model.txt"
+MANIFEST_FILE = "manifest.json"
+PIN_FILE = "pinned.json"
+_VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def platform_dir_name(platform_id: str) -> str:
+    """The folder name of ``platform_id`` (see the module docstring)."""
+    if not platform_id:
+        raise InvalidArgument("platform id must not be empty")
+    safe = _UNSAFE.sub("_", platform_id)
+    if safe != platform_id or safe in (".", ".."):
+        safe = f"{safe}-{hashlib.sha256(platform_id.encode('utf-8')).hexdigest()[:8]}"
+    return safe
+
+
+def library_versions() -> Dict[str, str]:
+    """Versions of what wrote (or reads) a predictor."""
+    import numpy
+
+    out = {"python": _platform.python_version(), "numpy": numpy.__version__}
+    try:
+        import lightgbm
+
+        out["lightgbm"] = lightgbm.__version__
+    except ImportError:  # pragma: no cover - the modeler extra installs it
+        out["lightgbm"] = ""
+    try:
+        from importlib.metadata import version
+
+        out["fleetmeter"] = version("fleetmeter")
+    except Exception:  # noqa: BLE001 - not installed as a distribution (a source checkout)
+        out["fleetmeter"] = ""
+    return out
+
+
+def _check_finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by ``None`` (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _check_finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_check_finite(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _check_finite(obj.item())
+    return obj
+
+
+@dataclass
+class LoadedPredictor:
+    """A predictor read back from the registry, with its manifest."""
+
+    predictor: Predictor
+    manifest: Dict[str, Any]
+
+    @property
+    def version(self) -> int:
+        return int(self.manifest["version"])
+
+    @property
+    def platform_id(self) -> str:
+        return str(self.manifest["platform_id"])
+
+
+class Registry:
+    """Predictors under ``root`` (created on first save). Safe for concurrent writers on one file system."""
+
+    def __init__(self, root: PathLike) -> None:
+        self.root = Path(root)
+
+    # ------------------------------------------------------------ paths
+    def _target_dir(self, platform_id: str, target: str) -> Path:
+        if target not in TARGETS:
+            raise InvalidArgument(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+        return self.root / platform_dir_name(platform_id) / target
+
+    def version_dir(self, platform_id: str, target: str, version: int) -> Path:
+        return self._target_dir(platform_id, target) / f"v{int(version)}"
+
+    # ------------------------------------------------------------ writing
+    def save(
+        self,
+        predictor: Predictor,
+        *,
+        platform_id: str,
+        training_fingerprint: str,
+        metrics: Optional[Mapping[str, Any]] = None,
+        n_samples: Optional[int] = None,
+        now: Optional[float] = None,
+    ) -> int:
+        """Write ``predictor`` as the next version of (``platform_id``, its target); returns the version."""
+        target_dir = self._target_dir(platform_id, predictor.target)
+        target_dir.mkdir(parents=True, exist_ok=True)
+        model_text = predictor.model_text()
+        metrics = dict(metrics or {})
+        base_manifest: Dict[str, Any] = {
+            "manifest_schema_version": MANIFEST_SCHEMA_VERSION,
+            "created_unix": time.time() if now is None else float(now),
+            "platform_id": platform_id,
+            "target": predictor.target,
+            "feature_schema_version": predictor.feature_schema_version,
+            "predictor": predictor.config(),
+            "training_fingerprint": training_fingerprint,
+            "n_samples": predictor.n_train if n_samples is None else int(n_samples),
+            "metrics": metrics,
+            "interval": metrics.get("interval"),
+            "model_txt_sha256": hashlib.sha256(model_text.encode("utf-8")).hexdigest(),
+            "library_versions": library_versions(),
+        }
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target_dir))
+        try:
+            (staging / MODEL_FILE).write_text(model_text, encoding="utf-8")
+            version = max((int(m.group(1)) for m in (_VERSION_DIR.match(e.name) for e in target_dir.iterdir())
+                           if m), default=0) + 1
+            while True:
+                manifest = _check_finite({**base_manifest, "version": version})
+                (staging / MANIFEST_FILE).write_text(
+                    json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+                try:
+                    os.rename(staging, target_dir / f"v{version}")
+                except OSError:
+                    if (target_dir / f"v{version}").exists():
+                        version += 1  # another writer took this number: take the next one
+                        continue
+                    raise
+                log.info("saved predictor %s/%s v%d", platform_id, predictor.target, version)
+                return version
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def save_result(self, result: TrainResult, *, now: Optional[float] = None) -> Optional[int]:
+        """Save a :func:`~fleetmeter.modeler.train.train_all` result (``None`` for a skipped one)."""
+        if result.predictor is None:
+            return None
+        return self.save(result.predictor, platform_id=result.platform_id, training_fingerprint=result.fingerprint,
+                         metrics=result.metrics, n_samples=result.n_samples, now=now)
+
+    def pin(self, platform_id: str, target: str, version: int) -> None:
+        """Make :meth:`load` without a version return ``version`` until :meth:`unpin`."""
+        if int(version) not in self.list_versions(platform_id, target):
+            raise NotFound(f"no predictor {platform_id}/{target} v{version}")
+        path = self._target_dir(platform_id, target) / PIN_FILE
+        tmp = path.with_name(PIN_FILE + ".tmp")
+        tmp.write_text(json.dumps({"version": int(version)}) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def unpin(self, platform_id: str, target: str) -> None:
+        (self._target_dir(platform_id, target) / PIN_FILE).unlink(missing_ok=True)
+
+    def pinned(self, platform_id: str, target: str) -> Optional[int]:
+        path = self._target_dir(platform_id, target) / PIN_FILE
+        try:
+            return int(json.loads(path.read_text(encoding="utf-8"))["version"])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FailedPrecondition(f"{path} is not a valid pin file ({exc}); unpin and pin again") from exc
+
+    # ------------------------------------------------------------ reading
+    def list_versions(self, platform_id: str, target: str) -> List[int]:
+        """Complete versions of (platform, target), ascending; ``[]`` when there is none."""
+        target_dir = self._target_dir(platform_id, target)
+        if not target_dir.is_dir():
+            return []
+        out = []
+        for entry in target_dir.iterdir():
+            match = _VERSION_DIR.match(entry.name)
+            if match and (entry / MANIFEST_FILE).is_file():
+                out.append(int(match.group(1)))
+        return sorted(out)
+
+    def list_predictors(self) -> List[Dict[str, Any]]:
+        """``[{platform_id, target, versions, pinned}]`` for everything in the registry."""
+        out = []
+        if not self.root.is_dir():
+            return out
+        for platform_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            for target in TARGETS:
+                target_dir = platform_dir / target
+                if not target_dir.is_dir():
+                    continue
+                versions = sorted(int(m.group(1)) for m in (_VERSION_DIR.match(e.name) for e in target_dir.iterdir())
+                                  if m and (target_dir / m.group(0) / MANIFEST_FILE).is_file())
+                if not versions:
+                    continue
+                manifest = self._read_manifest(target_dir / f"v{versions[-1]}")
+                pid = str(manifest.get("platform_id", platform_dir.name))
+                out.append({"platform_id": pid, "target": target, "versions": versions,
+                            "pinned": self.pinned(pid, target)})
+        return out
+
+    def resolve_version(self, platform_id: str, target: str, version: Optional[int] = None) -> int:
+        """``version`` if it exists, else the pinned one, else the latest; NotFound when none."""
+        versions = self.list_versions(platform_id, target)
+        if not versions:
+            raise NotFound(f"no predictor for platform {platform_id!r} and target {target!r}")
+        chosen = version if version is not None else self.pinned(platform_id, target) or versions[-1]
+        if int(chosen) not in versions:
+            raise NotFound(f"no predictor {platform_id}/{target} v{chosen} (versions: "
+                           f"{', '.join(map(str, versions))})")
+        return int(chosen)
+
+    def manifest(self, platform_id: str, target: str, version: Optional[int] = None) -> Dict[str, Any]:
+        """The manifest of a version (pinned or latest by default); no schema check."""
+        chosen = self.resolve_version(platform_id, target, version)
+        return self._read_manifest(self.version_dir(platform_id, target, chosen))
+
+    @staticmethod
+    def _read_manifest(version_dir: Path) -> Dict[str, Any]:
+        path = version_dir / MANIFEST_FILE
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise FailedPrecondition(f"{path}: unreadable manifest ({exc})") from exc
+        if not isinstance(manifest, dict) or manifest.get("manifest_schema_version") != MANIFEST_SCHEMA_VERSION:
+            found = manifest.get("manifest_schema_version") if isinstance(manifest, dict) else None
+            raise FailedPrecondition(f"{path}: manifest format {found!r}, this fleetmeter reads "
+                                     f"{MANIFEST_SCHEMA_VERSION}: upgrade fleetmeter or retrain")
+        return manifest
+
+    def load(self, platform_id: str, target: str, version: Optional[int] = None) -> LoadedPredictor:
+        """The predictor of (``platform_id``, ``target``): ``version``, else pinned, else latest.
+
+        Raises :class:`~fleetmeter.errors.FailedPrecondition` when it was
+        trained on another feature schema than this fleetmeter extracts.
+        """
+        chosen = self.resolve_version(platform_id, target, version)
+        version_dir = self.version_dir(platform_id, target, chosen)
+        manifest = self._read_manifest(version_dir)
+        where = f"predictor {platform_id}/{target} v{chosen}"
+        if manifest.get("platform_id") != platform_id or manifest.get("target") != target:
+            raise FailedPrecondition(f"{where}: {version_dir} holds {manifest.get('platform_id')!r}/"
+                                     f"{manifest.get('target')!r} instead")
+        trained_on = manifest.get("feature_schema_version")
+        if trained_on != FEATURE_SCHEMA_VERSION:
+            raise FailedPrecondition(
+                f"{where} was trained on feature schema {trained_on}, but this fleetmeter extracts feature "
+                f"schema {FEATURE_SCHEMA_VERSION}: retrain it on current features (or pin a version trained on "
+                f"schema {FEATURE_SCHEMA_VERSION})")
+        model_text = (version_dir / MODEL_FILE).read_text(encoding="utf-8")
+        if hashlib.sha256(model_text.encode("utf-8")).hexdigest() != manifest.get("model_txt_sha256"):
+            raise FailedPrecondition(f"{where}: {MODEL_FILE} does not match its manifest (damaged?); retrain")
+        import lightgbm
+
+        config = manifest["predictor"]
+        booster = lightgbm.Booster(model_str=model_text)
+        predictor = Predictor(
+            target=target,
+            feature_set=str(config["feature_set"]),
+            columns=tuple(config["columns"]),
+            booster=booster,
+            prior=LogLogPrior.from_dict(config["prior"]) if config.get("prior") else None,
+            interval_log=config.get("interval_log"),
+            interval_level=float(config.get("interval_level", 0.9)),
+            n_train=int(config.get("n_train", 0)),
+            seed=int(config.get("seed", 0)),
+            feature_schema_version=int(trained_on),
+            params=dict(config.get("params") or {}),
+        )
+        return LoadedPredictor(predictor=predictor, manifest=manifest)

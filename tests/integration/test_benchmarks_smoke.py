@@ -1,0 +1,123 @@
+"""The benchmarks under benchmarks/ still run: each ``--quick`` in a subprocess, JSON checked.
+
+The three quick runs start together (two of them start a real controller with
+its local Ray) and write into a temporary ``--out-dir``, so the full results
+in benchmarks/out/ are left alone. Numbers are not checked here — only that
+each script exits 0 and writes the keys docs/benchmarks.md is built from.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("ai_edge_litert")
+pytest.importorskip("grpc")
+pytest.importorskip("ray")
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "benchmarks"
+SCRIPTS = ("fidelity", "footprint", "controller_latency")
+TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """Run the three ``--quick`` benchmarks concurrently; {name: (returncode, output, json or None)}."""
+    out_dir = tmp_path_factory.mktemp("bench-out")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    procs = {}
+    for name in SCRIPTS:
+        log = open(out_dir / f"{name}.log", "w+")
+        procs[name] = (subprocess.Popen([sys.executable, str(BENCH / f"{name}.py"), "--quick",
+                                         "--out-dir", str(out_dir)],
+                                        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+    deadline = time.monotonic() + TIMEOUT_S
+    results = {}
+    try:
+        for name, (proc, log) in procs.items():
+            try:
+                rc = proc.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.terminate()  # SIGTERM: LocalFleet's cleanup stops the controller and agents
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                rc = "timeout"
+            log.seek(0)
+            path = out_dir / f"{name}.json"
+            results[name] = (rc, log.read()[-4000:], json.loads(path.read_text()) if path.exists() else None)
+    finally:
+        for proc, log in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    return results
+
+
+def _check_run(quick_runs, name) -> dict:
+    rc, output, data = quick_runs[name]
+    assert rc == 0, f"{name}.py --quick exited {rc}:\n{output}"
+    assert data is not None, f"{name}.py --quick wrote no JSON:\n{output}"
+    for key in ("benchmark", "quick", "machine", "settings", "summary"):
+        assert key in data, f"{name}.json lacks {key!r}"
+    assert data["benchmark"] == name and data["quick"] is True
+    for key in ("cpu_model", "cpu_count", "python", "onnxruntime", "ai_edge_litert", "date_utc"):
+        assert key in data["machine"], f"{name}.json machine lacks {key!r}"
+    return data
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_fidelity_quick(quick_runs):
+    data = _check_run(quick_runs, "fidelity")
+    assert data["results"], "no models measured"
+    for r in data["results"]:
+        for key in ("model", "format", "runtime", "agent_median_ms", "plain_median_ms", "ratio_median",
+                    "ratio_min", "ratio_max", "deviation_pct", "within_target", "ratios"):
+            assert key in r, f"fidelity result lacks {key!r}"
+        assert r["agent_median_ms"] > 0 and r["plain_median_ms"] > 0 and _finite(r["ratio_median"])
+        assert r["same_input_shapes"], r
+    assert {r["runtime"] for r in data["results"]} == {"onnxruntime", "litert"}
+    for key in ("model_files", "within_target", "max_abs_deviation_pct", "target_pct"):
+        assert key in data["summary"]
+
+
+def test_footprint_quick(quick_runs):
+    data = _check_run(quick_runs, "footprint")
+    s = data["summary"]
+    for key in ("agent_vmrss_mib", "baseline_vmrss_mib", "difference_mib", "target_mib", "within_target"):
+        assert key in s, f"footprint summary lacks {key!r}"
+    assert s["agent_vmrss_mib"] > 0 and s["baseline_vmrss_mib"] > 0
+    assert data["breakdown"] and all(_finite(step["vmrss_mib"]) for step in data["breakdown"])
+
+
+def test_controller_latency_quick(quick_runs):
+    data = _check_run(quick_runs, "controller_latency")
+    s = data["summary"]
+    for key in ("p50", "p90", "p99", "max"):
+        assert _finite(s["latency_ms"][key]), key
+    assert s["jobs"] == data["settings"]["jobs"] == len(data["jobs"])
+    assert s["throughput_jobs_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help(name):
+    proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--quick" in proc.stdout
