@@ -1,0 +1,129 @@
+"""A real sweep end to end, and the measurement-noise ceiling per platform.
+
+1. Build a zoo (all families, seed 1, ONNX + TFLite) — ``--models`` architectures.
+2. Start a controller and three real agents on this machine: onnxruntime 1 thread,
+   onnxruntime 2 threads, LiteRT 1 thread (one host: they take turns).
+3. Upload every file and sweep every model over every platform that can run it.
+   Reported: wall time, measurements, failures grouped by kind and reason.
+4. Noise: the first ``--noise-models`` architectures again with ``repeats=2``;
+   per platform, the share of models whose two medians differ by more than 5 %
+   and by more than 10 % (|a-b| / mean(a, b)). That is the ceiling any predictor
+   of that platform can reach.
+
+    python benchmarks/real_sweep.py --models 500 --noise-models 50
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fleetmeter.local import LocalFleet
+from fleetmeter.modeler.zoo.build import build_zoo
+from fleetmeter.modeler.zoo.families import family_names
+from fleetmeter.v1 import common_pb2, fleet_pb2
+
+AGENTS = (("ort-t1", ("--runtime", "onnxruntime", "--threads", "1")),
+          ("ort-t2", ("--runtime", "onnxruntime", "--threads", "2")),
+          ("litert-t1", ("--runtime", "litert", "--threads", "1")))
+
+
+def _sweep(client, shas, platform_ids, settings, repeats=1, name="real"):
+    sweep = client.submit_sweep(fleet_pb2.SweepSpec(
+        name=name, models=shas, repeats=repeats, settings=settings,
+        platforms=fleet_pb2.PlatformSelector(platform_ids=platform_ids)))
+    last = time.monotonic()
+    for p in client.watch_sweep(sweep.sweep_id, timeout_s=6 * 3600):
+        if time.monotonic() - last > 30:
+            last = time.monotonic()
+            print(f"  {name}: {p.done + p.failed}/{p.total} (failed {p.failed}, eta {p.eta_s:.0f} s)", flush=True)
+    return sweep.sweep_id, client.get_sweep(sweep.sweep_id).progress
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=500, help="zoo architectures (each in ONNX and TFLite)")
+    parser.add_argument("--noise-models", type=int, default=50)
+    parser.add_argument("--min-duration-ms", type=float, default=100.0)
+    parser.add_argument("--quick", action="store_true", help="12 models, 6 for noise")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "out" / "real_sweep.json"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.noise_models = 12, 6
+    families = family_names()
+    per_family = math.ceil(args.models / len(families))
+    settings = common_pb2.BenchSettings(warmup_runs=3, min_runs=10, min_duration_ms=args.min_duration_ms,
+                                        max_duration_ms=max(2000.0, 10 * args.min_duration_ms))
+    report: dict = {"models_requested": args.models, "settings": {"warmup_runs": 3, "min_runs": 10,
+                                                                    "min_duration_ms": args.min_duration_ms}}
+    with tempfile.TemporaryDirectory(prefix="fleetmeter-real-") as tmp:
+        t0 = time.monotonic()
+        entries = build_zoo(families, per_family, 1, ("onnx", "tflite"), Path(tmp) / "zoo")
+        report["zoo_build_s"] = round(time.monotonic() - t0, 1)
+        by_arch = collections.defaultdict(dict)
+        for e in entries:
+            by_arch[e["name"]][e["format"]] = Path(tmp) / "zoo" / e["file"]
+        archs = sorted(by_arch)[: args.models] if len(by_arch) > args.models else sorted(by_arch)
+        report["models"] = len(archs)
+        fleet = LocalFleet(Path(tmp) / "fleet", agent_token=secrets.token_hex(8), api_token=secrets.token_hex(8))
+        try:
+            fleet.start_controller()
+            for name, extra in AGENTS:
+                fleet.start_agent(name, *extra)
+            fleet.wait_agents_connected([n for n, _ in AGENTS])
+            with fleet.client() as c:
+                platform_ids = sorted({pid for d in c.list_devices() for pid in d.platform_ids})
+                names = {d.platform_ids[0]: d.name for d in c.list_devices()}
+                t0 = time.monotonic()
+                sha_of = {}
+                for arch in archs:
+                    for fmt, path in by_arch[arch].items():
+                        sha_of[(arch, fmt)] = c.upload_model(path).model.sha256
+                report["upload_s"] = round(time.monotonic() - t0, 1)
+                report["files"] = len(sha_of)
+                t0 = time.monotonic()
+                sweep_id, progress = _sweep(c, sorted(set(sha_of.values())), platform_ids, settings)
+                report["sweep_wall_s"] = round(time.monotonic() - t0, 1)
+                ms = c.list_measurements(sweep_id=sweep_id)
+                fails = collections.Counter(f"{names.get(m.platform_id, m.platform_id)}: {m.failure_kind}: "
+                                            f"{m.failure_message[:120]}" for m in ms if m.failure_kind)
+                report["sweep"] = {"jobs": progress.total, "done": progress.done, "failed": progress.failed,
+                                   "measurements": len(ms), "failures": dict(fails.most_common(20)),
+                                   "jobs_per_s": round(progress.total / report["sweep_wall_s"], 2)}
+                print(json.dumps(report["sweep"], indent=2), flush=True)
+
+                noise_archs = archs[: args.noise_models]
+                noise_shas = sorted({sha_of[(a, f)] for a in noise_archs for f in by_arch[a]})
+                t0 = time.monotonic()
+                noise_id, _ = _sweep(c, noise_shas, platform_ids, settings, repeats=2, name="noise")
+                report["noise_wall_s"] = round(time.monotonic() - t0, 1)
+                medians = collections.defaultdict(list)
+                for m in c.list_measurements(sweep_id=noise_id):
+                    if not m.failure_kind:
+                        medians[(m.platform_id, m.model_sha256)].append(m.latency_ms.median)
+                noise = {}
+                for pid in platform_ids:
+                    diffs = [abs(v[0] - v[1]) / ((v[0] + v[1]) / 2) for (p, _), v in medians.items()
+                             if p == pid and len(v) == 2]
+                    if diffs:
+                        noise[names.get(pid, pid)] = {
+                            "models": len(diffs), "share_over_5pct": round(sum(d > 0.05 for d in diffs) / len(diffs), 3),
+                            "share_over_10pct": round(sum(d > 0.10 for d in diffs) / len(diffs), 3),
+                            "median_rel_diff": round(sorted(diffs)[len(diffs) // 2], 4), "platform_id": pid}
+                report["noise"] = noise
+        finally:
+            fleet.close()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
