@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform as _platform
 import queue
 import random
@@ -52,6 +53,7 @@ class AgentConfig:
     provider: str = ""             # empty: each runtime's default
     cache_bytes: int = DEFAULT_CACHE_BYTES
     use_power_sensor: bool = True
+    cpus: tuple = ()               # pin the agent (and so its measurements) to these CPUs; empty: no pinning
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
 
@@ -63,6 +65,8 @@ class AgentConfig:
             raise ValueError(f"unknown runtime(s) {sorted(unknown)}; expected {sorted(DEFAULT_PROVIDER)}")
         if self.reconnect_min_s <= 0 or self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect delays must be positive and min <= max")
+        if any(int(c) < 0 for c in self.cpus):
+            raise ValueError(f"--pin-cpus takes CPU numbers >= 0, got {list(self.cpus)}")
 
 
 def _agent_id(data_dir: Path) -> str:
@@ -94,6 +98,14 @@ class Agent:
         self._last_job_end: Optional[float] = None  # monotonic time the previous job ended (cool-down)
         self._metadata = _net.bearer(_net.agent_token(config.token))
         self.connected = threading.Event()
+        if config.cpus:
+            if not hasattr(os, "sched_setaffinity"):
+                raise RuntimeError("--pin-cpus needs a platform with sched_setaffinity (Linux, Android)")
+            try:
+                os.sched_setaffinity(0, {int(c) for c in config.cpus})
+            except OSError as exc:
+                raise RuntimeError(f"cannot pin to CPUs {list(config.cpus)}: {exc}") from exc
+            log.info("pinned to CPUs %s", sorted(os.sched_getaffinity(0)))
         self._init_device()
 
     # ------------------------------------------------------------ device
@@ -413,6 +425,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-mb", type=int, default=DEFAULT_CACHE_BYTES // 2 ** 20,
                         help="model cache size bound in MiB (default: %(default)s)")
     parser.add_argument("--no-power", action="store_true", help="do not use a power sensor (energy absent)")
+    parser.add_argument("--pin-cpus", default="", metavar="LIST",
+                        help="pin the agent to these CPUs, e.g. 1 or 2,3 (keeps measurements off the cores the "
+                             "OS or a co-located controller uses; Linux/Android)")
     parser.add_argument("--tls-ca", default=None,
                         help="CA to verify the controller; enables TLS. Without TLS the connection is plain "
                              "text: for loopback and trusted networks only")
@@ -426,7 +441,20 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         tls=_net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key),
         data_dir=Path(args.data_dir) if args.data_dir else AgentConfig.data_dir, name=args.name,
         labels=dict(args.label), threads=tuple(args.threads or (1,)), runtimes=tuple(args.runtime or ()),
-        provider=args.provider, cache_bytes=args.cache_mb * 2 ** 20, use_power_sensor=not args.no_power)
+        provider=args.provider, cache_bytes=args.cache_mb * 2 ** 20, use_power_sensor=not args.no_power,
+        cpus=_cpu_list(args.pin_cpus))
+
+
+def _cpu_list(text: str) -> tuple:
+    """``"1"``, ``"2,3"`` or ``"0-3"`` → CPU numbers."""
+    cpus: list[int] = []
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        lo, sep, hi = part.partition("-")
+        try:
+            cpus += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise ValueError(f"--pin-cpus: expected CPU numbers like 1 or 2,3 or 0-3, got {text!r}") from None
+    return tuple(cpus)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -34,9 +34,9 @@ AGENTS = (("ort-t1", ("--runtime", "onnxruntime", "--threads", "1")),
           ("litert-t1", ("--runtime", "litert", "--threads", "1")))
 
 
-def _sweep(client, shas, platform_ids, settings, repeats=1, name="real"):
+def _sweep(client, shas, platform_ids, settings, repeats=1, name="real", cooldown_s=0.0):
     sweep = client.submit_sweep(fleet_pb2.SweepSpec(
-        name=name, models=shas, repeats=repeats, settings=settings,
+        name=name, models=shas, repeats=repeats, settings=settings, cooldown_s=cooldown_s,
         platforms=fleet_pb2.PlatformSelector(platform_ids=platform_ids)))
     last = time.monotonic()
     for p in client.watch_sweep(sweep.sweep_id, timeout_s=6 * 3600):
@@ -52,6 +52,10 @@ def main(argv=None) -> int:
     parser.add_argument("--noise-models", type=int, default=50)
     parser.add_argument("--min-duration-ms", type=float, default=100.0)
     parser.add_argument("--quick", action="store_true", help="12 models, 6 for noise")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin the 1-thread agents to CPU 1 (the controller and Ray keep CPU 0 to themselves)")
+    parser.add_argument("--cooldown-s", type=float, default=0.0, help="pause between jobs on a device")
+    parser.add_argument("--noise-only", action="store_true", help="skip the big sweep; only the noise study")
     parser.add_argument("--out", default=str(Path(__file__).parent / "out" / "real_sweep.json"))
     args = parser.parse_args(argv)
     if args.quick:
@@ -60,22 +64,30 @@ def main(argv=None) -> int:
     per_family = math.ceil(args.models / len(families))
     settings = common_pb2.BenchSettings(warmup_runs=3, min_runs=10, min_duration_ms=args.min_duration_ms,
                                         max_duration_ms=max(2000.0, 10 * args.min_duration_ms))
-    report: dict = {"models_requested": args.models, "settings": {"warmup_runs": 3, "min_runs": 10,
-                                                                    "min_duration_ms": args.min_duration_ms}}
+    report: dict = {"models_requested": args.models, "pin": args.pin, "cooldown_s": args.cooldown_s,
+                    "settings": {"warmup_runs": 3, "min_runs": 10, "min_duration_ms": args.min_duration_ms}}
     with tempfile.TemporaryDirectory(prefix="fleetmeter-real-") as tmp:
         t0 = time.monotonic()
         entries = build_zoo(families, per_family, 1, ("onnx", "tflite"), Path(tmp) / "zoo")
         report["zoo_build_s"] = round(time.monotonic() - t0, 1)
         by_arch = collections.defaultdict(dict)
+        # Round-robin over families (index 0 of every family, then index 1, ...), so any prefix — the
+        # noise subset too — spans every family.
+        order = sorted({(e["index"], e["family"], e["name"]) for e in entries})
+        names_in_order = [name for _, _, name in order]
+        if args.noise_only:
+            keep = set(names_in_order[: args.noise_models])
+            entries = [e for e in entries if e["name"] in keep]
         for e in entries:
             by_arch[e["name"]][e["format"]] = Path(tmp) / "zoo" / e["file"]
-        archs = sorted(by_arch)[: args.models] if len(by_arch) > args.models else sorted(by_arch)
+        archs = [n for n in names_in_order if n in by_arch][: args.models]
         report["models"] = len(archs)
         fleet = LocalFleet(Path(tmp) / "fleet", agent_token=secrets.token_hex(8), api_token=secrets.token_hex(8))
         try:
             fleet.start_controller()
             for name, extra in AGENTS:
-                fleet.start_agent(name, *extra)
+                pin = ("--pin-cpus", "1") if args.pin and "1" == extra[-1] else ()
+                fleet.start_agent(name, *extra, *pin)
             fleet.wait_agents_connected([n for n, _ in AGENTS])
             with fleet.client() as c:
                 platform_ids = sorted({pid for d in c.list_devices() for pid in d.platform_ids})
@@ -87,21 +99,24 @@ def main(argv=None) -> int:
                         sha_of[(arch, fmt)] = c.upload_model(path).model.sha256
                 report["upload_s"] = round(time.monotonic() - t0, 1)
                 report["files"] = len(sha_of)
-                t0 = time.monotonic()
-                sweep_id, progress = _sweep(c, sorted(set(sha_of.values())), platform_ids, settings)
-                report["sweep_wall_s"] = round(time.monotonic() - t0, 1)
-                ms = c.list_measurements(sweep_id=sweep_id)
-                fails = collections.Counter(f"{names.get(m.platform_id, m.platform_id)}: {m.failure_kind}: "
-                                            f"{m.failure_message[:120]}" for m in ms if m.failure_kind)
-                report["sweep"] = {"jobs": progress.total, "done": progress.done, "failed": progress.failed,
-                                   "measurements": len(ms), "failures": dict(fails.most_common(20)),
-                                   "jobs_per_s": round(progress.total / report["sweep_wall_s"], 2)}
-                print(json.dumps(report["sweep"], indent=2), flush=True)
+                if not args.noise_only:
+                    t0 = time.monotonic()
+                    sweep_id, progress = _sweep(c, sorted(set(sha_of.values())), platform_ids, settings,
+                                                cooldown_s=args.cooldown_s)
+                    report["sweep_wall_s"] = round(time.monotonic() - t0, 1)
+                    ms = c.list_measurements(sweep_id=sweep_id)
+                    fails = collections.Counter(f"{names.get(m.platform_id, m.platform_id)}: {m.failure_kind}: "
+                                                f"{m.failure_message[:120]}" for m in ms if m.failure_kind)
+                    report["sweep"] = {"jobs": progress.total, "done": progress.done, "failed": progress.failed,
+                                       "measurements": len(ms), "failures": dict(fails.most_common(20)),
+                                       "jobs_per_s": round(progress.total / report["sweep_wall_s"], 2)}
+                    print(json.dumps(report["sweep"], indent=2), flush=True)
 
                 noise_archs = archs[: args.noise_models]
                 noise_shas = sorted({sha_of[(a, f)] for a in noise_archs for f in by_arch[a]})
                 t0 = time.monotonic()
-                noise_id, _ = _sweep(c, noise_shas, platform_ids, settings, repeats=2, name="noise")
+                noise_id, _ = _sweep(c, noise_shas, platform_ids, settings, repeats=2, name="noise",
+                                     cooldown_s=args.cooldown_s)
                 report["noise_wall_s"] = round(time.monotonic() - t0, 1)
                 medians = collections.defaultdict(list)
                 for m in c.list_measurements(sweep_id=noise_id):

@@ -63,3 +63,14 @@ def test_cooldown_counts_from_the_previous_job():
     agent.stopping.wait = lambda s: slept.append(s)
     cooldown, _, _ = agent._wait_until_ready(agent_pb2.JobAssignment(cooldown_s=5.0))
     assert 4.5 < cooldown <= 5.0 and slept and 4.5 < slept[0] <= 5.0
+
+
+def test_pin_cpus_parsing():
+    import pytest
+
+    from fleetmeter.agent.connection import _cpu_list
+
+    assert _cpu_list("1") == (1,) and _cpu_list("2,3") == (2, 3) and _cpu_list("0-2") == (0, 1, 2)
+    assert _cpu_list("") == ()
+    with pytest.raises(ValueError, match="--pin-cpus"):
+        _cpu_list("one")
