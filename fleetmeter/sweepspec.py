@@ -3,7 +3,11 @@
 A sweep file::
 
     name: cnn-baseline
-    models: [tiny_convnet.onnx, 3f2a9c1b7d0e]   # existing files (uploaded first), sha256 prefixes or names
+    models:                                     # existing files or globs (uploaded first), sha256 prefixes,
+      - tiny_convnet.onnx                       # names of uploaded models, or zoo model sets (generated
+      - "zoo/*.tflite"                          # here, cached by spec, then uploaded)
+      - 3f2a9c1b7d0e
+      - {zoo: {family: mobilenetv2, count: 20, seed: 1, formats: [onnx, tflite]}}
     platforms:                                  # which platforms (all conditions must hold)
       runtimes: [onnxruntime]
       labels: {site: lab}
@@ -141,6 +145,41 @@ def _check_type(value: Any, kind: type, where: tuple, problems: _Problems, minim
         problems.add(where, f"must be >= {minimum:g}, got {value!r}")
 
 
+ZOO_KEYS = {"family", "count", "seed", "formats"}
+
+
+def _validate_zoo(item: dict, where: tuple, problems: _Problems) -> None:
+    if set(item) != {"zoo"} or not isinstance(item["zoo"], dict):
+        problems.add(where, "a model-set mapping must be {zoo: {family, count, seed, formats}}")
+        return
+    zoo = item["zoo"]
+    where = where + ("zoo",)
+    for key in sorted(set(zoo) - ZOO_KEYS):
+        problems.add(where + (key,), f"unknown key; allowed: {', '.join(sorted(ZOO_KEYS))}")
+    if not isinstance(zoo.get("family"), str):
+        problems.add(where + ("family",), "a family name (see: fleetmeter zoo families) or 'all'")
+    _check_type(zoo.get("count"), int, where + ("count",), problems, minimum=1)
+    if "seed" in zoo:
+        _check_type(zoo["seed"], int, where + ("seed",), problems, minimum=0)
+    formats = zoo.get("formats", ["onnx", "tflite"])
+    if not isinstance(formats, list) or not formats or any(f not in ("onnx", "tflite") for f in formats):
+        problems.add(where + ("formats",), f"a list of onnx and/or tflite, got {formats!r}")
+
+
+def _expand_zoo(spec: dict, cache_root: Path) -> list[Path]:
+    """Build (or reuse: same spec, same bytes) a zoo model set and return its files."""
+    import hashlib
+
+    from fleetmeter.modeler.zoo.build import build_zoo
+
+    formats = tuple(spec.get("formats") or ("onnx", "tflite"))
+    key = json.dumps({"family": spec["family"], "count": spec["count"], "seed": spec.get("seed", 0),
+                      "formats": formats}, sort_keys=True)
+    out = cache_root / hashlib.sha256(key.encode()).hexdigest()[:16]
+    entries = build_zoo(spec["family"], int(spec["count"]), int(spec.get("seed", 0)), formats, out)
+    return [out / e["file"] for e in entries]
+
+
 def _validate(data: dict, problems: _Problems) -> None:
     for key in sorted(set(data) - TOP_KEYS):
         problems.add((key,), f"unknown key; allowed: {', '.join(sorted(TOP_KEYS))}")
@@ -154,8 +193,11 @@ def _validate(data: dict, problems: _Problems) -> None:
             problems.add(("models",), "expected a non-empty list of model files, sha256 prefixes or names")
         else:
             for i, m in enumerate(models):
-                if not isinstance(m, str) or not m:
-                    problems.add(("models", i), f"expected a file path, sha256 (prefix) or name, got {m!r}")
+                if isinstance(m, dict):
+                    _validate_zoo(m, ("models", i), problems)
+                elif not isinstance(m, str) or not m:
+                    problems.add(("models", i), "expected a file path or glob, sha256 (prefix), name, or "
+                                                f"{{zoo: {{family, count, seed, formats}}}}, got {m!r}")
     threads = data.get("threads")
     if threads is not None:
         if not isinstance(threads, list):
@@ -240,20 +282,35 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                    help="also run a separate profiled pass for per-operator times (onnxruntime)")
 
 
-def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], str]] = None) -> fleet_pb2.SweepSpec:
-    """Merge the file (if any) and the flags into a ``SweepSpec``; model files are uploaded via ``upload``."""
+def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], str]] = None,
+                   zoo_cache: Optional[Path] = None) -> fleet_pb2.SweepSpec:
+    """Merge the file (if any) and the flags into a ``SweepSpec``; model files (paths, globs, zoo specs)
+    are uploaded via ``upload``."""
     data = load_sweep_file(args.file) if args.file else {}
     base_dir = Path(args.file).parent if args.file else Path(".")
-    refs = [str(r) for r in (data.get("models") or [])] + list(args.model)
+    refs = list(data.get("models") or []) + list(args.model)
+    files: list[Path] = []
     models = []
     for ref in refs:
+        if isinstance(ref, dict):  # a zoo spec: generated here (cached), then uploaded
+            files += _expand_zoo(ref["zoo"], Path(zoo_cache or Path.home() / ".cache" / "fleetmeter" / "zoo"))
+            continue
+        ref = str(ref)
+        if any(ch in ref for ch in "*?["):  # a glob, relative to the sweep file's folder
+            matched = sorted(p for p in (base_dir.glob(ref) if not Path(ref).is_absolute()
+                                         else Path("/").glob(ref.lstrip("/"))) if p.is_file())
+            if not matched:
+                raise InvalidArgument(f"model pattern {ref!r} matched no file (relative to {base_dir})")
+            files += matched
+            continue
         path = next((p for p in (Path(ref), base_dir / ref) if p.is_file()), None)
         if path is not None:  # a file here: upload it (content-addressed, so a repeat is free)
-            if upload is None:
-                raise InvalidArgument(f"{ref}: model files need an upload step")
-            models.append(upload(str(path)))
+            files.append(path)
         else:  # sha256, a prefix, or the name of an uploaded model: the controller resolves it
             models.append(ref)
+    if files and upload is None:
+        raise InvalidArgument(f"{files[0]}: model files need an upload step")
+    models = [upload(str(p)) for p in files] + models
     platforms = data.get("platforms") or {}
     settings = dict(data.get("settings") or {})
     for key in SETTINGS_FIELDS:

@@ -88,3 +88,32 @@ def test_ort_profile_parsing_skips_warmup_and_keeps_shapes():
     conv = ops[0]
     assert (conv["median_us"], conv["runs"], conv["op_type"]) == (12.0, 3, "Conv")
     assert conv["input_shapes"] == ["1x3x8x8"] and conv["output_shapes"] == ["1x4x8x8"]
+
+
+def test_globs_and_zoo_specs_become_uploads(tmp_path):
+    """Fails if a glob or a zoo model set is not expanded into files, or a bad zoo spec is not reported."""
+    for name in ("a.onnx", "b.onnx", "c.tflite"):
+        (tmp_path / name).write_bytes(b"x")
+    path = tmp_path / "s.yaml"
+    path.write_text('models: ["*.onnx", {zoo: {family: squeezenet, count: 2, seed: 3, formats: [onnx]}}, abcdef12]\n')
+    parser = argparse.ArgumentParser()
+    add_sweep_arguments(parser)
+    uploaded = []
+    spec = spec_from_args(parser.parse_args([str(path)]), upload=lambda p: uploaded.append(p) or f"sha-{len(uploaded)}",
+                          zoo_cache=tmp_path / "zoo-cache")
+    names = [p.rsplit("/", 1)[-1] for p in uploaded]
+    assert names[:2] == ["a.onnx", "b.onnx"] and len(names) == 4 and all(n.endswith(".onnx") for n in names[2:])
+    assert list(spec.models) == ["sha-1", "sha-2", "sha-3", "sha-4", "abcdef12"]
+    again = []
+    spec_from_args(parser.parse_args([str(path)]), upload=lambda p: again.append(p) or "x",
+                   zoo_cache=tmp_path / "zoo-cache")
+    assert again == uploaded, "the same zoo spec gives the same files"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  - {zoo: {family: resnet, count: 0, color: red}}\n  - 'nothing*.onnx'\n")
+    with pytest.raises(InvalidArgument) as err:
+        load_sweep_file(bad)
+    assert "models[0].zoo.count: must be >= 1" in str(err.value) and "models[0].zoo.color" in str(err.value)
+    nothing = tmp_path / "g.yaml"
+    nothing.write_text("models: ['nothing*.onnx']\n")
+    with pytest.raises(InvalidArgument, match="matched no file"):
+        spec_from_args(parser.parse_args([str(nothing)]), upload=lambda p: "x")
