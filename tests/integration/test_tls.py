@@ -23,10 +23,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import pytest
 
@@ -39,6 +38,7 @@ pytest.importorskip("onnxruntime", reason="the agent under test serves onnxrunti
 from fleetmeter._net import TlsFiles  # noqa: E402
 from fleetmeter.client import FleetClient  # noqa: E402
 from fleetmeter.errors import Unavailable  # noqa: E402
+from fleetmeter.local import wait_until  # noqa: E402
 
 API_TOKEN = "tls-test-api-token"
 AGENT_TOKEN = "tls-test-agent-token"
@@ -48,14 +48,6 @@ CALL_TIMEOUT_S = 10.0
 
 
 # ---------------------------------------------------------------- helpers
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)
-
-
 @dataclass
 class Proc:
     popen: subprocess.Popen
