@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="connect to a controller and serve measurement jobs",
                          description="Connect to a fleetmeter controller and serve measurement jobs.")
     try:
-        from .connection import add_run_arguments
+        from .runconfig import add_run_arguments
     except ImportError as exc:  # keep probe/bench usable on a partial install
         logger.debug("fleetmeter.agent.connection unavailable: %s", exc)
         run.set_defaults(func=lambda _args, _exc=exc: _unavailable("run", _exc))

@@ -1,13 +1,16 @@
 """Client-side gRPC plumbing shared by the agent and the callers: channels,
-TLS credentials and bearer-token metadata. Light: grpc only."""
+TLS credentials and bearer-token metadata. Importing it loads no grpc (the device CLI's
+``bench``/``probe`` parse their flags without it); ``open_channel`` does."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import grpc
+if TYPE_CHECKING:
+    import grpc
+
 
 DEFAULT_CONTROLLER = "127.0.0.1:50051"
 # gRPC's default receive limit is 4 MB; models travel in 1 MiB chunks, but a
@@ -66,8 +69,10 @@ def bearer(token: Optional[str]) -> tuple:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def open_channel(address: str, tls: Optional[TlsFiles] = None) -> grpc.Channel:
+def open_channel(address: str, tls: Optional[TlsFiles] = None) -> "grpc.Channel":
     """A channel to ``address``; TLS when ``tls.ca`` (or client certs) are given, else plain text."""
+    import grpc
+
     if tls is not None and tls.enabled:
         def read(p):
             return Path(p).read_bytes() if p else None

@@ -68,7 +68,7 @@ def test_cooldown_counts_from_the_previous_job():
 def test_pin_cpus_parsing():
     import pytest
 
-    from fleetmeter.agent.connection import _cpu_list
+    from fleetmeter.agent.runconfig import _cpu_list
 
     assert _cpu_list("1") == (1,) and _cpu_list("2,3") == (2, 3) and _cpu_list("0-2") == (0, 1, 2)
     assert _cpu_list("") == ()
