@@ -124,6 +124,14 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
         self.notifier.notify()
         return fleet_pb2.GetSweepResponse(sweep=sweep_to_proto(sweep))
 
+    async def ImportMeasurements(self, request, context):
+        rows = [{"line": r.line, "model_sha256": r.model_sha256, "platform": r.platform, "latency_ms": r.latency_ms,
+                 "energy_mj": r.energy_mj if r.HasField("energy_mj") else None,
+                 "peak_rss_bytes": r.peak_rss_bytes if r.HasField("peak_rss_bytes") else None, "family": r.family}
+                for r in request.rows]
+        result = await self.fleet.call("import_measurements", request.source or "import", rows)
+        return fleet_pb2.ImportMeasurementsResponse(**result)
+
     async def ListMeasurements(self, request, context):
         records = await self.fleet.call("list_measurements", sweep_id=request.sweep_id,
                                         platform_id=request.platform_id, model_sha256=request.model_sha256,

@@ -494,6 +494,51 @@ class Fleet:
     def list_models(self) -> list[dict]:
         return self.store.list_models()
 
+    def import_measurements(self, source: str, rows: list[dict]) -> dict:
+        """Store measurements made elsewhere, all or none. Unknown models are errors naming their lines;
+        an unknown platform is created as an *imported* platform (no device identity). Re-importing the
+        same rows of the same source stores nothing new."""
+        import hashlib
+
+        if not rows:
+            raise InvalidArgument("nothing to import: no rows")
+        missing = [r for r in rows if self.store.get_model(r["model_sha256"]) is None]
+        if missing:
+            raise NotFound("models not uploaded: " + "; ".join(
+                f"line {r['line']}: {r['model_sha256'][:12]}" for r in missing[:20]))
+        bad = [r for r in rows if not r["platform"] or not (r["latency_ms"] > 0)]
+        if bad:
+            raise InvalidArgument("bad rows: " + "; ".join(f"line {r['line']}: needs a platform and latency_ms > 0"
+                                                           for r in bad[:20]))
+        known = {p["platform_id"] for p in self.store.list_platforms()}
+        created, imported, present = [], 0, 0
+        now = self.clock()
+        with self.store.transaction():
+            for pid in sorted({r["platform"] for r in rows} - known):
+                self.store.upsert_platform({"platform_id": pid, "hardware": "imported (measured elsewhere)",
+                                            "hardware_json": {"imported": True}, "runtime": "imported",
+                                            "runtime_version": "", "provider": "", "threads": 0, "labels": {}},
+                                           now=now)
+                created.append(pid)
+            for r in rows:
+                key = f"{source}|{r['line']}|{r['model_sha256']}|{r['platform']}|{r['latency_ms']!r}"
+                record = {
+                    "measurement_id": "imp-" + hashlib.sha256(key.encode()).hexdigest()[:32], "job_id": "",
+                    "sweep_id": "", "agent_id": source, "platform_id": r["platform"],
+                    "model_sha256": r["model_sha256"], "runtime": "imported", "threads": 0,
+                    "latency_ms": {"median": float(r["latency_ms"])}, "samples_ms": [],
+                    "energy_mj_per_inference": r.get("energy_mj"), "peak_rss_bytes": int(r.get("peak_rss_bytes") or 0),
+                    "failure_kind": "", "failure_message": "", "source": source, "source_line": r["line"],
+                    "family": r.get("family", ""), "finished_at_unix": now,
+                }
+                if self.store.record_measurement(record, now=now):
+                    imported += 1
+                else:
+                    present += 1
+        log.info("imported %d measurement(s) from %s (%d already present; new platforms: %s)", imported, source,
+                 present, created or "none")
+        return {"imported": imported, "already_present": present, "created_platforms": created}
+
     def list_measurements(self, **filters) -> list[dict]:
         if filters.get("sweep_id") and self.store.get_sweep(filters["sweep_id"]) is None:
             raise NotFound(f"unknown sweep {filters['sweep_id']!r}")

@@ -251,6 +251,36 @@ def cmd_results(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    """Validate every row first (nothing is sent if any row is bad), upload the models, then import."""
+    from fleetmeter._hashing import sha256_file
+    from fleetmeter.modeler.dataset import read_csv
+    from fleetmeter.v1 import fleet_pb2
+
+    rows = read_csv(args.file)
+    with _client(args) as c:
+        uploaded = {}
+        for row in rows:
+            if row.model_path not in uploaded:
+                uploaded[row.model_path] = c.upload_model(row.model_path).model.sha256
+        result = c.import_measurements(f"import:{sha256_file(args.file)[:16]}", [
+            fleet_pb2.ImportedMeasurement(
+                line=row.line, model_sha256=uploaded[row.model_path], platform=row.platform_id,
+                latency_ms=row.values["latency_ms"], family=row.family,
+                **{k: row.values[v] for k, v in (("energy_mj", "energy_mj"), ("peak_rss_bytes", "peak_rss_bytes"))
+                   if row.values.get(v) is not None})
+            for row in rows])
+    out = {"rows": len(rows), "models_uploaded": len(uploaded), "imported": result.imported,
+           "already_present": result.already_present, "created_platforms": list(result.created_platforms)}
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"imported {out['imported']} measurement(s) of {out['models_uploaded']} model(s) from {args.file}"
+              + (f" ({out['already_present']} already present)" if out["already_present"] else "")
+              + (f"; new platforms: {', '.join(out['created_platforms'])}" if out["created_platforms"] else ""))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from fleetmeter.demo import DemoConfig, run_demo
 
@@ -344,6 +374,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", action="store_true", help="include every latency sample (json)")
     _caller_flags(p)
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("import", help="import measurements made elsewhere from a CSV file",
+                       description="Import measurements made elsewhere (benchmark_model, AI Hub, LoadGen ...) from "
+                                   "a CSV with columns model (path to an .onnx/.tflite file, relative to the CSV), "
+                                   "platform (created if new), latency_ms, and optionally energy_mj, peak_rss_bytes, "
+                                   "family. Every row is checked first; one bad row imports nothing, and the "
+                                   "report names each bad line. Importing the same file again adds nothing.")
+    p.add_argument("file", metavar="FILE.csv")
+    p.add_argument("--json", action="store_true")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_import)
 
     from fleetmeter.modeler.zoo.cli import add_zoo_commands
 

@@ -106,6 +106,11 @@ class FleetClient:
     def watch_sweep(self, sweep_id: str, timeout_s: Optional[float] = None) -> Iterator[fleet_pb2.SweepProgress]:
         return self._stream("WatchSweep", fleet_pb2.WatchSweepRequest(sweep_id=sweep_id), timeout_s)
 
+    def import_measurements(self, source: str, rows: list) -> fleet_pb2.ImportMeasurementsResponse:
+        """``rows``: ``fleet_pb2.ImportedMeasurement`` messages; all are stored or none."""
+        return self._call("ImportMeasurements", fleet_pb2.ImportMeasurementsRequest(source=source, rows=rows),
+                          timeout_s=max(self.timeout_s, 120.0))
+
     def list_measurements(self, sweep_id: str = "", platform_id: str = "", model_sha256: str = "",
                           include_samples: bool = False) -> list:
         return list(self._stream("ListMeasurements", fleet_pb2.ListMeasurementsRequest(

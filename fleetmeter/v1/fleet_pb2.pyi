@@ -317,3 +317,39 @@ class ListMeasurementsRequest(_message.Message):
     model_sha256: str
     include_samples: bool
     def __init__(self, sweep_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., include_samples: _Optional[bool] = ...) -> None: ...
+
+class ImportedMeasurement(_message.Message):
+    __slots__ = ("line", "model_sha256", "platform", "latency_ms", "energy_mj", "peak_rss_bytes", "family")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_MJ_FIELD_NUMBER: _ClassVar[int]
+    PEAK_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    model_sha256: str
+    platform: str
+    latency_ms: float
+    energy_mj: float
+    peak_rss_bytes: int
+    family: str
+    def __init__(self, line: _Optional[int] = ..., model_sha256: _Optional[str] = ..., platform: _Optional[str] = ..., latency_ms: _Optional[float] = ..., energy_mj: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., family: _Optional[str] = ...) -> None: ...
+
+class ImportMeasurementsRequest(_message.Message):
+    __slots__ = ("source", "rows")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    rows: _containers.RepeatedCompositeFieldContainer[ImportedMeasurement]
+    def __init__(self, source: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[ImportedMeasurement, _Mapping]]] = ...) -> None: ...
+
+class ImportMeasurementsResponse(_message.Message):
+    __slots__ = ("imported", "already_present", "created_platforms")
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_PLATFORMS_FIELD_NUMBER: _ClassVar[int]
+    imported: int
+    already_present: int
+    created_platforms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, imported: _Optional[int] = ..., already_present: _Optional[int] = ..., created_platforms: _Optional[_Iterable[str]] = ...) -> None: ...

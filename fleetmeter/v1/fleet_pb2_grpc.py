@@ -90,6 +90,11 @@ class FleetServiceStub:
                 request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.SerializeToString,
                 response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.FromString,
                 _registered_method=True)
+        self.ImportMeasurements = channel.unary_unary(
+                '/fleetmeter.v1.FleetService/ImportMeasurements',
+                request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -165,6 +170,13 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportMeasurements(self, request, context):
+        """Measurements made elsewhere (benchmark_model, AI Hub, LoadGen ...): all rows or none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -222,6 +234,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.ResumeSweep,
                     request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.FromString,
                     response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.SerializeToString,
+            ),
+            'ImportMeasurements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportMeasurements,
+                    request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -521,6 +538,33 @@ class FleetService:
             '/fleetmeter.v1.FleetService/ResumeSweep',
             fleetmeter_dot_v1_dot_fleet__pb2.SweepControlRequest.SerializeToString,
             fleetmeter_dot_v1_dot_fleet__pb2.GetSweepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportMeasurements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetmeter.v1.FleetService/ImportMeasurements',
+            fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -108,3 +108,37 @@ def test_sweep_watch_shows_per_platform_progress(fleet, tmp_path):
     assert status.returncode == 0 and "done" in status.stdout
     again = fm(fleet, "sweep", "cancel", sweep_id, "--json")
     assert json.loads(again.stdout)["progress"]["state"] == "done", "cancelling a finished sweep changes nothing"
+
+
+def test_import_csv_all_or_nothing_and_idempotent(fleet, tmp_path):
+    """Measurements made elsewhere: a good file lands (new platform created), a re-import adds nothing,
+    and a file with bad rows names each bad line and imports nothing."""
+    import shutil
+
+    for name in ("tiny_mlp", "tiny_squeeze"):
+        shutil.copy(get_builtin_model(name, "onnx").path, tmp_path / f"{name}.onnx")
+    good = tmp_path / "aihub.csv"
+    good.write_text("model,platform,latency_ms,energy_mj,family\n"
+                    "tiny_mlp.onnx,pixel8-npu-imported,0.25,0.9,mlp\n"
+                    "tiny_squeeze.onnx,pixel8-npu-imported,1.5,,squeezenet\n")
+    first = json.loads(fm(fleet, "import", str(good), "--json").stdout)
+    assert (first["imported"], first["created_platforms"]) == (2, ["pixel8-npu-imported"])
+    again = json.loads(fm(fleet, "import", str(good), "--json").stdout)
+    assert (again["imported"], again["already_present"]) == (0, 2)
+    rows = json.loads(fm(fleet, "results", "--platform", "pixel8-npu-imported", "--json").stdout)
+    assert sorted(r["median_ms"] for r in rows) == [0.25, 1.5]
+    assert sorted(r["energy_mj_per_inference"] or 0 for r in rows) == [0, 0.9]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,platform,latency_ms\n"
+                   "tiny_mlp.onnx,other-imported,fast\n"       # line 2: not a number
+                   "missing.onnx,other-imported,1.0\n"         # line 3: no such file
+                   "tiny_mlp.onnx,other-imported,-2\n"         # line 4: not positive
+                   "tiny_squeeze.onnx,other-imported,3.0\n")   # line 5: fine
+    proc = fm(fleet, "import", str(bad))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    for line in ("line 2", "line 3", "line 4"):
+        assert line in proc.stderr, proc.stderr
+    assert "line 5" not in proc.stderr
+    platforms = json.loads(fm(fleet, "platforms", "--json").stdout)
+    assert "other-imported" not in {p["platform_id"] for p in platforms}, "nothing may be half-imported"

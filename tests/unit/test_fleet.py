@@ -620,3 +620,19 @@ def test_spooled_result_of_an_expired_lease_is_awaited_not_rerun(fleet, clock):
     row = fleet.store.get_job(job["job_id"])
     assert (row["state"], row["attempts"]) == ("done", 1)
     assert fleet.next_job("a")["job_id"] != job["job_id"]
+
+
+def test_import_measurements_all_or_nothing(fleet):
+    """Fails if an import with an unknown model stores part of its rows, or a re-import stores rows twice."""
+    good = {"line": 2, "model_sha256": ONNX["sha256"], "platform": "lab-phone", "latency_ms": 3.0, "energy_mj": 1.5}
+    unknown = {"line": 3, "model_sha256": "ff" * 32, "platform": "lab-phone", "latency_ms": 1.0}
+    with pytest.raises(NotFound, match="line 3"):
+        fleet.import_measurements("import:x", [good, unknown])
+    assert fleet.store.count_measurements() == 0 and fleet.store.get_platform("lab-phone") is None
+    assert fleet.import_measurements("import:x", [good]) == {
+        "imported": 1, "already_present": 0, "created_platforms": ["lab-phone"]}
+    assert fleet.import_measurements("import:x", [good])["already_present"] == 1
+    (m,) = fleet.list_measurements(platform_id="lab-phone")
+    assert (m["latency_ms"]["median"], m["energy_mj_per_inference"], m["job_id"]) == (3.0, 1.5, "")
+    with pytest.raises(InvalidArgument, match="line 2"):
+        fleet.import_measurements("import:y", [{**good, "latency_ms": 0.0}])
