@@ -72,6 +72,7 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
     async def run(self) -> None:
         """The gateway's background work: the dispatcher and the result and heartbeat flushers."""
         await asyncio.gather(self._dispatch(), self._flush_results(), self._flush_heartbeats())
+
     async def Connect(self, request_iterator, context) -> AsyncIterator[agent_pb2.ControllerMessage]:
         first = await request_iterator.__anext__()
         if first.WhichOneof("kind") != "hello":
