@@ -68,7 +68,8 @@ def run_demo(config: DemoConfig) -> int:
                                                   min_duration_ms=config.min_duration_ms,
                                                   max_duration_ms=max(5000.0, 4 * config.min_duration_ms))))
             _say(config, f"sweep {sweep.sweep_id}: {sweep.progress.total} measurements on "
-                         f"{len(platform_ids)} platforms")
+                         f"{len(platform_ids)} platforms (the agents share this host, so they take turns: "
+                         "one measurement at a time, never disturbing each other)")
             wait_for_sweep(client, sweep.sweep_id, quiet=config.json_output)
             measurements = client.list_measurements(sweep_id=sweep.sweep_id)
             rows = result_rows(measurements, client.list_models())
