@@ -100,8 +100,7 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
         last = None
         while True:
             event = self.notifier.current()
-            progress = await self.fleet.call("sweep_progress", request.sweep_id) if last else \
-                (await self.fleet.call("get_sweep", request.sweep_id))["progress"]
+            progress = await self.fleet.call("sweep_progress", request.sweep_id)
             key = tuple(progress[k] for k in ("pending", "leased", "done", "failed", "cancelled", "state"))
             if key != last:
                 last = key

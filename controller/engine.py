@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class ActorRef:
-    """A handle to one actor: ``await ref.call("method", *args)`` or ``ref.call_sync(...)``."""
+    """A handle to one actor: ``await ref.call("method", *args)``."""
 
     def __init__(self, handle: Any) -> None:
         self._handle = handle
@@ -29,14 +29,6 @@ class ActorRef:
         try:
             return await ref
         except Exception as exc:  # noqa: BLE001 - unwrapped and re-raised
-            raise _unwrap(exc) from None
-
-    def call_sync(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        import ray
-
-        try:
-            return ray.get(getattr(self._handle, method).remote(*args, **kwargs))
-        except Exception as exc:  # noqa: BLE001
             raise _unwrap(exc) from None
 
 
@@ -110,9 +102,6 @@ class LocalActorRef(ActorRef):
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         async with self._lock:
             return getattr(self._handle, method)(*args, **kwargs)
-
-    def call_sync(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._handle, method)(*args, **kwargs)
 
 
 class LocalEngine:

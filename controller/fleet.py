@@ -403,14 +403,16 @@ class Fleet:
         takes the busiest host. Unknown (no finished job yet, or no agent) is -1.
         """
         sweep = self.store.get_sweep(sweep_id)
+        if sweep is None:
+            raise NotFound(f"unknown sweep {sweep_id!r}")
         counts = self.store.sweep_counts(sweep_id)
         open_jobs = counts["pending"] + counts["leased"]
-        if sweep is not None and sweep["state"] == "cancelled":
+        if sweep["state"] == "cancelled":
             state = "cancelled"
         elif not open_jobs:
             state = "done"
         else:
-            state = "paused" if sweep is not None and sweep["state"] == "paused" else "running"
+            state = "paused" if sweep["state"] == "paused" else "running"
         per_host_s: dict[str, float] = {}
         unknown = False
         platforms = []

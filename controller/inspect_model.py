@@ -7,7 +7,6 @@ with the reason, and nothing is stored.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from fleetmeter.errors import InvalidArgument
@@ -115,6 +114,3 @@ def _inspect_tflite(data: bytes, name: str) -> dict[str, Any]:
         "family": family,
     }
 
-
-def model_metadata_json(info: dict) -> str:
-    return json.dumps(info.get("metadata", {}), sort_keys=True)

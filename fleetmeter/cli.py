@@ -149,9 +149,7 @@ def wait_for_sweep(client, sweep_id: str, quiet: bool = False, per_platform: boo
     from fleetmeter._term import ProgressBar, SweepWatch
 
     bar = watch = None
-    last = None
     for progress in client.watch_sweep(sweep_id):
-        last = progress
         final = progress.state in ("done", "cancelled") and progress.leased == 0
         if quiet:
             continue
@@ -161,8 +159,6 @@ def wait_for_sweep(client, sweep_id: str, quiet: bool = False, per_platform: boo
         else:
             bar = bar or ProgressBar(progress.total)
             bar.update(progress.done + progress.failed, progress.leased, progress.failed, final=final)
-    if per_platform and watch is not None and last is not None and watch._drawn_lines == 0:
-        watch.update(last, final=True)
     return client.get_sweep(sweep_id)
 
 
