@@ -80,6 +80,12 @@ class RayEngine:
         handle = ray.remote(cls).options(**options).remote(*args, **kwargs)
         return ActorRef(handle)
 
+    def parallelism(self) -> int:
+        """How many one-CPU tasks the cluster runs at once."""
+        import ray
+
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
     async def map(self, fn: Callable, items: Sequence[Any]) -> list[Any]:
         """Run ``fn(item)`` for every item as Ray tasks; results in order."""
         import ray
@@ -115,6 +121,9 @@ class LocalEngine:
 
     def actor(self, cls: type, *args: Any, name: Optional[str] = None, **kwargs: Any) -> ActorRef:
         return LocalActorRef(cls(*args, **kwargs))
+
+    def parallelism(self) -> int:
+        return 1
 
     async def map(self, fn: Callable, items: Sequence[Any]) -> list[Any]:
         return [fn(item) for item in items]

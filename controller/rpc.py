@@ -3,7 +3,7 @@
 It does two things for every call:
 
 1. Authentication. ``AgentService`` calls need the agent token and
-   ``FleetService`` calls the API token, as ``authorization: Bearer <token>``
+   ``FleetService`` and ``PredictorService`` calls the API token, as ``authorization: Bearer <token>``
    metadata. A missing or wrong token ends the call with ``UNAUTHENTICATED``
    before any handler runs. Health and reflection stay open so that standard
    gRPC tools work. With no token configured for a service, that service is
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 AGENT_PREFIX = "/fleetmeter.v1.AgentService/"
 FLEET_PREFIX = "/fleetmeter.v1.FleetService/"
+PREDICTOR_PREFIX = "/fleetmeter.v1.PredictorService/"
 
 
 def _token_from(metadata) -> Optional[str]:
@@ -50,7 +51,7 @@ def _passes_through(exc: BaseException) -> bool:
 
 class BoundaryInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, agent_token: Optional[str], api_token: Optional[str]) -> None:
-        self._tokens = {AGENT_PREFIX: agent_token, FLEET_PREFIX: api_token}
+        self._tokens = {AGENT_PREFIX: agent_token, FLEET_PREFIX: api_token, PREDICTOR_PREFIX: api_token}
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -65,7 +66,7 @@ class BoundaryInterceptor(grpc.aio.ServerInterceptor):
                 denied = "missing token: send 'authorization: Bearer <token>' metadata"
             elif not hmac.compare_digest(given.encode(), expected.encode()):
                 denied = "wrong token"
-        if not method.startswith((AGENT_PREFIX, FLEET_PREFIX)) and denied is None:
+        if not method.startswith(tuple(self._tokens)) and denied is None:
             return handler  # health, reflection: untouched
         return _wrap(handler, method, denied)
 

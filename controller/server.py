@@ -15,13 +15,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fleetmeter._net import CHANNEL_OPTIONS, TlsFiles
-from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc, predictor_pb2, predictor_pb2_grpc
 
 from .api import FleetApi
 from .blobs import BlobStore
 from .engine import RayEngine
 from .fleet import Fleet, FleetConfig
 from .gateway import AgentGateway, Notifier
+from .predict_api import PredictorApi
 from .rpc import BoundaryInterceptor
 from .store import Store
 
@@ -81,14 +82,17 @@ class Controller:
         self.notifier = Notifier()
         self.gateway = AgentGateway(self.fleet, self.blobs, self.notifier)
         self.api = FleetApi(self.fleet, self.blobs, self.notifier, self.engine)
+        self.predictor_api = PredictorApi(self.fleet, self.blobs, self.engine, data_dir / "predictors")
         server = grpc.aio.server(interceptors=[BoundaryInterceptor(cfg.agent_token, cfg.api_token)],
                                  options=CHANNEL_OPTIONS)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.gateway, server)
         fleet_pb2_grpc.add_FleetServiceServicer_to_server(self.api, server)
+        predictor_pb2_grpc.add_PredictorServiceServicer_to_server(self.predictor_api, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
                  fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
+                 predictor_pb2.DESCRIPTOR.services_by_name["PredictorService"].full_name,
                  health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
         if cfg.tls.enabled:
@@ -110,7 +114,7 @@ class Controller:
             log.warning("no %s token configured: anyone who can reach %s may use %s (fine on loopback or a "
                         "trusted network only)", " or ".join(open_services), self.address,
                         "them" if len(open_services) > 1 else "it")
-        for name in names[:2] + ("",):
+        for name in names[:3] + ("",):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._expire_loop()))
         self._tasks.append(asyncio.create_task(self.gateway.run()))
@@ -137,6 +141,7 @@ class Controller:
             t.cancel()
         if self.server is not None:
             await self.server.stop(grace_s)
+            self.predictor_api.close()
         self.engine.shutdown()
 
     async def wait(self) -> None:

@@ -5,12 +5,12 @@ without pulling in the controller, Ray or the modeler.
 """
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "FleetClient"]
+__all__ = ["__version__", "FleetClient", "Client", "Prediction", "predict"]
 
 
 def __getattr__(name: str):
-    if name == "FleetClient":
-        from fleetmeter.client import FleetClient
+    if name in ("FleetClient", "Client", "Prediction", "predict"):
+        from fleetmeter import client
 
-        return FleetClient
+        return getattr(client, name)
     raise AttributeError(f"module 'fleetmeter' has no attribute {name!r}")

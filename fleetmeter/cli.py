@@ -383,8 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
 
     from fleetmeter.modeler.zoo.cli import add_zoo_commands
+    from fleetmeter.predict_cli import add_predictor_commands
 
     add_zoo_commands(sub)
+    add_predictor_commands(sub, _caller_flags)
 
     p = sub.add_parser("demo", help="controller + 3 local agents measure the built-in models",
                        description="Start a controller and three local agents (onnxruntime 1 thread, onnxruntime "

@@ -138,9 +138,9 @@ class LocalFleet:
         wait_until(ready, timeout_s, f"agents {names} to connect", poll_s=0.2)
 
     def client(self):
-        from fleetmeter.client import FleetClient
+        from fleetmeter.client import Client
 
-        return FleetClient(self.address, self.api_token)
+        return Client(self.address, self.api_token)
 
     def close(self) -> None:
         for name in list(self.agents):

@@ -1,0 +1,298 @@
+"""``PredictorService``: predictions served from the registry, training fanned out as Ray tasks.
+
+Predictions run in the controller process (no Ray hop: a ``Predict`` is a
+feature extraction plus a few tree walks, milliseconds), on a small thread
+pool so the event loop keeps serving agents. Features are cached by the
+model's sha256, so a search loop that sends the same model twice pays for
+its extraction once.
+
+Training (:meth:`PredictorApi.Train`): the measurements and models come from
+the fleet actor (a snapshot; the actor is the store's only writer), features
+are extracted once per model (cached in this process), and
+:func:`~fleetmeter.modeler.train.train_all` runs one Ray task per (platform,
+target); each result is saved as the next version in the registry under
+``<data dir>/predictors``.
+
+The modeler (LightGBM, onnx) is imported on first use; a controller
+installed without the ``modeler`` extra answers ``FAILED_PRECONDITION``
+saying what to install.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, AsyncIterator, Dict, List, Optional, Sequence
+
+from fleetmeter.errors import FailedPrecondition, FleetmeterError, InvalidArgument, NotFound
+from fleetmeter.v1 import predictor_pb2, predictor_pb2_grpc
+
+from .blobs import BlobStore, is_sha256
+from .engine import ActorRef
+
+log = logging.getLogger(__name__)
+
+FEATURE_CACHE_SIZE = 4096
+KNOWN_PLATFORMS_TTL_S = 5.0
+
+
+def _modeler():
+    try:
+        from fleetmeter.modeler import dataset, features, registry, serving, train
+    except ImportError as exc:
+        raise FailedPrecondition(f"this controller cannot predict or train: {exc}; install "
+                                 "pip install 'fleetmeter[modeler]'") from exc
+    return dataset, features, registry, serving, train
+
+
+class _StoreSnapshot:
+    """What :func:`~fleetmeter.modeler.dataset.load_from_store` reads, fetched from the fleet actor."""
+
+    def __init__(self, models: List[dict], measurements: List[dict]) -> None:
+        self._models = models
+        self._measurements = measurements
+
+    def list_models(self) -> List[dict]:
+        return self._models
+
+    def list_measurements(self, include_samples: bool = False) -> List[dict]:
+        return self._measurements
+
+
+def _json(obj: Any) -> str:
+    from fleetmeter.modeler.registry import _check_finite
+
+    return json.dumps(_check_finite(obj), sort_keys=True, allow_nan=False)
+
+
+def prediction_to_proto(record: Dict[str, Any]) -> predictor_pb2.Prediction:
+    p = predictor_pb2.Prediction(
+        platform=record["platform"], target=record["target"], value=record["value"], unit=record["unit"],
+        predictor_version=record["predictor_version"], granularity=record.get("granularity", "model"),
+        interval_level=record.get("interval_level", 0.0), warnings=record.get("warnings", []))
+    if record.get("lower") is not None:
+        p.lower = record["lower"]
+    if record.get("upper") is not None:
+        p.upper = record["upper"]
+    return p
+
+
+def info_to_proto(entry: Dict[str, Any]) -> predictor_pb2.PredictorInfo:
+    info = predictor_pb2.PredictorInfo(
+        platform=entry["platform"], target=entry["target"], version=entry["version"], versions=entry["versions"],
+        pinned=entry["pinned"], granularity=entry["granularity"], chosen_because=entry["chosen_because"],
+        n_samples=entry["n_samples"], feature_schema_version=entry["feature_schema_version"],
+        training_fingerprint=entry["training_fingerprint"], created_unix=entry["created_unix"], unit=entry["unit"],
+        interval_level=entry["interval_level"], metrics_json=_json(entry["metrics"]))
+    if entry.get("interval_coverage") is not None:
+        info.interval_coverage = entry["interval_coverage"]
+    return info
+
+
+class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
+    def __init__(self, fleet: ActorRef, blobs: BlobStore, engine: Any, registry_root: Path,
+                 *, threads: int = 2) -> None:
+        self.fleet = fleet
+        self.blobs = blobs
+        self.engine = engine
+        self.registry_root = Path(registry_root)
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+        self._features: "OrderedDict[str, Any]" = OrderedDict()
+        self._pool = None
+        self._known: List[str] = []
+        self._known_at = -1e9
+        self._train_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def pool(self):
+        if self._pool is None:
+            _, _, registry, serving, _ = _modeler()
+            self._pool = serving.PredictorPool(registry.Registry(self.registry_root))
+        return self._pool
+
+    async def _refresh_known(self) -> None:
+        if time.monotonic() - self._known_at > KNOWN_PLATFORMS_TTL_S:
+            self._known = [p["platform_id"] for p in await self.fleet.call("list_platforms")]
+            self._known_at = time.monotonic()
+
+    def _extract(self, sha256: str, source: Any, name: str):
+        """Cached features of one model; InvalidArgument naming ``name`` when it does not parse."""
+        cached = self._features.get(sha256)
+        if cached is not None:
+            self._features.move_to_end(sha256)
+            return cached, 0.0
+        _, features, _, _, _ = _modeler()
+        start = time.perf_counter()
+        try:
+            extracted = features.extract_features(source)
+        except FleetmeterError as exc:
+            raise InvalidArgument(f"{name}: {exc}") from exc
+        except ValueError as exc:
+            raise InvalidArgument(f"{name}: not a valid ONNX or TFLite model ({exc})") from exc
+        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        self._features[sha256] = extracted
+        while len(self._features) > FEATURE_CACHE_SIZE:
+            self._features.popitem(last=False)
+        return extracted, elapsed_ms
+
+    def _predict_sync(self, request: predictor_pb2.PredictRequest) -> predictor_pb2.PredictResponse:
+        kind = request.WhichOneof("model")
+        name = request.model_name or "model"
+        if kind == "model_bytes":
+            if not request.model_bytes:
+                raise InvalidArgument(f"{name}: empty model (no bytes)")
+            sha = hashlib.sha256(request.model_bytes).hexdigest()
+            feats, ms = self._extract(sha, request.model_bytes, name)
+        elif kind == "model_sha256":
+            sha = request.model_sha256.lower()
+            if not is_sha256(sha):
+                raise InvalidArgument(f"model_sha256 {request.model_sha256!r} is not a sha256 hex digest")
+            if not self.blobs.has(sha):
+                raise NotFound(f"no uploaded model with sha256 {sha} (upload it with `fleetmeter models add`, "
+                               "or send the model's bytes)")
+            feats, ms = self._extract(sha, str(self.blobs.path(sha)), request.model_name or sha[:12])
+        else:
+            raise InvalidArgument("PredictRequest needs model_bytes or model_sha256")
+        known = list(self._known)
+        records = self.pool.predict(feats, list(request.platforms), list(request.targets), known=lambda: known)
+        return predictor_pb2.PredictResponse(request_id=request.request_id, model_sha256=sha,
+                                             predictions=[prediction_to_proto(r) for r in records],
+                                             features_ms=ms)
+
+    async def _predict(self, request) -> predictor_pb2.PredictResponse:
+        if request.platforms:
+            await self._refresh_known()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._predict_sync, request)
+
+    # ------------------------------------------------------------ RPCs
+    async def Predict(self, request, context):
+        return await self._predict(request)
+
+    async def PredictBatch(self, request_iterator, context) -> AsyncIterator[predictor_pb2.PredictResponse]:
+        async for request in request_iterator:
+            try:
+                yield await self._predict(request)
+            except FleetmeterError as exc:
+                yield predictor_pb2.PredictResponse(request_id=request.request_id, error=str(exc),
+                                                    error_code=exc.code.name)
+
+    async def ListPredictors(self, request, context):
+        loop = asyncio.get_running_loop()
+        entries = await loop.run_in_executor(
+            self._executor, self.pool.describe, list(request.platforms), list(request.targets))
+        return predictor_pb2.ListPredictorsResponse(predictors=[info_to_proto(e) for e in entries])
+
+    async def PinPredictor(self, request, context):
+        _, _, registry, _, _ = _modeler()
+        reg = registry.Registry(self.registry_root)
+        served = sorted({e["platform_id"] for e in reg.list_predictors()})
+        platform = self.pool.resolve_platforms([request.platform], [request.target or "latency_ms"],
+                                               known=lambda: served)[0]
+        target = request.target or "latency_ms"
+        if request.version:
+            reg.pin(platform, target, request.version)
+        else:
+            reg.resolve_version(platform, target)  # NotFound when there is nothing to unpin
+            reg.unpin(platform, target)
+        self.pool.invalidate()
+        (entry,) = self.pool.describe([platform], [target]) or [None]
+        if entry is None:
+            raise NotFound(f"no predictor for {platform}/{target}")
+        return info_to_proto(entry)
+
+    async def Train(self, request, context) -> AsyncIterator[predictor_pb2.TrainProgress]:
+        dataset, _, registry, _, train = _modeler()
+        targets = tuple(dict.fromkeys(request.targets)) or dataset.TARGETS
+        bad = [t for t in targets if t not in dataset.TARGETS]
+        if bad:
+            raise InvalidArgument(f"unknown target {bad[0]!r}: choose from {', '.join(dataset.TARGETS)}")
+        if self._train_lock.locked():
+            log.info("a training run is in progress; this one waits for it")
+        async with self._train_lock:
+            async for message in self._train(request, targets, dataset, registry, train):
+                yield message
+
+    async def _train(self, request, targets: Sequence[str], dataset, registry, train):
+        platforms = await self.fleet.call("list_platforms")
+        known = sorted(p["platform_id"] for p in platforms)
+        chosen: Optional[List[str]] = None
+        if request.platforms:
+            from fleetmeter.modeler.serving import resolve_platform
+
+            chosen = []
+            for name in request.platforms:
+                hit = resolve_platform(name, known)
+                if hit is None:
+                    raise NotFound(f"unknown platform {name!r} (known platforms: {', '.join(known) or 'none yet'})")
+                chosen.append(hit)
+        yield predictor_pb2.TrainProgress(stage="loading", message="reading measurements")
+        measurements = await self.fleet.call("list_measurements", include_samples=False)
+        models = await self.fleet.call("list_models")
+        snapshot = _StoreSnapshot(models, measurements)
+        loop = asyncio.get_running_loop()
+        samples = await loop.run_in_executor(
+            None, lambda: dataset.load_from_store(snapshot, self.blobs.root, targets, platform_ids=chosen))
+        by_platform = dataset.group_by_platform(samples)
+        if chosen:
+            for pid in chosen:
+                by_platform.setdefault(pid, [])
+        if not by_platform:
+            raise FailedPrecondition("nothing to train on: no successful measurements"
+                                     + (f" on {', '.join(chosen)}" if chosen else "")
+                                     + " (run a sweep, or `fleetmeter import` measurements first)")
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def progress(done: int, total: int) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, ("progress", done, total))
+
+        def map_fn(fn, items):
+            return asyncio.run_coroutine_threadsafe(self.engine.map(fn, items), loop).result()
+
+        min_samples = request.min_samples or train.MIN_TRAIN_SAMPLES
+
+        def run() -> List[Any]:
+            return train.train_all(by_platform, targets, map_fn, seed=request.seed,
+                                   leave_family_out=not request.skip_family_split, min_samples=min_samples,
+                                   progress=progress, chunk_size=self.engine.parallelism())
+
+        n_models = len({s.model_sha256 for s in samples})
+        yield predictor_pb2.TrainProgress(stage="loading", message=f"{len(samples)} samples of {n_models} models "
+                                          f"on {len(by_platform)} platform(s)")
+        job = loop.run_in_executor(None, run)
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({job, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                _, n, total = getter.result()
+                yield predictor_pb2.TrainProgress(stage="training", done=n, total=total)
+                continue
+            getter.cancel()
+            break
+        while not queue.empty():
+            _, n, total = queue.get_nowait()
+            yield predictor_pb2.TrainProgress(stage="training", done=n, total=total)
+        results = job.result()
+        reg = registry.Registry(self.registry_root)
+        out = []
+        for result in results:
+            version = await loop.run_in_executor(None, reg.save_result, result)
+            out.append(predictor_pb2.TrainedPredictor(
+                platform=result.platform_id, target=result.target, version=version or 0,
+                n_samples=result.n_samples, skipped=result.skipped,
+                granularity=getattr(result, "granularity", "model") if not result.skipped else "",
+                chosen_because=getattr(result, "chosen_because", ""), metrics_json=_json(result.metrics)))
+        self.pool.invalidate()
+        trained = sum(1 for r in results if not r.skipped)
+        yield predictor_pb2.TrainProgress(stage="done", done=trained, total=len(results), results=out,
+                                          message=f"trained {trained} predictor(s), skipped "
+                                                  f"{len(results) - trained}")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,203 @@
+"""Predictions end to end: a real sweep measures zoo models, the controller trains (Ray tasks), and
+callers predict over real gRPC through the Python API, the CLI and PredictBatch.
+
+One module-scoped sweep feeds every test; the order of the tests below is the order a user meets
+the feature (nothing trained yet → train → predict → list/pin/eval).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("lightgbm")
+
+from fleetmeter import Client  # noqa: E402
+from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated  # noqa: E402
+from fleetmeter.modeler.zoo.families import SMALL_FIXED, derive_seed, get_family  # noqa: E402
+from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402
+from fleetmeter.v1 import common_pb2, fleet_pb2  # noqa: E402
+
+FAMILIES = ("resnet", "mobilenetv2", "vgg")
+PER_FAMILY = 8
+SIZES = (32, 48, 64, 96)
+SETTINGS = common_pb2.BenchSettings(warmup_runs=2, min_runs=5, min_duration_ms=60, max_duration_ms=2000)
+CONTRACT = {"platform", "target", "value", "lower", "upper", "unit", "predictor_version"}
+
+
+def _model(family: str, index: int) -> bytes:
+    fixed = dict(SMALL_FIXED[family])
+    key = "base_resolution" if "base_resolution" in fixed else "input_size"
+    if key in fixed:
+        fixed[key] = SIZES[index % len(SIZES)]
+    arch = get_family(family).sample(derive_seed(5, family, index), name=f"{family}-{index}", **fixed)
+    return onnx_bytes(build_onnx(arch, seed=index))
+
+
+@pytest.fixture(scope="module")
+def measured(fleet, tmp_path_factory):
+    """24 zoo models measured on the onnxruntime agent's platform (with operator profiles)."""
+    root = tmp_path_factory.mktemp("predict-models")
+    shas = []
+    with fleet.client() as c:
+        for family in FAMILIES:
+            for i in range(PER_FAMILY):
+                path = root / f"{family}-{i}.onnx"
+                path.write_bytes(_model(family, i))
+                shas.append(c.upload_model(path).model.sha256)
+        ort = next(d for d in c.list_devices() if d.name == "ort").platform_ids[0]
+        sweep = c.submit_sweep(fleet_pb2.SweepSpec(
+            models=shas, platforms=fleet_pb2.PlatformSelector(platform_ids=[ort]), settings=SETTINGS,
+            profile_operators=True))
+        for _ in c.watch_sweep(sweep.sweep_id, timeout_s=300):
+            pass
+        done = c.get_sweep(sweep.sweep_id).progress
+    assert (done.done, done.failed) == (len(shas), 0)
+    transformer = root / "transformer.onnx"
+    transformer.write_bytes(_model("transformer", 0))
+    return {"platform": ort, "root": root, "shas": shas, "transformer": transformer,
+            "known": root / "resnet-0.onnx"}
+
+
+@pytest.fixture(scope="module")
+def trained(fleet, measured):
+    """Train once (latency and energy); the progress messages of that run."""
+    with fleet.client() as c:
+        return list(c.train(targets=["latency_ms", "energy_mj"], min_samples=10, timeout_s=600))
+
+
+def _cli(fleet, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleetmeter.cli", *args, "--controller", fleet.address,
+                           "--api-token", fleet.api_token], capture_output=True, text=True, timeout=300)
+
+
+def test_nothing_trained_yet_is_a_clear_error(fleet, measured):
+    with fleet.client() as c:
+        with pytest.raises(FailedPrecondition, match="fleetmeter train"):
+            c.predict(measured["known"])
+        assert c.list_predictors() == []
+
+
+def test_train_streams_progress_and_saves_versions(measured, trained):
+    messages = trained
+    stages = [m.stage for m in messages]
+    assert stages[0] == "loading" and stages[-1] == "done" and "training" in stages
+    results = {(r.platform, r.target): r for r in messages[-1].results}
+    lat = results[(measured["platform"], "latency_ms")]
+    assert lat.version == 1 and lat.n_samples == len(measured["shas"]) and not lat.skipped
+    metrics = json.loads(lat.metrics_json)
+    for method in ("predictor", "opcount_lgbm", "flops_linear"):
+        assert metrics["random_split"][method]["n"] == metrics["random_split"]["n_test"] > 0
+    assert set(metrics["leave_family_out"]["folds"]) == set(FAMILIES)
+    # No power sensor on this machine: energy was never measured, so nothing is trained for it.
+    energy = results[(measured["platform"], "energy_mj")]
+    assert energy.skipped and energy.version == 0
+
+
+def test_predict_python_api_and_contract(fleet, measured, trained, monkeypatch):
+    import fleetmeter
+
+    monkeypatch.setenv("FLEETMETER_CONTROLLER", fleet.address)
+    monkeypatch.setenv("FLEETMETER_API_TOKEN", fleet.api_token)
+    for model in (measured["known"], measured["known"].read_bytes()):
+        (p,) = fleetmeter.predict(model, platforms=measured["platform"])
+        assert set(p.to_dict()) >= CONTRACT
+        assert (p.platform, p.target, p.unit, p.predictor_version) == (measured["platform"], "latency_ms", "ms", 1)
+        assert 0 < p.lower <= p.value <= p.upper
+        assert p.warnings == ()
+    with Client(fleet.address, fleet.api_token) as c:
+        # All platforms with a predictor (only one here); by unique prefix; by uploaded sha256.
+        assert [p.platform for p in c.predict(measured["known"])] == [measured["platform"]]
+        assert c.predict(measured["known"], platforms=measured["platform"][:-3])[0].platform == measured["platform"]
+        by_sha = c.predict_sha256(measured["shas"][0], platforms=[measured["platform"]])
+        assert by_sha[0].value == pytest.approx(c.predict(measured["known"])[0].value)
+
+
+def test_predictions_follow_the_measurements(fleet, measured, trained):
+    """The bigger the model, the slower: the predictor ranks the measured models as they measured."""
+    with fleet.client() as c:
+        measured_ms = {m.model_sha256: m.latency_ms.median for m in c.list_measurements(
+            platform_id=measured["platform"])}
+        predicted = {sha: c.predict_sha256(sha)[0].value for sha in measured["shas"]}
+    shas = sorted(measured_ms)
+    from fleetmeter.modeler.metrics import spearman
+
+    assert spearman([predicted[s] for s in shas], [measured_ms[s] for s in shas]) > 0.8
+
+
+def test_errors_name_the_problem(fleet, measured, trained):
+    with fleet.client() as c:
+        with pytest.raises(NotFound, match="unknown platform 'no-such-phone'.*known platforms"):
+            c.predict(measured["known"], platforms=["no-such-phone"])
+        with pytest.raises(InvalidArgument, match="broken.onnx"):
+            bad = measured["root"] / "broken.onnx"
+            bad.write_bytes(b"\x08\x01garbage that is not a model")
+            c.predict(bad)
+        with pytest.raises(FailedPrecondition, match="no energy_mj predictor"):
+            c.predict(measured["known"], platforms=[measured["platform"]], targets=["energy_mj"])
+        with pytest.raises(InvalidArgument, match="unknown target"):
+            c.predict(measured["known"], targets=["speed"])
+        lite = next(d for d in c.list_devices() if d.name == "lite").platform_ids[0]
+        with pytest.raises(FailedPrecondition, match="no latency_ms predictor for platform"):
+            c.predict(measured["known"], platforms=[lite])
+    with Client(fleet.address, "wrong-token") as c:
+        with pytest.raises(Unauthenticated):
+            c.predict(measured["known"])
+    with fleet.client() as c:  # the service kept running
+        assert c.predict(measured["known"])[0].value > 0
+
+
+def test_unseen_operator_is_a_warning_with_the_prediction(fleet, measured, trained):
+    with fleet.client() as c:
+        (p,) = c.predict(measured["transformer"])
+    assert p.value > 0
+    (warning,) = p.warnings
+    assert "never seen in training" in warning and "layernorm" in warning and "softmax" in warning, warning
+
+
+def test_predict_batch_keeps_going_past_a_bad_model(fleet, measured, trained):
+    bad = b"not a model at all"
+    models = [measured["known"], bad, measured["root"] / "vgg-3.onnx"]
+    with fleet.client() as c:
+        out = list(c.predict_batch(models, platforms=[measured["platform"]]))
+    assert len(out) == 3
+    assert out[0][0].value > 0 and out[2][0].value > 0
+    assert isinstance(out[1], InvalidArgument)
+
+
+def test_cli_predict_eval_and_pinning(fleet, measured, trained):
+    run = _cli(fleet, "predict", str(measured["known"]), "--json")
+    assert run.returncode == 0, run.stderr
+    (record,) = json.loads(run.stdout)
+    assert set(record) >= CONTRACT and record["unit"] == "ms"
+    table = _cli(fleet, "predict", str(measured["known"]))
+    assert table.returncode == 0 and measured["platform"] in table.stdout and "ms" in table.stdout
+    bad = _cli(fleet, "predict", str(measured["known"]), "--platform", "nope")
+    assert bad.returncode == 1 and "unknown platform 'nope'" in bad.stderr
+
+    for split in ("random", "family"):
+        ev = _cli(fleet, "eval", "--split", split, "--json")
+        assert ev.returncode == 0, ev.stderr
+        (row,) = json.loads(ev.stdout)
+        assert {"predictor", "opcount_lgbm", "flops_linear"} <= set(row["methods"])
+        assert row["n_test"] > 0
+    text = _cli(fleet, "eval", "--split", "random")
+    assert "baseline: FLOPs linear" in text.stdout and "noise ceiling" in text.stdout
+
+    # A second training run adds v2; pinning v1 makes it serve again.
+    with fleet.client() as c:
+        list(c.train(platforms=[measured["platform"]], targets=["latency_ms"], skip_family_split=True,
+                     min_samples=10, timeout_s=600))
+        assert c.predict(measured["known"])[0].predictor_version == 2
+        info = c.pin_predictor(measured["platform"], "latency_ms", 1)
+        assert (info.version, info.pinned, list(info.versions)) == (1, 1, [1, 2])
+        assert c.predict(measured["known"])[0].predictor_version == 1
+        with pytest.raises(NotFound, match="v9"):
+            c.pin_predictor(measured["platform"], "latency_ms", 9)
+    unpin = _cli(fleet, "predictors", "unpin", measured["platform"], "latency_ms")
+    assert unpin.returncode == 0, unpin.stderr
+    listed = _cli(fleet, "predictors", "list", "--json")
+    (entry,) = [e for e in json.loads(listed.stdout) if e["target"] == "latency_ms"]
+    assert entry["version"] == 2 and entry["pinned"] is None
