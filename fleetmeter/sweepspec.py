@@ -146,6 +146,8 @@ def _check_type(value: Any, kind: type, where: tuple, problems: _Problems, minim
 
 
 ZOO_KEYS = {"family", "count", "seed", "formats"}
+#: = fleetmeter.modeler.zoo.build.FORMATS (a test keeps them equal; not imported: it pulls in numpy).
+ZOO_FORMATS = ("onnx", "tflite", "tflite-int8")
 
 
 def _validate_zoo(item: dict, where: tuple, problems: _Problems) -> None:
@@ -162,8 +164,8 @@ def _validate_zoo(item: dict, where: tuple, problems: _Problems) -> None:
     if "seed" in zoo:
         _check_type(zoo["seed"], int, where + ("seed",), problems, minimum=0)
     formats = zoo.get("formats", ["onnx", "tflite"])
-    if not isinstance(formats, list) or not formats or any(f not in ("onnx", "tflite") for f in formats):
-        problems.add(where + ("formats",), f"a list of onnx and/or tflite, got {formats!r}")
+    if not isinstance(formats, list) or not formats or any(f not in ZOO_FORMATS for f in formats):
+        problems.add(where + ("formats",), f"a list of {', '.join(ZOO_FORMATS)}, got {formats!r}")
 
 
 def _expand_zoo(spec: dict, cache_root: Path) -> list[Path]:

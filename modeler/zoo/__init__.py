@@ -1,16 +1,20 @@
-"""fleetmeter's own model generator: one description, two emitters.
+"""fleetmeter's own model generator: one description, two emitters (TFLite also int8).
 
 * :mod:`.arch` — the architecture description (shapes, weights), with the
   layer kinds of :mod:`.layers`; re-exported here.
 * :mod:`.onnx_emit` — ``build_onnx`` / ``write_onnx`` (NCHW, opset 17).
 * :mod:`.tflite_emit` — ``build_tflite`` / ``write_tflite`` (NHWC, builtin ops).
+* :mod:`.tflite_quant` — ``build_tflite_int8`` / ``write_tflite_int8``: the
+  same graph, full-integer post-training quantized (int8 weights per channel,
+  int8 activations calibrated in LiteRT, float input/output); every family.
 * :mod:`.fold` — BatchNorm folding, run by both emitters.
 * :mod:`.tiny` — parametrised generators and the built-in demo models.
 * :mod:`.make_builtin` — regenerates ``fleetmeter/modeler/builtin_models``.
 * :mod:`.special` — odd files for tests (large, unsupported op, corrupt).
 * :mod:`.families` — the zoo's sampled architecture families (registry), built
   from :mod:`.sampling` (ranges, seeds), :mod:`.blocks` and ``fam_*`` modules.
-* :mod:`.build` — ``build_zoo``: COUNT models per family into a folder + index.
+* :mod:`.build` — ``build_zoo``: COUNT models per family into a folder + index
+  (formats ``onnx``, ``tflite``, ``tflite-int8``).
 * :mod:`.cli` — ``fleetmeter zoo families`` / ``fleetmeter zoo build``.
 
 The names below are imported on first use (PEP 562), so importing

@@ -1,5 +1,11 @@
 """Build a zoo: ``count`` sampled models per family, emitted as ONNX and/or TFLite.
 
+Formats (:data:`FORMATS`): ``onnx`` (``NAME.onnx``), ``tflite`` (float32,
+``NAME.tflite``) and ``tflite-int8`` (full-integer post-training quantized
+TFLite with float input/output, ``NAME.int8.tflite``; see
+:mod:`.tflite_quant`). Every index entry records ``quantization``:
+``float32`` or ``int8``.
+
 Determinism: model *i* of family *f* is sampled and given weights with
 :func:`~.sampling.derive_seed` ``(seed, f, i)`` and nothing else, so the same
 ``(family, i, seed)`` gives byte-identical files whatever else is built,
@@ -24,12 +30,16 @@ from ._files import atomic_write
 from .arch import GENERATOR_VERSION
 from .families import derive_seed, get_family, resolve_families
 
-__all__ = ["FORMATS", "INDEX_FILE", "INDEX_SCHEMA_VERSION", "BuildTask", "build_model", "build_zoo", "model_name",
-           "parse_formats"]
+__all__ = ["FILE_SUFFIX", "FORMATS", "INDEX_FILE", "INDEX_SCHEMA_VERSION", "QUANTIZATION", "BuildTask", "build_model",
+           "build_zoo", "model_name", "parse_formats"]
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "tflite")
+FORMATS = ("onnx", "tflite", "tflite-int8")
+#: File name suffix of each format (``NAME`` + suffix).
+FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "tflite-int8": ".int8.tflite"}
+#: Numeric precision of each format's weights and activations, as recorded in the index.
+QUANTIZATION = {"onnx": "float32", "tflite": "float32", "tflite-int8": "int8"}
 INDEX_FILE = "index.json"
 INDEX_SCHEMA_VERSION = 1
 
@@ -43,7 +53,7 @@ def model_name(family: str, index: int) -> str:
 
 
 def parse_formats(text: Union[str, Sequence[str]]) -> Tuple[str, ...]:
-    """``"onnx,tflite"`` -> ``("onnx", "tflite")``; ValueError on an unknown or empty list."""
+    """``"onnx,tflite-int8"`` -> ``("onnx", "tflite-int8")``; ValueError on an unknown or empty list."""
     items = [f.strip() for f in (text.split(",") if isinstance(text, str) else text) if f.strip()]
     unknown = [f for f in items if f not in FORMATS]
     if unknown or not items:
@@ -67,6 +77,10 @@ def _emit(arch: Any, fmt: str, seed: int) -> bytes:
         from .onnx_emit import build_onnx, onnx_bytes
 
         return onnx_bytes(build_onnx(arch, seed=seed))
+    if fmt == "tflite-int8":
+        from .tflite_quant import build_tflite_int8
+
+        return build_tflite_int8(arch, seed=seed)
     from .tflite_emit import build_tflite
 
     return build_tflite(arch, seed=seed)
@@ -84,7 +98,7 @@ def build_model(task: BuildTask) -> List[Dict[str, Any]]:
     entries = []
     for fmt in task.formats:
         data = _emit(arch, fmt, model_seed)
-        file_name = f"{name}.{fmt}"
+        file_name = name + FILE_SUFFIX[fmt]
         atomic_write(Path(task.out_dir) / file_name, data)
         shape = onnx_shape if fmt == "onnx" else tflite_shape
         entries.append({
@@ -92,6 +106,7 @@ def build_model(task: BuildTask) -> List[Dict[str, Any]]:
             "family": arch.family,
             "index": task.index,
             "format": fmt,
+            "quantization": QUANTIZATION[fmt],
             "file": file_name,
             "hyperparameters": arch.hyperparameters,
             "zoo_seed": task.seed,

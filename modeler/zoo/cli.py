@@ -3,6 +3,12 @@
     fleetmeter zoo families [--json]
     fleetmeter zoo build --family mobilenetv2 --count 200 --seed 1 --formats onnx,tflite --out DIR
     fleetmeter zoo build --family all --count 10 --out DIR --no-ray
+    fleetmeter zoo build --family resnet --count 5 --formats tflite,tflite-int8 --out DIR
+
+Formats: ``onnx``, ``tflite`` (float32) and ``tflite-int8`` (full-integer
+post-training quantization: int8 weights per channel, int8 activations
+calibrated on seeded inputs, float input/output; every family supports it;
+see :mod:`.tflite_quant`).
 
 :func:`add_zoo_commands` adds the ``zoo`` command to the ``fleetmeter``
 parser's subparsers; each subcommand sets ``func(args) -> int`` like the
@@ -29,7 +35,7 @@ def add_zoo_commands(subparsers: Any) -> argparse.ArgumentParser:
     zoo = subparsers.add_parser(
         "zoo", help="generate model zoos from sampled architecture families",
         description="Sample CNN and transformer architectures from documented hyper-parameter ranges and emit "
-                    "them as ONNX and TFLite (same seed, same bytes).")
+                    "them as ONNX, float32 TFLite and int8-quantized TFLite (same seed, same bytes).")
     sub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="SUBCOMMAND")
 
     p = sub.add_parser("families", help="list the families and their hyper-parameter ranges")
@@ -38,14 +44,16 @@ def add_zoo_commands(subparsers: Any) -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "build", help="sample and write COUNT models per family",
-        description="Write COUNT models of each family as FAMILY-NNNN.onnx / .tflite plus index.json (name, "
-                    "family, hyper-parameters, format, sha256, size_bytes) into --out. Model i of family f "
-                    "depends only on (--seed, f, i).")
+        description="Write COUNT models of each family as FAMILY-NNNN.onnx / .tflite / .int8.tflite plus "
+                    "index.json (name, family, hyper-parameters, format, quantization, sha256, size_bytes) into "
+                    "--out. Model i of family f depends only on (--seed, f, i).")
     p.add_argument("--family", action="append", required=True, metavar="FAMILY",
                    help="a family name or 'all' (repeat, or separate with commas)")
     p.add_argument("--count", type=int, required=True, help="models per family")
     p.add_argument("--seed", type=int, default=0, help="zoo seed (default: %(default)s)")
-    p.add_argument("--formats", default="onnx,tflite", help="comma-separated: onnx, tflite (default: %(default)s)")
+    p.add_argument("--formats", default="onnx,tflite",
+                   help="comma-separated: onnx, tflite, tflite-int8 (full-integer quantized TFLite, calibrated on "
+                        "seeded inputs) (default: %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--no-ray", action="store_true", help="build in this process instead of as Ray tasks")
     p.add_argument("--json", action="store_true", help="print the index entries of the files written")
@@ -60,6 +68,8 @@ def cmd_zoo_families(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(described, indent=2, sort_keys=True))
         return 0
+    formats = sorted({f for info in described.values() for f in info["formats"]})
+    print(f"formats (every family): {', '.join(formats)}; tflite-int8 is full-integer quantized TFLite\n")
     for name, info in described.items():
         print(f"{name}: {info['summary']}")
         print(f"  budget: <= {info['max_macs'] / 1e6:.0f} M MACs, <= {info['max_params'] / 1e6:.1f} M parameters")

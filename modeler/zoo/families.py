@@ -70,5 +70,12 @@ def resolve_families(names: Iterable[str]) -> List[Family]:
 
 
 def describe_families() -> Dict[str, Any]:
-    """``{name: {summary, max_macs, max_params, ranges}}`` for every family (JSON-ready)."""
-    return {f.name: f.describe() for f in FAMILIES}
+    """``{name: {summary, max_macs, max_params, ranges, formats}}`` for every family (JSON-ready).
+
+    ``formats`` lists what ``zoo build --formats`` can emit for the family;
+    every family supports all of them, ``tflite-int8`` (full-integer
+    quantized TFLite, :mod:`.tflite_quant`) included.
+    """
+    from .build import FORMATS  # build imports this module
+
+    return {f.name: {**f.describe(), "formats": list(FORMATS)} for f in FAMILIES}

@@ -63,7 +63,8 @@ from .arch import (
 )
 from .fold import batchnorm_scale_shift, fold_batchnorm
 
-__all__ = ["FILE_IDENTIFIER", "SCHEMA_VERSION", "tflite_shape", "build_tflite", "write_tflite", "TfliteGraph"]
+__all__ = ["FILE_IDENTIFIER", "SCHEMA_VERSION", "tflite_shape", "build_tflite", "write_tflite", "TfliteGraph",
+           "float_graph"]
 
 FILE_IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
@@ -489,20 +490,27 @@ def build_tflite(arch: Architecture, *, seed: int = 0, weights: Optional[Weights
     Weights come from ``weights`` when given (canonical layout, see
     :mod:`.arch`), else from :func:`.arch.init_weights` with ``seed``.
     """
-    resolved = resolve_weights(arch, weights, seed)
-    arch, resolved = fold_batchnorm(arch, resolved)
+    g, inputs, outputs = float_graph(arch, resolve_weights(arch, weights, seed))
+    return g.to_bytes(
+        inputs,
+        outputs,
+        description=f"fleetmeter.zoo generator {GENERATOR_VERSION}: {arch.name} ({arch.family})",
+        metadata=metadata_entries(arch, None if weights is not None else seed),
+    )
+
+
+def float_graph(arch: Architecture, weights: Weights) -> Tuple[TfliteGraph, List[int], List[int]]:
+    """``(graph, input indices, output indices)`` of the float32 model of ``arch``
+    with resolved ``weights``, before serialization (:mod:`.tflite_quant`
+    rewrites it into the int8 model)."""
+    arch, weights = fold_batchnorm(arch, weights)
     g = TfliteGraph()
     for layer in arch.layers:
         if isinstance(layer, Input):
             g.tensor(layer.name, tflite_shape(layer.shape))
         else:
-            _emit_layer(g, arch, layer, resolved)
-    return g.to_bytes(
-        [g.index(i.name) for i in arch.input_layers],
-        [g.index(o) for o in arch.outputs],
-        description=f"fleetmeter.zoo generator {GENERATOR_VERSION}: {arch.name} ({arch.family})",
-        metadata=metadata_entries(arch, None if weights is not None else seed),
-    )
+            _emit_layer(g, arch, layer, weights)
+    return g, [g.index(i.name) for i in arch.input_layers], [g.index(o) for o in arch.outputs]
 
 
 def write_tflite(
