@@ -107,6 +107,7 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         self._known: List[str] = []
         self._known_at = -1e9
         self._train_lock = asyncio.Lock()
+        self._kernel_features: Dict[str, Any] = {}  # sha256 -> ModelFeatures, for the kernel-level loader
 
     # ------------------------------------------------------------ helpers
     @property
@@ -239,6 +240,14 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         loop = asyncio.get_running_loop()
         samples = await loop.run_in_executor(
             None, lambda: dataset.load_from_store(snapshot, self.blobs.root, targets, platform_ids=chosen))
+        kernel_samples: Dict[str, List[Any]] = {}
+        if "latency_ms" in targets:
+            from fleetmeter.modeler.kernels import load_kernel_samples
+
+            loaded = await loop.run_in_executor(None, lambda: load_kernel_samples(
+                snapshot, self.blobs.root, platform_ids=chosen, cache=self._kernel_features))
+            for sample in loaded:
+                kernel_samples.setdefault(sample.platform_id, []).append(sample)
         by_platform = dataset.group_by_platform(samples)
         if chosen:
             for pid in chosen:
@@ -260,11 +269,13 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         def run() -> List[Any]:
             return train.train_all(by_platform, targets, map_fn, seed=request.seed,
                                    leave_family_out=not request.skip_family_split, min_samples=min_samples,
-                                   progress=progress, chunk_size=self.engine.parallelism())
+                                   progress=progress, chunk_size=self.engine.parallelism(),
+                                   kernel_samples=kernel_samples)
 
         n_models = len({s.model_sha256 for s in samples})
+        n_kernel = sum(len(v) for v in kernel_samples.values())
         yield predictor_pb2.TrainProgress(stage="loading", message=f"{len(samples)} samples of {n_models} models "
-                                          f"on {len(by_platform)} platform(s)")
+                                          f"on {len(by_platform)} platform(s); {n_kernel} with operator profiles")
         job = loop.run_in_executor(None, run)
         while True:
             getter = asyncio.ensure_future(queue.get())
@@ -286,8 +297,8 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
             out.append(predictor_pb2.TrainedPredictor(
                 platform=result.platform_id, target=result.target, version=version or 0,
                 n_samples=result.n_samples, skipped=result.skipped,
-                granularity=getattr(result, "granularity", "model") if not result.skipped else "",
-                chosen_because=getattr(result, "chosen_because", ""), metrics_json=_json(result.metrics)))
+                granularity=result.granularity if not result.skipped else "",
+                chosen_because=result.chosen_because, metrics_json=_json(result.metrics)))
         self.pool.invalidate()
         trained = sum(1 for r in results if not r.skipped)
         yield predictor_pb2.TrainProgress(stage="done", done=trained, total=len(results), results=out,

@@ -22,14 +22,20 @@ set one, else the latest; ``version=N`` loads that one.
 ``manifest.json`` (``MANIFEST_SCHEMA_VERSION`` 1)::
 
     manifest_schema_version, version, created_unix, platform_id, target,
-    feature_schema_version, predictor  (Predictor.config(): feature_set,
-        columns, prior, interval_log, interval_level, n_train, seed, params),
-    training_fingerprint, n_samples, metrics, interval, model_txt_sha256,
-    library_versions {python, numpy, lightgbm, fleetmeter}
+    granularity ("model" | "kernel"), chosen_because (why it serves),
+    feature_schema_version, training_fingerprint, n_samples, metrics,
+    interval, library_versions {python, numpy, lightgbm, fleetmeter}, and
+    model-level:  predictor (Predictor.config(): feature_set, columns, prior,
+                  interval_log, interval_level, n_train, seed, params),
+                  model_txt_sha256
+    kernel-level: kernel_predictor (KernelPredictor.config()),
+                  kernel_files {kernel type: {file, sha256}}
 
-A prediction is ``exp(booster(columns) + prior)``, with the prior
+A model-level prediction is ``exp(booster(columns) + prior)``, with the prior
 ``slope * log(1 + features[prior.feature]) + intercept`` (none for the
-op-count baseline): ``model.txt`` alone is only the correction.
+op-count baseline): ``model.txt`` alone is only the correction. A
+kernel-level version (latency only) holds one LightGBM text per kernel type
+in ``kernels/k000.txt ...`` instead (see :mod:`~fleetmeter.modeler.kernels`).
 
 Errors: an unknown platform, target or version raises
 :class:`~fleetmeter.errors.NotFound`; a predictor trained on another
@@ -69,6 +75,7 @@ MANIFEST_SCHEMA_VERSION = 1
 MODEL_FILE = "model.txt"
 MANIFEST_FILE = "manifest.json"
 PIN_FILE = "pinned.json"
+KERNEL_DIR = "kernels"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -159,29 +166,71 @@ class Registry:
         metrics: Optional[Mapping[str, Any]] = None,
         n_samples: Optional[int] = None,
         now: Optional[float] = None,
+        chosen_because: str = "",
     ) -> int:
-        """Write ``predictor`` as the next version of (``platform_id``, its target); returns the version."""
-        target_dir = self._target_dir(platform_id, predictor.target)
-        target_dir.mkdir(parents=True, exist_ok=True)
+        """Write a model-level ``predictor`` as the next version of (``platform_id``, its target); its version."""
         model_text = predictor.model_text()
+        return self._write(platform_id, predictor.target, {MODEL_FILE: model_text}, {
+            "granularity": "model",
+            "chosen_because": chosen_because,
+            "feature_schema_version": predictor.feature_schema_version,
+            "predictor": predictor.config(),
+            "n_samples": predictor.n_train if n_samples is None else int(n_samples),
+            "model_txt_sha256": hashlib.sha256(model_text.encode("utf-8")).hexdigest(),
+        }, training_fingerprint, metrics, now)
+
+    def save_kernel(
+        self,
+        predictor: Any,
+        *,
+        platform_id: str,
+        training_fingerprint: str,
+        metrics: Optional[Mapping[str, Any]] = None,
+        n_samples: Optional[int] = None,
+        now: Optional[float] = None,
+        chosen_because: str = "",
+    ) -> int:
+        """Write a :class:`~fleetmeter.modeler.kernels.KernelPredictor` (latency) as the next version.
+
+        One LightGBM text file per kernel type under ``kernels/`` (numbered:
+        kernel types hold ``+`` and ``:``), listed with their sha256 in the manifest.
+        """
+        files: Dict[str, str] = {}
+        listing: Dict[str, Dict[str, str]] = {}
+        for i, (kind, text) in enumerate(sorted(predictor.model_texts().items())):
+            name = f"{KERNEL_DIR}/k{i:03d}.txt"
+            files[name] = text
+            listing[kind] = {"file": name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+        return self._write(platform_id, "latency_ms", files, {
+            "granularity": "kernel",
+            "chosen_because": chosen_because,
+            "feature_schema_version": predictor.feature_schema_version,
+            "kernel_predictor": predictor.config(),
+            "kernel_files": listing,
+            "n_samples": predictor.n_train if n_samples is None else int(n_samples),
+        }, training_fingerprint, metrics, now)
+
+    def _write(self, platform_id: str, target: str, files: Mapping[str, str], fields: Mapping[str, Any],
+               training_fingerprint: str, metrics: Optional[Mapping[str, Any]], now: Optional[float]) -> int:
+        target_dir = self._target_dir(platform_id, target)
+        target_dir.mkdir(parents=True, exist_ok=True)
         metrics = dict(metrics or {})
         base_manifest: Dict[str, Any] = {
             "manifest_schema_version": MANIFEST_SCHEMA_VERSION,
             "created_unix": time.time() if now is None else float(now),
             "platform_id": platform_id,
-            "target": predictor.target,
-            "feature_schema_version": predictor.feature_schema_version,
-            "predictor": predictor.config(),
+            "target": target,
             "training_fingerprint": training_fingerprint,
-            "n_samples": predictor.n_train if n_samples is None else int(n_samples),
             "metrics": metrics,
             "interval": metrics.get("interval"),
-            "model_txt_sha256": hashlib.sha256(model_text.encode("utf-8")).hexdigest(),
             "library_versions": library_versions(),
+            **fields,
         }
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target_dir))
         try:
-            (staging / MODEL_FILE).write_text(model_text, encoding="utf-8")
+            for name, text in files.items():
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                (staging / name).write_text(text, encoding="utf-8")
             version = max((int(m.group(1)) for m in (_VERSION_DIR.match(e.name) for e in target_dir.iterdir())
                            if m), default=0) + 1
             while True:
@@ -195,18 +244,22 @@ class Registry:
                         version += 1  # another writer took this number: take the next one
                         continue
                     raise
-                log.info("saved predictor %s/%s v%d", platform_id, predictor.target, version)
+                log.info("saved %s-level predictor %s/%s v%d", fields["granularity"], platform_id, target, version)
                 return version
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
     def save_result(self, result: TrainResult, *, now: Optional[float] = None) -> Optional[int]:
-        """Save a :func:`~fleetmeter.modeler.train.train_all` result (``None`` for a skipped one)."""
+        """Save a :func:`~fleetmeter.modeler.train.train_all` result's serving predictor (``None`` if skipped)."""
+        common = dict(platform_id=result.platform_id, training_fingerprint=result.fingerprint,
+                      metrics=result.metrics, n_samples=result.n_samples, now=now,
+                      chosen_because=result.chosen_because)
+        if result.granularity == "kernel" and result.kernel_predictor is not None:
+            return self.save_kernel(result.kernel_predictor, **common)
         if result.predictor is None:
             return None
-        return self.save(result.predictor, platform_id=result.platform_id, training_fingerprint=result.fingerprint,
-                         metrics=result.metrics, n_samples=result.n_samples, now=now)
+        return self.save(result.predictor, **common)
 
     def pin(self, platform_id: str, target: str, version: int) -> None:
         """Make :meth:`load` without a version return ``version`` until :meth:`unpin`."""
@@ -310,6 +363,8 @@ class Registry:
                 f"{where} was trained on feature schema {trained_on}, but this fleetmeter extracts feature "
                 f"schema {FEATURE_SCHEMA_VERSION}: retrain it on current features (or pin a version trained on "
                 f"schema {FEATURE_SCHEMA_VERSION})")
+        if manifest.get("granularity", "model") == "kernel":
+            return LoadedPredictor(predictor=self._load_kernel(version_dir, manifest, where), manifest=manifest)
         model_text = (version_dir / MODEL_FILE).read_text(encoding="utf-8")
         if hashlib.sha256(model_text.encode("utf-8")).hexdigest() != manifest.get("model_txt_sha256"):
             raise FailedPrecondition(f"{where}: {MODEL_FILE} does not match its manifest (damaged?); retrain")
@@ -331,3 +386,18 @@ class Registry:
             params=dict(config.get("params") or {}),
         )
         return LoadedPredictor(predictor=predictor, manifest=manifest)
+
+    @staticmethod
+    def _load_kernel(version_dir: Path, manifest: Mapping[str, Any], where: str) -> Any:
+        from .kernels import KernelPredictor
+
+        texts = {}
+        for kind, entry in (manifest.get("kernel_files") or {}).items():
+            text = (version_dir / entry["file"]).read_text(encoding="utf-8")
+            if hashlib.sha256(text.encode("utf-8")).hexdigest() != entry.get("sha256"):
+                raise FailedPrecondition(f"{where}: {entry['file']} does not match its manifest (damaged?); retrain")
+            texts[kind] = text
+        try:
+            return KernelPredictor.from_parts(manifest["kernel_predictor"], texts)
+        except (KeyError, ValueError) as exc:
+            raise FailedPrecondition(f"{where}: cannot rebuild the kernel-level predictor ({exc}); retrain") from exc

@@ -334,7 +334,9 @@ class Predictor:
         """``log`` of the predicted targets."""
         if not len(items):
             return np.zeros(0)
-        out = self.booster.predict(_matrix(items, self.columns))
+        # One thread for small inputs: LightGBM's OpenMP start-up costs ~1-4 ms a call, 40x the
+        # prediction of one row (what a Predict RPC or a search loop asks for).
+        out = self.booster.predict(_matrix(items, self.columns), num_threads=1 if len(items) < 2048 else 0)
         if self.prior is not None:
             out = out + self.prior.log_predict(items)
         return np.asarray(out, dtype=float)
@@ -541,18 +543,25 @@ class TrainTask:
     samples: Tuple[Sample, ...]
     seed: int = 0
     leave_family_out: bool = True
+    #: ``KernelSample``s of this platform (latency only): a kernel-level predictor is evaluated too.
+    kernel_samples: Tuple[Any, ...] = ()
 
 
 @dataclass
 class TrainResult:
-    """What :func:`run_train_task` hands back; ``predictor`` is ``None`` when ``skipped`` says why.
+    """What :func:`run_train_task` hands back: the serving predictor of one (platform, target).
 
     ``metrics`` holds ``random_split`` (:func:`evaluate_split` on an 80/20
-    split), ``leave_family_out`` (:func:`evaluate_leave_family_out`, when
-    asked for), ``noise_ceiling`` (of the platform's repeated measurements
+    split, plus ``kernel`` — the kernel-level predictor on the same split —
+    where operator profiles exist), ``leave_family_out``
+    (:func:`evaluate_leave_family_out`, when asked for; ``pooled.kernel``
+    likewise), ``noise_ceiling`` (of the platform's repeated measurements
     of this target) and ``interval`` (the shipped predictor's ``q`` and the
-    coverage measured on the random split's test models). ``predictor`` is
-    trained on all samples, after the evaluations.
+    coverage measured on the random split's test models). The serving
+    predictor — ``predictor`` when ``granularity`` is ``"model"``,
+    ``kernel_predictor`` when ``"kernel"``; ``chosen_because`` says why —
+    is trained on all samples, after the evaluations. Both are ``None``
+    when ``skipped`` says why.
     """
 
     platform_id: str
@@ -562,6 +571,10 @@ class TrainResult:
     fingerprint: str
     n_samples: int
     skipped: str = ""
+    #: Which predictor serves: ``"model"`` (``predictor``) or ``"kernel"`` (``kernel_predictor``), and why.
+    granularity: str = "model"
+    chosen_because: str = ""
+    kernel_predictor: Optional[Any] = None
 
 
 def run_train_task(task: TrainTask) -> TrainResult:
@@ -574,15 +587,78 @@ def run_train_task(task: TrainTask) -> TrainResult:
     metrics["random_split"] = evaluate_split(train, test, task.target, seed=task.seed)
     if task.leave_family_out:
         metrics["leave_family_out"] = evaluate_leave_family_out(samples, task.target, seed=task.seed)
-    predictor = train_predictor(samples, task.target, seed=task.seed)
+    granularity, because, kernel_predictor = "model", "no kernel-level data (no operator profiles)", None
+    if task.kernel_samples and task.target == "latency_ms":
+        granularity, because = _compare_kernel_level(task, samples, metrics)
+    served = metrics["random_split"]["kernel" if granularity == "kernel" else "predictor"]
+    if granularity == "kernel":
+        from .kernels import train_kernel_predictor
+
+        kernel_predictor = train_kernel_predictor(list(task.kernel_samples), seed=task.seed)
+        interval_log = kernel_predictor.interval_log
+        level = kernel_predictor.interval_level
+        predictor = None
+    else:
+        predictor = train_predictor(samples, task.target, seed=task.seed)
+        interval_log, level = predictor.interval_log, predictor.interval_level
     metrics["interval"] = {
-        "level": predictor.interval_level,
-        "log_half_width": predictor.interval_log,
-        "factor": math.exp(predictor.interval_log) if predictor.interval_log is not None else None,
-        "coverage_on_held_out": metrics["random_split"]["predictor"]["interval_coverage"],
+        "level": level,
+        "log_half_width": interval_log,
+        "factor": math.exp(interval_log) if interval_log is not None else None,
+        "coverage_on_held_out": served.get("interval_coverage"),
     }
+    log.info("%s/%s: %s-level serves (%s)", task.platform_id, task.target, granularity, because)
     return TrainResult(platform_id=task.platform_id, target=task.target, predictor=predictor, metrics=metrics,
-                       fingerprint=fp, n_samples=len(samples))
+                       fingerprint=fp, n_samples=len(samples), granularity=granularity, chosen_because=because,
+                       kernel_predictor=kernel_predictor)
+
+
+def _better(kernel: Mapping[str, Any], model: Mapping[str, Any]) -> bool:
+    """Kernel-level wins on a higher ±10 % accuracy, ties broken by a lower MAPE."""
+    k10, m10 = kernel.get("acc_10") or 0.0, model.get("acc_10") or 0.0
+    if k10 != m10:
+        return k10 > m10
+    return (kernel.get("mape") or math.inf) < (model.get("mape") or math.inf)
+
+
+def _compare_kernel_level(task: TrainTask, samples: Sequence[Sample], metrics: Dict[str, Any]) -> Tuple[str, str]:
+    """Evaluate the kernel-level predictor on the same splits; the granularity that serves, and why.
+
+    Both are scored on the same held-out models: the hash-based splits put a
+    model on the same side whatever else is in the set, and when not every
+    model has a profile the model-level predictor is re-evaluated on the
+    profiled ones (``random_split.model_on_profiled``).
+    """
+    from .kernels import evaluate_kernel_leave_family_out, evaluate_kernel_split
+
+    kernel = list(task.kernel_samples)
+    if len(kernel) < MIN_TRAIN_SAMPLES:
+        return "model", f"only {len(kernel)} profiled models, need {MIN_TRAIN_SAMPLES} for kernel-level"
+    k_train, k_test = split_random(kernel, task.seed)
+    if not k_test or len(k_train) < 2:
+        return "model", "too few profiled models for a kernel-level evaluation"
+    report = evaluate_kernel_split(k_train, k_test, seed=task.seed)
+    rnd = metrics["random_split"]
+    rnd["kernel"] = {**report["predictor"], "kernel_time_share": report["kernel_time_share"],
+                     "matched_share": report["matched_share"], "unseen_kernel_types": report["unseen_kernel_types"]}
+    profiled = {s.model_sha256 for s in kernel}
+    reference = rnd["predictor"]
+    if profiled != {s.model_sha256 for s in samples}:
+        subset = [s for s in samples if s.model_sha256 in profiled]
+        m_train, m_test = split_random(subset, task.seed)
+        reference = evaluate_split(m_train, m_test, task.target, seed=task.seed)["predictor"] if m_test else {}
+        rnd["model_on_profiled"] = reference
+    if task.leave_family_out and metrics.get("leave_family_out", {}).get("pooled"):
+        pooled = evaluate_kernel_leave_family_out(kernel, seed=task.seed)["pooled"]
+        if pooled:
+            metrics["leave_family_out"]["pooled"]["kernel"] = pooled["predictor"]
+    k, m = rnd["kernel"], reference
+    where = f"random split, {k.get('n')} held-out models"
+    if _better(k, m):
+        return "kernel", (f"kernel-level ±10 % {k.get('acc_10'):.3f} / MAPE {k.get('mape'):.3f} beat model-level "
+                          f"{m.get('acc_10') or 0:.3f} / {m.get('mape') or math.inf:.3f} ({where})")
+    return "model", (f"model-level ±10 % {m.get('acc_10') or 0:.3f} / MAPE {m.get('mape') or math.inf:.3f} at least "
+                     f"matched kernel-level {k.get('acc_10') or 0:.3f} / {k.get('mape') or math.inf:.3f} ({where})")
 
 
 def _serial_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> List[Any]:
@@ -599,6 +675,7 @@ def train_all(
     min_samples: int = MIN_TRAIN_SAMPLES,
     progress: Optional[ProgressFn] = None,
     chunk_size: Optional[int] = None,
+    kernel_samples: Optional[Mapping[str, Sequence[Any]]] = None,
 ) -> List[TrainResult]:
     """One :class:`TrainResult` per (platform, target), platforms sorted, targets in given order.
 
@@ -608,10 +685,14 @@ def train_all(
     ``chunk_size`` (default: 1 when serial, 16 with a ``map_fn``);
     ``progress(done, total)`` is called before the first and after each chunk.
     A ``map_fn`` must return results in the order of its items.
+    ``kernel_samples`` (platform -> ``KernelSample``s, see
+    :mod:`~fleetmeter.modeler.kernels`) adds a kernel-level predictor to the
+    latency evaluation of those platforms; the better one on held-out models serves.
     """
     for target in targets:
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    kernel_samples = kernel_samples or {}
     slots: List[Optional[TrainResult]] = []
     tasks: List[Tuple[int, TrainTask]] = []
     for platform_id in sorted(samples_by_platform):
@@ -622,7 +703,9 @@ def train_all(
                                          fingerprint=fingerprint(chosen), n_samples=len(chosen),
                                          skipped=f"{len(chosen)} samples with {target}, need {min_samples}"))
                 continue
-            tasks.append((len(slots), TrainTask(platform_id, target, tuple(chosen), seed, leave_family_out)))
+            kernels = tuple(kernel_samples.get(platform_id, ())) if target == "latency_ms" else ()
+            tasks.append((len(slots), TrainTask(platform_id, target, tuple(chosen), seed, leave_family_out,
+                                                kernels)))
             slots.append(None)
     run = map_fn or _serial_map
     step = chunk_size or (1 if map_fn is None else 16)

@@ -26,13 +26,13 @@ pytest.importorskip("ray")
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
-SCRIPTS = ("fidelity", "footprint", "controller_latency")
+SCRIPTS = ("fidelity", "footprint", "controller_latency", "predict_speed")
 TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
-    """Run the three ``--quick`` benchmarks concurrently; {name: (returncode, output, json or None)}."""
+    """Run the ``--quick`` benchmarks concurrently; {name: (returncode, output, json or None)}."""
     out_dir = tmp_path_factory.mktemp("bench-out")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     procs = {}
@@ -115,7 +115,15 @@ def test_controller_latency_quick(quick_runs):
     assert s["throughput_jobs_per_s"] > 0
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
+def test_predict_speed_quick(quick_runs):
+    data = _check_run(quick_runs, "predict_speed")
+    s = data["summary"]
+    assert s["batched_predictions_per_s"] > 0 and _finite(s["grpc_predict_p50_ms_with_features"])
+    assert data["grpc_predict"]["model_nodes"] >= 100
+    assert data["grpc_predict"]["server_feature_extraction_ms_p50"] > 0
+
+
+@pytest.mark.parametrize("name", SCRIPTS + ("accuracy", "real_sweep", "loadgen", "features_speed"))
 def test_help(name):
     proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True,
                           timeout=60)

@@ -91,6 +91,11 @@ def test_train_streams_progress_and_saves_versions(measured, trained):
     for method in ("predictor", "opcount_lgbm", "flops_linear"):
         assert metrics["random_split"][method]["n"] == metrics["random_split"]["n_test"] > 0
     assert set(metrics["leave_family_out"]["folds"]) == set(FAMILIES)
+    # The sweep profiled operators: the kernel-level predictor was evaluated on the same held-out models,
+    # and whichever did better serves, with the reason recorded.
+    assert metrics["random_split"]["kernel"]["n"] == metrics["random_split"]["n_test"]
+    assert metrics["leave_family_out"]["pooled"]["kernel"]["n"] == len(measured["shas"])
+    assert lat.granularity in ("model", "kernel") and "held-out models" in lat.chosen_because
     # No power sensor on this machine: energy was never measured, so nothing is trained for it.
     energy = results[(measured["platform"], "energy_mj")]
     assert energy.skipped and energy.version == 0
@@ -181,7 +186,7 @@ def test_cli_predict_eval_and_pinning(fleet, measured, trained):
         ev = _cli(fleet, "eval", "--split", split, "--json")
         assert ev.returncode == 0, ev.stderr
         (row,) = json.loads(ev.stdout)
-        assert {"predictor", "opcount_lgbm", "flops_linear"} <= set(row["methods"])
+        assert {"predictor", "kernel", "opcount_lgbm", "flops_linear"} <= set(row["methods"])
         assert row["n_test"] > 0
     text = _cli(fleet, "eval", "--split", "random")
     assert "baseline: FLOPs linear" in text.stdout and "noise ceiling" in text.stdout

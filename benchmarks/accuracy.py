@@ -1,0 +1,168 @@
+"""Predictor accuracy on real measurements: >= 1,000 zoo models per local platform.
+
+1. Measure (skipped with ``--reuse`` when ``--data`` already holds a store):
+   build ``--models`` zoo architectures (all families, seed 7, ONNX + TFLite),
+   start a controller and three real agents (onnxruntime 1 and 2 threads,
+   LiteRT 1 thread; one host, so they take turns), sweep every file over
+   every platform that runs it, with per-operator profiles on onnxruntime
+   (the kernel-level predictors' data). Then the first ``--noise-models``
+   architectures once more: their two medians give each platform's noise
+   ceiling.
+2. Train through the controller (``PredictorService.Train``: one Ray task per
+   platform and target, random 80/20 and leave-one-family-out evaluations,
+   baselines side by side) and write every platform's held-out metrics.
+
+The store stays in ``--data`` so training can be re-run on the same
+measurements (``--reuse``) after the modeler changes.
+
+    python benchmarks/accuracy.py --models 1000 --noise-models 100
+    python benchmarks/accuracy.py --reuse            # retrain on the kept measurements
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import secrets
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine_info, table, write_json  # noqa: E402
+
+from fleetmeter.local import LocalFleet  # noqa: E402
+from fleetmeter.v1 import common_pb2, fleet_pb2  # noqa: E402
+
+AGENTS = (("ort-t1", ("--runtime", "onnxruntime", "--threads", "1", "--pin-cpus", "1")),
+          ("ort-t2", ("--runtime", "onnxruntime", "--threads", "2")),
+          ("litert-t1", ("--runtime", "litert", "--threads", "1", "--pin-cpus", "1")))
+TOKENS_FILE = "tokens.json"
+
+
+def _sweep(client, shas, settings, name, profile=False):
+    platform_ids = sorted({pid for d in client.list_devices() for pid in d.platform_ids})
+    sweep = client.submit_sweep(fleet_pb2.SweepSpec(
+        name=name, models=shas, settings=settings, profile_operators=profile,
+        platforms=fleet_pb2.PlatformSelector(platform_ids=platform_ids)))
+    last = time.monotonic()
+    for p in client.watch_sweep(sweep.sweep_id, timeout_s=8 * 3600):
+        if time.monotonic() - last > 60:
+            last = time.monotonic()
+            print(f"  {name}: {p.done + p.failed}/{p.total} (failed {p.failed}, eta {p.eta_s:.0f} s)", flush=True)
+    return client.get_sweep(sweep.sweep_id).progress
+
+
+def measure(fleet: LocalFleet, args, report: dict) -> None:
+    from fleetmeter.modeler.zoo.build import build_zoo
+    from fleetmeter.modeler.zoo.families import family_names
+
+    families = family_names()
+    zoo_dir = Path(args.data) / "zoo"
+    t0 = time.monotonic()
+    entries = build_zoo(families, math.ceil(args.models / len(families)), 7, ("onnx", "tflite"), zoo_dir)
+    report["zoo_build_s"] = round(time.monotonic() - t0, 1)
+    order = sorted({(e["index"], e["family"], e["name"]) for e in entries})  # round-robin over families
+    archs = [name for _, _, name in order][: args.models]
+    files = collections.defaultdict(dict)
+    for e in entries:
+        files[e["name"]][e["format"]] = zoo_dir / e["file"]
+    for name, extra in AGENTS:
+        fleet.start_agent(name, *extra)
+    fleet.wait_agents_connected([n for n, _ in AGENTS])
+    settings = common_pb2.BenchSettings(warmup_runs=3, min_runs=10, min_duration_ms=args.min_duration_ms,
+                                        max_duration_ms=max(2000.0, 10 * args.min_duration_ms))
+    with fleet.client() as c:
+        t0 = time.monotonic()
+        sha_of = {(a, fmt): c.upload_model(path).model.sha256 for a in archs for fmt, path in files[a].items()}
+        report["upload_s"] = round(time.monotonic() - t0, 1)
+        t0 = time.monotonic()
+        progress = _sweep(c, sorted(set(sha_of.values())), settings, "accuracy", profile=True)
+        report["sweep"] = {"wall_s": round(time.monotonic() - t0, 1), "jobs": progress.total,
+                           "done": progress.done, "failed": progress.failed}
+        noise = sorted({sha_of[(a, f)] for a in archs[: args.noise_models] for f in files[a]})
+        t0 = time.monotonic()
+        progress = _sweep(c, noise, settings, "noise-repeat")
+        report["noise_sweep"] = {"wall_s": round(time.monotonic() - t0, 1), "jobs": progress.total,
+                                 "done": progress.done, "failed": progress.failed}
+    report["models"] = len(archs)
+    report["settings"] = {"warmup_runs": 3, "min_runs": 10, "min_duration_ms": args.min_duration_ms}
+    for name, _ in AGENTS:
+        fleet.stop_agent(name)
+
+
+def train_and_evaluate(fleet: LocalFleet, args, report: dict) -> None:
+    from fleetmeter.predict_cli import eval_rows
+
+    with fleet.client() as c:
+        names = {}
+        for d in c.list_devices():
+            for pid in d.platform_ids:
+                names[pid] = d.name
+        t0 = time.monotonic()
+        last = None
+        for msg in c.train(targets=["latency_ms"], seed=args.seed, timeout_s=6 * 3600):
+            if msg.stage != "training" or (msg.done, msg.total) != last:
+                print(f"  train: {msg.stage} {msg.done}/{msg.total} {msg.message}", flush=True)
+                last = (msg.done, msg.total)
+        report["train_wall_s"] = round(time.monotonic() - t0, 1)
+        predictors = c.list_predictors(targets=["latency_ms"])
+    report["platforms"] = {}
+    for split in ("random", "family"):
+        for row in eval_rows(predictors, split):
+            entry = report["platforms"].setdefault(row["platform"], {
+                "agent": names.get(row["platform"], ""), "granularity": row["granularity"],
+                "chosen_because": row["chosen_because"], "noise_ceiling": row["noise_ceiling"],
+                "interval_level": row["interval_level"], "interval_coverage": row["interval_coverage"]})
+            entry[split] = {"n_train": row["n_train"], "n_test": row["n_test"], "methods": row["methods"]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=1000, help="zoo architectures (each in ONNX and TFLite)")
+    parser.add_argument("--noise-models", type=int, default=100, help="architectures measured twice")
+    parser.add_argument("--min-duration-ms", type=float, default=150.0)
+    parser.add_argument("--seed", type=int, default=0, help="split and training seed")
+    parser.add_argument("--data", default="/tmp/fleetmeter-accuracy", help="where the store and zoo are kept")
+    parser.add_argument("--reuse", action="store_true", help="train on the measurements already in --data")
+    parser.add_argument("--out-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    data = Path(args.data)
+    tokens_path = data / TOKENS_FILE
+    reuse = args.reuse and (data / "fleet" / "controller" / "fleetmeter.sqlite").exists()
+    if args.reuse and not reuse:
+        parser.error(f"--reuse: no store under {data}/fleet; run without --reuse first")
+    data.mkdir(parents=True, exist_ok=True)
+    tokens = json.loads(tokens_path.read_text()) if reuse else {"agent": secrets.token_hex(8),
+                                                                 "api": secrets.token_hex(8)}
+    tokens_path.write_text(json.dumps(tokens))
+    previous = json.loads((data / "measure.json").read_text()) if reuse else {}
+    report: dict = {"machine": machine_info(), "reused_measurements": reuse, **previous}
+    fleet = LocalFleet(data / "fleet", agent_token=tokens["agent"], api_token=tokens["api"])
+    try:
+        fleet.start_controller()
+        if not reuse:
+            measure(fleet, args, report)
+            (data / "measure.json").write_text(json.dumps({k: v for k, v in report.items() if k != "machine"}))
+        train_and_evaluate(fleet, args, report)
+    finally:
+        fleet.close()
+    path = write_json("accuracy", report, args.out_dir)
+    rows = []
+    for pid, e in sorted(report["platforms"].items()):
+        for split in ("random", "family"):
+            methods = e.get(split, {}).get("methods", {})
+            rows.append((e["agent"] or pid, split, e.get(split, {}).get("n_test"),
+                         *(f"{100 * methods[m]['acc_10']:.1f}" if m in methods and methods[m].get("acc_10") is not None
+                           else "-" for m in ("predictor", "kernel", "opcount_lgbm", "flops_linear")),
+                         f"{100 * (e['noise_ceiling'] or {}).get('share_within_10') or 0:.1f}"))
+    print(table(["PLATFORM", "SPLIT", "N TEST", "±10% LGBM", "±10% KERNEL", "±10% OPCOUNT", "±10% FLOPS",
+                 "NOISE ±10%"], rows))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

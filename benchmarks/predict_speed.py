@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Prediction speed: batched predictions on cached features, and one gRPC ``Predict`` end to end.
+
+The predictors are real LightGBM predictors of the production configuration
+(300 rounds, 15 leaves, every model aggregate as a column, log-log prior),
+trained on the features of 96 zoo models (all families) with *synthetic*
+latencies (MACs- and bytes-based): this benchmark measures speed, so it
+needs no measurement campaign; their accuracy is irrelevant here.
+
+1. In process (``PredictorPool.predict_many``): predictions per second for
+   batches of 10,000 cached feature dicts on one platform, and the time of
+   one single-model prediction. Target: >= 10,000 predictions/s batched.
+2. Over gRPC, against a real controller (local Ray; no agents) whose
+   registry holds predictors for three platforms: ``Predict`` of a 100-node
+   ONNX model sent as bytes, answered for all three platforms. Every request
+   carries a *different* file (the same graph with a different metadata
+   nonce), so every call pays the feature extraction; the cached path (the
+   same file again) is reported next to it. Target: p50 <= 20 ms.
+
+    python benchmarks/predict_speed.py            # ~1.5 min (controller start included)
+    python benchmarks/predict_speed.py --quick    # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+NAME = "predict_speed"
+PLATFORMS = ("bench-a/onnxruntime/t1", "bench-b/onnxruntime/t2", "bench-c/litert/t1")
+BATCH = 10_000
+TARGET_PER_S = 10_000
+TARGET_P50_MS = 20.0
+
+
+def _training_features(per_family: int) -> List[Any]:
+    from fleetmeter.modeler.features import extract_features
+    from fleetmeter.modeler.zoo.families import SMALL_FIXED, derive_seed, family_names, get_family
+    from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes
+
+    out = []
+    for family in family_names():
+        for i in range(per_family):
+            fixed = dict(SMALL_FIXED[family])
+            arch = get_family(family).sample(derive_seed(3, family, i), name=f"{family}-{i}", **fixed)
+            data = onnx_bytes(build_onnx(arch, seed=i))
+            out.append((family, hashlib.sha256(data).hexdigest(), extract_features(data)))
+    return out
+
+
+def _registry(root: Path, feats: List[Any]) -> None:
+    from fleetmeter.modeler.dataset import Sample
+    from fleetmeter.modeler.registry import Registry
+    from fleetmeter.modeler.train import train_predictor
+
+    reg = Registry(root)
+    for k, platform in enumerate(PLATFORMS):
+        samples = []
+        for family, sha, f in feats:
+            m = f.model
+            ms = 0.01 + m["macs"] / (2e6 * (k + 1)) + (m.get("param_bytes", 0) + m.get("act_bytes", 0)) / 5e7
+            samples.append(Sample(model_sha256=sha, family=family, platform_id=platform,
+                                  values={"latency_ms": ms}, features=dict(m)))
+        predictor = train_predictor(samples, "latency_ms", calibrate=True)
+        reg.save(predictor, platform_id=platform, training_fingerprint="synthetic")
+
+
+def _batched(root: Path, feats: List[Any], rounds: int) -> Dict[str, Any]:
+    from fleetmeter.modeler.registry import Registry
+    from fleetmeter.modeler.serving import PredictorPool
+
+    pool = PredictorPool(Registry(root))
+    dicts = [f.model for _, _, f in feats]
+    batch = [dicts[i % len(dicts)] for i in range(BATCH)]
+    pool.predict_many(batch[:10], PLATFORMS[0])  # load + warm up
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        values, _, _ = pool.predict_many(batch, PLATFORMS[0])
+        times.append(time.perf_counter() - start)
+        assert len(values) == BATCH and all(v > 0 for v in values[:100])
+    single = []
+    for i in range(200):
+        start = time.perf_counter()
+        pool.predict(feats[i % len(feats)][2], [PLATFORMS[0]])
+        single.append((time.perf_counter() - start) * 1e3)
+    best = min(times)
+    return {"batch": BATCH, "rounds": rounds, "median_s": round(_common.median(times), 4),
+            "predictions_per_s_median": round(BATCH / _common.median(times)),
+            "predictions_per_s_best": round(BATCH / best),
+            "single_model_one_platform_ms_p50": round(_common.median(single), 3)}
+
+
+def _nonce_copies(data: bytes, n: int) -> List[bytes]:
+    import onnx
+
+    model = onnx.load_from_string(data)
+    out = []
+    for i in range(n):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        entry = copy.metadata_props.add()
+        entry.key, entry.value = "bench.nonce", str(i)
+        out.append(copy.SerializeToString())
+    return out
+
+
+def _grpc(tmp: Path, root_predictors: Path, calls: int) -> Dict[str, Any]:
+    import shutil
+
+    from features_speed import _build, _node_count
+
+    from fleetmeter.local import LocalFleet
+
+    model = _build("mobilenet", "onnx", 100)
+    nodes = _node_count("onnx", model)
+    copies = _nonce_copies(model, calls + 5)
+    fleet = LocalFleet(tmp / "fleet", api_token=secrets.token_hex(8), agent_token=secrets.token_hex(8))
+    try:
+        fleet.data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(root_predictors, fleet.data_dir / "predictors")
+        fleet.start_controller()
+        with fleet.client() as c:
+            for data in copies[:5]:  # warm up: imports, predictor loading
+                assert len(c.predict(data)) == len(PLATFORMS)
+            from fleetmeter.client import predict_request
+
+            uncached, features_ms = [], []
+            for data in copies[5:]:
+                start = time.perf_counter()
+                response = c._pcall("Predict", predict_request(data, None))
+                uncached.append((time.perf_counter() - start) * 1e3)
+                assert len(response.predictions) == len(PLATFORMS) and response.features_ms > 0
+                features_ms.append(response.features_ms)
+            cached = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                c.predict(copies[0])
+                cached.append((time.perf_counter() - start) * 1e3)
+    finally:
+        fleet.close()
+
+    def stats(v: List[float]) -> Dict[str, float]:
+        return {"p50_ms": round(_common.median(v), 2), "p90_ms": round(_common.percentile(v, 90), 2),
+                "p99_ms": round(_common.percentile(v, 99), 2), "min_ms": round(min(v), 2)}
+
+    return {"model_nodes": nodes, "model_bytes": len(model), "platforms": len(PLATFORMS), "calls": calls,
+            "new_file_each_call": stats(uncached), "same_file_cached": stats(cached),
+            "server_feature_extraction_ms_p50": round(_common.median(features_ms), 2)}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="a smoke run (few rounds and calls)")
+    p.add_argument("--no-grpc", action="store_true", help="skip the controller part")
+    _common.add_out_dir_argument(p)
+    args = p.parse_args(argv)
+    rounds, calls = (2, 20) if args.quick else (10, 300)
+    with tempfile.TemporaryDirectory(prefix="fleetmeter-predict-speed-") as tmp:
+        t0 = time.monotonic()
+        feats = _training_features(2 if args.quick else 8)
+        root = Path(tmp) / "predictors"
+        _registry(root, feats)
+        setup_s = time.monotonic() - t0
+        batched = _batched(root, feats, rounds)
+        grpc_part = None if args.no_grpc else _grpc(Path(tmp), root, calls)
+    grpc_p50 = grpc_part["new_file_each_call"]["p50_ms"] if grpc_part else None
+    payload = {"benchmark": NAME, "quick": args.quick, "machine": _common.machine_info(),
+               "settings": {"training_models": len(feats), "platforms": list(PLATFORMS), "batch": BATCH,
+                            "rounds": rounds, "calls": calls},
+               "summary": {"batched_predictions_per_s": batched["predictions_per_s_median"],
+                           "target_batched_per_s": TARGET_PER_S,
+                           "grpc_predict_p50_ms_with_features": grpc_p50, "target_grpc_p50_ms": TARGET_P50_MS,
+                           "within_target": batched["predictions_per_s_median"] >= TARGET_PER_S
+                           and (grpc_p50 is None or grpc_p50 <= TARGET_P50_MS)},
+               "setup_s": round(setup_s, 1), "batched": batched, "grpc_predict": grpc_part}
+    path = _common.write_json(NAME, payload, args.out_dir)
+    print(f"batched on cached features: {batched['predictions_per_s_median']:,} predictions/s (median of "
+          f"{rounds} batches of {BATCH:,}; best {batched['predictions_per_s_best']:,}/s; target >= "
+          f"{TARGET_PER_S:,}/s); one model, one platform in process: "
+          f"{batched['single_model_one_platform_ms_p50']} ms")
+    if grpc_part:
+        u, c = grpc_part["new_file_each_call"], grpc_part["same_file_cached"]
+        print(f"gRPC Predict, {grpc_part['model_nodes']}-node ONNX model, {len(PLATFORMS)} platforms: new file "
+              f"each call p50 {u['p50_ms']} ms / p90 {u['p90_ms']} / p99 {u['p99_ms']} (target p50 <= "
+              f"{TARGET_P50_MS:g} ms); cached p50 {c['p50_ms']} ms")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
