@@ -192,9 +192,13 @@ def test_cli_predict_eval_and_pinning(fleet, measured, trained):
     assert "baseline: FLOPs linear" in text.stdout and "noise ceiling" in text.stdout
 
     # A second training run adds v2; pinning v1 makes it serve again.
+    train = _cli(fleet, "train", "--platform", measured["platform"], "--target", "latency_ms", "--no-family-split",
+                 "--min-samples", "10", "--json")
+    assert train.returncode == 0, train.stderr
+    (trained_row,) = json.loads(train.stdout)
+    assert (trained_row["platform"], trained_row["version"]) == (measured["platform"], 2)
+    assert "leave_family_out" not in trained_row["metrics"] and trained_row["metrics"]["random_split"]["n_test"] > 0
     with fleet.client() as c:
-        list(c.train(platforms=[measured["platform"]], targets=["latency_ms"], skip_family_split=True,
-                     min_samples=10, timeout_s=600))
         assert c.predict(measured["known"])[0].predictor_version == 2
         info = c.pin_predictor(measured["platform"], "latency_ms", 1)
         assert (info.version, info.pinned, list(info.versions)) == (1, 1, [1, 2])

@@ -108,9 +108,13 @@ def test_public_api_is_pinned():
     import fleetmeter.client
     import fleetmeter.errors
 
-    assert fleetmeter.__all__ == ["__version__", "FleetClient"]
+    assert fleetmeter.__all__ == ["__version__", "FleetClient", "Client", "Prediction", "predict"]
     assert fleetmeter.FleetClient is fleetmeter.client.FleetClient
-    assert fleetmeter.client.__all__ == ["FleetClient"]
+    assert fleetmeter.Client is fleetmeter.client.Client and fleetmeter.predict is fleetmeter.client.predict
+    assert fleetmeter.client.__all__ == ["FleetClient", "Client", "Prediction", "predict"]
+    # The predict contract of the issue: these JSON fields, in every record.
+    assert {"platform", "target", "value", "lower", "upper", "unit", "predictor_version"} <= set(
+        fleetmeter.Prediction.__dataclass_fields__)
     assert set(fleetmeter.errors.__all__) == {
         "FleetmeterError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted", "Unavailable",
         "Aborted", "Unauthenticated", "PermissionDenied", "status_code_for", "from_rpc_error"}
