@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -102,7 +103,8 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         self.engine = engine
         self.registry_root = Path(registry_root)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
-        self._features: "OrderedDict[str, Any]" = OrderedDict()
+        self._features: "OrderedDict[str, Any]" = OrderedDict()  # sha256 -> ModelFeatures, LRU
+        self._features_lock = threading.Lock()  # the predict threads share it
         self._pool = None
         self._known: List[str] = []
         self._known_at = -1e9
@@ -124,10 +126,11 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
 
     def _extract(self, sha256: str, source: Any, name: str):
         """Cached features of one model; InvalidArgument naming ``name`` when it does not parse."""
-        cached = self._features.get(sha256)
-        if cached is not None:
-            self._features.move_to_end(sha256)
-            return cached, 0.0
+        with self._features_lock:
+            cached = self._features.get(sha256)
+            if cached is not None:
+                self._features.move_to_end(sha256)
+                return cached, 0.0
         _, features, _, _, _ = _modeler()
         start = time.perf_counter()
         try:
@@ -137,9 +140,10 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         except ValueError as exc:
             raise InvalidArgument(f"{name}: not a valid ONNX or TFLite model ({exc})") from exc
         elapsed_ms = (time.perf_counter() - start) * 1000.0
-        self._features[sha256] = extracted
-        while len(self._features) > FEATURE_CACHE_SIZE:
-            self._features.popitem(last=False)
+        with self._features_lock:
+            self._features[sha256] = extracted
+            while len(self._features) > FEATURE_CACHE_SIZE:
+                self._features.popitem(last=False)
         return extracted, elapsed_ms
 
     def _predict_sync(self, request: predictor_pb2.PredictRequest) -> predictor_pb2.PredictResponse:

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 TARGETS = ("latency_ms", "energy_mj", "peak_rss_bytes")
 #: The methods ``fleetmeter eval`` lists side by side, in order, with their labels.
 METHODS = (("predictor", "LightGBM (model-level)"), ("kernel", "kernel-level (nn-Meter)"),
+           ("model_on_profiled", "model-level, profiled models only"),
            ("opcount_lgbm", "baseline: op-count LightGBM"), ("flops_linear", "baseline: FLOPs linear"))
 SPLITS = {"random": "random_split", "family": "leave_family_out"}
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
