@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 FEATURE_CACHE_SIZE = 4096
 KNOWN_PLATFORMS_TTL_S = 5.0
+#: A Train stream sends a message at least this often, progress or not.
+TRAIN_KEEPALIVE_S = 15.0
 
 
 def _modeler():
@@ -281,14 +283,20 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         yield predictor_pb2.TrainProgress(stage="loading", message=f"{len(samples)} samples of {n_models} models "
                                           f"on {len(by_platform)} platform(s); {n_kernel} with operator profiles")
         job = loop.run_in_executor(None, run)
+        last = (0, 0)
         while True:
             getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({job, getter}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({job, getter}, timeout=TRAIN_KEEPALIVE_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
                 _, n, total = getter.result()
+                last = (n, total)
                 yield predictor_pb2.TrainProgress(stage="training", done=n, total=total)
                 continue
             getter.cancel()
+            if not done:  # a long chunk: say it is still going (keeps proxies and the caller informed)
+                yield predictor_pb2.TrainProgress(stage="training", done=last[0], total=last[1], message="working")
+                continue
             break
         while not queue.empty():
             _, n, total = queue.get_nowait()

@@ -29,6 +29,10 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+# Callers ping every 20 s (CHANNEL_OPTIONS); gRPC servers by default count pings closer than 5 min on a
+# connection without data as abuse and send GOAWAY "too many pings", which killed long quiet streams (a
+# Train run between two progress messages). Accept them every 10 s.
+SERVER_OPTIONS = CHANNEL_OPTIONS + (("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class Controller:
         self.api = FleetApi(self.fleet, self.blobs, self.notifier, self.engine)
         self.predictor_api = PredictorApi(self.fleet, self.blobs, self.engine, data_dir / "predictors")
         server = grpc.aio.server(interceptors=[BoundaryInterceptor(cfg.agent_token, cfg.api_token)],
-                                 options=CHANNEL_OPTIONS)
+                                 options=SERVER_OPTIONS)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.gateway, server)
         fleet_pb2_grpc.add_FleetServiceServicer_to_server(self.api, server)
         predictor_pb2_grpc.add_PredictorServiceServicer_to_server(self.predictor_api, server)
