@@ -123,7 +123,15 @@ def test_predict_speed_quick(quick_runs):
     assert data["grpc_predict"]["server_feature_extraction_ms_p50"] > 0
 
 
-@pytest.mark.parametrize("name", SCRIPTS + ("accuracy", "real_sweep", "loadgen", "features_speed"))
+@pytest.mark.parametrize("name", ("accuracy", "real_sweep", "loadgen", "features_speed"))
+def test_help_of_the_long_benchmarks(name):
+    proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
 def test_help(name):
     proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True,
                           timeout=60)
