@@ -65,9 +65,8 @@ from .features import FEATURE_SCHEMA_VERSION, KERNEL_FEATURE_KEYS, ModelFeatures
 from .kernel_match import MIN_MATCHED_SHARE  # noqa: F401  (still importable from here)
 from .kernel_match import (KernelSample, ProfileMatch, kernel_sample_from_profile, kernel_work, load_kernel_samples,
                            match_profile, merge_profiles)
-from .metrics import evaluate
-from .train import (CV_FOLDS, INTERVAL_LEVEL, LogLogPrior, _booster_feature_names, _conformal_quantile,
-                    _coverage, _folds, _lgb, lgbm_params, split_leave_family_out)
+from .train import (CV_FOLDS, INTERVAL_LEVEL, LogLogPrior, _booster_feature_names, _conformal_quantile, _folds,
+                    _lgb, lgbm_params, scored_with_interval, split_leave_family_out)
 
 __all__ = [
     "KERNEL_CONFIG_FORMAT",
@@ -388,14 +387,10 @@ def _split_parts(train: Sequence[KernelSample], test: Sequence[KernelSample], se
 
 
 def _report(parts: Mapping[str, Any], n_train: int, samples: Sequence[KernelSample]) -> Dict[str, Any]:
-    true = parts["true"]
-    metrics = evaluate(parts["predictor"], true)
-    metrics["interval_coverage"] = _coverage(true, parts["low"], parts["high"])
-    metrics["interval_level"] = INTERVAL_LEVEL
     return {
         "n_train": n_train,
-        "n_test": int(true.size),
-        "predictor": metrics,
+        "n_test": int(parts["true"].size),
+        "predictor": scored_with_interval(parts),
         "kernel_time_share": _share(samples, "profiled_ms", "latency_ms"),
         "matched_share": _share(samples, "matched_ms", "profiled_ms"),
         "unseen_kernel_types": list(parts["unseen"]),

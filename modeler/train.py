@@ -476,15 +476,22 @@ def _coverage(true: np.ndarray, low: np.ndarray, high: np.ndarray) -> Optional[f
     return float(np.mean((true >= low * (1 - 1e-12)) & (true <= high * (1 + 1e-12))))
 
 
+def scored_with_interval(parts: Mapping[str, Any]) -> Dict[str, Any]:
+    """:func:`~fleetmeter.modeler.metrics.evaluate` of ``parts["predictor"]`` against ``parts["true"]``,
+    plus the coverage of ``[parts["low"], parts["high"]]`` (shared by the model- and kernel-level reports)."""
+    true = parts["true"]
+    scored = evaluate(parts["predictor"], true)
+    scored["interval_coverage"] = _coverage(true, parts["low"], parts["high"])
+    scored["interval_level"] = INTERVAL_LEVEL
+    return scored
+
+
 def _report(parts: Mapping[str, Any], n_train: int) -> Dict[str, Any]:
     true = parts["true"]
-    predictor = evaluate(parts["predictor"], true)
-    predictor["interval_coverage"] = _coverage(true, parts["low"], parts["high"])
-    predictor["interval_level"] = INTERVAL_LEVEL
     return {
         "n_train": n_train,
         "n_test": int(true.size),
-        "predictor": predictor,
+        "predictor": scored_with_interval(parts),
         "opcount_lgbm": evaluate(parts["opcount_lgbm"], true),
         "flops_linear": evaluate(parts["flops_linear"], true),
     }
