@@ -171,6 +171,11 @@ class PredictorPool:
         chosen_targets = _check_targets(targets)
         chosen = self.resolve_platforms(platforms, chosen_targets, known)
         index = self.index()
+        if not platforms:  # every platform: a target no platform can answer is an error, not an omission
+            missing = [t for t in chosen_targets if not any(key[1] == t for key in index)]
+            if missing:
+                raise FailedPrecondition(f"no {'/'.join(missing)} predictor on any platform yet: measure it "
+                                         "(energy needs a power sensor) and run `fleetmeter train`")
         records = []
         for platform in chosen:
             for target in chosen_targets:

@@ -89,6 +89,9 @@ def test_known_platform_without_predictor_says_to_measure_and_train(registry):
         pool.predict(_model(), [CPU], ["energy_mj"])
     with pytest.raises(InvalidArgument, match="unknown target 'speed'"):
         pool.predict(_model(), [CPU], ["speed"])
+    # Asked of every platform, a target that none can answer is named, not silently left out.
+    with pytest.raises(FailedPrecondition, match="no peak_rss_bytes predictor on any platform"):
+        pool.predict(_model(), None, ["latency_ms", "peak_rss_bytes"])
 
 
 def test_platform_prefixes_resolve_when_unique():
