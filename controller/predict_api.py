@@ -67,6 +67,17 @@ class _StoreSnapshot:
         return self._measurements
 
 
+class _SharedFeatures:
+    """The API's feature cache in the shape :func:`~fleetmeter.modeler.dataset.load_from_store` asks for."""
+
+    def __init__(self, api: "PredictorApi") -> None:
+        self._api = api
+
+    def get(self, sha256: str, path: Any) -> Dict[str, float]:
+        features, _ = self._api._extract(sha256, str(path), sha256[:12])
+        return dict(features.model)
+
+
 def _json(obj: Any) -> str:
     from fleetmeter.modeler.registry import _check_finite
 
@@ -111,7 +122,6 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         self._known: List[str] = []
         self._known_at = -1e9
         self._train_lock = asyncio.Lock()
-        self._kernel_features: Dict[str, Any] = {}  # sha256 -> ModelFeatures, for the kernel-level loader
 
     # ------------------------------------------------------------ helpers
     @property
@@ -244,14 +254,15 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         models = await self.fleet.call("list_models")
         snapshot = _StoreSnapshot(models, measurements)
         loop = asyncio.get_running_loop()
-        samples = await loop.run_in_executor(
-            None, lambda: dataset.load_from_store(snapshot, self.blobs.root, targets, platform_ids=chosen))
+        shared = _SharedFeatures(self)  # one extraction per model for both loaders and later predictions
+        samples = await loop.run_in_executor(None, lambda: dataset.load_from_store(
+            snapshot, self.blobs.root, targets, platform_ids=chosen, cache=shared))
         kernel_samples: Dict[str, List[Any]] = {}
         if "latency_ms" in targets:
             from fleetmeter.modeler.kernels import load_kernel_samples
 
             loaded = await loop.run_in_executor(None, lambda: load_kernel_samples(
-                snapshot, self.blobs.root, platform_ids=chosen, cache=self._kernel_features))
+                snapshot, self.blobs.root, platform_ids=chosen, cache=self._features))
             for sample in loaded:
                 kernel_samples.setdefault(sample.platform_id, []).append(sample)
         by_platform = dataset.group_by_platform(samples)
