@@ -207,21 +207,18 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         return predictor_pb2.ListPredictorsResponse(predictors=[info_to_proto(e) for e in entries])
 
     async def PinPredictor(self, request, context):
-        _, _, registry, _, _ = _modeler()
-        reg = registry.Registry(self.registry_root)
-        served = sorted({e["platform_id"] for e in reg.list_predictors()})
-        platform = self.pool.resolve_platforms([request.platform], [request.target or "latency_ms"],
-                                               known=lambda: served)[0]
+        if not request.platform:
+            raise InvalidArgument("PinPredictor needs a platform (an id or a unique prefix)")
         target = request.target or "latency_ms"
+        (platform,) = self.pool.resolve_platforms([request.platform], [target])
+        reg = self.pool.registry
         if request.version:
-            reg.pin(platform, target, request.version)
+            reg.pin(platform, target, request.version)  # NotFound for a version that does not exist
         else:
             reg.resolve_version(platform, target)  # NotFound when there is nothing to unpin
             reg.unpin(platform, target)
         self.pool.invalidate()
-        (entry,) = self.pool.describe([platform], [target]) or [None]
-        if entry is None:
-            raise NotFound(f"no predictor for {platform}/{target}")
+        (entry,) = [e for e in self.pool.describe([platform], [target]) if e["platform"] == platform]
         return info_to_proto(entry)
 
     async def Train(self, request, context) -> AsyncIterator[predictor_pb2.TrainProgress]:

@@ -37,10 +37,10 @@ def _caller_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _client(args):
-    from fleetmeter.client import FleetClient
+    """A :class:`~fleetmeter.client.Client` (fleet and predictor calls) from the caller flags."""
+    from fleetmeter.client import Client
 
-    return FleetClient(args.controller, args.api_token,
-                       _net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key))
+    return Client(args.controller, args.api_token, _net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key))
 
 
 def _print_json(obj) -> None:

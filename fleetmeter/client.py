@@ -48,16 +48,16 @@ class FleetClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, method: str, request, timeout_s: Optional[float] = None):
+    def _call(self, method: str, request, timeout_s: Optional[float] = None, stub=None):
         try:
-            return getattr(self._stub, method)(request, metadata=self._metadata,
-                                               timeout=timeout_s or self.timeout_s)
+            return getattr(stub or self._stub, method)(request, metadata=self._metadata,
+                                                       timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
 
-    def _stream(self, method: str, request, timeout_s: Optional[float] = None) -> Iterator:
+    def _stream(self, method: str, request, timeout_s: Optional[float] = None, stub=None) -> Iterator:
         try:
-            yield from getattr(self._stub, method)(request, metadata=self._metadata, timeout=timeout_s)
+            yield from getattr(stub or self._stub, method)(request, metadata=self._metadata, timeout=timeout_s)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
 
@@ -198,17 +198,10 @@ class Client(FleetClient):
         self._predictor = predictor_pb2_grpc.PredictorServiceStub(self._channel)
 
     def _pcall(self, method: str, request, timeout_s: Optional[float] = None):
-        try:
-            return getattr(self._predictor, method)(request, metadata=self._metadata,
-                                                    timeout=timeout_s or self.timeout_s)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+        return self._call(method, request, timeout_s, stub=self._predictor)
 
     def _pstream(self, method: str, request, timeout_s: Optional[float] = None) -> Iterator:
-        try:
-            yield from getattr(self._predictor, method)(request, metadata=self._metadata, timeout=timeout_s)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+        return self._stream(method, request, timeout_s, stub=self._predictor)
 
     def predict(self, model: ModelArg, platforms: Union[None, str, Sequence[str]] = None,
                 targets: Union[str, Sequence[str]] = ("latency_ms",)) -> List[Prediction]:

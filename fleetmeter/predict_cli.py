@@ -5,13 +5,13 @@ neither LightGBM nor the model's runtime on the caller's machine.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+#: = fleetmeter.modeler.dataset.TARGETS (a test keeps them equal; not imported: the modeler pulls in numpy).
 TARGETS = ("latency_ms", "energy_mj", "peak_rss_bytes")
 #: The methods ``fleetmeter eval`` lists side by side, in order, with their labels.
 METHODS = (("predictor", "LightGBM (model-level)"), ("kernel", "kernel-level (nn-Meter)"),
@@ -30,14 +30,15 @@ def _num(value: Optional[float], digits: int = 3) -> str:
 
 
 def _client(args):
-    from fleetmeter import _net
-    from fleetmeter.client import Client
+    from fleetmeter.cli import _client as client
 
-    return Client(args.controller, args.api_token, _net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key))
+    return client(args)
 
 
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    from fleetmeter.cli import _print_json as print_json
+
+    print_json(obj)
 
 
 # ------------------------------------------------------------------ train

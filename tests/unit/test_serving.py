@@ -16,7 +16,7 @@ from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound  # n
 from fleetmeter.modeler.dataset import Sample  # noqa: E402
 from fleetmeter.modeler.features import ModelFeatures  # noqa: E402
 from fleetmeter.modeler.registry import Registry  # noqa: E402
-from fleetmeter.modeler.serving import PredictorPool, resolve_platform  # noqa: E402
+from fleetmeter.modeler.serving import TARGET_UNITS, PredictorPool, resolve_platform  # noqa: E402
 from fleetmeter.modeler.train import train_predictor  # noqa: E402
 
 CPU = "lab-x86/onnxruntime/t1"
@@ -137,3 +137,11 @@ def test_describe_carries_metrics_and_interval(registry):
     assert (entry["platform"], entry["version"], entry["versions"], entry["pinned"]) == (CPU, 1, [1], 0)
     assert entry["unit"] == "ms" and entry["granularity"] == "model"
     assert math.isfinite(entry["created_unix"])
+
+
+def test_the_cli_knows_the_modeler_targets():
+    """`fleetmeter predict/train/eval --target` offer exactly the targets the modeler trains."""
+    from fleetmeter.modeler.dataset import TARGETS
+    from fleetmeter.predict_cli import TARGETS as CLI_TARGETS
+
+    assert CLI_TARGETS == TARGETS and set(CLI_TARGETS) == set(TARGET_UNITS)
