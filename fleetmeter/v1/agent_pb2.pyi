@@ -93,7 +93,7 @@ class Welcome(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., platform_ids: _Optional[_Iterable[str]] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
 
 class JobAssignment(_message.Message):
-    __slots__ = ("job_id", "sweep_id", "platform_id", "model_sha256", "model_size_bytes", "model_format", "runtime", "provider", "threads", "settings", "inputs", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators")
+    __slots__ = ("job_id", "sweep_id", "platform_id", "model_sha256", "model_size_bytes", "model_format", "runtime", "provider", "threads", "settings", "inputs", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators", "reading", "job_kind")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,8 @@ class JobAssignment(_message.Message):
     MAX_START_TEMP_C_FIELD_NUMBER: _ClassVar[int]
     MAX_THERMAL_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     PROFILE_OPERATORS_FIELD_NUMBER: _ClassVar[int]
+    READING_FIELD_NUMBER: _ClassVar[int]
+    JOB_KIND_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     sweep_id: str
     platform_id: str
@@ -124,7 +126,9 @@ class JobAssignment(_message.Message):
     max_start_temp_c: float
     max_thermal_wait_s: float
     profile_operators: bool
-    def __init__(self, job_id: _Optional[str] = ..., sweep_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_size_bytes: _Optional[int] = ..., model_format: _Optional[str] = ..., runtime: _Optional[str] = ..., provider: _Optional[str] = ..., threads: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.BenchSettings, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[_common_pb2.InputOverride, _Mapping]]] = ..., cooldown_s: _Optional[float] = ..., max_start_temp_c: _Optional[float] = ..., max_thermal_wait_s: _Optional[float] = ..., profile_operators: _Optional[bool] = ...) -> None: ...
+    reading: _common_pb2.ReadingSettings
+    job_kind: str
+    def __init__(self, job_id: _Optional[str] = ..., sweep_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_size_bytes: _Optional[int] = ..., model_format: _Optional[str] = ..., runtime: _Optional[str] = ..., provider: _Optional[str] = ..., threads: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.BenchSettings, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[_common_pb2.InputOverride, _Mapping]]] = ..., cooldown_s: _Optional[float] = ..., max_start_temp_c: _Optional[float] = ..., max_thermal_wait_s: _Optional[float] = ..., profile_operators: _Optional[bool] = ..., reading: _Optional[_Union[_common_pb2.ReadingSettings, _Mapping]] = ..., job_kind: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("measurement_id", "job_id")

@@ -66,6 +66,72 @@ class BenchSettings(_message.Message):
     stable_rel_tol: float
     def __init__(self, warmup_runs: _Optional[int] = ..., min_runs: _Optional[int] = ..., min_duration_ms: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_duration_ms: _Optional[float] = ..., stable_rel_tol: _Optional[float] = ...) -> None: ...
 
+class ReadingSettings(_message.Message):
+    __slots__ = ("sessions", "max_sessions", "max_session_spread", "max_other_cpu_cores", "max_steal_share", "max_disturbed_reruns", "isolate", "session_min_duration_ms")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSION_SPREAD_FIELD_NUMBER: _ClassVar[int]
+    MAX_OTHER_CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEAL_SHARE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISTURBED_RERUNS_FIELD_NUMBER: _ClassVar[int]
+    ISOLATE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_MIN_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    sessions: int
+    max_sessions: int
+    max_session_spread: float
+    max_other_cpu_cores: float
+    max_steal_share: float
+    max_disturbed_reruns: int
+    isolate: bool
+    session_min_duration_ms: float
+    def __init__(self, sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., max_session_spread: _Optional[float] = ..., max_other_cpu_cores: _Optional[float] = ..., max_steal_share: _Optional[float] = ..., max_disturbed_reruns: _Optional[int] = ..., isolate: _Optional[bool] = ..., session_min_duration_ms: _Optional[float] = ...) -> None: ...
+
+class Interference(_message.Message):
+    __slots__ = ("window_s", "other_cpu_cores", "steal_share", "iowait_share", "load_avg_1m", "cpu_freq_mhz_min", "cpu_freq_mhz_max", "disturbed", "reasons")
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    OTHER_CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    STEAL_SHARE_FIELD_NUMBER: _ClassVar[int]
+    IOWAIT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    LOAD_AVG_1M_FIELD_NUMBER: _ClassVar[int]
+    CPU_FREQ_MHZ_MIN_FIELD_NUMBER: _ClassVar[int]
+    CPU_FREQ_MHZ_MAX_FIELD_NUMBER: _ClassVar[int]
+    DISTURBED_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    window_s: float
+    other_cpu_cores: float
+    steal_share: float
+    iowait_share: float
+    load_avg_1m: float
+    cpu_freq_mhz_min: float
+    cpu_freq_mhz_max: float
+    disturbed: bool
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, window_s: _Optional[float] = ..., other_cpu_cores: _Optional[float] = ..., steal_share: _Optional[float] = ..., iowait_share: _Optional[float] = ..., load_avg_1m: _Optional[float] = ..., cpu_freq_mhz_min: _Optional[float] = ..., cpu_freq_mhz_max: _Optional[float] = ..., disturbed: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SessionSummary(_message.Message):
+    __slots__ = ("index", "median_ms", "n", "load_ms", "started_at_unix", "finished_at_unix", "interference", "accepted", "stop_reason", "failure_kind")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_MS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    INTERFERENCE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_KIND_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    median_ms: float
+    n: int
+    load_ms: float
+    started_at_unix: float
+    finished_at_unix: float
+    interference: Interference
+    accepted: bool
+    stop_reason: str
+    failure_kind: str
+    def __init__(self, index: _Optional[int] = ..., median_ms: _Optional[float] = ..., n: _Optional[int] = ..., load_ms: _Optional[float] = ..., started_at_unix: _Optional[float] = ..., finished_at_unix: _Optional[float] = ..., interference: _Optional[_Union[Interference, _Mapping]] = ..., accepted: _Optional[bool] = ..., stop_reason: _Optional[str] = ..., failure_kind: _Optional[str] = ...) -> None: ...
+
 class InputOverride(_message.Message):
     __slots__ = ("name", "shape", "fill")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -99,7 +165,7 @@ class LatencySummary(_message.Message):
     def __init__(self, median: _Optional[float] = ..., mean: _Optional[float] = ..., p90: _Optional[float] = ..., p99: _Optional[float] = ..., std: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., n: _Optional[int] = ..., cv: _Optional[float] = ...) -> None: ...
 
 class Measurement(_message.Message):
-    __slots__ = ("measurement_id", "job_id", "agent_id", "platform_id", "model_sha256", "runtime", "runtime_version", "provider", "threads", "latency_ms", "samples_ms", "load_ms", "first_run_ms", "peak_rss_bytes", "energy_mj_per_inference", "avg_power_w", "power_sensor", "temps_c_before", "temps_c_after", "failure_kind", "failure_message", "started_at_unix", "finished_at_unix", "sweep_id", "warmup_runs", "cooldown_wait_s", "thermal_wait_s", "thermal_gate_timed_out", "operators")
+    __slots__ = ("measurement_id", "job_id", "agent_id", "platform_id", "model_sha256", "runtime", "runtime_version", "provider", "threads", "latency_ms", "samples_ms", "load_ms", "first_run_ms", "peak_rss_bytes", "energy_mj_per_inference", "avg_power_w", "power_sensor", "temps_c_before", "temps_c_after", "failure_kind", "failure_message", "started_at_unix", "finished_at_unix", "sweep_id", "warmup_runs", "cooldown_wait_s", "thermal_wait_s", "thermal_gate_timed_out", "operators", "sessions", "session_spread", "interference", "flags", "job_kind")
     class TempsCBeforeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +209,11 @@ class Measurement(_message.Message):
     THERMAL_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     THERMAL_GATE_TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     OPERATORS_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_SPREAD_FIELD_NUMBER: _ClassVar[int]
+    INTERFERENCE_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    JOB_KIND_FIELD_NUMBER: _ClassVar[int]
     measurement_id: str
     job_id: str
     agent_id: str
@@ -172,7 +243,12 @@ class Measurement(_message.Message):
     thermal_wait_s: float
     thermal_gate_timed_out: bool
     operators: _containers.RepeatedCompositeFieldContainer[OperatorProfile]
-    def __init__(self, measurement_id: _Optional[str] = ..., job_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., provider: _Optional[str] = ..., threads: _Optional[int] = ..., latency_ms: _Optional[_Union[LatencySummary, _Mapping]] = ..., samples_ms: _Optional[_Iterable[float]] = ..., load_ms: _Optional[float] = ..., first_run_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., energy_mj_per_inference: _Optional[float] = ..., avg_power_w: _Optional[float] = ..., power_sensor: _Optional[str] = ..., temps_c_before: _Optional[_Mapping[str, float]] = ..., temps_c_after: _Optional[_Mapping[str, float]] = ..., failure_kind: _Optional[str] = ..., failure_message: _Optional[str] = ..., started_at_unix: _Optional[float] = ..., finished_at_unix: _Optional[float] = ..., sweep_id: _Optional[str] = ..., warmup_runs: _Optional[int] = ..., cooldown_wait_s: _Optional[float] = ..., thermal_wait_s: _Optional[float] = ..., thermal_gate_timed_out: _Optional[bool] = ..., operators: _Optional[_Iterable[_Union[OperatorProfile, _Mapping]]] = ...) -> None: ...
+    sessions: _containers.RepeatedCompositeFieldContainer[SessionSummary]
+    session_spread: float
+    interference: Interference
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    job_kind: str
+    def __init__(self, measurement_id: _Optional[str] = ..., job_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., provider: _Optional[str] = ..., threads: _Optional[int] = ..., latency_ms: _Optional[_Union[LatencySummary, _Mapping]] = ..., samples_ms: _Optional[_Iterable[float]] = ..., load_ms: _Optional[float] = ..., first_run_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., energy_mj_per_inference: _Optional[float] = ..., avg_power_w: _Optional[float] = ..., power_sensor: _Optional[str] = ..., temps_c_before: _Optional[_Mapping[str, float]] = ..., temps_c_after: _Optional[_Mapping[str, float]] = ..., failure_kind: _Optional[str] = ..., failure_message: _Optional[str] = ..., started_at_unix: _Optional[float] = ..., finished_at_unix: _Optional[float] = ..., sweep_id: _Optional[str] = ..., warmup_runs: _Optional[int] = ..., cooldown_wait_s: _Optional[float] = ..., thermal_wait_s: _Optional[float] = ..., thermal_gate_timed_out: _Optional[bool] = ..., operators: _Optional[_Iterable[_Union[OperatorProfile, _Mapping]]] = ..., sessions: _Optional[_Iterable[_Union[SessionSummary, _Mapping]]] = ..., session_spread: _Optional[float] = ..., interference: _Optional[_Union[Interference, _Mapping]] = ..., flags: _Optional[_Iterable[str]] = ..., job_kind: _Optional[str] = ...) -> None: ...
 
 class OperatorProfile(_message.Message):
     __slots__ = ("node_name", "op_type", "provider", "input_shapes", "output_shapes", "median_us", "mean_us", "runs")

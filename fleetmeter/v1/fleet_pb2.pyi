@@ -37,7 +37,7 @@ class Device(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., info: _Optional[_Union[_common_pb2.DeviceInfo, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., connected: _Optional[bool] = ..., state: _Optional[str] = ..., current_job_id: _Optional[str] = ..., last_seen_unix: _Optional[float] = ..., platform_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Platform(_message.Message):
-    __slots__ = ("platform_id", "hardware", "runtime", "runtime_version", "provider", "threads", "labels", "hardware_json", "agents_connected", "agents_total")
+    __slots__ = ("platform_id", "hardware", "runtime", "runtime_version", "provider", "threads", "labels", "hardware_json", "agents_connected", "agents_total", "noise_ceiling", "reference")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,8 @@ class Platform(_message.Message):
     HARDWARE_JSON_FIELD_NUMBER: _ClassVar[int]
     AGENTS_CONNECTED_FIELD_NUMBER: _ClassVar[int]
     AGENTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    NOISE_CEILING_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     platform_id: str
     hardware: str
     runtime: str
@@ -65,7 +67,39 @@ class Platform(_message.Message):
     hardware_json: str
     agents_connected: int
     agents_total: int
-    def __init__(self, platform_id: _Optional[str] = ..., hardware: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., provider: _Optional[str] = ..., threads: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hardware_json: _Optional[str] = ..., agents_connected: _Optional[int] = ..., agents_total: _Optional[int] = ...) -> None: ...
+    noise_ceiling: NoiseCeiling
+    reference: ReferenceReading
+    def __init__(self, platform_id: _Optional[str] = ..., hardware: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., provider: _Optional[str] = ..., threads: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., hardware_json: _Optional[str] = ..., agents_connected: _Optional[int] = ..., agents_total: _Optional[int] = ..., noise_ceiling: _Optional[_Union[NoiseCeiling, _Mapping]] = ..., reference: _Optional[_Union[ReferenceReading, _Mapping]] = ...) -> None: ...
+
+class NoiseCeiling(_message.Message):
+    __slots__ = ("within_5", "within_10", "pairs")
+    WITHIN_5_FIELD_NUMBER: _ClassVar[int]
+    WITHIN_10_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    within_5: float
+    within_10: float
+    pairs: int
+    def __init__(self, within_5: _Optional[float] = ..., within_10: _Optional[float] = ..., pairs: _Optional[int] = ...) -> None: ...
+
+class ReferenceReading(_message.Message):
+    __slots__ = ("model_sha256", "model_name", "median_ms", "session_spread", "flags", "finished_at_unix", "readings", "drift")
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_MS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_SPREAD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    READINGS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    model_sha256: str
+    model_name: str
+    median_ms: float
+    session_spread: float
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    finished_at_unix: float
+    readings: int
+    drift: float
+    def __init__(self, model_sha256: _Optional[str] = ..., model_name: _Optional[str] = ..., median_ms: _Optional[float] = ..., session_spread: _Optional[float] = ..., flags: _Optional[_Iterable[str]] = ..., finished_at_unix: _Optional[float] = ..., readings: _Optional[int] = ..., drift: _Optional[float] = ...) -> None: ...
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "dtype", "shape")
@@ -177,7 +211,7 @@ class PlatformSelector(_message.Message):
     def __init__(self, platform_ids: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtimes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SweepSpec(_message.Message):
-    __slots__ = ("name", "models", "platforms", "threads", "repeats", "settings", "priority", "inputs", "max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators")
+    __slots__ = ("name", "models", "platforms", "threads", "repeats", "settings", "priority", "inputs", "max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators", "reading", "repeat_sample")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     PLATFORMS_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +225,8 @@ class SweepSpec(_message.Message):
     MAX_START_TEMP_C_FIELD_NUMBER: _ClassVar[int]
     MAX_THERMAL_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     PROFILE_OPERATORS_FIELD_NUMBER: _ClassVar[int]
+    READING_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     models: _containers.RepeatedScalarFieldContainer[str]
     platforms: PlatformSelector
@@ -204,7 +240,9 @@ class SweepSpec(_message.Message):
     max_start_temp_c: float
     max_thermal_wait_s: float
     profile_operators: bool
-    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., platforms: _Optional[_Union[PlatformSelector, _Mapping]] = ..., threads: _Optional[_Iterable[int]] = ..., repeats: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.BenchSettings, _Mapping]] = ..., priority: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[_common_pb2.InputOverride, _Mapping]]] = ..., max_device_failures: _Optional[int] = ..., cooldown_s: _Optional[float] = ..., max_start_temp_c: _Optional[float] = ..., max_thermal_wait_s: _Optional[float] = ..., profile_operators: _Optional[bool] = ...) -> None: ...
+    reading: _common_pb2.ReadingSettings
+    repeat_sample: float
+    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., platforms: _Optional[_Union[PlatformSelector, _Mapping]] = ..., threads: _Optional[_Iterable[int]] = ..., repeats: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.BenchSettings, _Mapping]] = ..., priority: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[_common_pb2.InputOverride, _Mapping]]] = ..., max_device_failures: _Optional[int] = ..., cooldown_s: _Optional[float] = ..., max_start_temp_c: _Optional[float] = ..., max_thermal_wait_s: _Optional[float] = ..., profile_operators: _Optional[bool] = ..., reading: _Optional[_Union[_common_pb2.ReadingSettings, _Mapping]] = ..., repeat_sample: _Optional[float] = ...) -> None: ...
 
 class SweepProgress(_message.Message):
     __slots__ = ("sweep_id", "state", "total", "pending", "leased", "done", "failed", "updated_unix", "cancelled", "eta_s", "platforms")
