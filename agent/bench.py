@@ -78,6 +78,16 @@ class PowerSensor(Protocol):
     def stop(self) -> Optional[EnergyWindow]: ...
 
 
+class WindowGuard(Protocol):
+    """Typing-only view of ``fleetmeter.agent.interference.InterferenceGuard``:
+    ``start()`` right before the timed loop, ``stop()`` right after it returns
+    what else the machine did meanwhile (an object with ``to_dict()``)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> Any: ...
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """How long to measure (the TVM ``number``/``repeat``/``min_repeat_ms`` knobs).
@@ -295,6 +305,7 @@ class BenchResult:
     cpu_affinity: Optional[List[int]] = None
     started_at_unix: Optional[float] = None
     finished_at_unix: Optional[float] = None
+    interference: Optional[Dict[str, Any]] = None  # the guard's figures over the timed loop, when guarded
 
     @property
     def ok(self) -> bool:
@@ -360,6 +371,7 @@ def run_benchmark(
     read_temps: Optional[Callable[[], Dict[str, float]]] = None,
     clock: Clock = time.perf_counter,
     seed: int = 0,
+    guard: Optional[WindowGuard] = None,
 ) -> BenchResult:
     """Benchmark one model under the measurement protocol (module docstring).
 
@@ -377,6 +389,9 @@ def run_benchmark(
         read_temps: returns {zone: °C}; called before load and after the run.
         clock: seconds, monotonic; injected for tests.
         seed: seed of the generated inputs.
+        guard: an interference guard started right before and stopped right
+            after the timed loop (inside the power sensor's window); its
+            figures become ``interference``.
 
     Returns:
         A :class:`BenchResult`; on failure ``failure_kind`` is set and the
@@ -483,7 +498,11 @@ def run_benchmark(
             except Exception:
                 logger.warning("power sensor %s failed to start", state["power_sensor"], exc_info=True)
         try:
+            if guard is not None:
+                guard.start()
             outcome = measure_latency(run_once, settings, clock)
+            if guard is not None:
+                state["interference"] = guard.stop().to_dict()
         finally:
             if sensor_started:
                 try:

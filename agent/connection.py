@@ -75,6 +75,17 @@ class Agent:
                 raise RuntimeError(f"cannot pin to CPUs {list(config.cpus)}: {exc}") from exc
             log.info("pinned to CPUs %s", sorted(os.sched_getaffinity(0)))
         self._init_device()
+        from .worker import MeasurementWorker
+
+        self.worker = MeasurementWorker(runtimes=[r["name"] for r in self.runtimes], cpus=config.measure_cpus,
+                                        use_power_sensor=config.use_power_sensor)
+        if config.isolation == "process":
+            self.worker.start()  # before the renice below: sessions keep the agent's original priority
+        if config.control_nice and hasattr(os, "nice"):
+            try:  # threads made from here on (gRPC, heartbeats, jobs) inherit it
+                os.nice(config.control_nice)
+            except OSError as exc:
+                log.warning("cannot lower the agent's priority by %d: %s", config.control_nice, exc)
 
     # ------------------------------------------------------------ device
     def _init_device(self) -> None:
@@ -148,6 +159,7 @@ class Agent:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.worker.close()
         with self._lock:
             if self._out is not None:
                 self._out.put(_CLOSE)
@@ -259,12 +271,15 @@ class Agent:
             return common_pb2.Measurement(**base, failure_kind="model_unavailable",
                                           failure_message=f"could not get the model: {msg}",
                                           started_at_unix=started, finished_at_unix=time.time())
-        from .bench import BenchSettings, run_benchmark
+        from .bench import BenchSettings
+        from .reading import ReadingSettings, combine, measure_reading
 
         cooldown_wait_s, thermal_wait_s, gate_timed_out = self._wait_until_ready(job)
         s = job.settings
-        defaults = BenchSettings()
         try:
+            reading = ReadingSettings.from_proto(job.reading if job.HasField("reading") else None)
+            defaults = BenchSettings(min_duration_ms=min(reading.session_min_duration_ms,
+                                                         BenchSettings.max_duration_ms))
             settings = BenchSettings(**{f: getattr(s, f) if s.HasField(f) else getattr(defaults, f) for f in (
                 "warmup_runs", "min_runs", "min_duration_ms", "max_runs", "max_duration_ms", "stable_rel_tol")})
         except ValueError as exc:  # settings the agent cannot honour are the job's failure, as data
@@ -274,10 +289,16 @@ class Agent:
         shapes = {i.name: tuple(int(d) for d in i.shape) for i in job.inputs if i.shape}
         fills = {i.name: i.fill for i in job.inputs if i.HasField("fill")}
         provider = None if job.provider == DEFAULT_PROVIDER.get(job.runtime) else job.provider
-        result = run_benchmark(path, runtime=job.runtime, threads=job.threads, provider=provider,
-                               settings=settings, shapes=shapes, fills=fills, power_sensor=self.power_sensor,
-                               read_temps=self.read_temps)
-        m = result_to_measurement(result.to_json_dict(), **base)
+        request = {"model_path": str(path), "runtime": job.runtime, "threads": job.threads, "provider": provider,
+                   "settings": settings.to_dict(), "shapes": {k: list(v) for k, v in shapes.items()},
+                   "fills": fills, "limits": {"max_other_cpu_cores": reading.max_other_cpu_cores,
+                                              "max_steal_share": reading.max_steal_share,
+                                              "max_probe_slowdown": reading.max_probe_slowdown,
+                                              "max_speed_wait_s": reading.max_speed_wait_s}}
+        result = combine(measure_reading(lambda: _session_run(self._session_here_or_isolated(request, reading)),
+                                         reading))
+        m = result_to_measurement(result, **base)
+        m.job_kind = job.job_kind
         m.cooldown_wait_s, m.thermal_wait_s, m.thermal_gate_timed_out = cooldown_wait_s, thermal_wait_s, gate_timed_out
         if job.profile_operators and job.runtime == "onnxruntime" and not m.failure_kind:
             from .profile import profile_operators
@@ -289,6 +310,14 @@ class Agent:
             except Exception as exc:  # noqa: BLE001 - the latency measurement stands on its own
                 log.warning("job %s: profiled pass failed: %s", job.job_id, exc)
         return m
+
+    def _session_here_or_isolated(self, request: dict, reading) -> dict:
+        """One session: in the measurement worker (isolated), or in this thread when asked not to isolate."""
+        if reading.isolate and self.config.isolation == "process":
+            return self.worker.run(request)
+        from .worker import run_session
+
+        return run_session(request, self.power_sensor)
 
     def _wait_until_ready(self, job: agent_pb2.JobAssignment) -> tuple[float, float, bool]:
         """Cool-down since the previous job, then the thermal gate (bounded). Returns the waits.
@@ -340,6 +369,29 @@ class Agent:
                 self.stopping.wait(1.0)
 
 
+def _session_run(result: dict):
+    from .reading import SessionRun
+
+    return SessionRun(samples_ms=result.get("samples_ms") or [], result=result,
+                      interference=result.get("interference"), failure_kind=result.get("failure_kind"))
+
+
+_INTERFERENCE_FIGURES = tuple(f.name for f in common_pb2.Interference.DESCRIPTOR.fields
+                              if f.has_presence and f.type == f.TYPE_DOUBLE)
+
+
+def interference_to_proto(d: Optional[dict]) -> Optional[common_pb2.Interference]:
+    if not d:
+        return None
+    msg = common_pb2.Interference(window_s=float(d.get("window_s") or 0.0), disturbed=bool(d.get("disturbed")),
+                                  speed_wait_s=float(d.get("speed_wait_s") or 0.0),
+                                  reasons=[str(r) for r in d.get("reasons") or []])
+    for key in _INTERFERENCE_FIGURES:
+        if d.get(key) is not None:
+            setattr(msg, key, float(d[key]))
+    return msg
+
+
 def result_to_measurement(r: dict, **base) -> common_pb2.Measurement:
     """A ``BenchResult.to_json_dict()`` → the wire ``Measurement`` (ids from ``base``)."""
     m = common_pb2.Measurement(**base)
@@ -368,6 +420,20 @@ def result_to_measurement(r: dict, **base) -> common_pb2.Measurement:
     m.warmup_runs = int(r.get("warmup_runs") or 0)
     m.started_at_unix = float(r.get("started_at_unix") or m.started_at_unix or 0.0)
     m.finished_at_unix = float(r.get("finished_at_unix") or time.time())
+    for sess in r.get("sessions") or []:
+        summary = common_pb2.SessionSummary(
+            index=int(sess["index"]), median_ms=float(sess.get("median_ms") or 0.0), n=int(sess.get("n") or 0),
+            load_ms=float(sess.get("load_ms") or 0.0), started_at_unix=float(sess.get("started_at_unix") or 0.0),
+            finished_at_unix=float(sess.get("finished_at_unix") or 0.0), accepted=bool(sess.get("accepted")),
+            stop_reason=sess.get("stop_reason") or "", failure_kind=sess.get("failure_kind") or "")
+        if sess.get("interference"):
+            summary.interference.CopyFrom(interference_to_proto(sess["interference"]))
+        m.sessions.append(summary)
+    if r.get("session_spread") is not None:
+        m.session_spread = float(r["session_spread"])
+    if r.get("interference"):
+        m.interference.CopyFrom(interference_to_proto(r["interference"]))
+    m.flags.extend(r.get("flags") or [])
     return m
 
 

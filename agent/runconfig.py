@@ -33,6 +33,9 @@ class AgentConfig:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     use_power_sensor: bool = True
     cpus: tuple = ()               # pin the agent (and so its measurements) to these CPUs; empty: no pinning
+    measure_cpus: tuple = ()       # pin every measurement session to these CPUs; empty: no pinning
+    control_nice: int = 5          # lower the priority of the agent's own threads (gRPC, heartbeats) by this
+    isolation: str = "process"     # "process": sessions in the measurement worker; "thread": in the agent
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
 
@@ -44,7 +47,11 @@ class AgentConfig:
             raise ValueError(f"unknown runtime(s) {sorted(unknown)}; expected {sorted(DEFAULT_PROVIDER)}")
         if self.reconnect_min_s <= 0 or self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect delays must be positive and min <= max")
-        if any(int(c) < 0 for c in self.cpus):
+        if self.isolation not in ("process", "thread"):
+            raise ValueError(f"--isolation must be 'process' or 'thread', got {self.isolation!r}")
+        if not 0 <= int(self.control_nice) <= 19:
+            raise ValueError(f"--control-nice must be 0..19, got {self.control_nice}")
+        if any(int(c) < 0 for c in tuple(self.cpus) + tuple(self.measure_cpus)):
             raise ValueError(f"--pin-cpus takes CPU numbers >= 0, got {list(self.cpus)}")
 
 
@@ -72,6 +79,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pin-cpus", default="", metavar="LIST",
                         help="pin the agent to these CPUs, e.g. 1 or 2,3 (keeps measurements off the cores the "
                              "OS or a co-located controller uses; Linux/Android)")
+    parser.add_argument("--measure-cpus", default="", metavar="LIST",
+                        help="pin every measurement session (not the agent's own threads) to these CPUs, "
+                             "e.g. 1; pair with a controller kept off them")
+    parser.add_argument("--control-nice", type=int, default=AgentConfig.control_nice, metavar="N",
+                        help="lower the priority of the agent's own threads (gRPC, heartbeats, spool) by N so "
+                             "they yield to the measurement (0-19; default: %(default)s)")
+    parser.add_argument("--isolation", choices=("process", "thread"), default="process",
+                        help="process (default): every session runs in a forked measurement process away from "
+                             "the agent's threads; thread: in the agent's own process (the old way; for "
+                             "comparison)")
     parser.add_argument("--tls-ca", default=None,
                         help="CA to verify the controller; enables TLS. Without TLS the connection is plain "
                              "text: for loopback and trusted networks only")
@@ -86,7 +103,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         data_dir=Path(args.data_dir) if args.data_dir else AgentConfig.data_dir, name=args.name,
         labels=dict(args.label), threads=tuple(args.threads or (1,)), runtimes=tuple(args.runtime or ()),
         provider=args.provider, cache_bytes=args.cache_mb * 2 ** 20, use_power_sensor=not args.no_power,
-        cpus=_cpu_list(args.pin_cpus))
+        cpus=_cpu_list(args.pin_cpus), measure_cpus=_cpu_list(args.measure_cpus),
+        control_nice=args.control_nice, isolation=args.isolation)
 
 
 def _cpu_list(text: str) -> tuple:

@@ -12,7 +12,15 @@ from fleetmeter.v1 import agent_pb2, common_pb2, fleet_pb2
 
 _SETTINGS_FIELDS = ("warmup_runs", "min_runs", "min_duration_ms", "max_runs", "max_duration_ms", "stable_rel_tol")
 _SUMMARY_FIELDS = ("median", "mean", "p90", "p99", "std", "min", "max", "n", "cv")
-_SPEC_EXTRAS = ("max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators")
+_SPEC_EXTRAS = ("max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators",
+                "repeat_sample")
+# Derived from the proto, so a field added there travels without another list to edit.
+READING_FIELDS = tuple(f.name for f in common_pb2.ReadingSettings.DESCRIPTOR.fields)
+_INTERFERENCE_OPTIONAL = tuple(f.name for f in common_pb2.Interference.DESCRIPTOR.fields
+                               if f.has_presence and f.message_type is None and f.name != "window_s"
+                               and f.type == f.TYPE_DOUBLE)
+_SESSION_SCALARS = ("index", "median_ms", "n", "load_ms", "started_at_unix", "finished_at_unix", "accepted",
+                    "stop_reason", "failure_kind")
 _DEVICE_SCALARS = ("hostname", "host_id", "os", "arch", "cpu_model", "cpu_cores", "cpu_max_freq_mhz",
                    "memory_total_bytes", "device_model")
 
@@ -23,6 +31,44 @@ def settings_to_dict(s: common_pb2.BenchSettings) -> dict:
 
 def settings_from_dict(d: dict) -> common_pb2.BenchSettings:
     return common_pb2.BenchSettings(**{f: d[f] for f in _SETTINGS_FIELDS if d.get(f) is not None})
+
+
+def reading_to_dict(r: common_pb2.ReadingSettings) -> dict:
+    """Only the fields that are set: an absent one means "the agent's default"."""
+    return {f: getattr(r, f) for f in READING_FIELDS if r.HasField(f)}
+
+
+def reading_from_dict(d: dict) -> common_pb2.ReadingSettings:
+    return common_pb2.ReadingSettings(**{f: d[f] for f in READING_FIELDS if d.get(f) is not None})
+
+
+def interference_to_dict(i: common_pb2.Interference) -> dict:
+    """The guard's figures; an optional figure the device could not read is ``None``."""
+    d: dict[str, Any] = {"window_s": i.window_s, "speed_wait_s": i.speed_wait_s}
+    d.update({f: getattr(i, f) if i.HasField(f) else None for f in _INTERFERENCE_OPTIONAL})
+    d["disturbed"] = i.disturbed
+    d["reasons"] = list(i.reasons)
+    return d
+
+
+def interference_from_dict(d: dict) -> common_pb2.Interference:
+    return common_pb2.Interference(
+        window_s=d.get("window_s") or 0.0, speed_wait_s=d.get("speed_wait_s") or 0.0,
+        disturbed=bool(d.get("disturbed")), reasons=d.get("reasons") or [],
+        **{f: d[f] for f in _INTERFERENCE_OPTIONAL if d.get(f) is not None})
+
+
+def session_to_dict(s: common_pb2.SessionSummary) -> dict:
+    d: dict[str, Any] = {f: getattr(s, f) for f in _SESSION_SCALARS}
+    d["interference"] = interference_to_dict(s.interference) if s.HasField("interference") else None
+    return d
+
+
+def session_from_dict(d: dict) -> common_pb2.SessionSummary:
+    s = common_pb2.SessionSummary(**{f: d[f] for f in _SESSION_SCALARS if d.get(f) is not None})
+    if d.get("interference") is not None:
+        s.interference.CopyFrom(interference_from_dict(d["interference"]))
+    return s
 
 
 def inputs_to_list(inputs) -> list[dict]:
@@ -64,7 +110,7 @@ def measurement_to_dict(m: common_pb2.Measurement) -> dict:
         "measurement_id", "job_id", "agent_id", "platform_id", "model_sha256", "runtime", "runtime_version",
         "provider", "threads", "load_ms", "first_run_ms", "peak_rss_bytes", "power_sensor", "failure_kind",
         "failure_message", "started_at_unix", "finished_at_unix", "sweep_id", "warmup_runs", "cooldown_wait_s",
-        "thermal_wait_s", "thermal_gate_timed_out")}
+        "thermal_wait_s", "thermal_gate_timed_out", "session_spread", "job_kind")}
     d["latency_ms"] = ({f: getattr(m.latency_ms, f) for f in _SUMMARY_FIELDS}
                        if m.HasField("latency_ms") else None)
     d["samples_ms"] = list(m.samples_ms)
@@ -75,13 +121,20 @@ def measurement_to_dict(m: common_pb2.Measurement) -> dict:
     d["operators"] = [{"node_name": o.node_name, "op_type": o.op_type, "provider": o.provider,
                        "input_shapes": list(o.input_shapes), "output_shapes": list(o.output_shapes),
                        "median_us": o.median_us, "mean_us": o.mean_us, "runs": o.runs} for o in m.operators]
+    d["sessions"] = [session_to_dict(x) for x in m.sessions]
+    d["interference"] = interference_to_dict(m.interference) if m.HasField("interference") else None
+    d["flags"] = list(m.flags)
     return d
+
+
+_MEASUREMENT_NESTED = ("latency_ms", "samples_ms", "temps_c_before", "temps_c_after", "operators", "sessions",
+                       "interference", "flags")
 
 
 def measurement_from_dict(d: dict) -> common_pb2.Measurement:
     m = common_pb2.Measurement()
     for key, value in d.items():
-        if value is None or key in ("latency_ms", "samples_ms", "temps_c_before", "temps_c_after", "operators"):
+        if value is None or key in _MEASUREMENT_NESTED:
             continue
         if key in m.DESCRIPTOR.fields_by_name:
             setattr(m, key, value)
@@ -92,6 +145,10 @@ def measurement_from_dict(d: dict) -> common_pb2.Measurement:
     m.temps_c_before.update(d.get("temps_c_before") or {})
     m.temps_c_after.update(d.get("temps_c_after") or {})
     m.operators.extend(common_pb2.OperatorProfile(**o) for o in d.get("operators") or [])
+    m.sessions.extend(session_from_dict(x) for x in d.get("sessions") or [])
+    if d.get("interference") is not None:
+        m.interference.CopyFrom(interference_from_dict(d["interference"]))
+    m.flags.extend(d.get("flags") or [])
     return m
 
 
@@ -102,7 +159,8 @@ def assignment_to_proto(a: dict) -> agent_pb2.JobAssignment:
         provider=a["provider"], threads=int(a["threads"]), settings=settings_from_dict(a["settings"]),
         inputs=inputs_from_list(a["inputs"]), cooldown_s=a.get("cooldown_s", 0.0),
         max_start_temp_c=a.get("max_start_temp_c", 0.0), max_thermal_wait_s=a.get("max_thermal_wait_s", 0.0),
-        profile_operators=a.get("profile_operators", False))
+        profile_operators=a.get("profile_operators", False), reading=reading_from_dict(a.get("reading") or {}),
+        job_kind=a.get("job_kind", ""))
 
 
 def spec_to_dict(s: fleet_pb2.SweepSpec) -> dict:
@@ -111,7 +169,7 @@ def spec_to_dict(s: fleet_pb2.SweepSpec) -> dict:
         "platforms": {"platform_ids": list(s.platforms.platform_ids), "labels": dict(s.platforms.labels),
                       "runtimes": list(s.platforms.runtimes)},
         "threads": list(s.threads), "repeats": s.repeats, "settings": settings_to_dict(s.settings),
-        "priority": s.priority, "inputs": inputs_to_list(s.inputs),
+        "priority": s.priority, "inputs": inputs_to_list(s.inputs), "reading": reading_to_dict(s.reading),
         **{k: getattr(s, k) for k in _SPEC_EXTRAS if getattr(s, k)},
     }
 
@@ -124,7 +182,7 @@ def spec_from_dict(d: dict) -> fleet_pb2.SweepSpec:
                                              runtimes=p.get("runtimes", [])),
         threads=d.get("threads", []), repeats=d.get("repeats", 0), settings=settings_from_dict(d.get("settings", {})),
         priority=d.get("priority", 0), inputs=inputs_from_list(d.get("inputs", [])),
-        **{k: d[k] for k in _SPEC_EXTRAS if d.get(k)})
+        reading=reading_from_dict(d.get("reading") or {}), **{k: d[k] for k in _SPEC_EXTRAS if d.get(k)})
 
 
 def progress_to_proto(p: dict) -> fleet_pb2.SweepProgress:
@@ -167,8 +225,23 @@ def device_to_proto(d: dict) -> fleet_pb2.Device:
                             last_seen_unix=d["last_seen_unix"], platform_ids=d["platform_ids"])
 
 
+_REFERENCE_FIELDS = ("model_sha256", "model_name", "median_ms", "session_spread", "flags", "finished_at_unix",
+                     "readings", "drift")
+
+
 def platform_to_proto(p: dict) -> fleet_pb2.Platform:
-    return fleet_pb2.Platform(platform_id=p["platform_id"], hardware=p["hardware"], runtime=p["runtime"],
-                              runtime_version=p["runtime_version"], provider=p["provider"], threads=p["threads"],
-                              labels=p["labels"], hardware_json=json.dumps(p["hardware_json"], sort_keys=True),
-                              agents_connected=p.get("agents_connected", 0), agents_total=p.get("agents_total", 0))
+    """``noise_ceiling`` (``{within_5, within_10, pairs}``, shares ``None`` without pairs) and ``reference``
+    (a dict or ``None``) are optional in ``p``; absent shares travel as 0 with ``pairs`` 0."""
+    ceiling = p.get("noise_ceiling") or {}
+    reference = p.get("reference")
+    return fleet_pb2.Platform(
+        platform_id=p["platform_id"], hardware=p["hardware"], runtime=p["runtime"],
+        runtime_version=p["runtime_version"], provider=p["provider"], threads=p["threads"],
+        labels=p["labels"], hardware_json=json.dumps(p["hardware_json"], sort_keys=True),
+        agents_connected=p.get("agents_connected", 0), agents_total=p.get("agents_total", 0),
+        noise_ceiling=fleet_pb2.NoiseCeiling(within_5=ceiling.get("within_5") or 0.0,
+                                             within_10=ceiling.get("within_10") or 0.0,
+                                             pairs=int(ceiling.get("pairs") or 0)),
+        reference=(fleet_pb2.ReferenceReading(**{k: reference[k] for k in _REFERENCE_FIELDS
+                                                 if reference.get(k) is not None})
+                   if reference else None))

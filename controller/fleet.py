@@ -18,9 +18,19 @@ Rules:
   went silent for ``lease_timeout_s`` returns to the queue.
 - After a controller restart every open lease gets a fresh ``lease_timeout_s``
   of grace, so agents that reconnect in time keep their jobs.
+- A sweep re-measures a sample of its (model, platform) pairs once more, in one
+  extra round after all its other jobs (``repeat_sample``); each job's kind
+  (``""``, ``"repeat_sample"``, ``"reference"``) is derived here and stored
+  with its reading. The drift canary's reference jobs (``reference.py``) are
+  scheduled on every dispatch round and go before every sweep's jobs.
+- ``list_platforms`` adds each platform's live noise ceiling and its canary's
+  latest reading (``quality.py``), cached per platform until a reading of that
+  platform is stored.
 """
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import time
 import uuid
@@ -29,7 +39,9 @@ from typing import Callable, Optional
 
 from fleetmeter.errors import InvalidArgument, NotFound
 
+from . import quality
 from .platforms import RUNTIME_FOR_FORMAT, make_platform
+from .reference import ReferenceCanary
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -62,6 +74,9 @@ class FleetConfig:
     # After a controller restart, open leases wait this long for their agents to reconnect (agents
     # back off up to 30 s between attempts), so a result spooled during the outage is not run twice.
     restart_grace_s: float = 60.0
+    # The drift canary: each served platform measures its reference model at most this often (and when an
+    # agent serving it connects, once the last reference job is this old). 0 turns it off.
+    reference_interval_s: float = 1800.0
 
     def __post_init__(self) -> None:
         if self.lease_timeout_s <= 0 or self.heartbeat_interval_s <= 0:
@@ -70,6 +85,8 @@ class FleetConfig:
             raise ValueError("lease_timeout_s must be at least twice heartbeat_interval_s")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if not self.reference_interval_s >= 0:
+            raise ValueError("reference_interval_s must be >= 0 (0 turns the drift canary off)")
 
 
 class Fleet:
@@ -82,6 +99,9 @@ class Fleet:
         self.by_host: dict[str, dict[str, AgentState]] = {}  # host_id → its agents (index for the host rules)
         # host of every agent ever seen, also those not reconnected since a restart (their leases count)
         self.host_of: dict[str, str] = {d["agent_id"]: d["host_id"] for d in store.list_devices()}
+        self.canary = ReferenceCanary(store, config.reference_interval_s)
+        self._quality: dict[str, dict] = {}      # platform_id → noise ceiling and reference (until a new reading)
+        self._sweep_facts: dict[str, dict] = {}  # sweep_id → what the quality rules need from its (fixed) spec
         grace = self.clock() + max(config.lease_timeout_s, config.restart_grace_s)
         for job in store.leased_jobs():
             store.extend_lease(job["job_id"], job["agent_id"], grace)
@@ -181,7 +201,28 @@ class Fleet:
 
     def next_job(self, agent_id: str) -> Optional[dict]:
         """Lease the next job for an idle agent, or ``None`` (busy, host busy, nothing to do, or a host-mate's turn)."""
-        return self._next_job(self._agent(agent_id), self._busy_hosts(), {})
+        agent = self._agent(agent_id)
+        self.schedule_references()
+        return self._next_job(agent, self._busy_hosts(), {})
+
+    def schedule_references(self) -> list[str]:
+        """Add the drift canary's due reference jobs for the platforms that have a connected agent."""
+        served = {pid for a in self.agents.values() if a.connected for pid in a.platform_ids}
+        try:
+            return self.canary.schedule(served, self.clock())
+        except Exception:  # noqa: BLE001 - the canary must never stop the sweeps' dispatch; logged
+            log.exception("scheduling reference jobs failed")
+            return []
+
+    def set_reference_models(self, models: list[dict]) -> list[dict]:
+        """Store the controller-built reference models (rows as ``inspect_model_bytes`` makes them; their
+        files are in the blob store already) and hand them to the canary. Returns the stored rows."""
+        stored = []
+        for m in models:
+            self.store.add_model(m, now=self.clock())
+            stored.append(self.store.get_model(m["sha256"]))
+        self.canary.set_models(stored)
+        return stored
 
     def assign(self, agent_ids: list[str]) -> list[dict]:
         """Lease jobs for many idle agents in one call (the gateway's dispatcher); longest idle first."""
@@ -189,6 +230,7 @@ class Fleet:
         cache: dict = {}
         out = []
         candidates = [self.agents[a] for a in agent_ids if a in self.agents]
+        self.schedule_references()
         with self.store.transaction():
             for agent in sorted(candidates, key=lambda a: (a.idle_since_unix, a.agent_id)):
                 job = self._next_job(agent, busy, cache)
@@ -239,6 +281,7 @@ class Fleet:
             "max_start_temp_c": float(spec.get("max_start_temp_c") or 0.0),
             "max_thermal_wait_s": float(spec.get("max_thermal_wait_s") or 0.0),
             "profile_operators": bool(spec.get("profile_operators")),
+            "reading": spec.get("reading") or {}, "job_kind": quality.job_kind(job, sweep),
         }
 
     def record_result(self, record: dict) -> bool:
@@ -254,8 +297,12 @@ class Fleet:
             agent.current_job_id = None
             agent.idle_since_unix = self.clock()
         kind = record.get("failure_kind") or ""
-        job = self.store.get_job(record.get("job_id") or "") if kind else None
-        if job is None or job["state"] not in ("pending", "leased"):
+        job = self.store.get_job(record.get("job_id") or "")
+        # The kind comes from the job, whatever the agent's message says.
+        record = {**record, "job_kind": quality.job_kind(job, self._sweep_fact(job["sweep_id"])["sweep"])
+                  if job is not None else ""}
+        self._quality.pop(record.get("platform_id", ""), None)
+        if not kind or job is None or job["state"] not in ("pending", "leased"):
             return self.store.record_measurement(record, now=self.clock())
         sweep = self.store.get_sweep(job["sweep_id"]) or {"spec": {}}
         if kind in DETERMINISTIC_FAILURES:
@@ -323,6 +370,8 @@ class Fleet:
                 raise InvalidArgument(f"{key} must be >= 0, got {spec[key]}")
         if spec.get("max_start_temp_c") and not spec.get("max_thermal_wait_s"):
             raise InvalidArgument("max_start_temp_c needs max_thermal_wait_s (the gate waits a bounded time)")
+        share = quality.repeat_share(spec.get("repeat_sample"))
+        quality.validate_reading(spec.get("reading") or {})
         pairs = [(m, p) for m in models for p in platforms if RUNTIME_FOR_FORMAT.get(m["format"]) == p["runtime"]]
         if not pairs:
             formats = sorted({m["format"] for m in models})
@@ -338,13 +387,20 @@ class Fleet:
                 jobs.append({"job_id": f"{sweep_id}-{seq:06d}", "seq": seq, "model_sha256": m["sha256"],
                              "platform_id": p["platform_id"], "repeat_index": r})
                 seq += 1
+        # Repeat samples: one more round over a sample of the pairs, after every other job (so they run late
+        # in the sweep), recognised by repeat_index == repeats. Their pairs feed the platforms' noise ceilings.
+        for i in quality.select_repeat_pairs(len(pairs), share, sweep_id):
+            m, p = pairs[i]
+            jobs.append({"job_id": f"{sweep_id}-{seq:06d}", "seq": seq, "model_sha256": m["sha256"],
+                         "platform_id": p["platform_id"], "repeat_index": repeats})
+            seq += 1
         stored_spec = {**spec, "models": [m["sha256"] for m in models]}
         sweep = {"sweep_id": sweep_id, "name": spec.get("name") or sweep_id, "spec": stored_spec,
                  "platform_ids": sorted({p["platform_id"] for _, p in pairs}),
                  "priority": int(spec.get("priority") or 0)}
         self.store.create_sweep(sweep, jobs, now=self.clock())
-        log.info("sweep %s: %d jobs over %d models × %d platforms × %d repeats", sweep_id, len(jobs),
-                 len(models), len(sweep["platform_ids"]), repeats)
+        log.info("sweep %s: %d jobs over %d models × %d platforms × %d repeats (+%d repeat samples)", sweep_id,
+                 len(jobs), len(models), len(sweep["platform_ids"]), repeats, len(jobs) - len(pairs) * repeats)
         return self.get_sweep(sweep_id)
 
     def _resolve_models(self, refs: list[str]) -> list[dict]:
@@ -480,8 +536,38 @@ class Fleet:
             pid = p["platform_id"]
             p["agents_connected"] = sum(a.connected for a in self.agents.values() if pid in a.platform_ids)
             p["agents_total"] = sum(pid in d["platform_ids"] for d in devices)
+            p.update(copy.deepcopy(self.platform_quality(pid)))  # callers get their own copy, not the cache
             out.append(p)
         return out
+
+    def platform_quality(self, platform_id: str) -> dict:
+        """``{"noise_ceiling": {within_5, within_10, pairs}, "reference": {...} | None}`` of one platform
+        (see ``quality.platform_quality``); cached until a reading of the platform is stored."""
+        cached = self._quality.get(platform_id)
+        if cached is None:
+            def group_of(reading: dict) -> tuple:
+                return reading["model_sha256"], self._sweep_fact(reading["sweep_id"])["inputs_key"]
+
+            def model_name(sha256: str) -> str:
+                model = self.store.get_model(sha256)
+                return model["name"] if model else ""
+
+            cached = quality.platform_quality(self.store.platform_readings(platform_id), group_of, model_name)
+            self._quality[platform_id] = cached
+        return cached
+
+    def _sweep_fact(self, sweep_id: str) -> dict:
+        """What the quality rules need from a sweep's spec, which never changes (so it is parsed once, not per
+        result): ``inputs_key``, its inputs' signature, and ``sweep``, enough of it for ``quality.job_kind``
+        (``None`` for an unknown sweep)."""
+        if sweep_id not in self._sweep_facts:
+            sweep = self.store.get_sweep(sweep_id) if sweep_id else None
+            spec = (sweep or {}).get("spec") or {}
+            self._sweep_facts[sweep_id] = {
+                "inputs_key": json.dumps(spec.get("inputs") or [], sort_keys=True),
+                "sweep": None if sweep is None else {"spec": {k: spec.get(k) for k in ("kind", "repeats")}},
+            }
+        return self._sweep_facts[sweep_id]
 
     def add_model(self, model: dict) -> tuple[dict, bool]:
         new = self.store.add_model(model, now=self.clock())
@@ -533,6 +619,7 @@ class Fleet:
                     "failure_kind": "", "failure_message": "", "source": source, "source_line": r["line"],
                     "family": r.get("family", ""), "finished_at_unix": now,
                 }
+                self._quality.pop(r["platform"], None)
                 if self.store.record_measurement(record, now=now):
                     imported += 1
                 else:

@@ -23,10 +23,13 @@ from .engine import RayEngine
 from .fleet import Fleet, FleetConfig
 from .gateway import AgentGateway, Notifier
 from .predict_api import PredictorApi
+from .reference import build_and_inspect
 from .rpc import BoundaryInterceptor
 from .store import Store
 
 log = logging.getLogger(__name__)
+
+REFERENCE_FORMATS = ("onnx", "tflite")
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 # Callers ping every 20 s (CHANNEL_OPTIONS); gRPC servers by default count pings closer than 5 min on a
@@ -45,8 +48,13 @@ class ControllerConfig:
     tls: TlsFiles = field(default_factory=TlsFiles)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     ray_num_cpus: Optional[int] = None
+    # Lower the controller's priority (and so its local Ray's, started after) by this much:
+    # on a host it shares with agents it yields the CPU to their measurements.
+    nice: int = 10
 
     def __post_init__(self) -> None:
+        if not 0 <= int(self.nice) <= 19:
+            raise ValueError(f"--nice must be 0..19, got {self.nice}")
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
@@ -87,6 +95,8 @@ class Controller:
         self.gateway = AgentGateway(self.fleet, self.blobs, self.notifier)
         self.api = FleetApi(self.fleet, self.blobs, self.notifier, self.engine)
         self.predictor_api = PredictorApi(self.fleet, self.blobs, self.engine, data_dir / "predictors")
+        if cfg.fleet.reference_interval_s > 0:  # before serving: the models are there when the first agent is
+            await self._install_reference_models()
         server = grpc.aio.server(interceptors=[BoundaryInterceptor(cfg.agent_token, cfg.api_token)],
                                  options=SERVER_OPTIONS)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.gateway, server)
@@ -127,6 +137,32 @@ class Controller:
                  "TLS" if cfg.tls.enabled else "plain text", data_dir)
         return self.address
 
+    async def _install_reference_models(self) -> None:
+        """Build the drift canary's reference models (about a second, in a thread: two tiny models do not
+        pay for a Ray worker's start), store them like uploads and hand them to the fleet. A format that
+        cannot be built here is logged and skipped; the controller serves on in any case."""
+        loop = asyncio.get_running_loop()
+        try:
+            built = [await loop.run_in_executor(None, build_and_inspect, fmt) for fmt in REFERENCE_FORMATS]
+            models = []
+            for item in built:
+                if "error" in item:
+                    log.warning("no %s reference model (the drift canary skips those platforms): %s",
+                                item["format"], item["error"])
+                    continue
+                model = item["model"]
+                if not self.blobs.has(model["sha256"]):
+                    f, staged = self.blobs.staging_file()
+                    with f:
+                        f.write(item["data"])
+                    self.blobs.adopt(staged, model["sha256"])
+                models.append(model)
+            stored = await self.fleet.call("set_reference_models", models)
+            log.info("drift canary: reference models %s", ", ".join(f"{m['name']} ({m['sha256'][:12]})"
+                                                                     for m in stored) or "none")
+        except Exception:  # noqa: BLE001 - the controller serves on without the canary; logged
+            log.exception("could not install the reference models; the drift canary is off")
+
     async def _expire_loop(self) -> None:
         period_s = max(0.2, self.config.fleet.lease_timeout_s / 4)
         while True:
@@ -154,6 +190,11 @@ class Controller:
 
 def run_controller(config: ControllerConfig) -> int:
     """Serve until SIGINT/SIGTERM."""
+    if config.nice and hasattr(os, "nice"):
+        try:  # before Ray and gRPC start: every thread and process they make inherits it
+            os.nice(config.nice)
+        except OSError as exc:
+            log.warning("cannot lower the controller's priority by %d: %s", config.nice, exc)
 
     async def main() -> None:
         controller = Controller(config)

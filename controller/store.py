@@ -266,6 +266,26 @@ class Store:
                 [(j["job_id"], sweep["sweep_id"], j["seq"], j["model_sha256"], j["platform_id"],
                   j["repeat_index"], now) for j in jobs])
 
+    def add_jobs(self, sweep_id: str, jobs: Iterable[dict], now: Optional[float] = None) -> None:
+        """Append pending jobs to an existing sweep (the drift canary's per-platform sweeps grow over time)."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO jobs(job_id, sweep_id, seq, model_sha256, platform_id, repeat_index, state, updated_unix)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                [(j["job_id"], sweep_id, j["seq"], j["model_sha256"], j["platform_id"], j["repeat_index"], now)
+                 for j in jobs])
+
+    def next_seq(self, sweep_id: str) -> int:
+        """One past the sweep's highest job ``seq`` (0 for a sweep without jobs)."""
+        r = self._db.execute("SELECT MAX(seq) FROM jobs WHERE sweep_id=?", (sweep_id,)).fetchone()
+        return 0 if r[0] is None else int(r[0]) + 1
+
+    def last_job_update(self, sweep_id: str) -> Optional[float]:
+        """The latest ``updated_unix`` of the sweep's jobs (``None`` without jobs)."""
+        r = self._db.execute("SELECT MAX(updated_unix) FROM jobs WHERE sweep_id=?", (sweep_id,)).fetchone()
+        return r[0]
+
     def get_sweep(self, sweep_id: str) -> Optional[dict]:
         r = self._db.execute("SELECT * FROM sweeps WHERE sweep_id=?", (sweep_id,)).fetchone()
         if r is None:
@@ -467,6 +487,24 @@ class Store:
                 record["samples_ms"] = []
             out.append(record)
         return out
+
+    def platform_readings(self, platform_id: str) -> list[dict]:
+        """The platform's successful readings in the order they arrived, without samples: ``measurement_id``,
+        ``sweep_id``, ``model_sha256``, ``median_ms``, ``job_kind``, ``session_spread``, ``flags`` (a list),
+        ``finished_at_unix``. Cheap: the figures come out of the JSON in SQLite, no record is parsed here."""
+        rows = self._db.execute(
+            "SELECT measurement_id, sweep_id, model_sha256, latency_median_ms,"
+            " json_extract(record_json, '$.job_kind') AS job_kind,"
+            " json_extract(record_json, '$.session_spread') AS session_spread,"
+            " json_extract(record_json, '$.flags') AS flags,"
+            " json_extract(record_json, '$.finished_at_unix') AS finished_at_unix, received_unix"
+            " FROM measurements WHERE platform_id=? AND failure_kind='' AND latency_median_ms > 0"
+            " ORDER BY received_unix, measurement_id", (platform_id,))
+        return [{"measurement_id": r["measurement_id"], "sweep_id": r["sweep_id"] or "",
+                 "model_sha256": r["model_sha256"], "median_ms": r["latency_median_ms"],
+                 "job_kind": r["job_kind"] or "", "session_spread": r["session_spread"],
+                 "flags": json.loads(r["flags"]) if r["flags"] else [],
+                 "finished_at_unix": r["finished_at_unix"] or r["received_unix"]} for r in rows]
 
     def count_measurements(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]

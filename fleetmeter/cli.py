@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 
 from fleetmeter import _net
 from fleetmeter.errors import FleetmeterError, InvalidArgument
+from fleetmeter.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ def cmd_controller(args) -> int:
         agent_token=_net.agent_token(args.agent_token), api_token=_net.api_token(args.api_token),
         tls=_net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key),
         fleet=FleetConfig(lease_timeout_s=args.lease_timeout_s, heartbeat_interval_s=args.heartbeat_s,
-                          restart_grace_s=args.restart_grace_s))
+                          restart_grace_s=args.restart_grace_s, reference_interval_s=args.reference_interval_s),
+        nice=args.nice)
     return run_controller(config)
 
 
@@ -79,18 +81,48 @@ def cmd_devices(args) -> int:
     return 0
 
 
+def noise_ceiling_dict(platform) -> dict:
+    """``{within_5, within_10, pairs}`` of a Platform; the shares are ``None`` while there is no repeat pair."""
+    c = platform.noise_ceiling
+    return {"within_5": c.within_5 if c.pairs else None, "within_10": c.within_10 if c.pairs else None,
+            "pairs": c.pairs}
+
+
+def reference_dict(platform) -> Optional[dict]:
+    """The drift canary's latest reading of a Platform, or ``None`` before its first one."""
+    if not platform.HasField("reference") or not platform.reference.readings:
+        return None
+    r = platform.reference
+    return {"model_sha256": r.model_sha256, "model_name": r.model_name, "median_ms": r.median_ms,
+            "session_spread": r.session_spread, "flags": list(r.flags), "finished_at_unix": r.finished_at_unix,
+            "readings": r.readings, "drift": r.drift}
+
+
+def _share(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100.0 * value:.0f}%"
+
+
 def cmd_platforms(args) -> int:
     from google.protobuf.json_format import MessageToDict
 
     with _client(args) as c:
         platforms = c.list_platforms()
     if args.json:
-        _print_json([MessageToDict(p, preserving_proto_field_name=True) for p in platforms])
+        _print_json([{**MessageToDict(p, preserving_proto_field_name=True), "noise_ceiling": noise_ceiling_dict(p),
+                      "reference": reference_dict(p)} for p in platforms])
         return 0
-    from fleetmeter._term import table
+    from fleetmeter._term import fmt_ms, table
 
-    print(table(["PLATFORM", "HARDWARE", "AGENTS"], [
-        (p.platform_id, p.hardware, f"{p.agents_connected}/{p.agents_total}") for p in platforms]))
+    rows = []
+    for p in platforms:
+        noise, ref = noise_ceiling_dict(p), reference_dict(p)
+        rows.append((p.platform_id, p.hardware, f"{p.agents_connected}/{p.agents_total}",
+                     f"{_share(noise['within_5'])} / {_share(noise['within_10'])} ({noise['pairs']})",
+                     "-" if ref is None else f"{fmt_ms(ref['median_ms'])} ({100.0 * ref['drift']:+.1f}%, "
+                                             f"{ref['readings']})" + (" " + ";".join(ref["flags"]) if ref["flags"]
+                                                                      else "")))
+    print(table(["PLATFORM", "HARDWARE", "AGENTS", "NOISE ±5% / ±10% (PAIRS)", "REFERENCE MS (DRIFT, READINGS)"],
+                rows))
     return 0
 
 
@@ -193,12 +225,29 @@ def cmd_sweep_control(args) -> int:
     return 0
 
 
+#: The interference guard's figures (Measurement.interference: the worst accepted session's window). In json a
+#: row's ``interference`` is a dict of these (without the prefix) or null; in csv they are flattened into these
+#: columns (``reasons`` ";"-joined, an unreadable figure empty).
+INTERFERENCE_FIELDS = tuple(f.name for f in common_pb2.Interference.DESCRIPTOR.fields)
+#: csv columns, in order. ``sessions``: how many sessions the reading has (0 for a reading made before
+#: sessions, or imported); ``session_spread``: (max-min)/median of the accepted sessions' medians, a fraction,
+#: empty with fewer than 2 sessions; ``flags``: ";"-joined ("unstable", "disturbed"); ``job_kind``: "" (a
+#: sweep's job), "repeat_sample" or "reference".
 RESULT_COLUMNS = ("model", "model_sha256", "platform", "runtime", "threads", "median_ms", "mean_ms", "p90_ms",
                   "p99_ms", "std_ms", "n", "load_ms", "first_run_ms", "peak_rss_bytes", "energy_mj_per_inference",
-                  "avg_power_w", "failure_kind", "failure_message", "sweep_id", "measurement_id")
+                  "avg_power_w", "failure_kind", "failure_message", "sweep_id", "measurement_id",
+                  "sessions", "session_spread", "flags", "job_kind",
+                  *(f"interference_{f}" for f in INTERFERENCE_FIELDS))
+
+
+def _interference(i) -> dict:
+    """Every figure of an Interference; one the device could not read (an absent optional) is ``None``."""
+    return {f.name: list(getattr(i, f.name)) if f.is_repeated else
+            getattr(i, f.name) if not f.has_presence or i.HasField(f.name) else None for f in i.DESCRIPTOR.fields}
 
 
 def result_rows(measurements, models) -> list[dict]:
+    """One dict per measurement (what ``results --json`` prints); see RESULT_COLUMNS for the csv shape."""
     names = {m.sha256: m.name for m in models}
     rows = []
     for m in measurements:
@@ -215,8 +264,19 @@ def result_rows(measurements, models) -> list[dict]:
             "avg_power_w": m.avg_power_w if m.HasField("avg_power_w") else None,
             "failure_kind": m.failure_kind or None, "failure_message": m.failure_message or None,
             "sweep_id": m.sweep_id, "measurement_id": m.measurement_id,
+            "sessions": len(m.sessions), "session_spread": m.session_spread if len(m.sessions) >= 2 else None,
+            "interference": _interference(m.interference) if m.HasField("interference") else None,
+            "flags": list(m.flags), "job_kind": m.job_kind,
         })
     return rows
+
+
+def _csv_row(row: dict) -> dict:
+    out = {**row, "flags": ";".join(row["flags"])}
+    for f in INTERFERENCE_FIELDS:
+        value = (row["interference"] or {}).get(f)
+        out[f"interference_{f}"] = ";".join(value) if isinstance(value, list) else value
+    return out
 
 
 def cmd_results(args) -> int:
@@ -235,13 +295,15 @@ def cmd_results(args) -> int:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(_csv_row(r) for r in rows)
         sys.stdout.write(buf.getvalue())
     else:
         from fleetmeter._term import fmt_ms, table
 
-        print(table(["MODEL", "PLATFORM", "MEDIAN MS", "P90 MS", "N", "ENERGY MJ", "FAILURE"], [
+        print(table(["MODEL", "PLATFORM", "MEDIAN MS", "P90 MS", "N", "SPREAD", "FLAGS", "ENERGY MJ", "FAILURE"], [
             (r["model"], r["platform"], fmt_ms(r["median_ms"]), fmt_ms(r["p90_ms"]), r["n"],
+             "-" if r["session_spread"] is None else f"{100.0 * r['session_spread']:.1f}%",
+             ";".join(r["flags"]) or "-",
              "-" if r["energy_mj_per_inference"] is None else f"{r['energy_mj_per_inference']:.3f}",
              f"{r['failure_kind']}: {r['failure_message']}" if r["failure_kind"] else "") for r in rows]))
     return 0
@@ -312,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart-grace-s", type=float, default=60.0,
                    help="after a restart, how long open jobs wait for their agents to reconnect "
                         "(default: %(default)s)")
+    p.add_argument("--reference-interval-s", type=float, default=1800.0, metavar="S",
+                   help="drift canary: measure each served platform's reference model when an agent serving it "
+                        "connects and then every S seconds, at most once per S (default: %(default)s; 0: off)")
+    p.add_argument("--nice", type=int, default=10, metavar="N",
+                   help="lower the priority of the controller and its local Ray by N (0-19; default: "
+                        "%(default)s), so that on a host shared with agents it yields the CPU to their "
+                        "measurements; 0 keeps the normal priority")
     p.set_defaults(func=cmd_controller)
 
     for name, func, help_ in (("devices", cmd_devices, "list the agents and their state"),

@@ -52,7 +52,8 @@ def run_demo(config: DemoConfig) -> int:
     fleet = LocalFleet(root, agent_token=secrets.token_urlsafe(16), api_token=secrets.token_urlsafe(16))
     try:
         _say(config, "starting the controller (local Ray) ...")
-        address = fleet.start_controller()
+        # No drift canary: a one-off demo has no history for it to guard, and it would add a job per platform.
+        address = fleet.start_controller(None, 180.0, "--reference-interval-s", "0")
         _say(config, f"controller on {address}; starting 3 agents ...")
         for name, args in DEMO_AGENTS:
             fleet.start_agent(name, *args)
@@ -64,6 +65,7 @@ def run_demo(config: DemoConfig) -> int:
             shas = [client.upload_model(m.path, name=m.path.name).model.sha256 for m in models]
             sweep = client.submit_sweep(fleet_pb2.SweepSpec(
                 name="demo", models=shas, platforms=fleet_pb2.PlatformSelector(platform_ids=platform_ids),
+                repeat_sample=-1.0,  # one measurement per model and platform: the table has one cell each
                 settings=common_pb2.BenchSettings(warmup_runs=5, min_runs=20,
                                                   min_duration_ms=config.min_duration_ms,
                                                   max_duration_ms=max(5000.0, 4 * config.min_duration_ms))))

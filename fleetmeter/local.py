@@ -85,14 +85,14 @@ class LocalFleet:
         return Proc(name, popen, log_path)
 
     # ------------------------------------------------------------ controller
-    def start_controller(self, listen: Optional[str] = None, timeout_s: float = 180.0) -> str:
+    def start_controller(self, listen: Optional[str] = None, timeout_s: float = 180.0, *args: str) -> str:
         listen = listen or self.address or "127.0.0.1:0"
         addr_file = self.data_dir / "controller.json"
         addr_file.unlink(missing_ok=True)
         self.controller = self._spawn("controller", [
             sys.executable, "-m", "fleetmeter.cli", "controller", "--listen", listen,
             "--data-dir", str(self.data_dir), "--lease-timeout-s", str(self.lease_timeout_s),
-            "--heartbeat-s", str(self.heartbeat_s)])
+            "--heartbeat-s", str(self.heartbeat_s), *args])
 
         def ready() -> bool:
             if not self.controller.alive():

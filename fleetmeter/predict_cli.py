@@ -85,8 +85,16 @@ def cmd_train(args) -> int:
 
 
 # ------------------------------------------------------------------ eval
-def eval_rows(predictors, split: str) -> List[Dict[str, Any]]:
-    """One entry per predictor: the split's metrics for each method, from its manifest."""
+def eval_rows(predictors, split: str, platforms=None) -> List[Dict[str, Any]]:
+    """One entry per predictor: the split's metrics for each method, from its manifest.
+
+    ``noise_ceiling`` is the one recorded at training (from the repeats in the training data:
+    ``share_within_5``, ``share_within_10``, ``n_models``, ``n_pairs``); ``noise_ceiling_live`` is the
+    platform's ceiling now (``{within_5, within_10, pairs}`` from ListPlatforms: every pair of readings of
+    the same model, repeat samples included), or ``None`` when ``platforms`` (Platform messages) lacks it."""
+    from fleetmeter.cli import noise_ceiling_dict
+
+    live = {p.platform_id: noise_ceiling_dict(p) for p in platforms or ()}
     key = SPLITS[split]
     out = []
     for p in predictors:
@@ -98,7 +106,8 @@ def eval_rows(predictors, split: str) -> List[Dict[str, Any]]:
         out.append({"platform": p.platform, "target": p.target, "version": p.version,
                     "granularity": p.granularity or "model", "chosen_because": p.chosen_because or None,
                     "split": split, "n_train": section.get("n_train"), "n_test": section.get("n_test"),
-                    "noise_ceiling": metrics.get("noise_ceiling"), "methods": methods,
+                    "noise_ceiling": metrics.get("noise_ceiling"), "noise_ceiling_live": live.get(p.platform),
+                    "methods": methods,
                     "interval_coverage": p.interval_coverage if p.HasField("interval_coverage") else None,
                     "interval_level": p.interval_level})
     return out
@@ -109,10 +118,11 @@ def cmd_eval(args) -> int:
 
     with _client(args) as c:
         predictors = c.list_predictors(args.platform, args.target)
+        platforms = c.list_platforms() if predictors else []
     if not predictors:
         print("fleetmeter: no predictors trained yet: run `fleetmeter train` first", file=sys.stderr)
         return 1
-    rows = eval_rows(predictors, args.split)
+    rows = eval_rows(predictors, args.split, platforms)
     if args.json:
         _print_json(rows)
         return 0
@@ -120,12 +130,15 @@ def cmd_eval(args) -> int:
     print(f"held-out evaluation: {title[args.split]}")
     for r in rows:
         noise = r["noise_ceiling"] or {}
+        live = r["noise_ceiling_live"] or {}
         print(f"\n{r['platform']}  {r['target']}  v{r['version']}  serves: {r['granularity']}"
               + (f" ({r['chosen_because']})" if r["chosen_because"] else "")
               + f"\n  train {r['n_train'] if r['n_train'] is not None else '-'}, "
-                f"test {r['n_test'] if r['n_test'] is not None else '-'}; noise ceiling ±5% "
-                f"{_pct(noise.get('share_within_5'))}, ±10% {_pct(noise.get('share_within_10'))} "
-                f"({noise.get('n_models') or 0} models measured twice or more)")
+                f"test {r['n_test'] if r['n_test'] is not None else '-'}"
+              + f"\n  noise ceiling at training: ±5% {_pct(noise.get('share_within_5'))}, ±10% "
+                f"{_pct(noise.get('share_within_10'))} ({noise.get('n_models') or 0} models measured twice or more)"
+              + f"\n  noise ceiling now (latency, live): ±5% {_pct(live.get('within_5'))}, ±10% "
+                f"{_pct(live.get('within_10'))} ({live.get('pairs') or 0} repeat pairs)")
         if not r["methods"]:
             print("  (no evaluation recorded for this split)")
             continue
@@ -229,8 +242,10 @@ def add_predictor_commands(sub: Any, caller_flags) -> None:
         description="Per platform and target: ±5%% and ±10%% accuracy (share of held-out models within that "
                     "relative error), MAPE, RMSPE and Spearman rank correlation of the serving predictor, the "
                     "kernel-level predictor where one was evaluated, and both baselines, on the split chosen, "
-                    "next to the platform's measurement noise ceiling. The numbers are those recorded when "
-                    "the predictor was trained (on models it did not see).")
+                    "next to the platform's measurement noise ceiling: the one recorded at training (from the "
+                    "repeats in the training data) and the live one (latency, every repeat pair the platform has "
+                    "now). The accuracy numbers are those recorded when the predictor was trained (on models it "
+                    "did not see).")
     p.add_argument("--split", choices=tuple(SPLITS), default="random",
                    help="random 80/20, or leave-one-family-out (default: %(default)s)")
     p.add_argument("--platform", action="append", metavar="P", help="only this platform (prefix); repeatable")

@@ -24,6 +24,19 @@ A sweep file::
     max_start_temp_c: 0         # thermal gate (0: off) ...
     max_thermal_wait_s: 0       # ... waiting at most this long
     profile_operators: false    # separate profiled pass with per-operator times (onnxruntime)
+    reading:                    # a reading is several independent sessions (absent: the agent's defaults)
+      sessions: 3               # independent loads of the model per reading
+      max_sessions: 6           # bound on sessions, re-measures included
+      max_session_spread: 0.05  # (max-min)/median of the sessions' medians above this: re-measure, else "unstable"
+      max_other_cpu_cores: 0.25 # other processes' CPU during a timed window above this: "disturbed"
+      max_steal_share: 0.05     # steal time share of a window above this: "disturbed"
+      max_disturbed_reruns: 2   # re-runs of a disturbed session before the reading is flagged
+      isolate: true             # each session in its own process
+      session_min_duration_ms: 200
+      max_probe_slowdown: 0.10  # the machine's speed probe around a window vs its recent best: above, "disturbed"
+      max_speed_wait_s: 3       # before a session, wait at most this long for the probe to be fast again
+    repeat_sample: 0.1          # re-measure this share of the (model, platform) pairs late in the sweep
+                                # (feeds the platforms' noise ceilings); 0: the default 0.1, negative: none
 
 Every problem is reported at once, each with the file, the line and the field
 (``sweep.yaml:7: settings.min_runs: expected an integer >= 0, got 'many'``).
@@ -45,7 +58,12 @@ SETTINGS_FIELDS = {"warmup_runs": int, "min_runs": int, "min_duration_ms": float
                    "max_duration_ms": float, "stable_rel_tol": float}
 SCALAR_FIELDS = {"name": str, "repeats": int, "priority": int, "max_device_failures": int, "cooldown_s": float,
                  "max_start_temp_c": float, "max_thermal_wait_s": float, "profile_operators": bool}
-TOP_KEYS = set(SCALAR_FIELDS) | {"models", "platforms", "threads", "settings", "inputs"}
+#: ReadingSettings field → (type, minimum), from the proto: every field is >= 0 but the session counts (>= 1);
+#: a switch has no minimum. The controller checks them again (controller/quality.py: READING_LIMITS).
+READING_FIELDS = {f.name: (bool, None) if f.type == f.TYPE_BOOL else
+                  (int, 1 if f.name in ("sessions", "max_sessions") else 0) if f.type in (f.TYPE_INT32, f.TYPE_INT64)
+                  else (float, 0) for f in common_pb2.ReadingSettings.DESCRIPTOR.fields}
+TOP_KEYS = set(SCALAR_FIELDS) | {"models", "platforms", "threads", "settings", "inputs", "reading", "repeat_sample"}
 PLATFORM_KEYS = {"platform_ids", "labels", "runtimes"}
 INPUT_KEYS = {"name", "shape", "fill"}
 RUNTIMES = ("onnxruntime", "litert")
@@ -234,6 +252,25 @@ def _validate(data: dict, problems: _Problems) -> None:
             for key, kind in SETTINGS_FIELDS.items():
                 if key in settings:
                     _check_type(settings[key], kind, ("settings", key), problems, minimum=0)
+    reading = data.get("reading")
+    if reading is not None:
+        if not isinstance(reading, dict):
+            problems.add(("reading",), "expected a mapping of reading settings (sessions, max_session_spread ...)")
+        else:
+            for key in sorted(set(reading) - set(READING_FIELDS)):
+                problems.add(("reading", key), f"unknown setting; allowed: {', '.join(sorted(READING_FIELDS))}")
+            for key, (kind, minimum) in READING_FIELDS.items():
+                if key in reading:
+                    _check_type(reading[key], kind, ("reading", key), problems, minimum=minimum)
+            if isinstance(reading.get("max_steal_share"), (int, float)) and reading["max_steal_share"] > 1:
+                problems.add(("reading", "max_steal_share"),
+                             f"a share: must be <= 1, got {reading['max_steal_share']!r}")
+    if "repeat_sample" in data:
+        _check_type(data["repeat_sample"], float, ("repeat_sample",), problems)
+        value = data["repeat_sample"]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value <= 1:
+            problems.add(("repeat_sample",), f"a share of the pairs: must be <= 1 (0: the default 0.1, negative: "
+                                             f"none), got {value!r}")
     inputs = data.get("inputs")
     if inputs is not None:
         if not isinstance(inputs, list):
@@ -282,6 +319,14 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-thermal-wait-s", type=float, default=None, help="longest wait for the thermal gate")
     p.add_argument("--profile-operators", action="store_true", default=None,
                    help="also run a separate profiled pass for per-operator times (onnxruntime)")
+    p.add_argument("--sessions", type=int, default=None, metavar="N",
+                   help="independent sessions (loads of the model) per reading (default: the agent's, 3)")
+    p.add_argument("--max-session-spread", type=float, default=None, metavar="X",
+                   help="re-measure (then flag 'unstable') a reading whose sessions' medians spread more than this "
+                        "fraction of their median (default: the agent's, 0.05)")
+    p.add_argument("--repeat-sample", type=float, default=None, metavar="SHARE",
+                   help="re-measure this share of the (model, platform) pairs late in the sweep, for the "
+                        "platforms' noise ceilings (default 0.1; negative: none)")
 
 
 def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], str]] = None,
@@ -319,8 +364,14 @@ def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], st
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
+    reading = dict(data.get("reading") or {})
+    for key in ("sessions", "max_session_spread"):
+        value = getattr(args, key, None)
+        if value is not None:
+            reading[key] = value
     extras = {}
-    for key in ("max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators"):
+    for key in ("max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators",
+                "repeat_sample"):
         value = getattr(args, key, None)
         value = data.get(key) if value is None else value
         if value:
@@ -335,7 +386,7 @@ def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], st
             threads=[int(t) for t in (data.get("threads") or [])] + list(args.threads),
             repeats=int(args.repeats if args.repeats is not None else data.get("repeats") or 1),
             priority=int(args.priority if args.priority is not None else data.get("priority") or 0),
-            settings=common_pb2.BenchSettings(**settings),
+            settings=common_pb2.BenchSettings(**settings), reading=common_pb2.ReadingSettings(**reading),
             inputs=[common_pb2.InputOverride(name=i["name"], shape=[int(d) for d in i.get("shape") or []],
                                              **({"fill": float(i["fill"])} if "fill" in i else {}))
                     for i in data.get("inputs") or []],

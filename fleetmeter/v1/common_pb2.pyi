@@ -67,7 +67,7 @@ class BenchSettings(_message.Message):
     def __init__(self, warmup_runs: _Optional[int] = ..., min_runs: _Optional[int] = ..., min_duration_ms: _Optional[float] = ..., max_runs: _Optional[int] = ..., max_duration_ms: _Optional[float] = ..., stable_rel_tol: _Optional[float] = ...) -> None: ...
 
 class ReadingSettings(_message.Message):
-    __slots__ = ("sessions", "max_sessions", "max_session_spread", "max_other_cpu_cores", "max_steal_share", "max_disturbed_reruns", "isolate", "session_min_duration_ms")
+    __slots__ = ("sessions", "max_sessions", "max_session_spread", "max_other_cpu_cores", "max_steal_share", "max_disturbed_reruns", "isolate", "session_min_duration_ms", "max_probe_slowdown", "max_speed_wait_s")
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSION_SPREAD_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,8 @@ class ReadingSettings(_message.Message):
     MAX_DISTURBED_RERUNS_FIELD_NUMBER: _ClassVar[int]
     ISOLATE_FIELD_NUMBER: _ClassVar[int]
     SESSION_MIN_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROBE_SLOWDOWN_FIELD_NUMBER: _ClassVar[int]
+    MAX_SPEED_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     sessions: int
     max_sessions: int
     max_session_spread: float
@@ -84,10 +86,12 @@ class ReadingSettings(_message.Message):
     max_disturbed_reruns: int
     isolate: bool
     session_min_duration_ms: float
-    def __init__(self, sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., max_session_spread: _Optional[float] = ..., max_other_cpu_cores: _Optional[float] = ..., max_steal_share: _Optional[float] = ..., max_disturbed_reruns: _Optional[int] = ..., isolate: _Optional[bool] = ..., session_min_duration_ms: _Optional[float] = ...) -> None: ...
+    max_probe_slowdown: float
+    max_speed_wait_s: float
+    def __init__(self, sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., max_session_spread: _Optional[float] = ..., max_other_cpu_cores: _Optional[float] = ..., max_steal_share: _Optional[float] = ..., max_disturbed_reruns: _Optional[int] = ..., isolate: _Optional[bool] = ..., session_min_duration_ms: _Optional[float] = ..., max_probe_slowdown: _Optional[float] = ..., max_speed_wait_s: _Optional[float] = ...) -> None: ...
 
 class Interference(_message.Message):
-    __slots__ = ("window_s", "other_cpu_cores", "steal_share", "iowait_share", "load_avg_1m", "cpu_freq_mhz_min", "cpu_freq_mhz_max", "disturbed", "reasons")
+    __slots__ = ("window_s", "other_cpu_cores", "steal_share", "iowait_share", "load_avg_1m", "cpu_freq_mhz_min", "cpu_freq_mhz_max", "disturbed", "reasons", "probe_slowdown", "speed_wait_s")
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     OTHER_CPU_CORES_FIELD_NUMBER: _ClassVar[int]
     STEAL_SHARE_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +101,8 @@ class Interference(_message.Message):
     CPU_FREQ_MHZ_MAX_FIELD_NUMBER: _ClassVar[int]
     DISTURBED_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
+    PROBE_SLOWDOWN_FIELD_NUMBER: _ClassVar[int]
+    SPEED_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     window_s: float
     other_cpu_cores: float
     steal_share: float
@@ -106,7 +112,9 @@ class Interference(_message.Message):
     cpu_freq_mhz_max: float
     disturbed: bool
     reasons: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, window_s: _Optional[float] = ..., other_cpu_cores: _Optional[float] = ..., steal_share: _Optional[float] = ..., iowait_share: _Optional[float] = ..., load_avg_1m: _Optional[float] = ..., cpu_freq_mhz_min: _Optional[float] = ..., cpu_freq_mhz_max: _Optional[float] = ..., disturbed: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+    probe_slowdown: float
+    speed_wait_s: float
+    def __init__(self, window_s: _Optional[float] = ..., other_cpu_cores: _Optional[float] = ..., steal_share: _Optional[float] = ..., iowait_share: _Optional[float] = ..., load_avg_1m: _Optional[float] = ..., cpu_freq_mhz_min: _Optional[float] = ..., cpu_freq_mhz_max: _Optional[float] = ..., disturbed: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., probe_slowdown: _Optional[float] = ..., speed_wait_s: _Optional[float] = ...) -> None: ...
 
 class SessionSummary(_message.Message):
     __slots__ = ("index", "median_ms", "n", "load_ms", "started_at_unix", "finished_at_unix", "interference", "accepted", "stop_reason", "failure_kind")

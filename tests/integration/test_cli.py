@@ -44,7 +44,7 @@ def test_sweep_file_submit_wait_and_results(fleet, tmp_path):
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(
         f"name: cli-test\nmodels: [{model}]\nplatforms: {{runtimes: [onnxruntime], labels: {{role: e2e}}}}\n"
-        "repeats: 2\nsettings: {warmup_runs: 1, min_runs: 5, min_duration_ms: 30}\n")
+        "repeats: 2\nrepeat_sample: -1\nsettings: {warmup_runs: 1, min_runs: 5, min_duration_ms: 30}\n")
     proc = fm(fleet, "sweep", "submit", str(sweep_file), "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
     sweep = json.loads(proc.stdout)

@@ -8,6 +8,7 @@ import pytest
 
 from fleetmeter.client import FleetClient
 from fleetmeter.controller.engine import LocalEngine
+from fleetmeter.controller.fleet import FleetConfig
 from fleetmeter.controller.server import Controller, ControllerConfig
 from fleetmeter.errors import InvalidArgument, NotFound, Unauthenticated
 from fleetmeter.modeler.builtin import get_builtin_model
@@ -34,7 +35,8 @@ def test_servicers_with_the_in_process_engine(tmp_path):
 
     async def main() -> dict:
         controller = Controller(ControllerConfig(listen="127.0.0.1:0", data_dir=tmp_path, api_token="api",
-                                                 agent_token="agent"), engine=LocalEngine())
+                                                 agent_token="agent", fleet=FleetConfig(reference_interval_s=0)),
+                                engine=LocalEngine())
         address = await controller.start()
         try:
             return await asyncio.get_running_loop().run_in_executor(None, calls, address)

@@ -24,6 +24,8 @@ from fleetmeter.v1 import common_pb2, fleet_pb2
 
 pytestmark = pytest.mark.integration
 
+# These tests count jobs exactly: their sweeps leave out the repeat-sample round (test_readings_e2e.py has it).
+NO_SAMPLE = -1.0
 FAST = common_pb2.BenchSettings(warmup_runs=2, min_runs=5, min_duration_ms=50, max_duration_ms=2000)
 
 
@@ -33,6 +35,7 @@ def _platform_of(client, agent_name: str) -> str:
 
 
 def _run_sweep(client, models, platform_ids, settings=FAST, timeout_s=120.0, **spec):
+    spec.setdefault("repeat_sample", NO_SAMPLE)
     sweep = client.submit_sweep(fleet_pb2.SweepSpec(
         models=models, platforms=fleet_pb2.PlatformSelector(platform_ids=platform_ids), settings=settings, **spec))
     for _ in client.watch_sweep(sweep.sweep_id, timeout_s=timeout_s):
@@ -164,8 +167,9 @@ def test_agent_killed_mid_job_and_restarted(fleet):
     with fleet.client() as c:
         ort = _platform_of(c, "ort")
         sha = c.upload_model(get_builtin_model("tiny_depthwise", "onnx").path).model.sha256
-        sweep = c.submit_sweep(fleet_pb2.SweepSpec(models=[sha], repeats=2, settings=slow,
-                                                   platforms=fleet_pb2.PlatformSelector(platform_ids=[ort])))
+        sweep = c.submit_sweep(fleet_pb2.SweepSpec(
+            models=[sha], repeat_sample=NO_SAMPLE, repeats=2, settings=slow,
+            platforms=fleet_pb2.PlatformSelector(platform_ids=[ort])))
         wait_until(lambda: any(d.name == "ort" and d.state == "busy" for d in c.list_devices()), 60,
                    "the ort agent to start a job")
         fleet.stop_agent("ort", sig=signal.SIGKILL)
@@ -185,8 +189,9 @@ def test_controller_killed_while_agent_measures_loses_nothing(fleet):
     with fleet.client() as c:
         lite = _platform_of(c, "lite")
         sha = c.upload_model(get_builtin_model("tiny_squeeze", "tflite").path).model.sha256
-        sweep = c.submit_sweep(fleet_pb2.SweepSpec(models=[sha], repeats=2, settings=slow,
-                                                   platforms=fleet_pb2.PlatformSelector(platform_ids=[lite])))
+        sweep = c.submit_sweep(fleet_pb2.SweepSpec(
+            models=[sha], repeat_sample=NO_SAMPLE, repeats=2, settings=slow,
+            platforms=fleet_pb2.PlatformSelector(platform_ids=[lite])))
         cached = fleet.root / "agents" / "lite" / "models" / sha
         wait_until(lambda: cached.exists() and any(d.name == "lite" and d.state == "busy" for d in c.list_devices()),
                    60, "the lite agent to download the model and start a job")
@@ -213,8 +218,9 @@ def test_job_of_a_vanished_agent_returns_to_the_queue_when_its_lease_expires(fle
     with fleet.client() as c:
         pool = _platform_of(c, "doomed")
         sha = c.upload_model(get_builtin_model("tiny_convnet", "onnx").path).model.sha256
-        sweep = c.submit_sweep(fleet_pb2.SweepSpec(models=[sha], settings=slow,
-                                                   platforms=fleet_pb2.PlatformSelector(platform_ids=[pool])))
+        sweep = c.submit_sweep(fleet_pb2.SweepSpec(
+            models=[sha], repeat_sample=NO_SAMPLE, settings=slow,
+            platforms=fleet_pb2.PlatformSelector(platform_ids=[pool])))
         wait_until(lambda: any(d.name == "doomed" and d.state == "busy" for d in c.list_devices()), 60,
                    "the doomed agent to start the job")
         fleet.stop_agent("doomed", sig=signal.SIGKILL)
@@ -254,8 +260,9 @@ def test_cancel_and_pause_a_running_sweep(fleet):
     with fleet.client() as c:
         ort = _platform_of(c, "ort")
         sha = c.upload_model(get_builtin_model("tiny_convnet", "onnx").path).model.sha256
-        sweep = c.submit_sweep(fleet_pb2.SweepSpec(models=[sha], repeats=6, settings=slow,
-                                                   platforms=fleet_pb2.PlatformSelector(platform_ids=[ort])))
+        sweep = c.submit_sweep(fleet_pb2.SweepSpec(
+            models=[sha], repeat_sample=NO_SAMPLE, repeats=6, settings=slow,
+            platforms=fleet_pb2.PlatformSelector(platform_ids=[ort])))
         wait_until(lambda: c.get_sweep(sweep.sweep_id).progress.leased == 1, 60, "the first job to start")
         paused = c.pause_sweep(sweep.sweep_id)
         assert paused.progress.state == "paused"

@@ -140,6 +140,7 @@ def cut(cut_fleet) -> CutOutcome:
         platform = _device(c, AGENT).platform_ids[0]
         sha = c.upload_model(get_builtin_model("tiny_convnet", "onnx").path).model.sha256
         sweep = c.submit_sweep(fleet_pb2.SweepSpec(models=[sha], repeats=REPEATS, settings=SETTINGS,
+                                                   repeat_sample=-1,
                                                    platforms=fleet_pb2.PlatformSelector(platform_ids=[platform])))
         sweep_id = sweep.sweep_id
         cached = agent_dir / "models" / sha

@@ -50,7 +50,7 @@ def measured(fleet, tmp_path_factory):
         ort = next(d for d in c.list_devices() if d.name == "ort").platform_ids[0]
         sweep = c.submit_sweep(fleet_pb2.SweepSpec(
             models=shas, platforms=fleet_pb2.PlatformSelector(platform_ids=[ort]), settings=SETTINGS,
-            profile_operators=True))
+            profile_operators=True, repeat_sample=-1))
         for _ in c.watch_sweep(sweep.sweep_id, timeout_s=300):
             pass
         done = c.get_sweep(sweep.sweep_id).progress

@@ -19,6 +19,10 @@ CONFIG = FleetConfig(lease_timeout_s=LEASE_S, max_attempts=3, heartbeat_interval
 HARDWARE = {"cpu_model": "Test CPU", "cores": 4, "arch": "x86_64", "memory_gib": 8}
 VERSION = {"onnxruntime": "1.17.0", "litert": "1.2.0"}
 
+# The scheduling tests count jobs exactly: their sweeps leave out the repeat-sample round (its own tests are in
+# test_readings_quality.py).
+NO_SAMPLE = {"repeat_sample": -1}
+
 ONNX = {"sha256": "0a" * 32, "name": "net-onnx", "format": "onnx", "size_bytes": 100}
 TFLITE = {"sha256": "1b" * 32, "name": "net-tflite", "format": "tflite", "size_bytes": 200}
 
@@ -87,7 +91,7 @@ def test_submit_sweep_expands_models_x_platforms_x_repeats_skipping_format_misma
     b_ort = platform_of(fleet, "b")
     assert len({a_ort, a_lite, b_ort}) == 3
 
-    sweep = fleet.submit_sweep({"models": ["net-onnx", "net-tflite"], "repeats": 3})
+    sweep = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx", "net-tflite"], "repeats": 3})
 
     rows = jobs_in_db(db_path, sweep["sweep_id"])
     assert [r[0] for r in rows] == list(range(9))
@@ -108,7 +112,7 @@ def test_submit_sweep_selects_by_platform_id_labels_runtime_and_threads(fleet, d
     b_t1 = platform_of(fleet, "b")
 
     def chosen(spec):
-        sweep = fleet.submit_sweep({"models": ["net-onnx"], **spec})
+        sweep = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], **spec})
         return {pid for _, _, pid, _ in jobs_in_db(db_path, sweep["sweep_id"])}
 
     assert chosen({"platforms": {"platform_ids": [b_t1]}}) == {b_t1}
@@ -139,16 +143,16 @@ def test_submit_sweep_rejects_bad_specs_and_stores_nothing(fleet, db_path, spec,
 def test_submit_sweep_resolves_a_unique_prefix_and_rejects_an_ambiguous_one(fleet):
     """Fails if a unique sha256 prefix does not resolve, or an ambiguous one silently picks a model."""
     fleet.register_agent(hello("a"))
-    assert fleet.submit_sweep({"models": ["0a0a0a"]})["spec"]["models"] == [ONNX["sha256"]]
+    assert fleet.submit_sweep({**NO_SAMPLE, "models": ["0a0a0a"]})["spec"]["models"] == [ONNX["sha256"]]
     fleet.add_model(dict(ONNX, sha256="0a0a0a" + "f" * 58, name="other"))
     with pytest.raises(InvalidArgument, match="ambiguous"):
-        fleet.submit_sweep({"models": ["0a0a0a"]})
+        fleet.submit_sweep({**NO_SAMPLE, "models": ["0a0a0a"]})
 
 
 def test_submit_sweep_with_no_platforms_at_all_is_invalid(fleet):
     """Fails if a sweep with nothing to run on is accepted (it would never finish)."""
     with pytest.raises(InvalidArgument):
-        fleet.submit_sweep({"models": ["net-onnx"]})
+        fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
 
 
 # ------------------------------------------------------------------ scheduling
@@ -156,7 +160,7 @@ def test_submit_sweep_with_no_platforms_at_all_is_invalid(fleet):
 def test_one_job_per_agent_at_a_time(fleet):
     """Fails if an agent that already holds a lease is handed a second job."""
     fleet.register_agent(hello("a"))
-    fleet.submit_sweep({"models": ["net-onnx"], "repeats": 3})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 3})
     first = fleet.next_job("a")
     assert first is not None and first["model_format"] == "onnx" and first["runtime"] == "onnxruntime"
     assert fleet.next_job("a") is None
@@ -169,7 +173,7 @@ def test_host_mates_never_hold_jobs_at_the_same_time(fleet):
     fleet.register_agent(hello("a", "shared-host", offers=(("onnxruntime", 1),)))
     fleet.register_agent(hello("b", "shared-host", offers=(("onnxruntime", 2),)))
     fleet.register_agent(hello("c", "other-host", offers=(("onnxruntime", 1),)))
-    fleet.submit_sweep({"models": ["net-onnx"], "repeats": 3})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 3})
     job_a = fleet.next_job("a")
     assert job_a is not None
     assert fleet.next_job("b") is None  # host-mate busy
@@ -183,7 +187,7 @@ def test_host_mates_take_turns_in_job_order(fleet):
     interleaved, assignments must follow job order (alternating agents), not (a, a, b, b)."""
     fleet.register_agent(hello("a", "shared-host", offers=(("onnxruntime", 1),)))
     fleet.register_agent(hello("b", "shared-host", offers=(("onnxruntime", 2),)))
-    sweep = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})  # seq: a, b, a, b platforms
+    sweep = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})  # seq: a, b, a, b platforms
     order = []
     for _ in range(6):  # each round: both ask ("a" always first), then the job that ran finishes
         running = []
@@ -208,7 +212,7 @@ def test_same_pool_host_mates_the_one_idle_longest_goes_first(fleet, clock):
     clock.advance(1)
     fleet.register_agent(hello("b", "shared-host"))
     assert platform_of(fleet, "a") == platform_of(fleet, "b")
-    fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
     assert fleet.next_job("b") is None  # "a" has been idle longer
     job = fleet.next_job("a")
     clock.advance(5)
@@ -220,7 +224,7 @@ def test_same_pool_host_mates_the_one_idle_longest_goes_first(fleet, clock):
 def test_disconnected_agent_gets_no_job(fleet):
     """Fails if work is handed to an agent whose stream has ended (the job would sit until its lease expires)."""
     fleet.register_agent(hello("a"))
-    fleet.submit_sweep({"models": ["net-onnx"]})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
     fleet.agent_disconnected("a")
     assert fleet.next_job("a") is None
     assert leased_count(fleet) == 0
@@ -231,7 +235,7 @@ def test_disconnected_host_mate_with_open_lease_still_blocks_the_host(fleet):
     result), host-mate ``b`` is handed a job, so two agents of one host hold jobs at once."""
     fleet.register_agent(hello("a", "shared-host", offers=(("onnxruntime", 1),)))
     fleet.register_agent(hello("b", "shared-host", offers=(("onnxruntime", 2),)))
-    fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
     assert fleet.next_job("a") is not None
     fleet.agent_disconnected("a")
     assert fleet.next_job("b") is None
@@ -243,7 +247,7 @@ def test_disconnected_host_mate_with_open_lease_still_blocks_the_host(fleet):
 def test_lease_expires_without_heartbeat_and_job_returns_to_pending(fleet, clock):
     """Fails if a silent agent keeps its job forever, if it expires early, or if the agent stays 'busy'."""
     fleet.register_agent(hello("a"))
-    fleet.submit_sweep({"models": ["net-onnx"]})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
     job = fleet.next_job("a")
     clock.advance(LEASE_S - 0.5)
     assert fleet.expire_leases() == []
@@ -261,7 +265,7 @@ def test_lease_expires_without_heartbeat_and_job_returns_to_pending(fleet, clock
 def test_heartbeats_keep_the_lease_alive(fleet, clock):
     """Fails if a heartbeat does not extend the lease (a long benchmark would be taken away mid-run)."""
     fleet.register_agent(hello("a"))
-    fleet.submit_sweep({"models": ["net-onnx"]})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
     job = fleet.next_job("a")
     for beat in range(5):  # 5 × 20 s = 100 s, far past one lease, with a beat every 20 s
         clock.advance(20)
@@ -277,7 +281,7 @@ def test_job_fails_after_max_attempts(store, clock):
     fleet = Fleet(store, FleetConfig(lease_timeout_s=LEASE_S, max_attempts=2, heartbeat_interval_s=2.0), clock=clock)
     fleet.add_model(dict(ONNX))
     fleet.register_agent(hello("a"))
-    sweep = fleet.submit_sweep({"models": ["net-onnx"]})
+    sweep = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
     for expected in ("pending", "failed"):
         job = fleet.next_job("a")
         assert job is not None
@@ -295,7 +299,7 @@ def test_job_fails_after_max_attempts(store, clock):
 def test_reregister_without_current_job_releases_it_immediately(fleet):
     """Fails if an agent that restarted (and so lost its job) keeps the lease until it times out."""
     fleet.register_agent(hello("a"))
-    fleet.submit_sweep({"models": ["net-onnx"]})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
     job = fleet.next_job("a")
     fleet.register_agent(hello("a"))  # a restarted agent: no current job, nothing spooled
     row = fleet.store.get_job(job["job_id"])
@@ -306,7 +310,7 @@ def test_reregister_without_current_job_releases_it_immediately(fleet):
 def test_reregister_with_current_job_keeps_and_extends_the_lease(fleet, clock):
     """Fails if a reconnecting agent that is still running its job loses it, or is handed a second one."""
     fleet.register_agent(hello("a"))
-    fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
     job = fleet.next_job("a")
     clock.advance(25)
     fleet.register_agent(hello("a", current=job["job_id"]))
@@ -323,7 +327,7 @@ def test_reregister_with_someone_elses_job_does_not_take_it(fleet):
     """Fails if an agent can claim a job leased to another agent by naming it in its hello."""
     fleet.register_agent(hello("a", "h1"))
     fleet.register_agent(hello("b", "h2"))
-    fleet.submit_sweep({"models": ["net-onnx"]})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
     job = fleet.next_job("a")
     fleet.register_agent(hello("b", "h2", current=job["job_id"]))
     assert fleet.agents["b"].current_job_id is None
@@ -333,7 +337,7 @@ def test_reregister_with_someone_elses_job_does_not_take_it(fleet):
 def test_spooled_job_ids_keep_their_leases(fleet):
     """Fails if a job whose result sits in the agent's spool is re-queued on reconnect (measured twice)."""
     fleet.register_agent(hello("a"))
-    fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
     job = fleet.next_job("a")
     fleet.register_agent(hello("a", spooled=[job["job_id"]]))
     row = fleet.store.get_job(job["job_id"])
@@ -352,7 +356,7 @@ def test_controller_restart_gives_open_leases_grace(store, db_path, clock):
     fleet.add_model(dict(ONNX))
     fleet.register_agent(hello("a", "h1"))
     fleet.register_agent(hello("c", "h2"))
-    fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
     job_a, job_c = fleet.next_job("a"), fleet.next_job("c")
     store.close()
 
@@ -383,7 +387,7 @@ def test_after_restart_a_host_mate_waits_for_the_lease_holder(store, db_path, cl
     fleet.add_model(dict(ONNX))
     fleet.register_agent(hello("a", "shared-host", offers=(("onnxruntime", 1),)))
     fleet.register_agent(hello("b", "shared-host", offers=(("onnxruntime", 2),)))
-    fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
     assert fleet.next_job("a") is not None
     store.close()
     store2 = Store(db_path)
@@ -401,7 +405,7 @@ def test_record_result_frees_the_agent_and_a_resend_returns_false(fleet):
     """Fails if a stored result leaves the agent 'busy', or a re-sent result is stored again or frees the
     agent from the job it is running now."""
     fleet.register_agent(hello("a"))
-    fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
     first = fleet.next_job("a")
     record = result(first, "a")
     assert fleet.record_result(record) is True
@@ -415,7 +419,7 @@ def test_record_result_frees_the_agent_and_a_resend_returns_false(fleet):
 def test_sweep_progress_counts_and_ends_done(fleet):
     """Fails if progress miscounts states or reports 'done' while jobs are open (or never reports it)."""
     fleet.register_agent(hello("a"))
-    sweep_id = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 3})["sweep_id"]
+    sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 3})["sweep_id"]
     job = fleet.next_job("a")
     p = fleet.sweep_progress(sweep_id)
     assert (p["total"], p["pending"], p["leased"], p["done"], p["failed"], p["state"]) == (3, 2, 1, 0, 0, "running")
@@ -440,7 +444,7 @@ def test_list_devices_shows_busy_idle_offline(fleet):
     fleet.register_agent(hello("busy", "h1"))
     fleet.register_agent(hello("idle", "h2"))
     fleet.register_agent(hello("gone", "h3"))
-    fleet.submit_sweep({"models": ["net-onnx"]})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
     job = fleet.next_job("busy")
     fleet.agent_disconnected("gone")
     devices = {d["agent_id"]: d for d in fleet.list_devices()}
@@ -480,7 +484,7 @@ def test_fleet_config_rejects_unsafe_values(kwargs):
 def test_deterministic_failure_marks_the_model_failed_on_that_platform(fleet):
     """Fails if a model that cannot run here (unsupported op) is retried, or its other repeats still run."""
     fleet.register_agent(hello("a"))
-    sweep_id = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 4})["sweep_id"]
+    sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 4})["sweep_id"]
     job = fleet.next_job("a")
     fleet.record_result(result(job, "a", failure_kind="unsupported_op"))
     p = fleet.sweep_progress(sweep_id)
@@ -496,7 +500,7 @@ def test_deterministic_failure_is_retried_on_another_device_of_the_pool(fleet):
     never back to the device it failed on; failing there too marks it failed."""
     fleet.register_agent(hello("a", "h1"))
     fleet.register_agent(hello("b", "h2"))
-    sweep_id = fleet.submit_sweep({"models": ["net-onnx"], "max_device_failures": 2})["sweep_id"]
+    sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "max_device_failures": 2})["sweep_id"]
     job = fleet.next_job("a")
     fleet.record_result(result(job, "a", failure_kind="load_error"))
     assert fleet.store.get_job(job["job_id"])["state"] == "pending"
@@ -509,14 +513,14 @@ def test_deterministic_failure_is_retried_on_another_device_of_the_pool(fleet):
 
 def test_deterministic_failure_with_no_other_device_fails_instead_of_waiting_forever(fleet):
     fleet.register_agent(hello("a"))
-    sweep_id = fleet.submit_sweep({"models": ["net-onnx"], "max_device_failures": 3})["sweep_id"]
+    sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "max_device_failures": 3})["sweep_id"]
     fleet.record_result(result(fleet.next_job("a"), "a", failure_kind="unsupported_op"))
     assert fleet.sweep_progress(sweep_id)["state"] == "done"
 
 
 def test_passing_failures_are_retried_up_to_max_attempts(fleet):
     fleet.register_agent(hello("a"))
-    sweep_id = fleet.submit_sweep({"models": ["net-onnx"]})["sweep_id"]
+    sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})["sweep_id"]
     for attempt in range(CONFIG.max_attempts):
         job = fleet.next_job("a")
         assert job is not None, f"attempt {attempt + 1} must be offered"
@@ -528,7 +532,7 @@ def test_passing_failures_are_retried_up_to_max_attempts(fleet):
 def test_cancel_pause_resume(fleet):
     """Fails if a paused sweep still hands out jobs, resume does not restart it, or cancel leaves work queued."""
     fleet.register_agent(hello("a"))
-    sweep_id = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 3})["sweep_id"]
+    sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 3})["sweep_id"]
     running = fleet.next_job("a")
     assert fleet.pause_sweep(sweep_id)["progress"]["state"] == "paused"
     fleet.record_result(result(running, "a"))
@@ -551,22 +555,22 @@ def test_cancel_pause_resume(fleet):
 def test_concurrent_sweeps_share_fairly_and_priority_wins(fleet):
     """Fails if one sweep of equal priority starves another, or a higher-priority sweep waits behind them."""
     fleet.register_agent(hello("a"))
-    first = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 4})["sweep_id"]
-    second = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 4})["sweep_id"]
+    first = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 4})["sweep_id"]
+    second = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 4})["sweep_id"]
     order = []
     for _ in range(4):
         job = fleet.next_job("a")
         order.append(job["sweep_id"])
         fleet.record_result(result(job, "a"))
     assert order.count(first) == 2 and order.count(second) == 2, order
-    urgent = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2, "priority": 5})["sweep_id"]
+    urgent = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2, "priority": 5})["sweep_id"]
     assert fleet.next_job("a")["sweep_id"] == urgent
 
 
 def test_progress_per_platform_and_eta(fleet, clock):
     """Fails if per-platform counts are wrong or the ETA ignores measured job times."""
     fleet.register_agent(hello("a", offers=(("onnxruntime", 1), ("onnxruntime", 2))))
-    sweep_id = fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})["sweep_id"]
+    sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})["sweep_id"]
     p = fleet.sweep_progress(sweep_id)
     assert len(p["platforms"]) == 2 and p["eta_s"] == -1.0, "no job finished yet: unknown"
     job = fleet.next_job("a")
@@ -582,20 +586,20 @@ def test_progress_per_platform_and_eta(fleet, clock):
 
 def test_assignment_carries_cooldown_thermal_gate_and_profiling(fleet):
     fleet.register_agent(hello("a"))
-    fleet.submit_sweep({"models": ["net-onnx"], "cooldown_s": 2.5, "max_start_temp_c": 60,
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "cooldown_s": 2.5, "max_start_temp_c": 60,
                         "max_thermal_wait_s": 30, "profile_operators": True})
     job = fleet.next_job("a")
     assert (job["cooldown_s"], job["max_start_temp_c"], job["max_thermal_wait_s"], job["profile_operators"]) == (
         2.5, 60.0, 30.0, True)
     with pytest.raises(InvalidArgument, match="max_thermal_wait_s"):
-        fleet.submit_sweep({"models": ["net-onnx"], "max_start_temp_c": 60})
+        fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "max_start_temp_c": 60})
 
 
 def test_heartbeat_extends_only_the_job_the_agent_reports(fleet, clock):
     """Fails if heartbeats of an idle agent keep alive a job the controller believes it handed out (an
     assignment the agent never took), which would block that job and the agent forever."""
     fleet.register_agent(hello("a"))
-    fleet.submit_sweep({"models": ["net-onnx"]})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
     job = fleet.next_job("a")
     for _ in range(4):
         clock.advance(LEASE_S / 3)
@@ -608,7 +612,7 @@ def test_spooled_result_of_an_expired_lease_is_awaited_not_rerun(fleet, clock):
     """Fails if a job whose lease expired while its agent was cut off (its result sits in the agent's spool)
     is handed out again when the agent reconnects, instead of waiting for that result."""
     fleet.register_agent(hello("a"))
-    fleet.submit_sweep({"models": ["net-onnx"], "repeats": 2})
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
     job = fleet.next_job("a")
     fleet.agent_disconnected("a")
     clock.advance(LEASE_S + 1)
