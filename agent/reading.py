@@ -13,18 +13,19 @@ The rule (:func:`measure_reading`), with ``k = sessions``:
    ``max_speed_wait_s`` — for its speed probe to say the machine runs at its
    usual speed). A session whose window the guard calls *disturbed* is not
    a candidate; the next one starts after a short pause (n x 0.25 s).
-2. Once there are ``k`` undisturbed sessions, find the ``k`` whose medians
-   agree best (the tightest window of ``k`` consecutive medians in sorted
-   order; its spread is ``(max - min) / median``). Spread
-   ``<= max_session_spread``: those ``k`` are the reading.
+2. Once there are ``k`` undisturbed sessions: if the ``k`` fastest of them
+   agree — spread ``(max - min) / median <= max_session_spread`` — they are
+   the reading. (Interference only ever slows a run down, so the fastest
+   sessions that agree are the machine at its usual speed; a slow phase the
+   guards missed shows up as sessions slower than the rest.)
 3. Otherwise run one more session and try again, up to ``max_sessions``
    sessions in all, or until more than ``max_disturbed_reruns`` sessions were
-   disturbed. Out of budget: the undisturbed sessions make the reading (the
-   best-agreeing ``k`` of them, or all of them if fewer); with none, the
-   disturbed ones do and the reading is flagged ``disturbed``. If they still
-   spread too far, every one of them is accepted, the spread over all is
-   reported and the reading is flagged ``unstable`` — kept, never silently
-   averaged.
+   disturbed. Out of budget: among the undisturbed sessions (or, with none,
+   the disturbed ones — the reading is then flagged ``disturbed``), the
+   first window of ``k`` (or all, if fewer) consecutive medians from the
+   fastest up that agrees is the reading; if none agrees, every one of them
+   is accepted, the spread over all is reported and the reading is flagged
+   ``unstable`` — kept, never silently averaged.
 
 A failed session (the model cannot load or run) ends the reading with that
 failure: it is a property of the model, not noise.
@@ -62,9 +63,9 @@ class ReadingSettings:
     max_steal_share: float = 0.05
     max_disturbed_reruns: int = 3
     isolate: bool = True
-    session_min_duration_ms: float = 200.0
+    session_min_duration_ms: float = 150.0
     max_probe_slowdown: float = 0.10
-    max_speed_wait_s: float = 3.0
+    max_speed_wait_s: float = 1.5
 
     def __post_init__(self) -> None:
         for name in ("sessions", "max_sessions", "max_disturbed_reruns"):
@@ -144,12 +145,16 @@ def relative_spread(medians: Sequence[float]) -> float:
     return (v[-1] - v[0]) / mid if mid > 0 else math.inf
 
 
-def choose_sessions(runs: Sequence[SessionRun], k: int,
-                    among: Optional[Sequence[int]] = None) -> tuple[List[int], float]:
-    """The ``k`` sessions (of ``among``, default: the undisturbed ones if
-    there are ``k`` of them, else all) whose medians agree best — the
-    tightest window of ``k`` consecutive medians in sorted order — and their
-    spread. Ties go to the earlier sessions. Indices in run order.
+def choose_sessions(runs: Sequence[SessionRun], k: int, among: Optional[Sequence[int]] = None,
+                    tol: Optional[float] = None) -> tuple[List[int], float]:
+    """``k`` sessions (of ``among``; default: the undisturbed ones if there
+    are ``k`` of them, else all) whose medians agree, and their spread.
+
+    Windows of ``k`` consecutive medians in sorted order are tried from the
+    fastest up: the first whose spread is ``<= tol`` wins (interference only
+    ever slows a run down, so the fastest sessions that agree are the
+    machine at its usual speed); with no such window, or no ``tol``, the
+    tightest one. Ties go to the earlier sessions. Indices in run order.
     """
     if among is None:
         clean = [i for i, r in enumerate(runs) if not r.disturbed]
@@ -157,14 +162,14 @@ def choose_sessions(runs: Sequence[SessionRun], k: int,
     if len(among) < k or k < 1:
         raise ValueError(f"need {k} sessions, have {len(among)}")
     order = sorted(among, key=lambda i: (runs[i].median_ms, i))
-    best: Optional[tuple[float, List[int]]] = None
-    for start in range(len(order) - k + 1):
-        window = order[start:start + k]
-        spread = relative_spread([runs[i].median_ms for i in window])
-        if best is None or spread < best[0] - 1e-12:
-            best = (spread, window)
-    assert best is not None
-    return sorted(best[1]), best[0]
+    windows = [order[start:start + k] for start in range(len(order) - k + 1)]
+    spreads = [relative_spread([runs[i].median_ms for i in w]) for w in windows]
+    if tol is not None:
+        for window, spread in zip(windows, spreads):
+            if spread <= tol:
+                return sorted(window), spread
+    best = min(range(len(windows)), key=lambda j: (spreads[j], j))
+    return sorted(windows[best]), spreads[best]
 
 
 RERUN_PAUSE_S = 0.25  # before the n-th re-run of a disturbed session, pause n x this (slow phases pass)
@@ -191,15 +196,16 @@ def measure_reading(run_session: Callable[[], SessionRun], settings: ReadingSett
             sleep(RERUN_PAUSE_S * disturbed)
             continue
         clean = [i for i, r in enumerate(runs) if not r.disturbed]
-        if len(clean) >= k:
-            accepted, spread = choose_sessions(runs, k, clean)
+        if len(clean) >= k:  # done when the k fastest undisturbed sessions agree
+            accepted = sorted(sorted(clean, key=lambda i: (runs[i].median_ms, i))[:k])
+            spread = relative_spread([runs[i].median_ms for i in accepted])
             if spread <= tol:
                 return _reading(runs, accepted, spread, tol, started)
     # Out of budget: the clean sessions if there are any (fewer than k is
     # still a clean reading), else the disturbed ones, flagged.
     clean = [i for i, r in enumerate(runs) if not r.disturbed]
     pool = clean or list(range(len(runs)))
-    accepted, spread = choose_sessions(runs, min(k, len(pool)), pool)
+    accepted, spread = choose_sessions(runs, min(k, len(pool)), pool, tol)
     if spread > tol:  # never settled: keep every session of the pool, flagged
         accepted, spread = pool, relative_spread([runs[i].median_ms for i in pool])
     return _reading(runs, accepted, spread, tol, started)

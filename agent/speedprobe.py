@@ -7,7 +7,7 @@ clock: on a shared VM the same model runs 30-60 % slower for a second or two
 at a time while every counter inside the VM reads quiet. So around each
 timed window the measurement process also times a fixed probe — a small
 single-threaded float32 matrix product, about 20 ms — and compares it with
-the worker's recent best (the 10th percentile of its last probes). On the
+the worker's recent best (the 5th percentile of its last 300 probes). On the
 2-vCPU development VM the probe's slowdown tracked the model's with a
 correlation of 0.93 and caught 98.7 % of the windows where the model ran
 more than 10 % slow (docs/benchmarks.md §9).
@@ -47,9 +47,14 @@ class SpeedProbe:
 
 
 class ProbeBaseline:
-    """The recent best probe time: the ``quantile`` of the last ``size`` probes (None below 5)."""
+    """The recent best probe time: the ``quantile`` of the last ``size`` probes (None below 5).
 
-    def __init__(self, size: int = 100, quantile: float = 0.10) -> None:
+    A long memory and a low quantile: on a host that is slow most of the time
+    for minutes, a short window would take the slow speed for the usual one.
+    A device that became slower for good is followed after ``size`` probes
+    (a few hundred sessions)."""
+
+    def __init__(self, size: int = 300, quantile: float = 0.05) -> None:
         self._values: Deque[float] = collections.deque(maxlen=size)
         self.quantile = quantile
 

@@ -52,6 +52,7 @@ def run_session(request: Dict[str, Any], power_sensor: Any = None, probe: Any = 
     limits = dict(request.get("limits") or {})
     max_slowdown = float(limits.pop("max_probe_slowdown", 0.10))
     baseline_us = limits.pop("probe_baseline_us", None)
+    limits.pop("max_speed_wait_s", None)  # the worker's gate, before the session
     guard = None
     if request.get("guard", True):
         guard = ProbedGuard(InterferenceGuard(GuardLimits(**limits)), probe or SpeedProbe(), baseline_us,

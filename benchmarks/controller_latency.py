@@ -99,7 +99,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         fleet = LocalFleet(Path(tmp) / "fleet")
         try:
             print("controller_latency: starting a controller (local Ray) ...", file=sys.stderr)
-            fleet.start_controller()
+            fleet.start_controller(None, 180.0, "--reference-interval-s", "0")  # no canary jobs in the count
             names = [f"lat-agent-{i + 1}" for i in range(n_agents)]
             for name in names:
                 fleet.start_agent(name, "--runtime", "onnxruntime", "--threads", "1", "--no-power")
@@ -111,7 +111,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       f"sweep of {n_jobs} jobs", file=sys.stderr)
                 spec = fleet_pb2.SweepSpec(name="controller-latency", models=[sha],
                                            platforms=fleet_pb2.PlatformSelector(platform_ids=platform_ids),
-                                           repeats=n_jobs, settings=settings)
+                                           repeats=n_jobs, settings=settings, repeat_sample=-1.0)
                 submitted_unix = time.time()
                 t0 = time.monotonic()
                 sweep = client.submit_sweep(spec)

@@ -11,8 +11,12 @@ and every round, interleaved:
    default reading settings; the stored reading's median.
 
 Per model: ratio = median of the fleet readings / median of the plain
-blocks. Reported: the median ratio over models, the range, the share within
-±3 % / ±10 %, the readings' flags, and wall time per fleet job.
+blocks, and ``ratio_fastest`` = fastest fleet reading / fastest plain block
+(on a host with slow phases a plain block lands in one at random, while a
+fleet reading is built to avoid them; the fastest of several rounds is each
+side's estimate of the host at its usual speed). Reported for both: the
+median ratio over models, the range, the share within ±3 % / ±10 %; the
+readings' flags, and wall time per fleet job.
 
     python benchmarks/fidelity_fleet.py                 # 24 ONNX models x 3 rounds
     python benchmarks/fidelity_fleet.py --models 12 --rounds 2 --litert
@@ -101,6 +105,7 @@ def main(argv=None) -> int:
                         plain.append(plain_block(runtime, path, est, args.plain_ms))
                     ratio = statistics.median(fleet_medians) / statistics.median(plain)
                     row = {"model": name, "format": fmt, "ratio": round(ratio, 4),
+                           "ratio_fastest": round(min(fleet_medians) / min(plain), 4),
                            "fleet_ms": [round(x, 4) for x in fleet_medians], "plain_ms": [round(x, 4) for x in plain],
                            "flags": flags}
                     report["per_model"].append(row)
@@ -108,13 +113,17 @@ def main(argv=None) -> int:
                           f"plain {row['plain_ms']}  {flags or ''}", flush=True)
         finally:
             fleet.close()
-    ratios = [r["ratio"] for r in report["per_model"]]
+    def summary(key: str) -> dict:
+        ratios = [r[key] for r in report["per_model"]]
+        return {"median_ratio": round(statistics.median(ratios), 4), "min_ratio": min(ratios),
+                "max_ratio": max(ratios),
+                "within_3": round(sum(abs(r - 1) <= 0.03 for r in ratios) / len(ratios), 3),
+                "within_10": round(sum(abs(r - 1) <= 0.10 for r in ratios) / len(ratios), 3)}
+
     report["summary"] = {
-        "median_ratio": round(statistics.median(ratios), 4), "min_ratio": min(ratios), "max_ratio": max(ratios),
-        "within_3": round(sum(abs(r - 1) <= 0.03 for r in ratios) / len(ratios), 3),
-        "within_10": round(sum(abs(r - 1) <= 0.10 for r in ratios) / len(ratios), 3),
+        "median_of_rounds": summary("ratio"), "fastest_of_rounds": summary("ratio_fastest"),
         "wall_per_fleet_job_s": round(statistics.mean(job_walls), 3),
-        "flagged_readings": sum(bool(r["flags"]) for r in report["per_model"]),
+        "models_with_a_flagged_reading": sum(bool(r["flags"]) for r in report["per_model"]),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -1,15 +1,18 @@
 """Repeatability through the fleet: the same model measured again agrees?
 
-For each *variant* (a way of running the fleet) this starts a real
-controller and one real onnxruntime 1-thread agent on this machine (the
-controller shares the host, as in the demo or a lab box), uploads zoo
-models of every family and sweeps them with ``--repeats`` (repeat-major
-order: a model's repeats are a whole pass apart). Reported per variant:
+One real controller on this machine (it shares the host, as in the demo or
+a lab box) and one real onnxruntime 1-thread agent per *variant* (a way of
+measuring). The agents share the host, so they take turns: the variants'
+jobs interleave in time and see the same machine. Zoo models of every
+family are swept once per variant with ``--repeats`` (repeat-major order: a
+model's repeats are a whole pass apart). Reported per variant:
 
 - share of repeat pairs within ±5 % / ±10 % (|a-b| / mean(a,b)), per model
   (the model's worst pair) and over all pairs; median pair difference; the
   worst models;
-- wall time per job (sweep wall / jobs) — the cost of a reading;
+- device-busy seconds per reading (first session start to last session end)
+  and, for all variants together, wall time per job — the cost of a reading;
+- CPU used by the controller + Ray, each agent and each measurement worker;
 - readings flagged ``unstable`` / ``disturbed``, sessions per reading.
 
 Variants (``--variants``, any subset, run one after another in the same
@@ -17,16 +20,19 @@ process run so they share the machine's state):
 
 - ``before``: what the fleet did before isolation: the timed loop in the
   agent's own process (``--isolation thread``), one session of >= 500 ms,
-  no priorities (agent and controller at nice 0), no guard re-runs.
-- ``isolated``: the same single 500 ms session, but in a forked
-  measurement process, agent threads at nice 5, controller at nice 10.
-- ``sessions``: isolated + 3 sessions of >= 200 ms per reading (the
-  default), re-measure when they spread > 5 %, guard re-runs.
+  agent threads at nice 0, no guard verdicts or re-runs.
+- ``isolated``: the same single 500 ms session without verdicts, but in a
+  forked measurement process, agent threads at nice 5.
+- ``sessions``: isolated + 3 sessions per reading, re-measure when they
+  spread > 5 %, re-runs when the process-counter guard says disturbed — but
+  no speed probe (no probe verdicts, no waiting for a fast machine).
 - ``default``: whatever the agent and the sweep default to today (no
   flags at all) — the path users take.
 
+(The controller runs at its default ``--nice 10`` for all of them.)
+
 ``--hog-at 0.5`` starts a CPU hog (a busy process, not pinned) when half
-of each variant's jobs are done and stops it at the end: readings whose
+of all jobs are done and stops it at the end: readings whose
 accepted sessions overlap the hog must be flagged ``disturbed`` (or have
 been re-run outside it) — none stored as clean.
 
@@ -57,13 +63,15 @@ from fleetmeter.modeler.zoo.families import family_names
 from fleetmeter.v1 import common_pb2, fleet_pb2
 
 VARIANTS = {
-    # name: (agent flags, controller flags, reading settings, bench settings)
-    "before": (("--isolation", "thread", "--control-nice", "0"), ("--nice", "0"),
+    # name: (agent flags, unused, reading settings, bench settings)
+    "before": (("--isolation", "thread", "--control-nice", "0"), (),
                dict(sessions=1, isolate=False, max_disturbed_reruns=0, max_other_cpu_cores=1e9,
-                    max_steal_share=1.0), dict(min_duration_ms=500.0)),
-    "isolated": ((), (), dict(sessions=1, max_disturbed_reruns=0, max_other_cpu_cores=1e9, max_steal_share=1.0),
+                    max_steal_share=1.0, max_probe_slowdown=1e9, max_speed_wait_s=0.0),
+               dict(min_duration_ms=500.0)),
+    "isolated": ((), (), dict(sessions=1, max_disturbed_reruns=0, max_other_cpu_cores=1e9, max_steal_share=1.0,
+                             max_probe_slowdown=1e9, max_speed_wait_s=0.0),
                  dict(min_duration_ms=500.0)),
-    "sessions": ((), (), dict(sessions=3), {}),
+    "sessions": ((), (), dict(sessions=3, max_probe_slowdown=1e9, max_speed_wait_s=0.0), {}),
     "default": ((), (), None, {}),
 }
 
@@ -140,62 +148,21 @@ def pair_stats(medians: dict) -> dict:
     }
 
 
-def run_variant(name: str, files: list, args, root: Path) -> dict:
-    agent_flags, controller_flags, reading, settings = VARIANTS[name]
-    fleet = LocalFleet(root / name, agent_token=secrets.token_hex(8), api_token=secrets.token_hex(8))
-    out: dict = {"variant": name, "agent_flags": list(agent_flags), "controller_flags": list(controller_flags),
-                 "reading": reading, "settings": settings}
-    try:
-        fleet.start_controller(None, 180.0, *controller_flags)
-        fleet.start_agent("ort-t1", "--runtime", "onnxruntime", "--threads", "1", "--no-power", *agent_flags)
-        fleet.wait_agents_connected(["ort-t1"])
-        with fleet.client() as c:
-            pid = c.list_devices()[0].platform_ids[0]
-            sha_name = {}
-            for path in files:
-                sha_name[c.upload_model(path).model.sha256] = path.stem
-            spec = fleet_pb2.SweepSpec(name=name, models=sorted(sha_name), repeats=args.repeats,
-                                       platforms=fleet_pb2.PlatformSelector(platform_ids=[pid]),
-                                       repeat_sample=-1.0,
-                                       settings=common_pb2.BenchSettings(**settings))
-            if reading is not None:
-                spec.reading.CopyFrom(common_pb2.ReadingSettings(**reading))
-            ctl_pid, agent_pid = fleet.controller.popen.pid, fleet.agents["ort-t1"].popen.pid
-            worker_pids = tuple(p for p, (pp, _) in _proc_table().items() if pp == agent_pid)
-            cpu0 = (tree_cpu_s(ctl_pid), tree_cpu_s(agent_pid, worker_pids), sum(map(tree_cpu_s, worker_pids)))
-            t0 = time.monotonic()
-            sweep = c.submit_sweep(spec)
-            hog, hog_window = None, None
-            for p in c.watch_sweep(sweep.sweep_id, timeout_s=4 * 3600):
-                if args.hog_at and hog is None and p.done + p.failed >= args.hog_at * p.total:
-                    stop_at = time.time() + 3600
-                    hog = multiprocessing.Process(target=_hog, args=(stop_at,), daemon=True)
-                    hog.start()
-                    hog_window = [time.time(), None]
-                    print(f"  {name}: CPU hog started at {p.done + p.failed}/{p.total}", flush=True)
-            wall = time.monotonic() - t0
-            cpu1 = (tree_cpu_s(ctl_pid), tree_cpu_s(agent_pid, worker_pids), sum(map(tree_cpu_s, worker_pids)))
-            out["cpu_cores_during_sweep"] = {
-                name: round((b - a) / wall, 3) for name, a, b in zip(
-                    ("controller_and_ray", "agent_process", "measurement_worker"), cpu0, cpu1)}
-            if hog is not None:
-                hog.terminate()
-                hog.join()
-                hog_window[1] = time.time()
-            ms = [m for m in c.list_measurements(sweep_id=sweep.sweep_id, include_samples=False)
-                  if m.job_kind != "reference"]
-    finally:
-        fleet.close()
+def variant_stats(ms: list, sha_name: dict) -> dict:
     ok = [m for m in ms if not m.failure_kind]
-    medians = collections.defaultdict(list)
+    medians, clean = collections.defaultdict(list), collections.defaultdict(list)
     for m in ok:
-        medians[sha_name.get(m.model_sha256, m.model_sha256)].append(m.latency_ms.median)
-    flags = collections.Counter(f for m in ok for f in m.flags)
-    out.update({
-        "jobs": len(ms), "failed": len(ms) - len(ok), "wall_s": round(wall, 1),
-        "wall_per_job_s": round(wall / max(1, len(ms)), 3),
+        name = sha_name.get(m.model_sha256, m.model_sha256)
+        medians[name].append(m.latency_ms.median)
+        if "disturbed" not in m.flags:
+            clean[name].append(m.latency_ms.median)
+    busy = [m.finished_at_unix - m.started_at_unix for m in ok if m.finished_at_unix > m.started_at_unix]
+    return {
+        "jobs": len(ms), "failed": len(ms) - len(ok),
+        "busy_s_per_reading": round(statistics.mean(busy), 3) if busy else None,
         "sessions_per_reading": round(statistics.mean(len(m.sessions) or 1 for m in ok), 2) if ok else None,
-        "flags": dict(flags), **pair_stats(medians),
+        "flags": dict(collections.Counter(f for m in ok for f in m.flags)), **pair_stats(medians),
+        "undisturbed_only": {k: v for k, v in pair_stats(clean).items() if k != "worst_models"},
         "medians_ms": {k: [round(v, 4) for v in vs] for k, vs in sorted(medians.items())},
         "readings": [{"model": sha_name.get(m.model_sha256, ""), "median_ms": round(m.latency_ms.median, 4),
                       "flags": list(m.flags), "spread": round(m.session_spread, 4),
@@ -203,22 +170,97 @@ def run_variant(name: str, files: list, args, root: Path) -> dict:
                                     round(s.interference.probe_slowdown, 3)
                                     if s.interference.HasField("probe_slowdown") else None,
                                     round(s.interference.other_cpu_cores, 3)
-                                    if s.interference.HasField("other_cpu_cores") else None)
+                                    if s.interference.HasField("other_cpu_cores") else None,
+                                    round(s.started_at_unix, 2), round(s.finished_at_unix, 2))
                                    for s in m.sessions]} for m in ok],
-    })
-    if hog_window:
-        during = []
-        for m in ok:
-            acc = [s for s in m.sessions if s.accepted] or []
-            spans = [(s.started_at_unix, s.finished_at_unix) for s in acc] or [(m.started_at_unix,
-                                                                                 m.finished_at_unix)]
-            if any(a < hog_window[1] and b > hog_window[0] for a, b in spans):
-                during.append(m)
-        clean = [m for m in during if "disturbed" not in m.flags]
-        out["hog"] = {"readings_overlapping_hog": len(during), "flagged_disturbed": len(during) - len(clean),
-                      "stored_clean": len(clean),
-                      "stored_clean_models": [sha_name.get(m.model_sha256, "")[:40] for m in clean]}
+    }
+
+
+def run_interleaved(variants: list, files: list, args, root: Path) -> dict:
+    """One controller; one agent per variant on this host (so they take turns, interleaving the
+    variants' jobs in time); one sweep per variant, all submitted together."""
+    fleet = LocalFleet(root, agent_token=secrets.token_hex(8), api_token=secrets.token_hex(8))
+    out: dict = {"variants": []}
+    try:
+        fleet.start_controller()
+        for v in variants:
+            fleet.start_agent(f"ag-{v}", "--runtime", "onnxruntime", "--threads", "1", "--no-power",
+                              "--label", f"variant={v}", *VARIANTS[v][0])
+        fleet.wait_agents_connected([f"ag-{v}" for v in variants])
+        with fleet.client() as c:
+            pid_of = {d.name[3:]: d.platform_ids[0] for d in c.list_devices()}
+            sha_name = {c.upload_model(path).model.sha256: path.stem for path in files}
+            ctl_pid = fleet.controller.popen.pid
+            procs = {v: fleet.agents[f"ag-{v}"].popen.pid for v in variants}
+            workers = {v: tuple(p for p, (pp, _) in _proc_table().items() if pp == procs[v]) for v in variants}
+
+            def cpu() -> dict:
+                d = {"controller_and_ray": tree_cpu_s(ctl_pid)}
+                for v in variants:
+                    d[f"{v}:agent_process"] = tree_cpu_s(procs[v], workers[v])
+                    d[f"{v}:measurement_worker"] = sum(map(tree_cpu_s, workers[v]))
+                return d
+
+            cpu0, t0 = cpu(), time.monotonic()
+            sweeps = {}
+            for v in variants:
+                _, _, reading, settings = VARIANTS[v]
+                spec = fleet_pb2.SweepSpec(name=v, models=sorted(sha_name), repeats=args.repeats,
+                                           platforms=fleet_pb2.PlatformSelector(platform_ids=[pid_of[v]]),
+                                           repeat_sample=-1.0, settings=common_pb2.BenchSettings(**settings))
+                if reading is not None:
+                    spec.reading.CopyFrom(common_pb2.ReadingSettings(**reading))
+                sweeps[v] = c.submit_sweep(spec).sweep_id
+            hog, hog_window, last = None, None, 0.0
+            while True:
+                progress = [c.get_sweep(sid).progress for sid in sweeps.values()]
+                done = sum(p.done + p.failed + p.cancelled for p in progress)
+                total = sum(p.total for p in progress)
+                if args.hog_at and hog is None and done >= args.hog_at * total:
+                    hog = multiprocessing.Process(target=_hog, args=(time.time() + 3600,), daemon=True)
+                    hog.start()
+                    hog_window = [time.time(), None]
+                    print(f"  CPU hog started at {done}/{total}", flush=True)
+                if done >= total:
+                    break
+                if time.monotonic() - last > 30:
+                    last = time.monotonic()
+                    print(f"  {done}/{total} jobs", flush=True)
+                time.sleep(1.0)
+            wall = time.monotonic() - t0
+            cpu1 = cpu()
+            out["wall_s"] = round(wall, 1)
+            out["wall_per_job_s_all_variants"] = round(wall / max(1, total), 3)
+            out["cpu_cores_during_sweeps"] = {k: round((cpu1[k] - cpu0[k]) / wall, 3) for k in cpu0}
+            if hog is not None:
+                hog.terminate()
+                hog.join()
+                hog_window[1] = time.time()
+            for v, sid in sweeps.items():
+                ms = [m for m in c.list_measurements(sweep_id=sid) if m.job_kind != "reference"]
+                res = {"variant": v, "agent_flags": list(VARIANTS[v][0]), "reading": VARIANTS[v][2],
+                       "settings": VARIANTS[v][3], **variant_stats(ms, sha_name)}
+                if hog_window:
+                    res["hog"] = hog_stats(ms, hog_window, sha_name)
+                out["variants"].append(res)
+    finally:
+        fleet.close()
     return out
+
+
+def hog_stats(ms: list, window: list, sha_name: dict) -> dict:
+    """Readings with an accepted session overlapping the hog; those not flagged 'disturbed' were stored clean."""
+    during = []
+    for m in ms:
+        if m.failure_kind:
+            continue
+        spans = [(s.started_at_unix, s.finished_at_unix) for s in m.sessions if s.accepted] or \
+            [(m.started_at_unix, m.finished_at_unix)]
+        if any(a < window[1] and b > window[0] for a, b in spans):
+            during.append(m)
+    clean = [m for m in during if "disturbed" not in m.flags]
+    return {"readings_overlapping_hog": len(during), "flagged_disturbed": len(during) - len(clean),
+            "stored_clean": len(clean), "stored_clean_models": [sha_name.get(m.model_sha256, "") for m in clean]}
 
 
 def main(argv=None) -> int:
@@ -246,18 +288,19 @@ def main(argv=None) -> int:
               "zoo_build_s": round(time.monotonic() - t0, 1), "variants": []}
     print(f"{len(files)} models; variants {variants}", flush=True)
     with tempfile.TemporaryDirectory(prefix="fleetmeter-rep-") as tmp:
-        for name in variants:
-            res = run_variant(name, files, args, Path(tmp))
-            report["variants"].append(res)
-            brief = {k: v for k, v in res.items() if k not in ("medians_ms", "readings")}
-            print(json.dumps(brief), flush=True)
+        run = run_interleaved(variants, files, args, Path(tmp))
+    report.update({k: v for k, v in run.items() if k != "variants"})
+    report["variants"] = run["variants"]
+    for res in report["variants"]:
+        print(json.dumps({k: v for k, v in res.items() if k not in ("medians_ms", "readings")}), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"{'variant':10} {'pairs±10':>8} {'pairs±5':>8} {'models±10':>9} {'med diff':>8} {'s/job':>6} flags")
+    print(f"wall {report['wall_s']} s for all variants; CPU in cores: {report['cpu_cores_during_sweeps']}")
+    print(f"{'variant':10} {'pairs±10':>8} {'pairs±5':>8} {'models±10':>9} {'med diff':>8} {'busy s':>6} flags")
     for r in report["variants"]:
         print(f"{r['variant']:10} {r.get('pairs_within_10', '-'):>8} {r.get('pairs_within_5', '-'):>8} "
-              f"{r.get('models_within_10', '-'):>9} {r.get('median_pair_diff', '-'):>8} {r['wall_per_job_s']:>6} "
-              f"{r['flags']}" + (f" hog: {r['hog']}" if "hog" in r else ""))
+              f"{r.get('models_within_10', '-'):>9} {r.get('median_pair_diff', '-'):>8} "
+              f"{r['busy_s_per_reading']:>6} {r['flags']}" + (f" hog: {r['hog']}" if "hog" in r else ""))
     return 0
 
 

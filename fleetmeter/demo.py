@@ -52,8 +52,8 @@ def run_demo(config: DemoConfig) -> int:
     fleet = LocalFleet(root, agent_token=secrets.token_urlsafe(16), api_token=secrets.token_urlsafe(16))
     try:
         _say(config, "starting the controller (local Ray) ...")
-        # No drift canary: a one-off demo has no history for it to guard, and it would add a job per platform.
-        address = fleet.start_controller(None, 180.0, "--reference-interval-s", "0")
+        # The drift canary stays on (the path users take): one reference reading per platform at connect.
+        address = fleet.start_controller()
         _say(config, f"controller on {address}; starting 3 agents ...")
         for name, args in DEMO_AGENTS:
             fleet.start_agent(name, *args)

@@ -23,7 +23,9 @@ platform (several runs, several CSV rows) become one sample whose value is
 the **median of the repeated values**; the repeats themselves stay in
 ``Sample.repeats`` for :func:`fleetmeter.modeler.metrics.noise_ceiling`.
 Failed measurements (a ``failure_kind``) are left out: "cannot run here" is
-not a cost.
+not a cost. So are readings flagged ``disturbed`` (the machine was busy or
+slow during every session, docs/measurement.md) and the drift canary's
+``reference`` readings (a stability record, not a training sample).
 
 Features are ``ModelFeatures.model`` of
 :func:`fleetmeter.modeler.features.extract_features` (schema
@@ -169,6 +171,13 @@ def _default_cache() -> FeatureCache:
     return _PROCESS_CACHE
 
 
+def usable_for_training(record: Mapping[str, Any]) -> bool:
+    """The one rule for which stored readings train predictors (model- and kernel-level alike): not
+    failed, not flagged ``disturbed``, not the drift canary's ``reference`` readings."""
+    return not (record.get("failure_kind") or record.get("job_kind") == "reference"
+                or "disturbed" in (record.get("flags") or ()))
+
+
 def _check_targets(targets: Iterable[str]) -> Tuple[str, ...]:
     chosen = tuple(targets)
     unknown = [t for t in chosen if t not in TARGETS]
@@ -229,7 +238,7 @@ def load_from_store(
     models = {m["sha256"]: m for m in store.list_models()}
     grouped: Dict[Tuple[str, str], Dict[str, List[float]]] = {}
     for record in store.list_measurements(include_samples=False):
-        if record.get("failure_kind"):
+        if not usable_for_training(record):
             continue
         key = (record["model_sha256"], record["platform_id"])
         if wanted is not None and key[1] not in wanted:

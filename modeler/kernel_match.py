@@ -528,13 +528,15 @@ def load_kernel_samples(
     """
     from fleetmeter.controller.blobs import BlobStore
 
+    from .dataset import usable_for_training
+
     wanted = set(platform_ids) if platform_ids is not None else None
     cache = cache if cache is not None else {}
     models = {m["sha256"]: m for m in store.list_models()}
     latencies: Dict[Tuple[str, str], List[float]] = {}
     profiles: Dict[Tuple[str, str], List[Sequence[Mapping[str, Any]]]] = {}
     for record in store.list_measurements(include_samples=False):
-        if record.get("failure_kind"):
+        if not usable_for_training(record):
             continue
         key = (record["model_sha256"], record["platform_id"])
         if wanted is not None and key[1] not in wanted:

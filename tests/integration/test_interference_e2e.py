@@ -28,7 +28,8 @@ def _measure(client, sha, platform_id, reading):
         reading=reading, repeat_sample=-1.0))
     for _ in client.watch_sweep(sweep.sweep_id, timeout_s=180):
         pass
-    (m,) = [m for m in client.list_measurements(sweep_id=sweep.sweep_id) if m.job_kind != "reference"]
+    (m,) = [m for m in client.list_measurements(sweep_id=sweep.sweep_id, include_samples=True)
+           if m.job_kind != "reference"]
     return m
 
 

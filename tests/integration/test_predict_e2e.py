@@ -54,10 +54,13 @@ def measured(fleet, tmp_path_factory):
         for _ in c.watch_sweep(sweep.sweep_id, timeout_s=300):
             pass
         done = c.get_sweep(sweep.sweep_id).progress
+        # Readings flagged 'disturbed' (a busy or slow host) do not train: the models that do.
+        trainable = {m.model_sha256 for m in c.list_measurements(sweep_id=sweep.sweep_id)
+                     if not m.failure_kind and "disturbed" not in m.flags}
     assert (done.done, done.failed) == (len(shas), 0)
     transformer = root / "transformer.onnx"
     transformer.write_bytes(_model("transformer", 0))
-    return {"platform": ort, "root": root, "shas": shas, "transformer": transformer,
+    return {"platform": ort, "root": root, "shas": shas, "trainable": trainable, "transformer": transformer,
             "known": root / "resnet-0.onnx"}
 
 
@@ -87,7 +90,7 @@ def test_train_streams_progress_and_saves_versions(measured, trained):
     results = {(r.platform, r.target): r for r in messages[-1].results}
     lat = results[(measured["platform"], "latency_ms")]
     # The fleet is shared with other test modules: their measurements on this platform count too.
-    assert lat.version == 1 and lat.n_samples >= len(measured["shas"]) and not lat.skipped
+    assert lat.version == 1 and lat.n_samples >= len(measured["trainable"]) and not lat.skipped
     metrics = json.loads(lat.metrics_json)
     for method in ("predictor", "opcount_lgbm", "flops_linear"):
         assert metrics["random_split"][method]["n"] == metrics["random_split"]["n_test"] > 0
@@ -99,7 +102,7 @@ def test_train_streams_progress_and_saves_versions(measured, trained):
     # then the model-level predictor is also scored on the profiled ones alone.
     same_models = rnd["model_on_profiled"] if "model_on_profiled" in rnd else rnd["predictor"]
     assert rnd["kernel"]["n"] == same_models["n"] > 0
-    assert metrics["leave_family_out"]["pooled"]["kernel"]["n"] >= len(measured["shas"])
+    assert metrics["leave_family_out"]["pooled"]["kernel"]["n"] >= len(measured["trainable"])
     assert lat.granularity in ("model", "kernel") and "held-out models" in lat.chosen_because
     # No power sensor on this machine: energy was never measured, so nothing is trained for it.
     energy = results[(measured["platform"], "energy_mj")]

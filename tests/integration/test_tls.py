@@ -329,7 +329,7 @@ def test_agent_connects_over_tls(controller):
                 raise TimeoutError(f"{exc}\nagent log:\n{agent.log_tail()}\ncontroller log:\n"
                                    f"{controller.proc.log_tail()}") from None
             device = next(d for d in c.list_devices() if d.name == name)
-            assert device.state == "idle"
+            assert device.state in ("idle", "busy")  # busy: the drift canary measures its platform at connect
             assert any(r.name == "onnxruntime" for r in device.info.runtimes)
     finally:
         kill_group(agent)

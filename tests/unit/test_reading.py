@@ -159,3 +159,14 @@ def test_every_outcome_is_bounded():
     reading = measure_reading(lambda: script(next(pattern))(), ReadingSettings(sessions=3, max_sessions=7),
                               clock=FakeClock())
     assert len(reading.runs) == 7
+
+
+def test_the_fastest_agreeing_sessions_win_over_a_tighter_slow_cluster():
+    """Slow phases the guards miss make tight clusters too; interference only slows runs down."""
+    runs = [SessionRun([m], {}, None) for m in (13.00, 10.0, 13.01, 10.3, 13.02, 10.2)]
+    idx, spread = choose_sessions(runs, 3, tol=0.05)
+    assert idx == [1, 3, 5] and spread == pytest.approx(0.3 / 10.2)
+    reading = measure_reading(script(13.0, 10.0, 13.01, 13.02, 10.3, 10.2), ReadingSettings(sessions=3),
+                              clock=FakeClock())
+    assert reading.accepted == [1, 4, 5], "only the k fastest undisturbed sessions agreeing end the reading"
+    assert reading.flags == [] and reading.session_spread <= 0.05

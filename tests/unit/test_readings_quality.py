@@ -66,13 +66,7 @@ def run_all(fleet: Fleet, agent_id: str, median_of=lambda job: 2.0) -> list[dict
         done.append(job)
 
 
-def jobs_of(db_path, sweep_id: str) -> list[tuple]:
-    con = sqlite3.connect(str(db_path))
-    try:
-        return con.execute("SELECT seq, model_sha256, platform_id, repeat_index FROM jobs WHERE sweep_id=?"
-                           " ORDER BY seq", (sweep_id,)).fetchall()
-    finally:
-        con.close()
+from test_fleet import jobs_in_db as jobs_of  # noqa: E402 - one helper for both files (tests/unit is on sys.path)
 
 
 # ------------------------------------------------------------------ repeat samples

@@ -430,7 +430,8 @@ def test_csv_header_problems_are_reported_as_line_1(tmp_path):
 
 
 def test_load_from_store_joins_successful_measurements_with_model_features(tmp_path, zoo):
-    """Fails if failed runs count, repeats are not reduced to their median, or a missing model file breaks loading."""
+    """Fails if failed runs, disturbed readings or the drift canary's reference readings count, repeats are
+    not reduced to their median, or a missing model file breaks loading."""
     blobs = BlobStore(tmp_path / "blobs")
     store = Store(tmp_path / "fleetmeter.sqlite")
     try:
@@ -446,13 +447,15 @@ def test_load_from_store_joins_successful_measurements_with_model_features(tmp_p
             store.add_model({"sha256": sha, "name": name, "format": "onnx", "size_bytes": 1,
                              "info": {"family": family}})
         runs = [(shas[0], 10.0, None, 0, ""), (shas[0], 13.0, None, 64e6, ""), (shas[0], 11.0, None, 0, ""),
-                (shas[0], 1000.0, None, 0, "oom"), (shas[1], 4.0, 0.5, 0, ""), (gone, 1.0, None, 0, "")]
-        for i, (sha, median, energy, rss, failure) in enumerate(runs):
+                (shas[0], 1000.0, None, 0, "oom"), (shas[1], 4.0, 0.5, 0, ""), (gone, 1.0, None, 0, ""),
+                (shas[0], 500.0, None, 0, "", {"flags": ["disturbed"]}),
+                (shas[1], 400.0, None, 0, "", {"job_kind": "reference"})]
+        for i, (sha, median, energy, rss, failure, *extra) in enumerate(runs):
             store.record_measurement({
                 "measurement_id": f"m{i}", "job_id": "", "agent_id": "agent-1", "platform_id": PLATFORM,
                 "model_sha256": sha, "latency_ms": None if failure else {"median": median},
                 "energy_mj_per_inference": energy, "peak_rss_bytes": rss, "failure_kind": failure,
-                "samples_ms": []})
+                "samples_ms": [], **(extra[0] if extra else {})})
         samples = dataset.load_from_store(store, tmp_path / "blobs", cache=FeatureCache())
     finally:
         store.close()
