@@ -37,11 +37,13 @@ in ``sessions`` with its median, count, load time and guard figures.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["ReadingSettings", "Reading", "SessionRun", "measure_reading", "choose_sessions", "relative_spread"]
+__all__ = ["ReadingSettings", "Reading", "SessionRun", "choose_sessions", "combine", "measure_reading",
+           "relative_spread", "session_record"]
 
 FLAG_UNSTABLE = "unstable"
 FLAG_DISTURBED = "disturbed"
@@ -109,9 +111,7 @@ class SessionRun:
 
     @property
     def median_ms(self) -> float:
-        v = sorted(self.samples_ms)
-        n = len(v)
-        return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+        return statistics.median(self.samples_ms)
 
     @property
     def disturbed(self) -> bool:
@@ -139,10 +139,8 @@ class Reading:
 
 def relative_spread(medians: Sequence[float]) -> float:
     """``(max - min) / median`` of session medians (0 for one session)."""
-    v = sorted(medians)
-    n = len(v)
-    mid = v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
-    return (v[-1] - v[0]) / mid if mid > 0 else math.inf
+    mid = statistics.median(medians)
+    return (max(medians) - min(medians)) / mid if mid > 0 else math.inf
 
 
 def choose_sessions(runs: Sequence[SessionRun], k: int, among: Optional[Sequence[int]] = None,
@@ -221,12 +219,9 @@ def _reading(runs: List[SessionRun], accepted: List[int], spread: float, tol: fl
     return Reading(runs, accepted, spread, flags, started)
 
 
-def _median(values: Sequence[float]) -> Optional[float]:
-    v = sorted(x for x in values if x is not None)
-    if not v:
-        return None
-    n = len(v)
-    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+def _median(values: Sequence[Optional[float]]) -> Optional[float]:
+    present = [x for x in values if x is not None]
+    return statistics.median(present) if present else None
 
 
 def session_record(index: int, run: SessionRun, accepted: bool) -> Dict[str, Any]:

@@ -49,14 +49,13 @@ def run_session(request: Dict[str, Any], power_sensor: Any = None, probe: Any = 
     from .speedprobe import ProbedGuard, SpeedProbe
     from .thermal import read_thermal_zones
 
-    limits = dict(request.get("limits") or {})
-    max_slowdown = float(limits.pop("max_probe_slowdown", 0.10))
-    baseline_us = limits.pop("probe_baseline_us", None)
-    limits.pop("max_speed_wait_s", None)  # the worker's gate, before the session
+    limits = request.get("limits") or {}
     guard = None
     if request.get("guard", True):
-        guard = ProbedGuard(InterferenceGuard(GuardLimits(**limits)), probe or SpeedProbe(), baseline_us,
-                            max_slowdown)
+        inner = InterferenceGuard(GuardLimits(**{f: limits[f] for f in GuardLimits.__dataclass_fields__
+                                                 if f in limits}))
+        guard = ProbedGuard(inner, probe or SpeedProbe(), limits.get("probe_baseline_us"),
+                            float(limits.get("max_probe_slowdown", 0.10)))
     result = run_benchmark(
         request["model_path"], runtime=request.get("runtime") or None, threads=int(request.get("threads") or 1),
         provider=request.get("provider") or None, settings=BenchSettings(**request.get("settings") or {}),
@@ -218,7 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         request = json.loads(line)
         limits = request.setdefault("limits", {})
         waited_s = wait_for_speed(probe, baseline, float(limits.get("max_probe_slowdown", 0.10)),
-                                  float(limits.pop("max_speed_wait_s", 0.0)))
+                                  float(limits.get("max_speed_wait_s", 0.0)))
         limits["probe_baseline_us"] = baseline.best_us()
         if fork:
             reply = _forked(request, power_sensor, cpus, probe)

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     order = sorted({(e["index"], e["family"], e["name"]) for e in entries})[: args.models]
     keep = {name for _, _, name in order}
     files = [(e["name"], e["format"], Path(args.zoo) / e["file"]) for e in entries if e["name"] in keep]
-    report: dict = {"machine": _common.machine_info() if hasattr(_common, "machine_info") else {},
+    report: dict = {"machine": _common.machine_info(),
                     "models": len(keep), "files": len(files), "rounds": args.rounds, "per_model": []}
     with tempfile.TemporaryDirectory(prefix="fleetmeter-fid-") as tmp:
         fleet = LocalFleet(Path(tmp), agent_token=secrets.token_hex(8), api_token=secrets.token_hex(8))

@@ -49,7 +49,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import secrets
 import statistics
 import sys
@@ -57,6 +56,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
 from fleetmeter.local import LocalFleet
 from fleetmeter.modeler.zoo.build import build_zoo
 from fleetmeter.modeler.zoo.families import family_names
@@ -74,19 +74,6 @@ VARIANTS = {
     "sessions": ((), (), dict(sessions=3, max_probe_slowdown=1e9, max_speed_wait_s=0.0), {}),
     "default": ((), (), None, {}),
 }
-
-
-def machine() -> dict:
-    cpu = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "load_avg_at_start": os.getloadavg()}
 
 
 def _hog(stop_at: float) -> None:
@@ -284,7 +271,7 @@ def main(argv=None) -> int:
     entries = build_zoo(families, per_family, 1, ("onnx",), zoo)
     order = sorted((e["index"], e["family"], e["file"]) for e in entries)
     files = [zoo / f for _, _, f in order][: args.models]
-    report = {"machine": machine(), "models": len(files), "repeats": args.repeats,
+    report = {"machine": _common.machine_info(), "models": len(files), "repeats": args.repeats,
               "zoo_build_s": round(time.monotonic() - t0, 1), "variants": []}
     print(f"{len(files)} models; variants {variants}", flush=True)
     with tempfile.TemporaryDirectory(prefix="fleetmeter-rep-") as tmp:

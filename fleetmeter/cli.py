@@ -229,14 +229,15 @@ def cmd_sweep_control(args) -> int:
 #: row's ``interference`` is a dict of these (without the prefix) or null; in csv they are flattened into these
 #: columns (``reasons`` ";"-joined, an unreadable figure empty).
 INTERFERENCE_FIELDS = tuple(f.name for f in common_pb2.Interference.DESCRIPTOR.fields)
-#: csv columns, in order. ``sessions``: how many sessions the reading has (0 for a reading made before
-#: sessions, or imported); ``session_spread``: (max-min)/median of the accepted sessions' medians, a fraction,
-#: empty with fewer than 2 sessions; ``flags``: ";"-joined ("unstable", "disturbed"); ``job_kind``: "" (a
+#: csv columns, in order. ``sessions``: how many independent sessions the reading aggregates (its accepted
+#: ones; 0 for a reading made before sessions, or imported); ``sessions_run``: how many ran, re-runs and
+#: rejected ones included; ``session_spread``: (max-min)/median of the accepted sessions' medians, a fraction,
+#: empty with fewer than 2 accepted sessions; ``flags``: ";"-joined ("unstable", "disturbed"); ``job_kind``: "" (a
 #: sweep's job), "repeat_sample" or "reference".
 RESULT_COLUMNS = ("model", "model_sha256", "platform", "runtime", "threads", "median_ms", "mean_ms", "p90_ms",
                   "p99_ms", "std_ms", "n", "load_ms", "first_run_ms", "peak_rss_bytes", "energy_mj_per_inference",
                   "avg_power_w", "failure_kind", "failure_message", "sweep_id", "measurement_id",
-                  "sessions", "session_spread", "flags", "job_kind",
+                  "sessions", "sessions_run", "session_spread", "flags", "job_kind",
                   *(f"interference_{f}" for f in INTERFERENCE_FIELDS))
 
 
@@ -251,6 +252,7 @@ def result_rows(measurements, models) -> list[dict]:
     names = {m.sha256: m.name for m in models}
     rows = []
     for m in measurements:
+        accepted = sum(s.accepted for s in m.sessions)
         ok = not m.failure_kind
         lat = m.latency_ms
         rows.append({
@@ -264,7 +266,8 @@ def result_rows(measurements, models) -> list[dict]:
             "avg_power_w": m.avg_power_w if m.HasField("avg_power_w") else None,
             "failure_kind": m.failure_kind or None, "failure_message": m.failure_message or None,
             "sweep_id": m.sweep_id, "measurement_id": m.measurement_id,
-            "sessions": len(m.sessions), "session_spread": m.session_spread if len(m.sessions) >= 2 else None,
+            "sessions": accepted, "sessions_run": len(m.sessions),
+            "session_spread": m.session_spread if accepted >= 2 else None,
             "interference": _interference(m.interference) if m.HasField("interference") else None,
             "flags": list(m.flags), "job_kind": m.job_kind,
         })

@@ -123,7 +123,8 @@ def test_predict_speed_quick(quick_runs):
     assert data["grpc_predict"]["server_feature_extraction_ms_p50"] > 0
 
 
-@pytest.mark.parametrize("name", ("accuracy", "real_sweep", "loadgen", "features_speed"))
+@pytest.mark.parametrize("name", ("accuracy", "real_sweep", "loadgen", "features_speed", "repeatability",
+                                  "fidelity_fleet"))
 def test_help_of_the_long_benchmarks(name):
     proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True,
                           timeout=60)

@@ -93,12 +93,14 @@ def test_result_rows_carry_sessions_spread_interference_flags_and_kind():
                                                           reasons=["other_cpu_cores 0.40 > 0.25", "x"]))
     m.sessions.add(index=0, median_ms=2.0, accepted=True)
     m.sessions.add(index=1, median_ms=2.06, accepted=True)
+    m.sessions.add(index=2, median_ms=3.0, accepted=False)
     single = _measurement(measurement_id="m2", session_spread=0.0)
     single.sessions.add(index=0, median_ms=2.0, accepted=True)
     old = _measurement(measurement_id="m3")
     rows = cli.result_rows([m, single, old], [fleet_pb2.Model(sha256="ab" * 32, name="net")])
     r, s, o = rows
-    assert (r["sessions"], r["session_spread"], r["flags"], r["job_kind"]) == (2, 0.03, ["unstable"], "repeat_sample")
+    assert (r["sessions"], r["sessions_run"], r["session_spread"], r["flags"], r["job_kind"]) == \
+        (2, 3, 0.03, ["unstable"], "repeat_sample"), "sessions counts what the reading aggregates, not re-runs"
     assert r["interference"]["other_cpu_cores"] == 0.4 and r["interference"]["steal_share"] is None
     assert r["interference"]["reasons"] == ["other_cpu_cores 0.40 > 0.25", "x"]
     assert (s["sessions"], s["session_spread"]) == (1, None), "one session has no spread"
@@ -111,8 +113,8 @@ def test_results_csv_flattens_interference_and_joins_flags(monkeypatch, capsys):
     """Fails if the csv loses a column that was there before, or the new figures are not plain cells."""
     m = _measurement(session_spread=0.03, flags=["unstable", "disturbed"], job_kind="reference",
                      interference=common_pb2.Interference(window_s=2.0, steal_share=0.01, reasons=["a", "b"]))
-    m.sessions.add(index=0, median_ms=2.0)
-    m.sessions.add(index=1, median_ms=2.06)
+    m.sessions.add(index=0, median_ms=2.0, accepted=True)
+    m.sessions.add(index=1, median_ms=2.06, accepted=True)
 
     class FakeClient:
         def __enter__(self):
