@@ -53,6 +53,7 @@ __all__ = [
     "MaxPool",
     "Mul",
     "Reshape",
+    "Scale",
     "Slice",
     "Softmax",
     "UnsupportedLayerError",

@@ -77,6 +77,7 @@ from .layers import (  # noqa: F401 - re-exported: arch is where users import la
     MaxPool,
     Mul,
     Reshape,
+    Scale,
     Shape,
     Slice,
     Softmax,
@@ -110,6 +111,7 @@ __all__ = [
     "Activation",
     "BatchNorm",
     "Mul",
+    "Scale",
     "Slice",
     "ChannelShuffle",
     "LayerNorm",
@@ -214,7 +216,7 @@ def _infer_shape(layer: Any, ins: Sequence[Shape]) -> Shape:
         if math.prod(layer.shape) != math.prod(ins[0]):
             raise ArchitectureError(f"Reshape {layer.name!r}: {ins[0]} has no {layer.shape} view")
         return layer.shape
-    if isinstance(layer, (Softmax, Activation)):
+    if isinstance(layer, (Softmax, Activation, Scale)):
         return ins[0]
     if isinstance(layer, BatchNorm):
         if len(ins[0]) not in (1, 3):

@@ -24,7 +24,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._files import atomic_write
 from .arch import GENERATOR_VERSION
@@ -70,6 +70,9 @@ class BuildTask:
     seed: int
     formats: Tuple[str, ...]
     out_dir: str
+    #: Hyper-parameters pinned for this model (e.g. NAS-Bench-201's ``arch_index``), and its file stem.
+    fixed: Tuple[Tuple[str, Any], ...] = ()
+    name: str = ""
 
 
 def _emit(arch: Any, fmt: str, seed: int) -> bytes:
@@ -92,8 +95,8 @@ def build_model(task: BuildTask) -> List[Dict[str, Any]]:
     from .tflite_emit import tflite_shape
 
     model_seed = derive_seed(task.seed, task.family, task.index)
-    name = model_name(task.family, task.index)
-    arch = get_family(task.family).sample(model_seed, name=name)
+    name = task.name or model_name(task.family, task.index)
+    arch = get_family(task.family).sample(model_seed, name=name, **dict(task.fixed))
     (inp,) = arch.input_layers
     entries = []
     for fmt in task.formats:
@@ -136,8 +139,14 @@ def build_zoo(
     progress: Optional[ProgressFn] = None,
     map_fn: Optional[MapFn] = None,
     chunk_size: Optional[int] = None,
+    pinned: Sequence[Tuple[str, Mapping[str, Any]]] = (),
 ) -> List[Dict[str, Any]]:
     """Build ``count`` models of each family (``"all"`` for every family) into ``out_dir``.
+
+    ``pinned`` adds given models: ``(file stem, hyper-parameters to pin)``
+    pairs, each built for every family in ``families`` (e.g.
+    ``("nasbench201-arch09732", {"arch_index": 9732})``); their index is
+    ``count`` onwards.
 
     Returns the index entries of the files written (family order, then
     index, then format) and merges them into ``out_dir/index.json``: entries
@@ -154,6 +163,8 @@ def build_zoo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = [BuildTask(f.name, i, int(seed), fmts, str(out)) for f in chosen for i in range(count)]
+    tasks += [BuildTask(f.name, count + k, int(seed), fmts, str(out), tuple(sorted(dict(fixed).items())), stem)
+              for f in chosen for k, (stem, fixed) in enumerate(pinned)]
     run = map_fn or _serial_map
     step = chunk_size or (1 if map_fn is None else 32)
     entries: List[Dict[str, Any]] = []

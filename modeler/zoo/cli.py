@@ -4,6 +4,7 @@
     fleetmeter zoo build --family mobilenetv2 --count 200 --seed 1 --formats onnx,tflite --out DIR
     fleetmeter zoo build --family all --count 10 --out DIR --no-ray
     fleetmeter zoo build --family resnet --count 5 --formats tflite,tflite-int8 --out DIR
+    fleetmeter zoo build --family nasbench201 --arch '|nor_conv_3x3~0|+|...|' --arch-index 9732 --out DIR
 
 Formats: ``onnx``, ``tflite`` (float32) and ``tflite-int8`` (full-integer
 post-training quantization: int8 weights per channel, int8 activations
@@ -49,7 +50,14 @@ def add_zoo_commands(subparsers: Any) -> argparse.ArgumentParser:
                     "--out. Model i of family f depends only on (--seed, f, i).")
     p.add_argument("--family", action="append", required=True, metavar="FAMILY",
                    help="a family name or 'all' (repeat, or separate with commas)")
-    p.add_argument("--count", type=int, required=True, help="models per family")
+    p.add_argument("--count", type=int, default=None,
+                   help="models sampled per family (required unless --arch/--arch-index give the models)")
+    p.add_argument("--arch", action="append", default=[], metavar="ARCH",
+                   help="nasbench201 only: build this cell, given as a NAS-Bench-201 arch string (repeatable); "
+                        "the file is nasbench201-archNNNNN with NNNNN its --arch-index")
+    p.add_argument("--arch-index", action="append", type=int, default=[], metavar="I",
+                   help="nasbench201 only: build the cell of fleetmeter's enumeration index I in [0, 15624] "
+                        "(not the benchmark's own index; see `fleetmeter zoo families`) (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="zoo seed (default: %(default)s)")
     p.add_argument("--formats", default="onnx,tflite",
                    help="comma-separated: onnx, tflite, tflite-int8 (full-integer quantized TFLite, calibrated on "
@@ -98,6 +106,18 @@ def _family_names(values: List[str]) -> List[str]:
     return names
 
 
+def _pinned_archs(families: List[str], archs: List[str], indices: List[int]) -> list:
+    """``(file stem, {"arch_index": i})`` for each ``--arch``/``--arch-index`` (nasbench201 only)."""
+    if not archs and not indices:
+        return []
+    if families != ["nasbench201"]:
+        raise ValueError("--arch / --arch-index name NAS-Bench-201 cells: use them with --family nasbench201 alone")
+    from .fam_nasbench201 import arch_from_index, index_of_arch
+
+    chosen = [index_of_arch(a) for a in archs] + [index_of_arch(arch_from_index(i)) for i in indices]
+    return [(f"nasbench201-arch{i:05d}", {"arch_index": i}) for i in dict.fromkeys(chosen)]
+
+
 def _ray_map() -> tuple:
     """``(engine, map_fn)`` over a freshly started local Ray."""
     import asyncio
@@ -124,7 +144,11 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
     families = _family_names(args.family)
     formats = parse_formats(args.formats)
-    if args.count < 1:
+    pinned = _pinned_archs(families, args.arch, args.arch_index)
+    if args.count is None and not pinned:
+        raise ValueError("--count is required (or give nasbench201 cells with --arch / --arch-index)")
+    count = 0 if args.count is None else args.count
+    if args.count is not None and count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
     bar: Optional[ProgressBar] = None
 
@@ -137,7 +161,8 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
     engine, map_fn = (None, None) if args.no_ray else _ray_map()
     try:
-        entries = build_zoo(families, args.count, args.seed, formats, args.out, progress=progress, map_fn=map_fn)
+        entries = build_zoo(families, count, args.seed, formats, args.out, progress=progress, map_fn=map_fn,
+                            pinned=pinned)
     finally:
         if engine is not None:
             engine.shutdown()

@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterable, List, Tuple
 
 from .fam_classic import DENSENET, GOOGLENET, RESNET, SQUEEZENET, VGG
 from .fam_mobile import EFFICIENTNET, MNASNET, MOBILENETV1, MOBILENETV2, MOBILENETV3, SHUFFLENETV2
+from .fam_nasbench201 import NASBENCH201
 from .fam_transformer import TRANSFORMER
 from .sampling import Family, SamplingError, derive_seed
 
@@ -27,7 +28,7 @@ __all__ = ["Family", "SamplingError", "FAMILIES", "family_names", "get_family", 
 #: Registry, in display order.
 FAMILIES: Tuple[Family, ...] = (
     RESNET, VGG, MOBILENETV1, MOBILENETV2, MOBILENETV3, SHUFFLENETV2, SQUEEZENET, MNASNET, DENSENET, GOOGLENET,
-    EFFICIENTNET, TRANSFORMER,
+    EFFICIENTNET, TRANSFORMER, NASBENCH201,
 )
 _BY_NAME = {f.name: f for f in FAMILIES}
 
@@ -45,6 +46,7 @@ SMALL_FIXED: Dict[str, Dict[str, Any]] = {
     "googlenet": {"input_size": 32, "width_mult": 0.25, "stage4_modules": 2},
     "efficientnet": {"base_resolution": 32, "phi": 0.0, "base_width": 0.25},
     "transformer": {"seq_len": 16, "dim": 64},
+    "nasbench201": {},
 }
 
 

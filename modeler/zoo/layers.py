@@ -33,6 +33,7 @@ __all__ = [
     "Activation",
     "BatchNorm",
     "Mul",
+    "Scale",
     "Slice",
     "ChannelShuffle",
     "LayerNorm",
@@ -312,6 +313,23 @@ class Mul:
 
 
 @dataclass(frozen=True)
+class Scale:
+    """Elementwise product with a constant scalar ``factor`` (NAS-Bench-201's ``none``
+    edge is ``Scale(0.0)``: the zero it adds is computed, as the benchmark's networks do)."""
+
+    factor: float
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        factor = float(self.factor)
+        if not np.isfinite(factor):
+            raise ArchitectureError(f"Scale factor must be finite, got {self.factor!r}")
+        _set(self, "factor", factor)
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
 class Slice:
     """Elements ``[start, start + size)`` of the last (channel / feature) axis."""
 
@@ -379,12 +397,12 @@ class Attention:
 
 Layer = Union[
     Input, Conv2D, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Concat, Flatten, Reshape, Softmax, Activation,
-    BatchNorm, Mul, Slice, ChannelShuffle, LayerNorm, Attention,
+    BatchNorm, Mul, Scale, Slice, ChannelShuffle, LayerNorm, Attention,
 ]
 _LAYER_TYPES: Dict[str, type] = {
     cls.__name__: cls
     for cls in (
         Input, Conv2D, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Concat, Flatten, Reshape, Softmax, Activation,
-        BatchNorm, Mul, Slice, ChannelShuffle, LayerNorm, Attention,
+        BatchNorm, Mul, Scale, Slice, ChannelShuffle, LayerNorm, Attention,
     )
 }

@@ -47,6 +47,7 @@ from .arch import (
     LayerNorm,
     MaxPool,
     Mul,
+    Scale,
     Reshape,
     Shape,
     Slice,
@@ -242,6 +243,8 @@ def _emit_layer(g: _GraphWriter, arch: Architecture, layer: Any, weights: Weight
         g.maybe_activation(layer.activation, "BatchNormalization", inputs, name, epsilon=layer.epsilon)
     elif isinstance(layer, Mul):
         g.node("Mul", ins, name, name=name)
+    elif isinstance(layer, Scale):
+        g.node("Mul", [ins[0], g.scalar(layer.factor)], name, name=name)
     elif isinstance(layer, Slice):
         axis = _last_axis(in_shapes[0])
         consts = [g.const(f"{name}/{key}", np.array([value], dtype=np.int64))

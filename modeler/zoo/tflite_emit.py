@@ -52,6 +52,7 @@ from .arch import (
     LayerNorm,
     MaxPool,
     Mul,
+    Scale,
     Reshape,
     Shape,
     Slice,
@@ -408,6 +409,8 @@ def _emit_layer(g: TfliteGraph, arch: Architecture, layer: Any, weights: Weights
                 target, fused)
     elif isinstance(layer, Mul):
         _binary(g, op_codes.MUL, x[0], x[1], out)
+    elif isinstance(layer, Scale):
+        _binary(g, op_codes.MUL, x[0], _scalar(g, layer.factor), out)
     elif isinstance(layer, Slice):
         shape = tflite_shape(in_shapes[0])
         begin = [0] * (len(shape) - 1) + [layer.start]
