@@ -12,7 +12,9 @@
 * :mod:`.make_builtin` — regenerates ``fleetmeter/modeler/builtin_models``.
 * :mod:`.special` — odd files for tests (large, unsupported op, corrupt).
 * :mod:`.families` — the zoo's sampled architecture families (registry), built
-  from :mod:`.sampling` (ranges, seeds), :mod:`.blocks` and ``fam_*`` modules.
+  from :mod:`.sampling` (ranges, seeds), :mod:`.blocks` and ``fam_*`` modules
+  (classifiers, the transformer, NAS-Bench-201, and :mod:`.fam_dense`'s
+  segmenters and detectors).
 * :mod:`.build` — ``build_zoo``: COUNT models per family into a folder + index
   (formats ``onnx``, ``tflite``, ``tflite-int8``).
 * :mod:`.cli` — ``fleetmeter zoo families`` / ``fleetmeter zoo build``.
@@ -45,6 +47,7 @@ __all__ = [
     "ChannelShuffle",
     "Concat",
     "Conv2D",
+    "ConvTranspose2D",
     "Dense",
     "Flatten",
     "GlobalAvgPool",
@@ -52,7 +55,10 @@ __all__ = [
     "LayerNorm",
     "MaxPool",
     "Mul",
+    "Pad",
+    "PReLU",
     "Reshape",
+    "Resize",
     "Scale",
     "Slice",
     "Softmax",

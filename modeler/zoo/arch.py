@@ -23,9 +23,11 @@ Logical layout (what shapes in this module mean):
 
 Canonical weight layout (what :func:`init_weights` returns and what the
 emitters accept): ``Conv2D`` kernels are OIHW ``(out_ch, in_ch // groups,
-kh, kw)``, ``Dense`` kernels are ``(units, in_features)``, biases are
-``(out,)``; ``BatchNorm`` has ``gamma``, ``beta``, ``mean``, ``variance``
-and ``LayerNorm`` ``gamma``, ``beta``, each ``(channels,)``; all float32.
+kh, kw)``, ``ConvTranspose2D`` kernels are IOHW ``(in_ch, out_ch, kh, kw)``
+(as ONNX and PyTorch store them), ``Dense`` kernels are ``(units,
+in_features)``, biases are ``(out,)``; ``BatchNorm`` has ``gamma``,
+``beta``, ``mean``, ``variance``, ``LayerNorm`` ``gamma``, ``beta`` and
+``PReLU`` ``alpha``, each ``(channels,)``; all float32.
 
 Batch normalization is inference-only. Both emitters first run
 :func:`.fold.fold_batchnorm`, which folds a ``BatchNorm`` into the ``Conv2D``
@@ -68,6 +70,7 @@ from .layers import (  # noqa: F401 - re-exported: arch is where users import la
     ChannelShuffle,
     Concat,
     Conv2D,
+    ConvTranspose2D,
     Dense,
     Flatten,
     GlobalAvgPool,
@@ -76,7 +79,11 @@ from .layers import (  # noqa: F401 - re-exported: arch is where users import la
     LayerNorm,
     MaxPool,
     Mul,
+    Pad,
+    PReLU,
     Reshape,
+    Resize,
+    RESIZE_MODES,
     Scale,
     Shape,
     Slice,
@@ -116,6 +123,11 @@ __all__ = [
     "ChannelShuffle",
     "LayerNorm",
     "Attention",
+    "Resize",
+    "RESIZE_MODES",
+    "ConvTranspose2D",
+    "PReLU",
+    "Pad",
     "Architecture",
     "LayerWeights",
     "Weights",
@@ -216,8 +228,20 @@ def _infer_shape(layer: Any, ins: Sequence[Shape]) -> Shape:
         if math.prod(layer.shape) != math.prod(ins[0]):
             raise ArchitectureError(f"Reshape {layer.name!r}: {ins[0]} has no {layer.shape} view")
         return layer.shape
-    if isinstance(layer, (Softmax, Activation, Scale)):
+    if isinstance(layer, (Softmax, Activation, Scale, PReLU)):
         return ins[0]
+    if isinstance(layer, Resize):
+        h, w, c = _spatial(ins[0], layer)
+        return h * layer.scale, w * layer.scale, c
+    if isinstance(layer, ConvTranspose2D):
+        h, w, _ = _spatial(ins[0], layer)
+        if layer.padding == "same":
+            return h * layer.stride[0], w * layer.stride[1], layer.out_ch
+        return ((h - 1) * layer.stride[0] + layer.kernel[0], (w - 1) * layer.stride[1] + layer.kernel[1],
+                layer.out_ch)
+    if isinstance(layer, Pad):
+        h, w, c = _spatial(ins[0], layer)
+        return h + layer.top + layer.bottom, w + layer.left + layer.right, c
     if isinstance(layer, BatchNorm):
         if len(ins[0]) not in (1, 3):
             raise ArchitectureError(f"BatchNorm {layer.name!r} needs an (h, w, c) or (n,) input, got {ins[0]}")
@@ -367,14 +391,18 @@ class Architecture:
         return sum(math.prod(s) for p in param_shapes(self).values() for s in p.values())
 
     def mac_count(self) -> int:
-        """Multiply-accumulates of one inference: convolutions, dense layers
-        and attention's two matrix products; elementwise work is not counted."""
+        """Multiply-accumulates of one inference: convolutions (a transposed
+        one: ``in_h*in_w*in_c * kh*kw * out_ch``), dense layers and attention's
+        two matrix products; elementwise work (resize and PReLU included) is
+        not counted."""
         total = 0
         for layer in self.layers:
             out = self.shapes[layer.name]
             if isinstance(layer, Conv2D):
                 in_ch = self.shapes[layer.inputs[0]][2]
                 total += math.prod(out) * (in_ch // layer.groups) * layer.kernel[0] * layer.kernel[1]
+            elif isinstance(layer, ConvTranspose2D):
+                total += math.prod(self.shapes[layer.inputs[0]]) * layer.kernel[0] * layer.kernel[1] * layer.out_ch
             elif isinstance(layer, Dense):
                 total += math.prod(out) * self.shapes[layer.inputs[0]][-1]
             elif isinstance(layer, Attention):
@@ -440,6 +468,12 @@ def param_shapes(arch: Architecture) -> Dict[str, Dict[str, Shape]]:
         if isinstance(layer, Conv2D):
             in_ch = arch.shapes[layer.inputs[0]][2]
             shapes = {"kernel": (layer.out_ch, in_ch // layer.groups) + tuple(layer.kernel)}
+        elif isinstance(layer, ConvTranspose2D):
+            in_ch = arch.shapes[layer.inputs[0]][2]
+            result[layer.name] = {"kernel": (in_ch, layer.out_ch) + tuple(layer.kernel)}
+            if layer.bias:
+                result[layer.name]["bias"] = (layer.out_ch,)
+            continue
         elif isinstance(layer, Dense):
             shapes = {"kernel": (layer.units, arch.shapes[layer.inputs[0]][-1])}
         elif isinstance(layer, BatchNorm):
@@ -449,6 +483,9 @@ def param_shapes(arch: Architecture) -> Dict[str, Dict[str, Shape]]:
         elif isinstance(layer, LayerNorm):
             c = (arch.shapes[layer.name][-1],)
             result[layer.name] = {"gamma": c, "beta": c}
+            continue
+        elif isinstance(layer, PReLU):
+            result[layer.name] = {"alpha": (arch.shapes[layer.name][-1],)}
             continue
         else:
             continue
@@ -466,11 +503,17 @@ def init_weights(arch: Architecture, seed: int = 0) -> Weights:
     weights unchanged. Only ``Generator.random`` is used: its stream is a
     plain function of the PCG64 bits, so files stay byte-identical across
     numpy versions. Normalization layers get ``gamma`` in [0.5, 1.5),
-    ``variance`` in [0.5, 1.5) (BatchNorm), ``beta`` and ``mean`` in [-0.1, 0.1).
+    ``variance`` in [0.5, 1.5) (BatchNorm), ``beta`` and ``mean`` in [-0.1, 0.1);
+    PReLU slopes ``alpha`` are in [0.05, 0.3). A transposed convolution's fan-in
+    is ``in_ch * kh * kw / (stride_h * stride_w)``: the terms each output sums.
     """
     weights: Weights = {}
+    by_name = {layer.name: layer for layer in arch.layers}
     for name, shapes in param_shapes(arch).items():
         rng = np.random.Generator(np.random.PCG64([int(seed), zlib.crc32(name.encode("utf-8"))]))
+        if "alpha" in shapes:  # PReLU
+            weights[name] = {"alpha": (rng.random(shapes["alpha"]) * 0.25 + 0.05).astype(np.float32)}
+            continue
         if "kernel" not in shapes:  # BatchNorm / LayerNorm
             offsets = {"gamma": 0.5, "variance": 0.5}
             weights[name] = {
@@ -481,6 +524,9 @@ def init_weights(arch: Architecture, seed: int = 0) -> Weights:
             continue
         kernel_shape = shapes["kernel"]
         fan_in = math.prod(kernel_shape[1:])
+        layer = by_name[name]
+        if isinstance(layer, ConvTranspose2D):
+            fan_in = max(kernel_shape[0] * math.prod(layer.kernel) // math.prod(layer.stride), 1)
         bound = math.sqrt(6.0 / fan_in)  # He / Kaiming uniform for ReLU nets
         layer_weights = {"kernel": ((rng.random(kernel_shape) * 2.0 - 1.0) * bound).astype(np.float32)}
         if "bias" in shapes:

@@ -35,8 +35,9 @@ def add_zoo_commands(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``zoo families`` and ``zoo build`` to ``subparsers``; return the ``zoo`` parser."""
     zoo = subparsers.add_parser(
         "zoo", help="generate model zoos from sampled architecture families",
-        description="Sample CNN and transformer architectures from documented hyper-parameter ranges and emit "
-                    "them as ONNX, float32 TFLite and int8-quantized TFLite (same seed, same bytes).")
+        description="Sample CNN, transformer, segmentation and detection architectures from documented "
+                    "hyper-parameter ranges and emit them as ONNX, float32 TFLite and int8-quantized TFLite "
+                    "(same seed, same bytes).")
     sub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="SUBCOMMAND")
 
     p = sub.add_parser("families", help="list the families and their hyper-parameter ranges")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Tuple
 
 from .fam_classic import DENSENET, GOOGLENET, RESNET, SQUEEZENET, VGG
+from .fam_dense import DETECTOR, UNET
 from .fam_mobile import EFFICIENTNET, MNASNET, MOBILENETV1, MOBILENETV2, MOBILENETV3, SHUFFLENETV2
 from .fam_nasbench201 import NASBENCH201
 from .fam_transformer import TRANSFORMER
@@ -28,7 +29,7 @@ __all__ = ["Family", "SamplingError", "FAMILIES", "family_names", "get_family", 
 #: Registry, in display order.
 FAMILIES: Tuple[Family, ...] = (
     RESNET, VGG, MOBILENETV1, MOBILENETV2, MOBILENETV3, SHUFFLENETV2, SQUEEZENET, MNASNET, DENSENET, GOOGLENET,
-    EFFICIENTNET, TRANSFORMER, NASBENCH201,
+    EFFICIENTNET, TRANSFORMER, NASBENCH201, UNET, DETECTOR,
 )
 _BY_NAME = {f.name: f for f in FAMILIES}
 
@@ -47,6 +48,8 @@ SMALL_FIXED: Dict[str, Dict[str, Any]] = {
     "efficientnet": {"base_resolution": 32, "phi": 0.0, "base_width": 0.25},
     "transformer": {"seq_len": 16, "dim": 64},
     "nasbench201": {},
+    "unet": {"input_size": 64, "stem_width": 8, "levels": 3, "base_width": 32},
+    "detector": {"input_size": 64, "stem_width": 8, "stages": 3, "base_width": 16},
 }
 
 

@@ -38,12 +38,20 @@ __all__ = [
     "ChannelShuffle",
     "LayerNorm",
     "Attention",
+    "Resize",
+    "ConvTranspose2D",
+    "PReLU",
+    "Pad",
+    "RESIZE_MODES",
 ]
 
 #: Fused / standalone activations both emitters support. "hardsigmoid" is
 #: ``relu6(x + 3) / 6`` (MobileNetV3's), "swish" is ``x * sigmoid(x)`` and
 #: "gelu" is the tanh approximation.
 ACTIVATIONS = (None, "relu", "relu6", "sigmoid", "hardsigmoid", "hardswish", "swish", "gelu")
+
+#: Interpolations of :class:`Resize`.
+RESIZE_MODES = ("nearest", "bilinear")
 
 Shape = Tuple[int, ...]
 IntPair = Union[int, Tuple[int, int]]
@@ -395,14 +403,102 @@ class Attention:
         _norm_inputs(self)
 
 
+@dataclass(frozen=True)
+class Resize:
+    """Upsampling of an ``(h, w, c)`` map by an integer ``scale`` to ``(h*scale, w*scale, c)``.
+
+    ``"nearest"`` copies pixel ``floor(y / scale)`` (asymmetric coordinates:
+    TF's ``half_pixel_centers=False``, PyTorch's ``nearest``); ``"bilinear"``
+    interpolates with half-pixel centers, source ``(y + 0.5) / scale - 0.5``
+    clamped to the map (TF's ``half_pixel_centers=True``, PyTorch's
+    ``align_corners=False``). Both emitters compute the same numbers.
+    """
+
+    scale: int = 2
+    mode: str = "nearest"
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, np.integer)) or self.scale < 1:
+            raise ArchitectureError(f"Resize scale must be an int >= 1, got {self.scale!r}")
+        _set(self, "scale", int(self.scale))
+        if self.mode not in RESIZE_MODES:
+            raise ArchitectureError(f"Resize mode must be one of {RESIZE_MODES}, got {self.mode!r}")
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class ConvTranspose2D:
+    """Transposed 2-D convolution (no groups, no fused activation: follow it with one).
+
+    ``padding="same"`` gives ``(h*stride, w*stride)`` (TensorFlow's SAME for
+    ``conv2d_transpose``: the padding of the forward conv from that size, the
+    extra row/column after; needs ``kernel >= stride``); ``"valid"`` gives
+    ``((h-1)*stride + kernel, ...)``. The kernel is ``(in_ch, out_ch, kh, kw)``
+    (ONNX/PyTorch order; see :mod:`.arch`).
+    """
+
+    out_ch: int
+    kernel: IntPair = 2
+    stride: IntPair = 2
+    padding: str = "same"
+    bias: bool = True
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _set(self, "kernel", _pair(self.kernel, "kernel"))
+        _set(self, "stride", _pair(self.stride, "stride"))
+        _check_padding(self.padding)
+        if self.out_ch < 1:
+            raise ArchitectureError("out_ch must be >= 1")
+        if self.padding == "same" and (self.kernel[0] < self.stride[0] or self.kernel[1] < self.stride[1]):
+            raise ArchitectureError(f"ConvTranspose2D with padding='same' needs kernel >= stride, got kernel "
+                                    f"{self.kernel}, stride {self.stride}")
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class PReLU:
+    """Parametric ReLU, ``max(x, 0) + alpha * min(x, 0)``, with one learned ``alpha``
+    per channel (last axis)."""
+
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _norm_inputs(self)
+
+
+@dataclass(frozen=True)
+class Pad:
+    """Zero padding of an ``(h, w, c)`` map: ``top``/``bottom`` rows, ``left``/``right`` columns."""
+
+    top: int = 0
+    left: int = 0
+    bottom: int = 0
+    right: int = 0
+    name: str = ""
+    inputs: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        amounts = (self.top, self.left, self.bottom, self.right)
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in amounts):
+            raise ArchitectureError(f"Pad amounts must be ints >= 0, got {amounts}")
+        for key, value in zip(("top", "left", "bottom", "right"), amounts):
+            _set(self, key, int(value))
+        _norm_inputs(self)
+
+
 Layer = Union[
     Input, Conv2D, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Concat, Flatten, Reshape, Softmax, Activation,
-    BatchNorm, Mul, Scale, Slice, ChannelShuffle, LayerNorm, Attention,
+    BatchNorm, Mul, Scale, Slice, ChannelShuffle, LayerNorm, Attention, Resize, ConvTranspose2D, PReLU, Pad,
 ]
 _LAYER_TYPES: Dict[str, type] = {
     cls.__name__: cls
     for cls in (
         Input, Conv2D, MaxPool, AvgPool, GlobalAvgPool, Dense, Add, Concat, Flatten, Reshape, Softmax, Activation,
-        BatchNorm, Mul, Scale, Slice, ChannelShuffle, LayerNorm, Attention,
+        BatchNorm, Mul, Scale, Slice, ChannelShuffle, LayerNorm, Attention, Resize, ConvTranspose2D, PReLU, Pad,
     )
 }

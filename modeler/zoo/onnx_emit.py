@@ -18,7 +18,11 @@ sequence is ``MatMul`` + ``Add``; ``LayerNorm`` is ``LayerNormalization``
 ``Mul``/``Add``/``Tanh`` (``Gelu`` needs opset 20); ``ChannelShuffle`` is
 Reshape/Transpose/Reshape; ``Attention`` is Reshape/Transpose per input,
 ``Mul`` by ``1/sqrt(head_dim)``, ``MatMul``, ``Softmax``, ``MatMul``,
-Transpose/Reshape.
+Transpose/Reshape; ``Resize`` is ``Resize`` with constant ``scales``
+(nearest: ``asymmetric`` coordinates, ``floor``; bilinear: ``linear``,
+``half_pixel``); ``ConvTranspose2D`` is ``ConvTranspose`` with explicit
+``pads``; ``PReLU`` is ``PRelu`` with a ``[C, 1, 1]`` slope (``[C]`` for
+sequences and vectors); ``Pad`` is ``Pad`` (constant zero).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from .arch import (
     ChannelShuffle,
     Concat,
     Conv2D,
+    ConvTranspose2D,
     Dense,
     Flatten,
     GlobalAvgPool,
@@ -47,8 +52,11 @@ from .arch import (
     LayerNorm,
     MaxPool,
     Mul,
+    Pad,
+    PReLU,
     Scale,
     Reshape,
+    Resize,
     Shape,
     Slice,
     Softmax,
@@ -261,6 +269,33 @@ def _emit_layer(g: _GraphWriter, arch: Architecture, layer: Any, weights: Weight
                name, name=name, axis=-1, epsilon=layer.epsilon)
     elif isinstance(layer, Attention):
         _emit_attention(g, layer, in_shapes[0])
+    elif isinstance(layer, Resize):
+        scales = g.const(f"{name}/scales", np.array([1.0, 1.0, layer.scale, layer.scale], dtype=np.float32))
+        if layer.mode == "nearest":
+            attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        else:
+            attrs = dict(mode="linear", coordinate_transformation_mode="half_pixel")
+        g.node("Resize", [ins[0], "", scales], name, name=name, **attrs)
+    elif isinstance(layer, ConvTranspose2D):
+        w = weights[name]
+        inputs = [ins[0], g.const(f"{name}/kernel", w["kernel"])]
+        if layer.bias:
+            inputs.append(g.const(f"{name}/bias", w["bias"]))
+        out_h, out_w, _ = arch.shapes[name]
+        pads = [0, 0, 0, 0]
+        if layer.padding == "same":
+            (top, bottom), (left, right) = (same_padding(out_h, layer.kernel[0], layer.stride[0]),
+                                            same_padding(out_w, layer.kernel[1], layer.stride[1]))
+            pads = [top, left, bottom, right]
+        g.node("ConvTranspose", inputs, name, name=name, kernel_shape=list(layer.kernel),
+               strides=list(layer.stride), pads=pads)
+    elif isinstance(layer, PReLU):
+        alpha = weights[name]["alpha"]
+        slope = alpha.reshape(-1, 1, 1) if len(in_shapes[0]) == 3 else alpha
+        g.node("PRelu", [ins[0], g.const(f"{name}/alpha", slope)], name, name=name)
+    elif isinstance(layer, Pad):
+        pads = np.array([0, 0, layer.top, layer.left, 0, 0, layer.bottom, layer.right], dtype=np.int64)
+        g.node("Pad", [ins[0], g.const(f"{name}/pads", pads)], name, name=name, mode="constant")
     else:
         raise UnsupportedLayerError(f"the ONNX emitter has no rule for {type(layer).__name__}")
 

@@ -22,8 +22,18 @@ BATCH_MATMUL (``adj_y``), SOFTMAX, BATCH_MATMUL, TRANSPOSE/RESHAPE.
 Activations that cannot be fused are their own ops: "sigmoid" -> LOGISTIC,
 "hardswish" -> HARD_SWISH, "gelu" -> GELU (``approximate``), "swish" ->
 LOGISTIC + MUL, "hardsigmoid" -> ADD 3 (fused RELU6) + MUL 1/6, as the
-converter emits Keras' ``hard_sigmoid``. Op versions are the lowest that
-cover the options used (FULLY_CONNECTED with ``keep_num_dims``: 5).
+converter emits Keras' ``hard_sigmoid``.
+
+Dense-prediction layers: ``Resize`` -> RESIZE_NEAREST_NEIGHBOR (no align
+corners, no half-pixel centers) or RESIZE_BILINEAR (``half_pixel_centers``)
+with a constant int32 size; ``ConvTranspose2D`` -> TRANSPOSE_CONV (output
+shape, OHWI kernel, input, bias; no fused activation); ``PReLU`` -> PRELU
+with a ``[1, 1, C]`` alpha (``[C]`` for sequences and vectors); ``Pad`` ->
+PAD with ``[[0, 0], [top, bottom], [left, right], [0, 0]]``.
+
+Op versions are the lowest that cover the options used (FULLY_CONNECTED
+with ``keep_num_dims``: 5; RESIZE_BILINEAR with half-pixel centers: 3;
+TRANSPOSE_CONV with a bias: 3).
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from .arch import (
     ChannelShuffle,
     Concat,
     Conv2D,
+    ConvTranspose2D,
     Dense,
     Flatten,
     GlobalAvgPool,
@@ -52,8 +63,11 @@ from .arch import (
     LayerNorm,
     MaxPool,
     Mul,
+    Pad,
+    PReLU,
     Scale,
     Reshape,
+    Resize,
     Shape,
     Slice,
     Softmax,
@@ -430,6 +444,38 @@ def _emit_layer(g: TfliteGraph, arch: Architecture, layer: Any, weights: Weights
         _emit_layer_norm(g, layer, x[0], out, tflite_shape(in_shapes[0]), weights[name])
     elif isinstance(layer, Attention):
         _emit_attention(g, layer, x, out, in_shapes[0])
+    elif isinstance(layer, Resize):
+        out_h, out_w, _ = arch.shapes[name]
+        size = g.tensor(f"{name}/size", [2], np.array([out_h, out_w], dtype=np.int32), dtype="int32")
+        if layer.mode == "nearest":
+            options = s.ResizeNearestNeighborOptionsT()
+            options.alignCorners, options.halfPixelCenters = False, False
+            g.op(op_codes.RESIZE_NEAREST_NEIGHBOR, [x[0], size], [out], opts.ResizeNearestNeighborOptions, options)
+        else:
+            options = s.ResizeBilinearOptionsT()
+            options.alignCorners, options.halfPixelCenters = False, True
+            g.op(op_codes.RESIZE_BILINEAR, [x[0], size], [out], opts.ResizeBilinearOptions, options, version=3)
+    elif isinstance(layer, ConvTranspose2D):
+        w = weights[name]
+        out_shape = tflite_shape(arch.shapes[name])
+        shape_t = g.tensor(f"{name}/output_shape", [4], np.array(out_shape, dtype=np.int32), dtype="int32")
+        filt = g.tensor(f"{name}/kernel", [layer.out_ch, *layer.kernel, in_shapes[0][2]],
+                        np.transpose(w["kernel"], (1, 2, 3, 0)))  # IOHW -> OHWI
+        bias_data = w["bias"] if layer.bias else np.zeros(layer.out_ch, dtype=np.float32)
+        bias = g.tensor(f"{name}/bias", [layer.out_ch], bias_data)
+        options = s.TransposeConvOptionsT()
+        options.padding = _padding(s, layer.padding)
+        options.strideH, options.strideW = layer.stride
+        g.op(op_codes.TRANSPOSE_CONV, [shape_t, filt, x[0], bias], [out], opts.TransposeConvOptions, options,
+             version=3)
+    elif isinstance(layer, PReLU):
+        alpha = weights[name]["alpha"]
+        shape = [1, 1, len(alpha)] if len(in_shapes[0]) == 3 else [len(alpha)]
+        g.op(op_codes.PRELU, [x[0], g.tensor(f"{name}/alpha", shape, alpha.reshape(shape))], [out])
+    elif isinstance(layer, Pad):
+        paddings = np.array([[0, 0], [layer.top, layer.bottom], [layer.left, layer.right], [0, 0]], dtype=np.int32)
+        pad_t = g.tensor(f"{name}/paddings", [4, 2], paddings, dtype="int32")
+        g.op(op_codes.PAD, [x[0], pad_t], [out], opts.PadOptions, s.PadOptionsT())
     else:
         raise UnsupportedLayerError(f"the TFLite emitter has no rule for {type(layer).__name__}")
     if getattr(layer, "activation", None) not in _FUSABLE:  # _target wrote <name>/pre_act

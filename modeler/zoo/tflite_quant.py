@@ -11,22 +11,25 @@ produces with ``optimizations=[DEFAULT]``, a representative dataset and
 * every activation tensor is int8, per-tensor *asymmetric*: ``scale =
   (max - min) / 255``, ``zero_point = round(-128 - min / scale)``, with the
   calibrated range widened to contain 0;
-* CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED weights are int8, per-channel
-  *symmetric* in [-127, 127] (``quantized_dimension`` 0 for OHWI and
-  ``[units, in]``, 3 for the depthwise ``[1, kh, kw, out]``); their biases
-  are int32 with ``scale = input_scale * weight_scale[c]`` and zero point 0;
-* other float constants (BatchNorm scale/shift, LayerNorm gamma/beta,
-  scalars such as hard-sigmoid's 3 and 1/6) are int8 per-tensor asymmetric
-  over ``[min(0, v), max(0, v)]``;
+* CONV_2D / DEPTHWISE_CONV_2D / TRANSPOSE_CONV / FULLY_CONNECTED weights are
+  int8, per-channel *symmetric* in [-127, 127] (``quantized_dimension`` 0 for
+  OHWI and ``[units, in]``, 3 for the depthwise ``[1, kh, kw, out]``); their
+  biases are int32 with ``scale = input_scale * weight_scale[c]`` and zero
+  point 0;
+* other float constants (BatchNorm scale/shift, LayerNorm gamma/beta, PReLU
+  slopes, scalars such as hard-sigmoid's 3 and 1/6) are int8 per-tensor
+  asymmetric over ``[min(0, v), max(0, v)]``;
 * ops whose int8 kernels need one scale for input(s) and output (RESHAPE,
-  TRANSPOSE, SLICE, MAX_POOL_2D, AVERAGE_POOL_2D, CONCATENATION) share one
+  TRANSPOSE, SLICE, MAX_POOL_2D, AVERAGE_POOL_2D, CONCATENATION, PAD,
+  RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR) share one
   range: the union of the calibrated ranges of every tensor they tie
   together; LOGISTIC and SOFTMAX outputs get TFLite's fixed ``1/256, -128``;
 * op versions are raised to the int8 ones of TFLite's op versioning.
 
 Every family quantizes fully, the transformer included: LayerNorm's pieces
 (MEAN, SUB, MUL, RSQRT), GELU, BATCH_MATMUL and SOFTMAX all have int8
-kernels, so no float islands are needed. LayerNorm done in int8 is the
+kernels, and so do the dense-prediction ops (PAD, PRELU, the resizes,
+TRANSPOSE_CONV), so no float islands are needed. LayerNorm done in int8 is the
 least accurate part (see the zoo tests for the error bounds).
 
 Calibration (:func:`calibration_ranges`): the float model runs in LiteRT's
@@ -77,16 +80,20 @@ _RANGE_MANTISSA_BITS = 6
 
 #: Ops whose int8 kernels require one (scale, zero point) on the listed inputs and the output.
 _SAME_SCALE = {"RESHAPE": (0,), "TRANSPOSE": (0,), "SLICE": (0,), "MAX_POOL_2D": (0,), "AVERAGE_POOL_2D": (0,),
+               "PAD": (0,), "RESIZE_NEAREST_NEIGHBOR": (0,), "RESIZE_BILINEAR": (0,),
                "CONCATENATION": None}  # None: every input
 #: Ops with a fixed int8 output quantization in TFLite.
 _FIXED_OUTPUT = {"LOGISTIC": (1.0 / 256.0, -128), "SOFTMAX": (1.0 / 256.0, -128)}
-#: (weight input, per-channel axis of that weight, bias input) of the ops with per-channel weights.
-_WEIGHTED = {"CONV_2D": (1, 0, 2), "DEPTHWISE_CONV_2D": (1, 3, 2), "FULLY_CONNECTED": (1, 0, 2)}
+#: (weight input, per-channel axis of that weight, bias input, activation input) of the ops with
+#: per-channel weights.
+_WEIGHTED = {"CONV_2D": (1, 0, 2, 0), "DEPTHWISE_CONV_2D": (1, 3, 2, 0), "FULLY_CONNECTED": (1, 0, 2, 0),
+             "TRANSPOSE_CONV": (1, 0, 3, 2)}
 #: The lowest op versions with int8 kernels (TFLite's tools/versioning/op_version.cc).
 _INT8_VERSION = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "ADD": 2, "SUB": 2, "MUL": 2,
                  "MEAN": 2, "MAX_POOL_2D": 2, "AVERAGE_POOL_2D": 2, "CONCATENATION": 2, "SOFTMAX": 2,
                  "LOGISTIC": 2, "RELU": 2, "RELU6": 2, "TRANSPOSE": 2, "SLICE": 2, "RSQRT": 2, "BATCH_MATMUL": 2,
-                 "GELU": 2, "HARD_SWISH": 1, "RESHAPE": 1, "QUANTIZE": 1, "DEQUANTIZE": 2}
+                 "GELU": 2, "HARD_SWISH": 1, "RESHAPE": 1, "QUANTIZE": 1, "DEQUANTIZE": 2, "PAD": 2, "PRELU": 1,
+                 "RESIZE_NEAREST_NEIGHBOR": 2, "RESIZE_BILINEAR": 2, "TRANSPOSE_CONV": 2}
 
 Range = Tuple[float, float]
 
@@ -301,7 +308,7 @@ def quantize_graph(g: TfliteGraph, inputs: List[int], outputs: List[int], ranges
                 w_scales = _per_channel_weights(g, tensor, weighted[1])
                 bias = op.inputs[weighted[2]] if len(op.inputs) > weighted[2] else -1
                 if bias >= 0:
-                    in_scale = np.float64(g.tensors[op.inputs[0]].quantization.scale[0])
+                    in_scale = np.float64(g.tensors[op.inputs[weighted[3]]].quantization.scale[0])
                     b_scales = (in_scale * w_scales).astype(np.float32).astype(np.float64)
                     b = _float_data(g, g.tensors[bias]).astype(np.float64)
                     q = np.clip(np.round(b / b_scales), -(2 ** 31 - 1), 2 ** 31 - 1).astype(np.int32)

@@ -73,7 +73,8 @@ def test_zoo_public_api_is_pinned():
         "Conv2D", "Dense", "Flatten", "GlobalAvgPool", "Input", "MaxPool", "Reshape", "Softmax",
         "UnsupportedLayerError", "init_weights", "param_shapes",
         # the zoo's newer layers and its families
-        "Attention", "BatchNorm", "ChannelShuffle", "LayerNorm", "Mul", "Slice",
+        "Attention", "BatchNorm", "ChannelShuffle", "LayerNorm", "Mul", "Scale", "Slice",
+        "ConvTranspose2D", "Pad", "PReLU", "Resize",
         "FAMILIES", "Family", "build_zoo", "family_names", "get_family",
     ])
     for name in zoo.__all__:

@@ -53,7 +53,9 @@ from fleetmeter.modeler.zoo.sampling import Choice, Family, IntRange, Sampler, U
 from fleetmeter.modeler.zoo.tflite_emit import build_tflite  # noqa: E402
 
 REQUIRED_FAMILIES = {"resnet", "vgg", "mobilenetv1", "mobilenetv2", "mobilenetv3", "shufflenetv2", "squeezenet",
-                     "mnasnet", "densenet", "googlenet", "efficientnet", "transformer"}
+                     "mnasnet", "densenet", "googlenet", "efficientnet", "transformer", "unet", "detector"}
+#: Families whose output is not a (num_classes,) vector of logits (see test_zoo_dense.py).
+DENSE_FAMILIES = {"unet", "detector"}
 NAMES = family_names()
 SEEDS_PER_FAMILY = 20
 
@@ -109,13 +111,14 @@ def test_model_seeds_are_pinned_and_depend_on_seed_family_and_index():
 
 def test_sampled_descriptions_are_pinned():
     # Same seed, same zoo: a change in ranges, sampling order or block layout changes this digest.
-    # If the change is intended, bump arch.GENERATOR_VERSION and update the digest.
+    # If the change is intended, bump arch.GENERATOR_VERSION and update the digest. (Adding a family
+    # appends to the digest: check that the digest over the other families is the old value first.)
     digest = hashlib.sha256()
     for family in FAMILIES:
         for i in range(3):
             arch = family.sample(derive_seed(1, family.name, i))
             digest.update(json.dumps(arch.to_dict(), sort_keys=True).encode())
-    assert digest.hexdigest() == "0c27243d88a6ece002376a4fdf8db6c5f46282c01d028970229c1268884b5fcd"
+    assert digest.hexdigest() == "411c98577be4413828c1ab7883f53b9ea101e9d0d661461ba4935814446af4a9"
 
 
 def test_a_family_that_cannot_meet_its_budget_fails_loudly():
@@ -175,10 +178,15 @@ def test_samples_are_valid_in_range_within_budget_and_rebuildable(name):
         if name == "transformer":
             assert 16 <= inp.shape[0] <= 256 and 64 <= inp.shape[1] <= 384 and 1 <= hp["depth"] <= 6
             assert hp["dim"] % hp["heads"] == 0 and 2 <= hp["mlp_ratio"] <= 4
+        elif name in DENSE_FAMILIES:
+            assert inp.shape == (hp["input_size"], hp["input_size"], 3) and 64 <= hp["input_size"] <= 256
         else:
             assert inp.shape[2] == 3 and inp.shape[0] == inp.shape[1] == hp["input_size"]
             assert 32 <= hp["input_size"] <= 224
-        assert arch.shapes[arch.outputs[0]] == (hp["num_classes"],)
+        if name == "unet":
+            assert arch.shapes[arch.outputs[0]] == (hp["input_size"], hp["input_size"], hp["num_classes"])
+        elif name != "detector":  # the detector's anchor outputs: test_zoo_dense.py
+            assert arch.shapes[arch.outputs[0]] == (hp["num_classes"],)
         seen.add(json.dumps(hp, sort_keys=True))
     assert len(seen) >= SEEDS_PER_FAMILY // 2, "a family that barely varies teaches a predictor nothing"
 

@@ -167,6 +167,14 @@ def test_every_family_quantizes_runs_in_litert_and_agrees_with_float(name):
 
     error, yf, yq = _relative_error(arch)
     assert error < (0.4 if name in DEEP_UNNORMALIZED else 0.1), error
+    if len(arch.shapes[arch.outputs[0]]) == 3:  # a per-pixel map (unet): the per-pixel decision, on most pixels
+        if yf.shape[-1] > 1:
+            same = yf.argmax(-1) == yq.argmax(-1)
+        else:
+            threshold = np.median(yf)
+            same = (yf > threshold) == (yq > threshold)
+        assert same.mean() >= 0.9, same.mean()
+        return
     agree = int(np.sum(yf.reshape(BATCH, -1).argmax(1) == yq.reshape(BATCH, -1).argmax(1)))
     assert agree >= BATCH - 1, agree
 
