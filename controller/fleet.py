@@ -579,6 +579,9 @@ class Fleet:
             raise NotFound(f"unknown model {sha256!r}")
         return model
 
+    def sweep_inputs(self) -> dict[str, list[dict]]:
+        return self.store.sweep_inputs()
+
     def list_models(self) -> list[dict]:
         return self.store.list_models()
 

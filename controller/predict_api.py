@@ -3,8 +3,13 @@
 Predictions run in the controller process (no Ray hop: a ``Predict`` is a
 feature extraction plus a few tree walks, milliseconds), on a small thread
 pool so the event loop keeps serving agents. Features are cached by the
-model's sha256, so a search loop that sends the same model twice pays for
-its extraction once.
+model's sha256 and the request's input shapes, whichever way the model came
+(uploaded, sent as bytes, sent as a weightless graph), so a caller asks by
+sha256 first and sends the model only when told it is unknown here
+(:class:`~fleetmeter.errors.ModelNotFound`: ``NOT_FOUND`` with trailing
+metadata ``fleetmeter-not-found: model``; in ``PredictBatch``,
+``PredictResponse.model_not_found``). A ``model_graph``'s declared sha256
+is trusted as its identity: callers hold the API token.
 
 Training (:meth:`PredictorApi.Train`): the measurements and models come from
 the fleet actor (a snapshot; the actor is the store's only writer), features
@@ -30,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence
 
-from fleetmeter.errors import FailedPrecondition, FleetmeterError, InvalidArgument, NotFound
+from fleetmeter.errors import FailedPrecondition, FleetmeterError, InvalidArgument, ModelNotFound, NotFound
 from fleetmeter.v1 import predictor_pb2, predictor_pb2_grpc
 
 from .blobs import BlobStore, is_sha256
@@ -56,15 +61,20 @@ def _modeler():
 class _StoreSnapshot:
     """What :func:`~fleetmeter.modeler.dataset.load_from_store` reads, fetched from the fleet actor."""
 
-    def __init__(self, models: List[dict], measurements: List[dict]) -> None:
+    def __init__(self, models: List[dict], measurements: List[dict],
+                 sweep_inputs: Optional[Dict[str, List[dict]]] = None) -> None:
         self._models = models
         self._measurements = measurements
+        self._sweep_inputs = sweep_inputs or {}
 
     def list_models(self) -> List[dict]:
         return self._models
 
     def list_measurements(self, include_samples: bool = False) -> List[dict]:
         return self._measurements
+
+    def sweep_inputs(self) -> Dict[str, List[dict]]:
+        return self._sweep_inputs
 
 
 class _SharedFeatures:
@@ -73,9 +83,34 @@ class _SharedFeatures:
     def __init__(self, api: "PredictorApi") -> None:
         self._api = api
 
-    def get(self, sha256: str, path: Any) -> Dict[str, float]:
-        features, _ = self._api._extract(sha256, str(path), sha256[:12])
+    def get(self, sha256: str, path: Any, input_shapes: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
+        features, _ = self._api._extract(sha256, str(path), sha256[:12], input_shapes)
         return dict(features.model)
+
+
+class _DeclaredShapes:
+    """The API's feature cache as ``sha256 -> ModelFeatures`` at the declared input shapes (what
+    :func:`~fleetmeter.modeler.kernels.load_kernel_samples` reads and fills)."""
+
+    def __init__(self, api: "PredictorApi") -> None:
+        self._api = api
+
+    def get(self, sha256: str, default: Any = None) -> Any:
+        return self._api._cached(sha256, {}) or default
+
+    def __setitem__(self, sha256: str, features: Any) -> None:
+        self._api._remember((sha256, ()), features)
+
+
+def request_shapes(request: predictor_pb2.PredictRequest) -> Dict[str, tuple]:
+    """``PredictRequest.input_shapes`` as ``{name: dims}``; InvalidArgument for a name given twice or a bad
+    dimension."""
+    _, features, _, _, _ = _modeler()
+    names = [i.name for i in request.input_shapes]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidArgument(f"input shape given twice for {', '.join(map(repr, twice))}")
+    return features.normalize_input_shapes({i.name: list(i.shape) for i in request.input_shapes})
 
 
 def _json(obj: Any) -> str:
@@ -88,7 +123,8 @@ def prediction_to_proto(record: Dict[str, Any]) -> predictor_pb2.Prediction:
     p = predictor_pb2.Prediction(
         platform=record["platform"], target=record["target"], value=record["value"], unit=record["unit"],
         predictor_version=record["predictor_version"], granularity=record.get("granularity", "model"),
-        interval_level=record.get("interval_level", 0.0), warnings=record.get("warnings", []))
+        interval_level=record.get("interval_level", 0.0), warnings=record.get("warnings", []),
+        method=record.get("method") or "")
     if record.get("lower") is not None:
         p.lower = record["lower"]
     if record.get("upper") is not None:
@@ -102,7 +138,8 @@ def info_to_proto(entry: Dict[str, Any]) -> predictor_pb2.PredictorInfo:
         pinned=entry["pinned"], granularity=entry["granularity"], chosen_because=entry["chosen_because"],
         n_samples=entry["n_samples"], feature_schema_version=entry["feature_schema_version"],
         training_fingerprint=entry["training_fingerprint"], created_unix=entry["created_unix"], unit=entry["unit"],
-        interval_level=entry["interval_level"], metrics_json=_json(entry["metrics"]))
+        interval_level=entry["interval_level"], metrics_json=_json(entry["metrics"]),
+        method=entry.get("method") or "", warnings=(entry["metrics"] or {}).get("warnings") or [])
     if entry.get("interval_coverage") is not None:
         info.interval_coverage = entry["interval_coverage"]
     return info
@@ -116,7 +153,8 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         self.engine = engine
         self.registry_root = Path(registry_root)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
-        self._features: "OrderedDict[str, Any]" = OrderedDict()  # sha256 -> ModelFeatures, LRU
+        # (sha256, input_shapes_key) -> ModelFeatures, LRU
+        self._features: "OrderedDict[tuple, Any]" = OrderedDict()
         self._features_lock = threading.Lock()  # the predict threads share it
         self._pool = None
         self._known: List[str] = []
@@ -136,48 +174,74 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
             self._known = [p["platform_id"] for p in await self.fleet.call("list_platforms")]
             self._known_at = time.monotonic()
 
-    def _extract(self, sha256: str, source: Any, name: str):
-        """Cached features of one model; InvalidArgument naming ``name`` when it does not parse."""
+    def _cached(self, sha256: str, input_shapes: Optional[Dict[str, Any]]) -> Any:
+        """The cached features of the model at ``input_shapes``, or None."""
+        _, features, _, _, _ = _modeler()
+        key = (sha256, features.input_shapes_key(input_shapes))
         with self._features_lock:
-            cached = self._features.get(sha256)
+            cached = self._features.get(key)
             if cached is not None:
-                self._features.move_to_end(sha256)
-                return cached, 0.0
+                self._features.move_to_end(key)
+            return cached
+
+    def _remember(self, key: tuple, extracted: Any) -> None:
+        with self._features_lock:
+            self._features[key] = extracted
+            while len(self._features) > FEATURE_CACHE_SIZE:
+                self._features.popitem(last=False)
+
+    def _extract(self, sha256: str, source: Any, name: str, input_shapes: Optional[Dict[str, Any]] = None,
+                 format: Optional[str] = None):  # noqa: A002
+        """Cached features of one model at ``input_shapes``; InvalidArgument naming ``name`` when it does not
+        parse or does not take those shapes."""
+        cached = self._cached(sha256, input_shapes)
+        if cached is not None:
+            return cached, 0.0
         _, features, _, _, _ = _modeler()
         start = time.perf_counter()
         try:
-            extracted = features.extract_features(source)
+            extracted = features.extract_features(source, format, input_shapes=input_shapes)
         except FleetmeterError as exc:
             raise InvalidArgument(f"{name}: {exc}") from exc
         except ValueError as exc:
             raise InvalidArgument(f"{name}: not a valid ONNX or TFLite model ({exc})") from exc
         elapsed_ms = (time.perf_counter() - start) * 1000.0
-        with self._features_lock:
-            self._features[sha256] = extracted
-            while len(self._features) > FEATURE_CACHE_SIZE:
-                self._features.popitem(last=False)
+        self._remember((sha256, features.input_shapes_key(input_shapes)), extracted)
         return extracted, elapsed_ms
 
     def _predict_sync(self, request: predictor_pb2.PredictRequest) -> predictor_pb2.PredictResponse:
         kind = request.WhichOneof("model")
         name = request.model_name or "model"
+        shapes = request_shapes(request)
         if kind == "model_bytes":
             if not request.model_bytes:
                 raise InvalidArgument(f"{name}: empty model (no bytes)")
             sha = hashlib.sha256(request.model_bytes).hexdigest()
-            feats, ms = self._extract(sha, request.model_bytes, name)
+            feats, ms = self._extract(sha, request.model_bytes, name, shapes)
+        elif kind == "model_graph":
+            sha = request.model_graph.sha256.lower()
+            if not is_sha256(sha):
+                raise InvalidArgument(f"model_graph.sha256 {request.model_graph.sha256!r} is not a sha256 hex digest")
+            if not request.model_graph.onnx:
+                raise InvalidArgument(f"{name}: empty model graph (no bytes)")
+            feats, ms = self._extract(sha, request.model_graph.onnx, name, shapes, format="onnx")
         elif kind == "model_sha256":
             sha = request.model_sha256.lower()
             if not is_sha256(sha):
                 raise InvalidArgument(f"model_sha256 {request.model_sha256!r} is not a sha256 hex digest")
-            if not self.blobs.has(sha):
-                raise NotFound(f"no uploaded model with sha256 {sha} (upload it with `fleetmeter models add`, "
-                               "or send the model's bytes)")
-            feats, ms = self._extract(sha, str(self.blobs.path(sha)), request.model_name or sha[:12])
+            feats, ms = self._cached(sha, shapes), 0.0
+            if feats is None:
+                if not self.blobs.has(sha):
+                    raise ModelNotFound(f"no model with sha256 {sha} here: not uploaded (`fleetmeter models add`) "
+                                        f"and not sent before{' at these input shapes' if shapes else ''}; send "
+                                        "the model's bytes")
+                feats, ms = self._extract(sha, str(self.blobs.path(sha)), request.model_name or sha[:12], shapes)
         else:
-            raise InvalidArgument("PredictRequest needs model_bytes or model_sha256")
+            raise InvalidArgument("PredictRequest needs model_bytes, model_graph or model_sha256")
         known = list(self._known)
         records = self.pool.predict(feats, list(request.platforms), list(request.targets), known=lambda: known)
+        for record in records:  # what the model's features say (an input left dynamic) goes with every value
+            record["warnings"] = list(record.get("warnings") or ()) + list(feats.warnings)
         return predictor_pb2.PredictResponse(request_id=request.request_id, model_sha256=sha,
                                              predictions=[prediction_to_proto(r) for r in records],
                                              features_ms=ms)
@@ -198,7 +262,8 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
                 yield await self._predict(request)
             except FleetmeterError as exc:
                 yield predictor_pb2.PredictResponse(request_id=request.request_id, error=str(exc),
-                                                    error_code=exc.code.name)
+                                                    error_code=exc.code.name,
+                                                    model_not_found=isinstance(exc, ModelNotFound))
 
     async def ListPredictors(self, request, context):
         loop = asyncio.get_running_loop()
@@ -249,7 +314,7 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         yield predictor_pb2.TrainProgress(stage="loading", message="reading measurements")
         measurements = await self.fleet.call("list_measurements", include_samples=False)
         models = await self.fleet.call("list_models")
-        snapshot = _StoreSnapshot(models, measurements)
+        snapshot = _StoreSnapshot(models, measurements, await self.fleet.call("sweep_inputs"))
         loop = asyncio.get_running_loop()
         shared = _SharedFeatures(self)  # one extraction per model for both loaders and later predictions
         samples = await loop.run_in_executor(None, lambda: dataset.load_from_store(
@@ -259,7 +324,7 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
             from fleetmeter.modeler.kernels import load_kernel_samples
 
             loaded = await loop.run_in_executor(None, lambda: load_kernel_samples(
-                snapshot, self.blobs.root, platform_ids=chosen, cache=self._features))
+                snapshot, self.blobs.root, platform_ids=chosen, cache=_DeclaredShapes(self)))
             for sample in loaded:
                 kernel_samples.setdefault(sample.platform_id, []).append(sample)
         by_platform = dataset.group_by_platform(samples)
@@ -318,7 +383,9 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
                 platform=result.platform_id, target=result.target, version=version or 0,
                 n_samples=result.n_samples, skipped=result.skipped,
                 granularity=result.granularity if not result.skipped else "",
-                chosen_because=result.chosen_because, metrics_json=_json(result.metrics)))
+                chosen_because=result.chosen_because, metrics_json=_json(result.metrics),
+                method=result.method if not result.skipped else "",
+                warnings=result.metrics.get("warnings") or []))
         self.pool.invalidate()
         trained = sum(1 for r in results if not r.skipped)
         yield predictor_pb2.TrainProgress(stage="done", done=trained, total=len(results), results=out,

@@ -9,7 +9,8 @@ It does two things for every call:
    gRPC tools work. With no token configured for a service, that service is
    open (for loopback and trusted networks; the controller logs a warning).
 2. Errors. A :class:`~fleetmeter.errors.FleetmeterError` becomes its status
-   code with its message; anything else becomes ``INTERNAL`` with a generic
+   code with its message (and its trailing metadata: ``ModelNotFound``'s
+   ``fleetmeter-not-found: model``); anything else becomes ``INTERNAL`` with a generic
    message, and the traceback goes to the log.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Optional
 
 import grpc
 
-from fleetmeter.errors import FleetmeterError
+from fleetmeter.errors import FleetmeterError, trailing_metadata_for
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def _token_from(metadata) -> Optional[str]:
 
 async def _map_errors(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     if isinstance(exc, FleetmeterError):
-        await context.abort(exc.code, str(exc) or exc.code.name)
+        await context.abort(exc.code, str(exc) or exc.code.name, trailing_metadata_for(exc))
     log.error("internal error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error in the controller (details in its log)")
 

@@ -294,6 +294,12 @@ class Store:
                 "platform_ids": json.loads(r["platform_ids_json"]), "priority": r["priority"],
                 "created_unix": r["created_unix"], "state": r["state"], "dispatched": r["dispatched"]}
 
+    def sweep_inputs(self) -> dict[str, list[dict]]:
+        """Each sweep's input overrides (its spec's ``inputs``: ``[{name, shape, fill}]``) by sweep id; sweeps
+        without any are left out. What training needs to featurize a measurement at the shapes it ran at."""
+        rows = self._db.execute("SELECT sweep_id, json_extract(spec_json, '$.inputs') AS inputs FROM sweeps")
+        return {r["sweep_id"]: json.loads(r["inputs"]) for r in rows if r["inputs"] and r["inputs"] != "[]"}
+
     def set_sweep_state(self, sweep_id: str, state: str) -> None:
         """active ↔ paused, or → cancelled (pending jobs become cancelled; running ones finish)."""
         if state not in SWEEP_STATES:

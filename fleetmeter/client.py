@@ -6,26 +6,41 @@ list and pin predictors), and :func:`predict` is the one-call form for the
 controller named by ``FLEETMETER_CONTROLLER``. Predictions come back as
 :class:`Prediction` records with the fields of ``fleetmeter predict --json``.
 
+Predicting sends what the features need, and only when the controller lacks
+it: a request names the model by sha256 first; only when the controller
+answers :class:`~fleetmeter.errors.ModelNotFound` (neither uploaded nor sent
+before at these input shapes; an unknown *platform* is a plain, final
+``NotFound``) does the same request go again with the model, an ONNX file
+as its graph without weight bytes (``PredictRequest.model_graph``), a
+TFLite file (or anything the stripper cannot walk) as its bytes. A
+:class:`Client` keeps one channel for all its calls; :func:`predict` keeps
+one client per (controller, token) for the process.
+
 Every method raises a :mod:`fleetmeter.errors` exception on failure (a gRPC
 status mapped back to its class), never a raw ``grpc.RpcError``.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import queue
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 
 from fleetmeter import _net
 from fleetmeter._hashing import sha256_file
-from fleetmeter.errors import InvalidArgument, from_rpc_error
-from fleetmeter.v1 import fleet_pb2, fleet_pb2_grpc, predictor_pb2, predictor_pb2_grpc
+from fleetmeter.errors import InvalidArgument, ModelNotFound, from_rpc_error
+from fleetmeter.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, predictor_pb2, predictor_pb2_grpc
 
 __all__ = ["FleetClient", "Client", "Prediction", "predict"]
 
 ModelArg = Union[str, os.PathLike, bytes, bytearray, memoryview]
+#: Input shapes to predict at: ``{"images": (1, 3, 640, 640)}`` (the model's own layout).
+ShapesArg = Optional[Mapping[str, Sequence[int]]]
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 
@@ -151,13 +166,15 @@ class Prediction:
     granularity: str = "model"
     interval_level: float = 0.0
     warnings: Tuple[str, ...] = field(default=())
+    #: Which candidate serves (``lgbm``, ``additive``, ``additive_lgbm``, a baseline, or ``kernel``).
+    method: str = ""
 
     @classmethod
     def from_proto(cls, p: predictor_pb2.Prediction) -> "Prediction":
         return cls(platform=p.platform, target=p.target, value=p.value,
                    lower=p.lower if p.HasField("lower") else None, upper=p.upper if p.HasField("upper") else None,
                    unit=p.unit, predictor_version=p.predictor_version, granularity=p.granularity,
-                   interval_level=p.interval_level, warnings=tuple(p.warnings))
+                   interval_level=p.interval_level, warnings=tuple(p.warnings), method=p.method)
 
     def to_dict(self) -> Dict[str, Any]:
         out = asdict(self)
@@ -173,20 +190,85 @@ def _as_list(value: Union[None, str, Iterable[str]]) -> List[str]:
     return list(value)
 
 
-def predict_request(model: ModelArg, platforms=None, targets=("latency_ms",), request_id: str = ""
-                    ) -> predictor_pb2.PredictRequest:
-    """The request for ``model``: a path (read here and sent) or the file's bytes."""
+def shapes_to_proto(shapes: ShapesArg) -> List[common_pb2.InputOverride]:
+    """``{"images": (1, 3, 640, 640)}`` as ``PredictRequest.input_shapes``; InvalidArgument for a bad entry."""
+    out = []
+    for name, dims in (shapes or {}).items():
+        if isinstance(dims, (str, bytes)):
+            raise InvalidArgument(f"shape of {name!r} must be a sequence of integers such as (1, 3, 640, 640), "
+                                  f"got {dims!r}")
+        try:
+            shape = [int(d) for d in dims]
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"shape of {name!r} must be a sequence of integers, got {dims!r}") from None
+        if not name or not shape or any(d < 1 for d in shape):
+            raise InvalidArgument(f"bad input shape {name!r}: {dims!r} (a name and positive dimensions)")
+        out.append(common_pb2.InputOverride(name=str(name), shape=shape))
+    return out
+
+
+def _read_model(model: ModelArg) -> Tuple[bytes, str]:
+    """``(content, name)`` of a path (read here) or the file's bytes."""
     if isinstance(model, (bytes, bytearray, memoryview)):
-        data, name = bytes(model), "model"
-    elif isinstance(model, (str, os.PathLike)):
+        return bytes(model), "model"
+    if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.is_file():
             raise InvalidArgument(f"model file not found: {path}")
-        data, name = path.read_bytes(), path.name
-    else:
-        raise InvalidArgument(f"model must be a path or bytes, got {type(model).__name__}")
+        return path.read_bytes(), path.name
+    raise InvalidArgument(f"model must be a path or bytes, got {type(model).__name__}")
+
+
+def predict_request(model: ModelArg, platforms=None, targets=("latency_ms",), request_id: str = "",
+                    shapes: ShapesArg = None) -> predictor_pb2.PredictRequest:
+    """The request that sends ``model`` whole: a path (read here) or the file's bytes."""
+    data, name = _read_model(model)
     return predictor_pb2.PredictRequest(model_bytes=data, model_name=name, platforms=_as_list(platforms),
-                                        targets=_as_list(targets), request_id=request_id)
+                                        targets=_as_list(targets), request_id=request_id,
+                                        input_shapes=shapes_to_proto(shapes))
+
+
+class _Model:
+    """A model as the caller has it: its content, name and sha256 (computed once)."""
+
+    def __init__(self, model: ModelArg) -> None:
+        self.data, self.name = _read_model(model)
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+
+    def by_sha256(self, base: predictor_pb2.PredictRequest, request_id: str = "") -> predictor_pb2.PredictRequest:
+        """``base`` naming the model by its sha256 alone."""
+        request = predictor_pb2.PredictRequest()
+        request.CopyFrom(base)
+        request.model_sha256 = self.sha256
+        request.request_id = request_id
+        return request
+
+    def sent(self, base: predictor_pb2.PredictRequest, request_id: str = "") -> predictor_pb2.PredictRequest:
+        """``base`` carrying the model: an ONNX file's graph without its weights when stripping makes it
+        smaller, else the bytes (TFLite, a small model, or content the stripper cannot walk: the
+        controller's parser then names what is wrong)."""
+        request = predictor_pb2.PredictRequest()
+        request.CopyFrom(base)
+        request.request_id = request_id
+        light = None
+        if self.data[4:8] != b"TFL3" and not self.name.lower().endswith(".tflite"):
+            from fleetmeter._onnx_wire import light_model_bytes
+
+            try:
+                light = light_model_bytes(self.data, mark=True)
+            except (ValueError, IndexError):
+                light = None
+        if light is not None and len(light) < len(self.data):
+            request.model_graph.onnx = light
+            request.model_graph.sha256 = self.sha256
+        else:
+            request.model_bytes = self.data
+        return request
+
+
+def _base_request(name: str, platforms, targets, shapes: ShapesArg) -> predictor_pb2.PredictRequest:
+    return predictor_pb2.PredictRequest(model_name=name, platforms=_as_list(platforms), targets=_as_list(targets),
+                                        input_shapes=shapes_to_proto(shapes))
 
 
 class Client(FleetClient):
@@ -204,32 +286,81 @@ class Client(FleetClient):
         return self._stream(method, request, timeout_s, stub=self._predictor)
 
     def predict(self, model: ModelArg, platforms: Union[None, str, Sequence[str]] = None,
-                targets: Union[str, Sequence[str]] = ("latency_ms",)) -> List[Prediction]:
+                targets: Union[str, Sequence[str]] = ("latency_ms",), *, shapes: ShapesArg = None
+                ) -> List[Prediction]:
         """Predicted costs of ``model`` (a path or bytes) on ``platforms`` (default: every one with a
-        predictor), one :class:`Prediction` per (platform, target)."""
-        response = self._pcall("Predict", predict_request(model, platforms, targets))
+        predictor), one :class:`Prediction` per (platform, target), at the input ``shapes`` given
+        (``{"images": (1, 3, 640, 640)}``; others as the file declares them, dynamic dimensions 1).
+
+        Asks by sha256 first and sends the model only on :class:`~fleetmeter.errors.ModelNotFound`
+        (see the module docstring)."""
+        m = _Model(model)
+        base = _base_request(m.name, platforms, targets, shapes)
+        try:
+            response = self._pcall("Predict", m.by_sha256(base))
+        except ModelNotFound:
+            response = self._pcall("Predict", m.sent(base))
         return [Prediction.from_proto(p) for p in response.predictions]
 
     def predict_batch(self, models: Iterable[ModelArg], platforms: Union[None, str, Sequence[str]] = None,
-                      targets: Union[str, Sequence[str]] = ("latency_ms",)
+                      targets: Union[str, Sequence[str]] = ("latency_ms",), *, shapes: ShapesArg = None
                       ) -> Iterator[Union[List[Prediction], Exception]]:
         """Many models over one stream (for search loops): per model, in order, its predictions, or the
         exception saying why that one failed (the others go on). A path that does not exist raises
-        before anything is sent."""
+        before anything is sent. Each model is asked for by sha256 first; the ones the controller does
+        not have go again on the same stream, with their graph or bytes."""
         from fleetmeter.errors import FleetmeterError, _BY_CODE
 
-        requests = [predict_request(m, platforms, targets, request_id=str(i)) for i, m in enumerate(models)]
-        for response in self._pstream("PredictBatch", iter(requests)):
-            if response.error:
-                cls = _BY_CODE.get(getattr(grpc.StatusCode, response.error_code, None), FleetmeterError)
-                yield cls(response.error)
-            else:
-                yield [Prediction.from_proto(p) for p in response.predictions]
+        loaded = [_Model(m) for m in models]
+        base = _base_request("", platforms, targets, shapes)
+        outbox: "queue.SimpleQueue[Optional[predictor_pb2.PredictRequest]]" = queue.SimpleQueue()
+        for i, m in enumerate(loaded):
+            request = m.by_sha256(base, str(i))
+            request.model_name = m.name
+            outbox.put(request)
+        if not loaded:
+            outbox.put(None)
 
-    def predict_sha256(self, sha256: str, platforms=None, targets=("latency_ms",)) -> List[Prediction]:
-        """Predictions for a model already uploaded to the controller (nothing is sent but its hash)."""
+        def requests() -> Iterator[predictor_pb2.PredictRequest]:
+            while True:
+                request = outbox.get()
+                if request is None:
+                    return
+                yield request
+
+        done: Dict[int, Union[List[Prediction], Exception]] = {}
+        resent: set = set()
+        next_index = 0
+        try:
+            for response in self._pstream("PredictBatch", requests()):
+                i = int(response.request_id)
+                if response.model_not_found and i not in resent:
+                    resent.add(i)
+                    request = loaded[i].sent(base, str(i))
+                    request.model_name = loaded[i].name
+                    outbox.put(request)
+                    continue
+                if response.error:
+                    cls = ModelNotFound if response.model_not_found else _BY_CODE.get(
+                        getattr(grpc.StatusCode, response.error_code, None), FleetmeterError)
+                    done[i] = cls(response.error)
+                else:
+                    done[i] = [Prediction.from_proto(p) for p in response.predictions]
+                while next_index in done:
+                    yield done.pop(next_index)
+                    next_index += 1
+                if next_index == len(loaded):
+                    outbox.put(None)  # every model answered: end the stream
+        finally:
+            outbox.put(None)  # the caller stopped early or the call failed: let the sending thread end
+
+    def predict_sha256(self, sha256: str, platforms=None, targets=("latency_ms",), *,
+                       shapes: ShapesArg = None) -> List[Prediction]:
+        """Predictions for a model the controller has (uploaded, or sent before at these ``shapes``): nothing
+        is sent but its hash. :class:`~fleetmeter.errors.ModelNotFound` when it has neither."""
         response = self._pcall("Predict", predictor_pb2.PredictRequest(
-            model_sha256=sha256, platforms=_as_list(platforms), targets=_as_list(targets)))
+            model_sha256=sha256, platforms=_as_list(platforms), targets=_as_list(targets),
+            input_shapes=shapes_to_proto(shapes)))
         return [Prediction.from_proto(p) for p in response.predictions]
 
     def list_predictors(self, platforms=None, targets=None) -> list:
@@ -249,9 +380,23 @@ class Client(FleetClient):
             skip_family_split=skip_family_split, min_samples=min_samples), timeout_s)
 
 
+_SHARED_CLIENTS: Dict[Tuple[str, Optional[str]], Client] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_client() -> Client:
+    """The process's client for the controller and token the environment names (one channel, reused)."""
+    key = (_net.controller_address(None), _net.api_token(None))
+    with _SHARED_LOCK:
+        client = _SHARED_CLIENTS.get(key)
+        if client is None:
+            client = _SHARED_CLIENTS[key] = Client(*key)
+        return client
+
+
 def predict(model: ModelArg, platforms: Union[None, str, Sequence[str]] = None,
-            targets: Union[str, Sequence[str]] = ("latency_ms",)) -> List[Prediction]:
-    """What ``model`` (a path or the file's bytes) costs on each platform, asked of the controller named by
-    ``FLEETMETER_CONTROLLER`` (token: ``FLEETMETER_API_TOKEN``). See :class:`Client` for explicit use."""
-    with Client() as client:
-        return client.predict(model, platforms, targets)
+            targets: Union[str, Sequence[str]] = ("latency_ms",), *, shapes: ShapesArg = None) -> List[Prediction]:
+    """What ``model`` (a path or the file's bytes) costs on each platform, at the input ``shapes`` given
+    (``{"images": (1, 3, 640, 640)}``), asked of the controller named by ``FLEETMETER_CONTROLLER`` (token:
+    ``FLEETMETER_API_TOKEN``) over a channel kept for the process. See :class:`Client` for explicit use."""
+    return _shared_client().predict(model, platforms, targets, shapes=shapes)

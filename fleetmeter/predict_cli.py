@@ -14,9 +14,13 @@ from typing import Any, Dict, List, Optional
 #: = fleetmeter.modeler.dataset.TARGETS (a test keeps them equal; not imported: the modeler pulls in numpy).
 TARGETS = ("latency_ms", "energy_mj", "peak_rss_bytes")
 #: The methods ``fleetmeter eval`` lists side by side, in order, with their labels.
-METHODS = (("predictor", "LightGBM (model-level)"), ("kernel", "kernel-level (nn-Meter)"),
-           ("model_on_profiled", "model-level, profiled models only"),
+METHODS = (("predictor", "LightGBM on graph features (lgbm)"),
+           ("additive", "additive per-node cost (additive)"),
+           ("additive_lgbm", "additive + LightGBM (additive_lgbm)"), ("kernel", "kernel-level (nn-Meter)"),
            ("opcount_lgbm", "baseline: op-count LightGBM"), ("flops_linear", "baseline: FLOPs linear"))
+#: Method name (what serves, ``PredictorInfo.method``) -> report key in the metrics.
+METHOD_KEYS = {"lgbm": "predictor", "additive": "additive", "additive_lgbm": "additive_lgbm", "kernel": "kernel",
+               "opcount_lgbm": "opcount_lgbm", "flops_linear": "flops_linear"}
 SPLITS = {"random": "random_split", "family": "leave_family_out"}
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -43,9 +47,12 @@ def _print_json(obj: Any) -> None:
 
 # ------------------------------------------------------------------ train
 def _trained_dict(r) -> Dict[str, Any]:
+    metrics = json.loads(r.metrics_json or "{}")
     return {"platform": r.platform, "target": r.target, "version": r.version or None, "n_samples": r.n_samples,
             "skipped": r.skipped or None, "granularity": r.granularity or None,
-            "chosen_because": r.chosen_because or None, "metrics": json.loads(r.metrics_json or "{}")}
+            "method": r.method or (metrics.get("served") or {}).get("method"),
+            "chosen_because": r.chosen_because or None, "warnings": list(r.warnings) or metrics.get("warnings") or [],
+            "metrics": metrics}
 
 
 def cmd_train(args) -> int:
@@ -74,13 +81,17 @@ def cmd_train(args) -> int:
     out = []
     for r in rows:
         m = r["metrics"]
-        rnd = (m.get("random_split") or {}).get("predictor") or {}
-        fam = ((m.get("leave_family_out") or {}).get("pooled") or {}).get("predictor") or {}
+        served = m.get("served") or {}
+        rnd = served.get("random_split") or {}
+        fam = served.get("leave_family_out") or {}
         out.append((r["platform"], r["target"], f"v{r['version']}" if r["version"] else "-", r["n_samples"],
-                    r["granularity"] or "-", _pct(rnd.get("acc_10")), _pct(fam.get("acc_10")),
+                    r["method"] or r["granularity"] or "-", _pct(rnd.get("acc_10")), _pct(fam.get("acc_10")),
                     _pct((m.get("noise_ceiling") or {}).get("share_within_10")), r["skipped"] or ""))
     print(table(["PLATFORM", "TARGET", "VERSION", "SAMPLES", "SERVES", "±10% RANDOM", "±10% FAMILY",
                  "NOISE ±10%", "SKIPPED"], out))
+    for r in rows:
+        for warning in r["warnings"]:
+            print(f"warning: {r['platform']} {r['target']}: {warning}", file=sys.stderr)
     return 0
 
 
@@ -103,8 +114,10 @@ def eval_rows(predictors, split: str, platforms=None) -> List[Dict[str, Any]]:
         if key == "leave_family_out":
             section = section.get("pooled") or {}
         methods = {name: section[name] for name, _ in METHODS if isinstance(section.get(name), dict)}
+        served = metrics.get("served") or {}
         out.append({"platform": p.platform, "target": p.target, "version": p.version,
-                    "granularity": p.granularity or "model", "chosen_because": p.chosen_because or None,
+                    "granularity": p.granularity or "model", "method": served.get("method"),
+                    "chosen_because": p.chosen_because or None, "warnings": metrics.get("warnings") or [],
                     "split": split, "n_train": section.get("n_train"), "n_test": section.get("n_test"),
                     "noise_ceiling": metrics.get("noise_ceiling"), "noise_ceiling_live": live.get(p.platform),
                     "methods": methods,
@@ -131,7 +144,7 @@ def cmd_eval(args) -> int:
     for r in rows:
         noise = r["noise_ceiling"] or {}
         live = r["noise_ceiling_live"] or {}
-        print(f"\n{r['platform']}  {r['target']}  v{r['version']}  serves: {r['granularity']}"
+        print(f"\n{r['platform']}  {r['target']}  v{r['version']}  serves: {r['method'] or r['granularity']}"
               + (f" ({r['chosen_because']})" if r["chosen_because"] else "")
               + f"\n  train {r['n_train'] if r['n_train'] is not None else '-'}, "
                 f"test {r['n_test'] if r['n_test'] is not None else '-'}"
@@ -142,11 +155,15 @@ def cmd_eval(args) -> int:
         if not r["methods"]:
             print("  (no evaluation recorded for this split)")
             continue
-        lines = [(label, _pct(m.get("acc_5")), _pct(m.get("acc_10")), _pct(m.get("mape")), _pct(m.get("rmspe")),
-                  _num(m.get("spearman")), _pct(m.get("interval_coverage")) if "interval_coverage" in m else "")
+        serving = METHOD_KEYS.get(r["method"] or "")
+        lines = [(("* " if name == serving else "  ") + label, _pct(m.get("acc_5")), _pct(m.get("acc_10")),
+                  _pct(m.get("mape")), _pct(m.get("rmspe")), _num(m.get("spearman")),
+                  _pct(m.get("interval_coverage")) if "interval_coverage" in m else "")
                  for name, label in METHODS for m in [r["methods"].get(name)] if m]
-        print("  " + table(["METHOD", "±5%", "±10%", "MAPE", "RMSPE", "SPEARMAN", "INTERVAL COVER"],
+        print("  " + table(["METHOD (* serves)", "±5%", "±10%", "MAPE", "RMSPE", "SPEARMAN", "INTERVAL COVER"],
                            lines).replace("\n", "\n  "))
+        for warning in r["warnings"]:
+            print(f"  warning: {warning}")
     return 0
 
 
@@ -154,11 +171,12 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     from fleetmeter._term import table
 
+    shapes = dict(args.shape)
     with _client(args) as c:
         if not Path(args.model).exists() and _SHA256.match(args.model):
-            predictions = c.predict_sha256(args.model, args.platform, args.target or ["latency_ms"])
+            predictions = c.predict_sha256(args.model, args.platform, args.target or ["latency_ms"], shapes=shapes)
         else:
-            predictions = c.predict(args.model, args.platform, args.target or ["latency_ms"])
+            predictions = c.predict(args.model, args.platform, args.target or ["latency_ms"], shapes=shapes)
     if args.json:
         _print_json([p.to_dict() for p in predictions])
         return 0
@@ -170,17 +188,18 @@ def cmd_predict(args) -> int:
             return "-"
         return f"{v:.4g}" if abs(v) < 1e6 else f"{v:.4e}"
 
-    print(table(["PLATFORM", "TARGET", "VALUE", "UNIT", "INTERVAL", "VERSION", "GRANULARITY"], [
+    print(table(["PLATFORM", "TARGET", "VALUE", "UNIT", "INTERVAL", "VERSION", "METHOD"], [
         (p.platform, p.target, fmt(p.value), p.unit,
          f"{fmt(p.lower)} – {fmt(p.upper)} ({100 * p.interval_level:.0f}%)" if p.lower is not None else "-",
-         f"v{p.predictor_version}", p.granularity) for p in predictions]))
+         f"v{p.predictor_version}", p.method or p.granularity) for p in predictions]))
     return 0
 
 
 # ------------------------------------------------------------------ predictors
 def _info_dict(p) -> Dict[str, Any]:
     return {"platform": p.platform, "target": p.target, "version": p.version, "versions": list(p.versions),
-            "pinned": p.pinned or None, "granularity": p.granularity, "chosen_because": p.chosen_because or None,
+            "pinned": p.pinned or None, "granularity": p.granularity, "method": p.method or None,
+            "chosen_because": p.chosen_because or None, "warnings": list(p.warnings),
             "n_samples": p.n_samples, "feature_schema_version": p.feature_schema_version,
             "training_fingerprint": p.training_fingerprint, "created_unix": p.created_unix, "unit": p.unit,
             "interval_level": p.interval_level,
@@ -196,10 +215,13 @@ def cmd_predictors_list(args) -> int:
     if args.json:
         _print_json([_info_dict(p) for p in predictors])
         return 0
-    print(table(["PLATFORM", "TARGET", "SERVING", "VERSIONS", "PINNED", "GRANULARITY", "SAMPLES", "INTERVAL COVER"], [
+    print(table(["PLATFORM", "TARGET", "SERVING", "VERSIONS", "PINNED", "METHOD", "SAMPLES", "INTERVAL COVER"], [
         (p.platform, p.target, f"v{p.version}", ",".join(map(str, p.versions)), f"v{p.pinned}" if p.pinned else "-",
-         p.granularity, p.n_samples, _pct(p.interval_coverage) if p.HasField("interval_coverage") else "-")
+         p.method or p.granularity, p.n_samples, _pct(p.interval_coverage) if p.HasField("interval_coverage") else "-")
         for p in predictors]))
+    for p in predictors:
+        for warning in p.warnings:
+            print(f"warning: {p.platform} {p.target}: {warning}", file=sys.stderr)
     return 0
 
 
@@ -218,6 +240,8 @@ def cmd_predictors_pin(args) -> int:
 # ------------------------------------------------------------------ parser
 def add_predictor_commands(sub: Any, caller_flags) -> None:
     """Add ``train``, ``eval``, ``predict`` and ``predictors`` to the ``fleetmeter`` subparsers."""
+    from fleetmeter.agent.cli import parse_shape  # --shape as `fleetmeter-agent bench` takes it (stdlib only)
+
     p = sub.add_parser(
         "train", help="train one predictor per (platform, target) from the measurements",
         description="Train LightGBM predictors on the controller, one per (platform, target), as Ray tasks: "
@@ -258,9 +282,15 @@ def add_predictor_commands(sub: Any, caller_flags) -> None:
         "predict", help="predict what a model costs on each platform, without running it",
         description="Predict latency (and energy, peak memory with --target) of MODEL (an .onnx or .tflite "
                     "file, or the sha256 of an uploaded model) on every platform with a predictor, or the "
-                    "--platform ones. Prints a table; --json prints a list of {platform, target, value, lower, "
-                    "upper, unit, predictor_version}.")
+                    "--platform ones, at the input sizes --shape gives (others as the file declares them, "
+                    "dynamic dimensions 1, with a warning). Only the model's sha256 is sent when the controller "
+                    "has it already; else its graph without the weights (ONNX) or its bytes (TFLite). Prints a "
+                    "table; --json prints a list of {platform, target, value, lower, upper, unit, "
+                    "predictor_version}.")
     p.add_argument("model", metavar="MODEL")
+    p.add_argument("--shape", type=parse_shape, action="append", default=[], metavar="NAME=DIMS",
+                   help="predict at this input shape, e.g. images=1x3x640x640 (the model's own layout, as "
+                        "`bench --shape` and a sweep's inputs take it; repeatable)")
     p.add_argument("--platform", action="append", metavar="P", help="platform id (or unique prefix); repeatable")
     p.add_argument("--target", action="append", choices=TARGETS,
                    help="latency_ms (default), energy_mj or peak_rss_bytes; repeatable")

@@ -30,7 +30,11 @@ slow during every session, docs/measurement.md) and the drift canary's
 Features are ``ModelFeatures.model`` of
 :func:`fleetmeter.modeler.features.extract_features` (schema
 :data:`~fleetmeter.modeler.features.FEATURE_SCHEMA_VERSION`), computed once
-per model sha256 and process (:class:`FeatureCache`).
+per (model sha256, input shapes) and process (:class:`FeatureCache`). A
+store measurement is featurized at the input shapes its sweep gave the
+runtime (the sweep's ``inputs`` overrides), so training sees the sizes the
+models ran at, as ``predict --shape`` does; measurements of one model at
+different shapes are different samples.
 
 CSV import format (UTF-8, a header row, comma-separated)::
 
@@ -74,6 +78,7 @@ __all__ = [
     "CsvImportError",
     "FeatureCache",
     "load_from_store",
+    "sweep_input_shapes",
     "read_csv",
     "load_csv",
     "samples_from_rows",
@@ -109,6 +114,8 @@ class Sample:
     features: Mapping[str, float] = field(repr=False)
     repeats: Mapping[str, Tuple[float, ...]] = field(default_factory=dict, repr=False)
     model_name: str = ""
+    #: The input shapes the model ran at (``input_shapes_key`` form; ``()``: as the file declares them).
+    input_shapes: Tuple[Tuple[str, Tuple[int, ...]], ...] = ()
 
     def value(self, target: str) -> Optional[float]:
         return self.values.get(target)
@@ -138,23 +145,28 @@ class CsvImportError(InvalidArgument):
 
 
 class FeatureCache:
-    """Model features by sha256, computed once per process (the file's content fixes them)."""
+    """Model features by (sha256, input shapes), computed once per process (the file's content and the
+    input shapes fix them)."""
 
     def __init__(self) -> None:
-        self._by_sha: Dict[str, Dict[str, float]] = {}
+        self._by_sha: Dict[Tuple[str, Any], Dict[str, float]] = {}
 
-    def get(self, sha256: str, path: PathLike) -> Dict[str, float]:
-        """Features of the model ``sha256`` stored at ``path`` (read only on a miss).
+    def get(self, sha256: str, path: PathLike,
+            input_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Dict[str, float]:
+        """Features of the model ``sha256`` stored at ``path`` at ``input_shapes`` (read only on a miss).
 
         Raises :class:`~fleetmeter.errors.InvalidArgument` for a file that does
-        not parse, ``OSError`` for one that cannot be read.
+        not parse (or shapes it does not take), ``OSError`` for one that cannot be read.
         """
-        cached = self._by_sha.get(sha256)
+        from .features import input_shapes_key
+
+        key = (sha256, input_shapes_key(input_shapes))
+        cached = self._by_sha.get(key)
         if cached is None:
             from .features import extract_features
 
-            cached = dict(extract_features(path).model)
-            self._by_sha[sha256] = cached
+            cached = dict(extract_features(path, input_shapes=input_shapes).model)
+            self._by_sha[key] = cached
         return cached
 
     def __len__(self) -> int:
@@ -206,14 +218,23 @@ def _record_value(record: Mapping[str, Any], target: str) -> Optional[float]:
 
 
 def _aggregate(
-    key: Tuple[str, str], repeats: Mapping[str, List[float]], family: str, features: Mapping[str, float], name: str
+    key: Tuple[str, str], repeats: Mapping[str, List[float]], family: str, features: Mapping[str, float], name: str,
+    input_shapes: Tuple[Tuple[str, Tuple[int, ...]], ...] = (),
 ) -> Optional[Sample]:
     kept = {t: tuple(v) for t, v in repeats.items() if v}
     if not kept:
         return None
     values = {t: float(statistics.median(v)) for t, v in kept.items()}
     return Sample(model_sha256=key[0], family=family, platform_id=key[1], values=values, features=features,
-                  repeats=kept, model_name=name)
+                  repeats=kept, model_name=name, input_shapes=input_shapes)
+
+
+def sweep_input_shapes(spec_inputs: Iterable[Mapping[str, Any]]) -> Tuple[Tuple[str, Tuple[int, ...]], ...]:
+    """The ``input_shapes_key`` of a sweep spec's ``inputs`` (``[{name, shape, fill}]``): the entries that set a
+    shape (a fill alone changes no size)."""
+    from .features import input_shapes_key
+
+    return input_shapes_key({i["name"]: i["shape"] for i in spec_inputs or () if i.get("shape")})
 
 
 def load_from_store(
@@ -228,19 +249,23 @@ def load_from_store(
 
     ``blobs_root`` is the controller's blob folder (``<data_dir>/blobs``).
     Only measurements with at least one of ``targets`` count; ``platform_ids``
-    restricts the platforms. A model whose file is missing or does not parse
-    is skipped with a warning in the log (its measurements stay in the store).
-    Samples come sorted by platform, then model sha256.
+    restricts the platforms. A measurement's features are those at the input
+    shapes of its sweep (``store.sweep_inputs()``: sweep id -> the spec's
+    ``inputs``); one sample per (model, platform, input shapes). A model whose
+    file is missing or does not parse (or does not take those shapes) is
+    skipped with a warning in the log (its measurements stay in the store).
+    Samples come sorted by platform, then model sha256, then input shapes.
     """
     chosen = _check_targets(targets)
     wanted = set(platform_ids) if platform_ids is not None else None
     cache = cache if cache is not None else _default_cache()
     models = {m["sha256"]: m for m in store.list_models()}
-    grouped: Dict[Tuple[str, str], Dict[str, List[float]]] = {}
+    shapes_of = {sweep_id: sweep_input_shapes(inputs) for sweep_id, inputs in store.sweep_inputs().items()}
+    grouped: Dict[Tuple[str, str, Any], Dict[str, List[float]]] = {}
     for record in store.list_measurements(include_samples=False):
         if not usable_for_training(record):
             continue
-        key = (record["model_sha256"], record["platform_id"])
+        key = (record["model_sha256"], record["platform_id"], shapes_of.get(record.get("sweep_id") or "", ()))
         if wanted is not None and key[1] not in wanted:
             continue
         entry = grouped.setdefault(key, {t: [] for t in chosen})
@@ -253,20 +278,21 @@ def load_from_store(
 
     blobs = BlobStore(blobs_root)
     samples: List[Sample] = []
-    unusable: Dict[str, str] = {}
-    for key in sorted(grouped, key=lambda k: (k[1], k[0])):
-        sha = key[0]
-        if sha in unusable:
+    unusable: Dict[Tuple[str, Any], str] = {}
+    for key in sorted(grouped, key=lambda k: (k[1], k[0], k[2])):
+        sha, _, shapes = key
+        if (sha, shapes) in unusable:
             continue
         try:
-            features = cache.get(sha, blobs.path(sha))
+            features = cache.get(sha, blobs.path(sha), dict(shapes))
         except (OSError, ValueError) as exc:  # missing blob, corrupt model (InvalidArgument is a ValueError)
-            unusable[sha] = str(exc)
-            log.warning("skipping model %s: no usable model file (%s)", sha[:12], exc)
+            unusable[(sha, shapes)] = str(exc)
+            log.warning("skipping model %s%s: no usable model file (%s)", sha[:12],
+                        f" at {dict(shapes)}" if shapes else "", exc)
             continue
         model = models.get(sha, {})
-        sample = _aggregate(key, grouped[key], (model.get("info") or {}).get("family", "") or "", features,
-                            model.get("name", ""))
+        sample = _aggregate(key[:2], grouped[key], (model.get("info") or {}).get("family", "") or "", features,
+                            model.get("name", ""), shapes)
         if sample is not None:
             samples.append(sample)
     return samples
@@ -428,10 +454,12 @@ def fingerprint(samples: Iterable[Sample]) -> str:
 
     Independent of the samples' order; changes when a model, a platform or
     a measured value changes (values hashed exactly, as ``repr`` of the float).
-    Features are not hashed: they follow from the model sha256 and the
-    feature schema version, which a manifest records separately.
+    Features are not hashed: they follow from the model sha256, its input
+    shapes (hashed when a sweep set them) and the feature schema version,
+    which a manifest records separately.
     """
     items = sorted(
-        (s.model_sha256, s.platform_id, sorted((t, repr(float(v))) for t, v in s.values.items())) for s in samples
+        (s.model_sha256, s.platform_id, sorted((t, repr(float(v))) for t, v in s.values.items()))
+        + ((json.dumps(s.input_shapes),) if s.input_shapes else ()) for s in samples
     )
     return hashlib.sha256(json.dumps(items, separators=(",", ":")).encode("utf-8")).hexdigest()

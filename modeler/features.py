@@ -13,6 +13,7 @@ Normalized op types (``NodeFeatures.op_type``), the same for both formats::
     compute     conv1d conv2d conv3d depthwise_conv2d conv_transpose2d dense matmul
                 pool_max pool_avg global_pool global_pool_max
                 reduce_mean reduce_max reduce_sum
+    recurrent   lstm gru rnn
     elementwise add sub mul div resize cast quantize dequantize
                 softmax log_softmax batchnorm layernorm instancenorm
                 activation:relu activation:relu6 activation:relu_n1_to_1
@@ -39,8 +40,12 @@ not records.
 Layout of the reported shapes: feature maps are **NCHW** for both formats
 (every rank-4 TFLite activation tensor is taken as NHWC and reported as
 NCHW); other ranks are reported as stored. Dynamic or symbolic dimensions
-count as 1. ``kernel``/``stride``/``dilation`` are ``(h, w)``, ``padding``
-is ``(top, left, bottom, right)`` in pixels (TFLite SAME is resolved to
+count as 1, unless ``input_shapes`` (:func:`extract_features`) sets a graph
+input's shape, as a sweep's input overrides set it for the runtime; then
+every shape follows from it (ONNX: shape inference from the new input dims;
+TFLite: LiteRT's own resize). An input left dynamic is named in
+``ModelFeatures.warnings``. ``kernel``/``stride``/``dilation`` are
+``(h, w)``, ``padding`` is ``(top, left, bottom, right)`` in pixels (TFLite SAME is resolved to
 TensorFlow's amounts, the extra row/column after); a 1-D op uses ``w = 1``.
 Fields that do not apply are 0.
 
@@ -78,15 +83,37 @@ result (``conv2d+bn+relu``, ``depthwise_conv2d+relu6``, ``add+relu``, plain
 
 Model aggregates (``ModelFeatures.model``, computed on the fused kernels,
 layout ops left out) start with :data:`MODEL_CORE_KEYS` in that order, then
-``count:<op_type>`` and ``macs:<op_type>`` for each op type present, sorted.
+``bytes:<op_type>`` (weights read plus activations read and written), ``count:<op_type>``
+and ``macs:<op_type>`` for each op type present, sorted,
+then :data:`COVERAGE_KEYS`, what the parser did not understand (so that a
+predictor can tell an estimate from a count, and serving can fall back on
+work): ``unknown_node_count`` and ``unknown_macs`` (kernels of type
+``other:*``, with their output-element MACs, plus the estimated MACs of
+kernels whose shapes were not resolved), ``subgraph_node_count`` (kernels
+inside control-flow bodies), ``loop_count`` (Loop/Scan/WHILE: bodies counted
+once, the trip count unknown), ``unresolved_shape_count`` (records with an
+output shape inference could not give) and ``quantized_node_count``.
 ``depth`` is the longest input-to-output path counted in kernels. For the
 same network the ONNX and TFLite dicts agree on every key but
 ``layout_node_count`` and ``layout_bytes``.
 
-Scope: the main graph only (ONNX subgraphs of If/Loop and TFLite subgraphs
-other than the first are not descended into; the control-flow op is one
-``other:*`` record). Both parsers are imported lazily: ``onnx`` for ONNX,
-``ai_edge_litert`` for TFLite (``pip install 'fleetmeter[modeler]'``).
+Quantized ops map onto the float types with their MACs and ``quantized``
+set: ONNX QLinearConv/ConvInteger are convolutions, QLinearMatMul,
+MatMulInteger (and com.microsoft's DynamicQuantizeMatMul/MatMulIntegerToFloat)
+dense or matmul, DynamicQuantizeLinear ``quantize``; a TFLite op is quantized
+when its first activation input is an integer tensor. Recurrent ops are
+``lstm``/``gru``/``rnn`` (ONNX LSTM/GRU/RNN and com.microsoft
+DynamicQuantizeLSTM, TFLite's sequence RNN/LSTM ops): MACs are
+``sequence x batch x (input + recurrent weight elements)`` plus one per
+output element; ONNX Einsum's MACs are the product of every index's extent.
+
+Control flow: the control-flow op stays an ``other:If``/``other:Loop``/...
+record (no MACs), followed by the records of its body, named
+``<op name>/<branch>/<node name>`` with ``subgraph`` set: for If (TFLite IF)
+the branch with the larger MACs, for Loop/Scan (TFLite WHILE) the body once.
+Nested control flow is descended into the same way. Both parsers are
+imported lazily: ``onnx`` for ONNX, ``ai_edge_litert`` for TFLite
+(``pip install 'fleetmeter[modeler]'``).
 
 Errors: a file that cannot be parsed raises :class:`fleetmeter.errors.InvalidArgument`
 (a ``ValueError``; the gRPC boundary maps it to ``INVALID_ARGUMENT``) naming
@@ -109,11 +136,16 @@ __all__ = [
     "LAYOUT_OPS",
     "FUSABLE_ACTIVATIONS",
     "MODEL_CORE_KEYS",
+    "COVERAGE_KEYS",
     "KERNEL_FEATURE_KEYS",
     "NodeFeatures",
     "ModelFeatures",
     "ParsedGraph",
     "extract_features",
+    "normalize_input_shapes",
+    "input_shapes_key",
+    "check_input_shapes",
+    "dynamic_input_warning",
     "fuse_activations",
     "model_aggregates",
     "feature_vector",
@@ -122,7 +154,7 @@ __all__ = [
 ]
 
 #: Version of every key, convention and normalization in this module.
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2
 
 FORMATS = ("onnx", "tflite")
 _TFLITE_IDENTIFIER = b"TFL3"
@@ -150,6 +182,14 @@ MODEL_CORE_KEYS = (
     "input_elements", "input_bytes", "output_elements",
     "fused_activation_count", "folded_bn_count",
 )
+
+#: What the parser did not understand, after the per-op-type keys in this order (see the module docstring).
+COVERAGE_KEYS = (
+    "unknown_node_count", "unknown_macs", "subgraph_node_count", "loop_count", "unresolved_shape_count",
+    "quantized_node_count",
+)
+#: Control-flow ops whose body runs an unknown number of times (counted once).
+LOOP_OPS = frozenset({"Loop", "Scan", "WHILE"})
 
 #: The numeric per-node features :meth:`NodeFeatures.numeric` returns, in this order.
 KERNEL_FEATURE_KEYS = (
@@ -197,6 +237,12 @@ class NodeFeatures:
     folded_bn: bool = False
     inputs: Tuple[str, ...] = ()
     outputs: Tuple[str, ...] = ()
+    #: The control-flow bodies this record sits in (``""``: the main graph), e.g. ``If_0/else_branch``.
+    subgraph: str = ""
+    #: A quantized kernel (integer arithmetic: QLinearConv, ConvInteger, int8 TFLite ops ...).
+    quantized: bool = False
+    #: An output shape could not be inferred: ``macs`` is estimated from what is known (weights, inputs).
+    shape_unresolved: bool = False
 
     @property
     def arithmetic_intensity(self) -> float:
@@ -273,6 +319,8 @@ class ParsedGraph:
     input_bytes: int
     output_names: Tuple[str, ...]
     output_shapes: List[Shape]
+    #: Graph inputs with a dynamic dimension that no ``input_shapes`` entry set (counted as 1).
+    dynamic_inputs: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -285,6 +333,10 @@ class ModelFeatures:
     source: str
     schema_version: int = FEATURE_SCHEMA_VERSION
     raw_nodes: List[NodeFeatures] = field(default_factory=list, repr=False)
+    #: The ``input_shapes`` the features were computed at (name -> dims, the model's own layout).
+    input_shapes: Dict[str, Shape] = field(default_factory=dict)
+    #: What a prediction from these features should say (an input left at a dynamic size of 1).
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def kernels(self) -> List[NodeFeatures]:
@@ -331,8 +383,52 @@ def detect_format(data: bytes, name: str = "") -> str:
     return "onnx"
 
 
+def normalize_input_shapes(shapes: Optional[Mapping[str, Sequence[int]]]) -> Dict[str, Shape]:
+    """``{name: dims}`` as ``{str: tuple of int}``; :class:`~fleetmeter.errors.InvalidArgument` for an empty
+    name, no dimensions or a dimension below 1."""
+    out: Dict[str, Shape] = {}
+    for name, dims in (shapes or {}).items():
+        try:
+            shape = tuple(int(d) for d in dims)
+        except (TypeError, ValueError):
+            raise _invalid_model(f"input shape for {name!r} must be a sequence of integers, got {dims!r}") from None
+        if not name or not shape or any(d < 1 for d in shape):
+            raise _invalid_model(f"bad input shape {name!r}={'x'.join(map(str, shape)) or '(none)'}: a name and "
+                                 "positive dimensions, e.g. images=1x3x640x640")
+        out[str(name)] = shape
+    return out
+
+
+def input_shapes_key(shapes: Optional[Mapping[str, Sequence[int]]]) -> Tuple[Tuple[str, Shape], ...]:
+    """A hashable, order-independent key of ``shapes`` (``()`` for none): caches key features on
+    ``(sha256, input_shapes_key(shapes))``."""
+    return tuple(sorted((str(k), tuple(int(d) for d in v)) for k, v in (shapes or {}).items()))
+
+
+def check_input_shapes(source: str, shapes: Mapping[str, Shape], declared: Mapping[str, Optional[Sequence[Any]]]
+                       ) -> None:
+    """For the parsers: every name in ``shapes`` is a graph input of ``declared`` (name -> its declared
+    dims, ``None`` when unknown) and has its rank, else :class:`~fleetmeter.errors.InvalidArgument` naming
+    the model's inputs."""
+    have = ", ".join(f"{n} ({'?' if d is None else 'x'.join(map(str, d)) or 'scalar'})"
+                     for n, d in declared.items()) or "(none)"
+    for name, shape in shapes.items():
+        if name not in declared:
+            raise _invalid_model(f"{source}: no input named {name!r}; the model's inputs are: {have}")
+        if declared[name] is not None and len(shape) != len(declared[name]):
+            raise _invalid_model(f"{source}: input {name!r} has rank {len(declared[name])}, the shape given "
+                                 f"({'x'.join(map(str, shape))}) has rank {len(shape)}; the model's inputs are: "
+                                 f"{have}")
+
+
+def dynamic_input_warning(name: str) -> str:
+    return (f"input {name!r} has a dynamic dimension (set to 1); pass --shape {name}=... "
+            f"(Python: shapes={{{name!r}: (...)}}) to predict at the size it runs")
+
+
 def extract_features(
-    path_or_bytes: Source, format: Optional[str] = None, *, fuse: bool = True  # noqa: A002
+    path_or_bytes: Source, format: Optional[str] = None, *, fuse: bool = True,  # noqa: A002
+    input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
 ) -> ModelFeatures:
     """Features of the ONNX or TFLite model at ``path_or_bytes`` (a path or the file's bytes).
 
@@ -342,14 +438,19 @@ def extract_features(
     ``nodes`` are fused kernels when ``fuse`` (the default; see
     :func:`fuse_activations`), else the raw operators (``raw_nodes`` always
     holds those); ``model`` is always computed on the fused kernels.
+    ``input_shapes`` sets graph inputs' shapes (name -> every dimension, in
+    the model's own layout: NCHW or NHWC as the runtime takes it); an input
+    with a dynamic dimension it does not set is named in ``warnings``.
     Raises :class:`~fleetmeter.errors.InvalidArgument` (a ``ValueError``)
-    naming the source when the model cannot be parsed.
+    naming the source when the model cannot be parsed, or an input name or
+    rank in ``input_shapes`` is not the model's (the message lists its inputs).
     """
     if format is not None and format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    shapes = normalize_input_shapes(input_shapes)
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         source = "<bytes>"
-        graph, fmt = _parse(bytes(path_or_bytes), source, format)
+        graph, fmt = _parse(bytes(path_or_bytes), source, format, shapes)
     else:
         source = os.fspath(path_or_bytes)
         # Memory-mapped: the parsers read the graph and skip the weights, whose
@@ -359,17 +460,19 @@ def extract_features(
             if size == 0:
                 raise _invalid_model(f"{source}: empty file, not a model")
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                graph, fmt = _parse(data, source, format)
+                graph, fmt = _parse(data, source, format, shapes)
     try:
         fused = fuse_activations(graph.nodes, graph.output_names)
         model = model_aggregates(fused, graph)
     except OverflowError as exc:  # absurd shapes in a damaged file
         raise _invalid_model(f"{source}: implausible tensor shapes ({exc})") from exc
     return ModelFeatures(nodes=fused if fuse else list(graph.nodes), model=model, format=fmt,
-                         source=source, raw_nodes=list(graph.nodes))
+                         source=source, raw_nodes=list(graph.nodes), input_shapes=shapes,
+                         warnings=[dynamic_input_warning(n) for n in graph.dynamic_inputs])
 
 
-def _parse(data: Any, source: str, format: Optional[str]) -> Tuple[ParsedGraph, str]:  # noqa: A002
+def _parse(data: Any, source: str, format: Optional[str],  # noqa: A002
+           input_shapes: Optional[Mapping[str, Shape]] = None) -> Tuple[ParsedGraph, str]:
     if not len(data):
         raise _invalid_model(f"{source}: empty file, not a model")
     fmt = format or detect_format(data[:8], source)
@@ -378,13 +481,33 @@ def _parse(data: Any, source: str, format: Optional[str]) -> Tuple[ParsedGraph, 
     else:
         from .features_onnx import parse_onnx as parse
     try:
-        return parse(data, source), fmt
+        return parse(data, source, input_shapes or {}), fmt
     except (TypeError, ValueError, IndexError, KeyError, OverflowError, ZeroDivisionError) as exc:
         # A file that parses but whose content contradicts its schema (an INTS
         # attribute stored as a float, an index past a table): still bad input.
         if _is_invalid_model(exc):
             raise
         raise _invalid_model(f"{source}: malformed {fmt} model ({type(exc).__name__}: {exc})") from exc
+
+
+def place_in_graph(record: NodeFeatures, body: Optional[List[NodeFeatures]], subgraph: str,
+                   rename: Optional[Any] = None) -> List[NodeFeatures]:
+    """``record`` as it sits in the flattened graph, followed by its control-flow ``body`` (if any).
+
+    Both parsers flatten control-flow bodies into the main list: a record inside one is named
+    ``<subgraph>/<name>`` with ``subgraph`` set, its tensors renamed by ``rename`` (a mapping or a
+    callable) into the outer graph's names; a control-flow op with a body writes nothing itself (the
+    body's records write its outputs).
+    """
+    if subgraph or rename or body is not None:
+        fn = rename.get if isinstance(rename, Mapping) else rename
+        name_of = (lambda t: fn(t, t)) if isinstance(rename, Mapping) else (fn or (lambda t: t))
+        changes: Dict[str, Any] = {"inputs": tuple(name_of(t) for t in record.inputs),
+                                   "outputs": () if body is not None else tuple(name_of(t) for t in record.outputs)}
+        if subgraph:
+            changes.update(subgraph=subgraph, name=f"{subgraph}/{record.name}")
+        record = dataclasses.replace(record, **changes)
+    return [record, *(body or ())]
 
 
 # --------------------------------------------------------------------------
@@ -480,9 +603,10 @@ def model_aggregates(nodes: Sequence[NodeFeatures], graph: ParsedGraph) -> Dict[
     moved = totals["param_bytes"] + totals["act_read_bytes"] + totals["act_write_bytes"]
     per_op: Dict[str, List[int]] = {}
     for n in kernels:
-        entry = per_op.setdefault(n.op_type, [0, 0])
+        entry = per_op.setdefault(n.op_type, [0, 0, 0])
         entry[0] += 1
         entry[1] += n.macs
+        entry[2] += n.param_bytes + n.act_read_bytes + n.act_write_bytes
     model: Dict[str, float] = {
         "node_count": len(kernels),
         "layout_node_count": len(layout),
@@ -499,9 +623,25 @@ def model_aggregates(nodes: Sequence[NodeFeatures], graph: ParsedGraph) -> Dict[
     }
     assert tuple(model) == MODEL_CORE_KEYS
     for op in sorted(per_op):
+        model[f"bytes:{op}"] = per_op[op][2]
         model[f"count:{op}"] = per_op[op][0]
         model[f"macs:{op}"] = per_op[op][1]
+    model.update(_coverage(nodes, kernels))
     return {k: float(v) for k, v in model.items()}
+
+
+def _coverage(nodes: Sequence[NodeFeatures], kernels: Sequence[NodeFeatures]) -> Dict[str, float]:
+    """:data:`COVERAGE_KEYS`: how much of the model the parser did not understand (see the module docstring)."""
+    unknown = [n for n in kernels if n.op_type.startswith("other:")]
+    guessed = [n for n in kernels if n.shape_unresolved and not n.op_type.startswith("other:")]
+    return {
+        "unknown_node_count": len(unknown),
+        "unknown_macs": sum(n.macs for n in unknown) + sum(n.macs for n in guessed),
+        "subgraph_node_count": sum(1 for n in kernels if n.subgraph),
+        "loop_count": sum(1 for n in kernels if n.raw_op.rsplit(":", 1)[-1] in LOOP_OPS),
+        "unresolved_shape_count": sum(1 for n in nodes if n.shape_unresolved),
+        "quantized_node_count": sum(1 for n in kernels if n.quantized),
+    }
 
 
 def _depth(nodes: Sequence[NodeFeatures]) -> int:

@@ -1,14 +1,19 @@
 """TFLite flatbuffer -> raw per-node records for :mod:`fleetmeter.modeler.features`.
 
 Conventions are documented in :mod:`fleetmeter.modeler.features`; this
-module maps TFLite builtin ops onto them. Only the first subgraph is read.
+module maps TFLite builtin ops onto them. The first subgraph is the model;
+the others are read as the bodies of its IF and WHILE ops. MediaPipe's
+custom ``Convolution2DTransposeBias`` is a ``conv_transpose2d``; DENSIFY of a
+constant (sparse weights) is a weight op like DEQUANTIZE (see below).
+Shapes are those stored in the file, or at ``input_shapes`` those LiteRT
+computes after resizing the inputs (:meth:`_Graph.set_input_shapes`).
 
 Every rank-4 activation tensor is taken as NHWC and reported as NCHW; filter
 shapes are read in TFLite's own layouts (CONV_2D ``[O, kh, kw, I/groups]``,
 DEPTHWISE_CONV_2D ``[1, kh, kw, O]``, FULLY_CONNECTED ``[units, in]``). A fused
 activation becomes ``fused_activation`` and adds one MAC per output element.
-The output of a DEQUANTIZE whose input is a constant (fp16 or int8 weights)
-counts as a constant, so the conv reading it gets the parameters (at the
+The output of a DEQUANTIZE (or DENSIFY) whose input is a constant (fp16,
+int8 or sparse weights) counts as a constant, so the conv reading it gets the parameters (at the
 dequantized item size); the DEQUANTIZE itself stays a record.
 
 Reading: the generated Python accessors of ``ai_edge_litert.schema_py_generated``
@@ -23,12 +28,14 @@ supplies the enum tables (op names, tensor types).
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import struct
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from .features import NodeFeatures, ParsedGraph, Shape, _invalid_model, _is_invalid_model
+from .features import (NodeFeatures, ParsedGraph, Shape, _invalid_model, _is_invalid_model, check_input_shapes,
+                       place_in_graph)
 from .zoo.arch import same_padding
 
 __all__ = ["parse_tflite"]
@@ -47,7 +54,7 @@ _SLOTS: Dict[Tuple[str, str], Tuple[int, str, Any]] = {
     ("SubGraph", "Tensors"): (0, "", None), ("SubGraph", "Inputs"): (1, "", None),
     ("SubGraph", "Outputs"): (2, "", None), ("SubGraph", "Operators"): (3, "", None),
     ("Tensor", "Shape"): (0, "", None), ("Tensor", "Type"): (1, "b", 0), ("Tensor", "Buffer"): (2, "I", 0),
-    ("Tensor", "Name"): (3, "", None),
+    ("Tensor", "Name"): (3, "", None), ("Tensor", "ShapeSignature"): (7, "", None),
     ("Buffer", "Data"): (0, "", None), ("Buffer", "Offset"): (1, "Q", 0),
     ("OperatorCode", "DeprecatedBuiltinCode"): (0, "b", 0), ("OperatorCode", "CustomCode"): (1, "", None),
     ("OperatorCode", "BuiltinCode"): (3, "i", 0),
@@ -65,6 +72,7 @@ _MODEL_OPCODES, _MODEL_SUBGRAPHS, _MODEL_BUFFERS = (
 _SG_TENSORS, _SG_INPUTS, _SG_OUTPUTS, _SG_OPERATORS = (
     _slot("SubGraph", f) for f in ("Tensors", "Inputs", "Outputs", "Operators"))
 _TENSOR_SHAPE, _TENSOR_NAME = _slot("Tensor", "Shape"), _slot("Tensor", "Name")
+_TENSOR_SIGNATURE = _slot("Tensor", "ShapeSignature")
 _BUFFER_DATA = _slot("Buffer", "Data")
 _CODE_CUSTOM = _slot("OperatorCode", "CustomCode")
 _OP_INPUTS, _OP_OUTPUTS, _OP_OPTIONS = (_slot("Operator", f) for f in ("Inputs", "Outputs", "BuiltinOptions"))
@@ -86,6 +94,8 @@ _OPTIONS: Dict[str, Dict[str, Tuple[int, str, Any]]] = {
     "MulOptions": _FUSED_ONLY, "DivOptions": _FUSED_ONLY,
     "ConcatenationOptions": {"Axis": (0, "i", 0), "FusedActivationFunction": (1, "b", 0)},
     "BatchMatMulOptions": {"AdjX": (0, "?", False), "AdjY": (1, "?", False)},
+    "IfOptions": {"ThenSubgraphIndex": (0, "i", 0), "ElseSubgraphIndex": (1, "i", 0)},
+    "WhileOptions": {"CondSubgraphIndex": (0, "i", 0), "BodySubgraphIndex": (1, "i", 0)},
 }
 _STRUCTS = {f: struct.Struct("<" + f).unpack_from for f in "bBhHiIqQ?"}
 _U16 = _STRUCTS["H"]
@@ -107,6 +117,14 @@ _ELEMENTWISE = {"SOFTMAX": "softmax", "LOG_SOFTMAX": "log_softmax", "RESIZE_BILI
 _POOLS = {"MAX_POOL_2D": "pool_max", "AVERAGE_POOL_2D": "pool_avg", "L2_POOL_2D": "other:l2_pool_2d"}
 _REDUCE = {"MEAN": ("reduce_mean", "global_pool"), "REDUCE_MAX": ("reduce_max", "global_pool_max"),
            "SUM": ("reduce_sum", None)}
+_RECURRENT = {"UNIDIRECTIONAL_SEQUENCE_LSTM": "lstm", "BIDIRECTIONAL_SEQUENCE_LSTM": "lstm", "LSTM": "lstm",
+              "UNIDIRECTIONAL_SEQUENCE_RNN": "rnn", "BIDIRECTIONAL_SEQUENCE_RNN": "rnn", "RNN": "rnn"}
+#: Control-flow ops -> (options table, the option naming each body subgraph); IF costs the larger branch.
+_CONTROL_FLOW = {"IF": ("IfOptions", ("ThenSubgraphIndex", "ElseSubgraphIndex")),
+                 "WHILE": ("WhileOptions", ("BodySubgraphIndex",))}
+#: Ops computing constants from constants (their outputs are weights to the op reading them).
+_WEIGHT_OPS = frozenset({"DEQUANTIZE", "DENSIFY"})
+_INTEGER_TYPES = frozenset({"INT8", "UINT8", "INT16"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -197,12 +215,13 @@ class _Reader:
         return self.buf[start:start + n]
 
 
-def parse_tflite(data: bytes, source: str) -> ParsedGraph:
-    """Raw records of the TFLite model ``data`` (read from ``source``, used in messages)."""
+def parse_tflite(data: bytes, source: str, input_shapes: Optional[Mapping[str, Shape]] = None) -> ParsedGraph:
+    """Raw records of the TFLite model ``data`` (read from ``source``, used in messages), at ``input_shapes``
+    (input tensor name -> dims, NHWC as stored) where given: see :meth:`_Graph.set_input_shapes`."""
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise _invalid_model(f"{source}: not a valid TFLite model (no 'TFL3' file identifier)")
     try:
-        return _Graph(data, source).parse()
+        return _Graph(data, source, input_shapes).parse()
     except (IndexError, struct.error, ValueError, OverflowError, MemoryError) as exc:
         if _is_invalid_model(exc):
             raise
@@ -237,15 +256,18 @@ class _Tensor:
 
 
 class _Graph:
-    def __init__(self, data: bytes, source: str) -> None:
+    def __init__(self, data: bytes, source: str, input_shapes: Optional[Mapping[str, Shape]] = None) -> None:
         self.r = _Reader(data)
+        self.input_shapes = dict(input_shapes or {})
+        self.resized: Dict[int, Shape] = {}  # tensor index -> its shape at input_shapes (from LiteRT)
+        self.dynamic_inputs: List[str] = []
         self.source = source
         self.op_names, self.sizes, self.type_codes, self.option_tags = _tables()
         root = self.r.root()
         subgraphs = self.r.tables(root, _MODEL_SUBGRAPHS)
         if not subgraphs:
             raise _invalid_model(f"{source}: not a valid TFLite model (no subgraph)")
-        self.root, self.g = root, subgraphs[0]
+        self.root, self.g, self.subgraphs = root, subgraphs[0], subgraphs
         self.buffers = self.r.tables(root, _MODEL_BUFFERS)
         self.tensor_tables = self.r.tables(self.g, _SG_TENSORS)
         self._tensors: Dict[int, _Tensor] = {}
@@ -265,7 +287,7 @@ class _Graph:
             if not 0 <= index < len(self.tensor_tables):
                 raise _invalid_model(f"{self.source}: an operator reads tensor {index}, which does not exist")
             r, table = self.r, self.tensor_tables[index]
-            shape = tuple(d if d > 0 else 1 for d in r.ints(table, _TENSOR_SHAPE))
+            shape = self.resized.get(index) or tuple(d if d > 0 else 1 for d in r.ints(table, _TENSOR_SHAPE))
             type_ = r.get(table, ("Tensor", "Type"))
             b = r.get(table, ("Tensor", "Buffer"))
             const = 0
@@ -303,9 +325,57 @@ class _Graph:
             return {k: default for k, (_, _, default) in fields.items()}
         return {k: self.r.scalar(table, slot, fmt, default) for k, (slot, fmt, default) in fields.items()}
 
+    # -- input shapes -------------------------------------------------------
+    def set_input_shapes(self) -> None:
+        """Shapes at ``input_shapes``; notes the inputs left dynamic (``-1`` in their shape signature).
+
+        TFLite stores every tensor's shape for one input size, so a different
+        size is LiteRT's business: the model is loaded in its interpreter
+        (builtin kernels, no delegate), the inputs resized, the tensors
+        allocated, and every tensor's shape read back. An override equal to
+        the stored shape changes nothing (and loads nothing). A model LiteRT
+        cannot load or resize (a custom op, a reshape fixed to the old size)
+        is :class:`~fleetmeter.errors.InvalidArgument` saying so.
+        """
+        r = self.r
+        inputs = {r.bytes(self.tensor_tables[i], _TENSOR_NAME).decode("utf-8", "replace") or f"#{i}": i
+                  for i in r.ints(self.g, _SG_INPUTS)}  # the names the runtime (and a sweep) use
+        declared = {}
+        for name, i in inputs.items():
+            table = self.tensor_tables[i]
+            signature = r.ints(table, _TENSOR_SIGNATURE)
+            declared[name] = tuple("?" if d < 0 else d for d in signature) if signature else r.ints(
+                table, _TENSOR_SHAPE)
+            if name not in self.input_shapes and any(d < 0 for d in signature):
+                self.dynamic_inputs.append(name)
+        check_input_shapes(self.source, self.input_shapes, declared)
+        changed = {inputs[n]: s for n, s in self.input_shapes.items()
+                   if tuple(s) != tuple(r.ints(self.tensor_tables[inputs[n]], _TENSOR_SHAPE))}
+        if not changed:
+            return
+        try:
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("TFLite input shapes need ai-edge-litert: pip install 'fleetmeter[modeler]'") from exc
+        try:
+            interpreter = Interpreter(model_content=bytes(r.buf), num_threads=1,
+                                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            for index, shape in changed.items():
+                interpreter.resize_tensor_input(index, list(shape), strict=False)
+            interpreter.allocate_tensors()
+            details = interpreter.get_tensor_details()
+        except (ValueError, RuntimeError) as exc:
+            given = ", ".join(f"{n}={'x'.join(map(str, s))}" for n, s in self.input_shapes.items())
+            raise _invalid_model(f"{self.source}: cannot predict at {given}: LiteRT cannot resize this model "
+                                 f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+                                 ) from exc
+        self.resized = {int(d["index"]): tuple(int(x) if x > 0 else 1 for x in d["shape"]) for d in details
+                        if 0 <= int(d["index"]) < len(self.tensor_tables)}
+
     # -- records ------------------------------------------------------------
     def parse(self) -> ParsedGraph:
         r = self.r
+        self.set_input_shapes()
         codes = []
         for code in r.tables(self.root, _MODEL_OPCODES):
             builtin = max(r.get(code, ("OperatorCode", "BuiltinCode")),
@@ -314,12 +384,8 @@ class _Graph:
             if name == "CUSTOM":
                 name = "CUSTOM:" + (r.bytes(code, _CODE_CUSTOM).decode("utf-8", "replace") or "?")
             codes.append(name)
-        nodes = []
-        for i, op in enumerate(r.tables(self.g, _SG_OPERATORS)):
-            index = r.get(op, ("Operator", "OpcodeIndex"))
-            if not 0 <= index < len(codes):
-                raise _invalid_model(f"{self.source}: operator {i} uses opcode {index}, which does not exist")
-            nodes.append(self._record(op, codes[index]))
+        self.codes = codes
+        nodes = self._operators()
         inputs = [self.tensor(i) for i in r.ints(self.g, _SG_INPUTS)]
         outputs = [self.tensor(i) for i in r.ints(self.g, _SG_OUTPUTS)]
         return ParsedGraph(
@@ -328,13 +394,64 @@ class _Graph:
             input_bytes=sum(t.nbytes for t in inputs),
             output_names=tuple(t.key for t in outputs),
             output_shapes=[_nchw(t.shape) for t in outputs],
+            dynamic_inputs=list(self.dynamic_inputs),
         )
+
+    # -- control flow -------------------------------------------------------
+    def _operators(self, subgraph: str = "", rename: Optional[Callable[[str], str]] = None,
+                   depth: int = 0) -> List[NodeFeatures]:
+        """Records of this subgraph's operators; a control-flow op is followed by its body's (see _body)."""
+        r, codes = self.r, self.codes
+        out: List[NodeFeatures] = []
+        for i, op in enumerate(r.tables(self.g, _SG_OPERATORS)):
+            index = r.get(op, ("Operator", "OpcodeIndex"))
+            if not 0 <= index < len(codes):
+                raise _invalid_model(f"{self.source}: operator {i} uses opcode {index}, which does not exist")
+            record = self._record(op, codes[index])
+            body = self._body(op, codes[index], subgraph, rename, depth) if codes[index] in _CONTROL_FLOW else None
+            out.extend(place_in_graph(record, body, subgraph, rename))
+        return out
+
+    def _body(self, op: int, name: str, subgraph: str, rename: Optional[Callable[[str], str]],
+              depth: int) -> List[NodeFeatures]:
+        """IF: the records of its larger branch (by MACs); WHILE: its body's, once (the trip count is unknown).
+
+        A body's tensors are renamed: its inputs and outputs to the op's, the rest prefixed with the path.
+        """
+        table, keys = _CONTROL_FLOW[name]
+        options = self.options(op, table)
+        op_ins = [self.tensor(i).key if i >= 0 else "" for i in self.r.ints(op, _OP_INPUTS)]
+        op_outs = [self.tensor(i).key for i in self.r.ints(op, _OP_OUTPUTS) if i >= 0]
+        if name == "IF":
+            op_ins = op_ins[1:]  # the condition
+        outer = rename or (lambda t: t)
+        path = f"{subgraph}/" if subgraph else ""
+        candidates = []
+        for key in keys:
+            index = options[key]
+            if not 0 < index < len(self.subgraphs) or depth > 16:
+                continue
+            sub = self._subgraph(index)
+            mapping = {sub.tensor(i).key: outer(t) for i, t in zip(sub.r.ints(sub.g, _SG_INPUTS), op_ins) if t}
+            mapping.update({sub.tensor(i).key: outer(t) for i, t in zip(sub.r.ints(sub.g, _SG_OUTPUTS), op_outs)})
+            prefix = f"{path}{op_outs[0] if op_outs else name.lower()}/{key[:-len('SubgraphIndex')].lower()}"
+            records = sub._operators(prefix, lambda t, m=mapping, p=prefix: m.get(t, f"{p}/{t}"), depth + 1)
+            candidates.append((sum(rec.macs for rec in records), len(records), records))
+        return max(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else []
+
+    def _subgraph(self, index: int) -> "_Graph":
+        """A reader of subgraph ``index`` sharing this one's file, buffers and tables."""
+        sub = copy.copy(self)
+        sub.g = self.subgraphs[index]
+        sub.tensor_tables = self.r.tables(sub.g, _SG_TENSORS)
+        sub._tensors, sub._key_owner, sub.resized = {}, {}, {}
+        return sub
 
     def _record(self, op: int, name: str) -> NodeFeatures:
         ins = [self.tensor(i) if i >= 0 else None for i in self.r.ints(op, _OP_INPUTS)]
         outs = [self.tensor(i) for i in self.r.ints(op, _OP_OUTPUTS) if i >= 0]
         act_in = [t for t in ins if t is not None and not t.const]
-        if name == "DEQUANTIZE" and not act_in:
+        if name in _WEIGHT_OPS and not act_in:
             for t in outs:  # dequantized weights (fp16/int8 files) are weights to the op reading them
                 t.buffer = _FOLDED
         fields = self._op_fields(op, name, ins, outs)
@@ -348,6 +465,9 @@ class _Graph:
         if fused:
             fields["fused_activation"] = _FUSED.get(fused, f"fused_{fused}")
             fields["macs"] = fields.get("macs", 0) + (outs[0].elements if outs else 0)
+        integer = {self.type_codes.get(t) for t in _INTEGER_TYPES}
+        fields["quantized"] = bool(act_in) and (act_in[0].type in integer or (
+            name == "QUANTIZE" and bool(outs) and outs[0].type in integer))
         return NodeFeatures(
             name=outs[0].key if outs else name.lower(),
             raw_op=name,
@@ -371,6 +491,18 @@ class _Graph:
             return self._transpose_conv(op, ins, out)
         if name in ("FULLY_CONNECTED", "BATCH_MATMUL"):
             return self._dense(op, name, ins, out)
+        if name == "CUSTOM:Convolution2DTransposeBias" and x is not None and len(ins) > 1 and ins[1] is not None:
+            return self._custom_transpose_conv(ins, x, out)
+        if name in _CONTROL_FLOW:  # its body follows as records of its own (see _body)
+            return {"op_type": f"other:{name.lower()}", "macs": 0}
+        if name in _RECURRENT and x is not None:
+            # sequence x batch x (input + recurrent weight elements), plus one per output element
+            weights = sum(t.elements for t in ins[1:] if t is not None and t.const and len(t.shape) == 2)
+            consts = [t for t in ins[1:] if t is not None and t.const]
+            return {"op_type": _RECURRENT[name], "in_channels": _channels(x.shape),
+                    "out_channels": _channels(out.shape) if out else 0,
+                    "macs": x.elements // max(_channels(x.shape), 1) * weights + out_elems,
+                    "params": sum(t.elements for t in consts), "param_bytes": sum(t.nbytes for t in consts)}
         if name in _POOLS and x is not None:
             o = self.options(op, "Pool2DOptions")
             kernel = (o["FilterHeight"], o["FilterWidth"])
@@ -470,6 +602,21 @@ class _Graph:
                 "padding": padding, "groups": 1, "in_channels": _channels(x.shape), "out_channels": f.shape[0],
                 "macs": x.elements * kernel[0] * kernel[1] * f.shape[0], "params": params, "param_bytes": pbytes,
                 "fused": o["FusedActivationFunction"]}
+
+    def _custom_transpose_conv(self, ins: List[Optional[_Tensor]], x: _Tensor, out: Optional[_Tensor]
+                               ) -> Dict[str, Any]:
+        """MediaPipe's custom ``Convolution2DTransposeBias`` (input, weights ``[O, kh, kw, I]``, bias):
+        a transposed convolution; its options are a custom blob, so the stride is read off the shapes."""
+        f = ins[1]
+        kernel = (f.shape[1], f.shape[2]) if len(f.shape) == 4 else (1, 1)
+        stride = (1, 1)
+        if out is not None and len(out.shape) == 4 and len(x.shape) == 4:
+            stride = (max(out.shape[1] // max(x.shape[1], 1), 1), max(out.shape[2] // max(x.shape[2], 1), 1))
+        params, pbytes = self._weights(ins, 1, 2)
+        return {"op_type": "conv_transpose2d", "kernel": kernel, "stride": stride, "dilation": (1, 1), "groups": 1,
+                "in_channels": _channels(x.shape), "out_channels": f.shape[0] if f.shape else 0,
+                "macs": x.elements * kernel[0] * kernel[1] * (f.shape[0] if f.shape else 0),
+                "params": params, "param_bytes": pbytes}
 
     def _dense(self, op: int, name: str, ins: List[Optional[_Tensor]], out: Optional[_Tensor]) -> Dict[str, Any]:
         x, w = ins[0], ins[1]

@@ -22,12 +22,17 @@ set one, else the latest; ``version=N`` loads that one.
 ``manifest.json`` (``MANIFEST_SCHEMA_VERSION`` 1)::
 
     manifest_schema_version, version, created_unix, platform_id, target,
-    granularity ("model" | "kernel"), chosen_because (why it serves),
+    granularity ("model" | "kernel"), method (which candidate serves: lgbm,
+    additive, additive_lgbm, opcount_lgbm, flops_linear or kernel), chosen_because (why it serves),
     feature_schema_version, training_fingerprint, n_samples, metrics,
-    interval, library_versions {python, numpy, lightgbm, fleetmeter}, and
-    model-level:  predictor (Predictor.config(): feature_set, columns, prior,
+    interval, library_versions {python, numpy, lightgbm, fleetmeter},
+    work_fallback (WorkFallback.to_dict(): the work-based estimate serving
+    falls back on for what the predictor never saw; null when trained
+    without one), and
+    model-level:  predictor (Predictor.config(): method, feature_set, columns,
+                  prior {kind: loglog | additive | flops_linear, ...}, has_booster,
                   interval_log, interval_level, n_train, seed, params),
-                  model_txt_sha256
+                  model_txt_sha256 (no model.txt when has_booster is false)
     kernel-level: kernel_predictor (KernelPredictor.config()),
                   kernel_files {kernel type: {file, sha256}}
 
@@ -65,7 +70,7 @@ from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound
 
 from .dataset import TARGETS
 from .features import FEATURE_SCHEMA_VERSION
-from .train import LogLogPrior, Predictor, TrainResult
+from .train import Predictor, TrainResult, WorkFallback, prior_from_dict
 
 __all__ = ["MANIFEST_SCHEMA_VERSION", "Registry", "LoadedPredictor", "platform_dir_name", "library_versions"]
 
@@ -140,6 +145,17 @@ class LoadedPredictor:
     def platform_id(self) -> str:
         return str(self.manifest["platform_id"])
 
+    @property
+    def work_fallback(self) -> Optional[WorkFallback]:
+        """The work-based fallback trained with it (``None`` for versions written before there was one)."""
+        data = self.manifest.get("work_fallback")
+        try:
+            return WorkFallback.from_dict(data) if data else None
+        except (KeyError, TypeError, ValueError):
+            log.warning("predictor %s v%s: unreadable work_fallback in its manifest; ignored",
+                        self.manifest.get("platform_id"), self.manifest.get("version"))
+            return None
+
 
 class Registry:
     """Predictors under ``root`` (created on first save). Safe for concurrent writers on one file system."""
@@ -170,8 +186,10 @@ class Registry:
     ) -> int:
         """Write a model-level ``predictor`` as the next version of (``platform_id``, its target); its version."""
         model_text = predictor.model_text()
-        return self._write(platform_id, predictor.target, {MODEL_FILE: model_text}, {
+        files = {MODEL_FILE: model_text} if predictor.booster is not None else {}
+        return self._write(platform_id, predictor.target, files, {
             "granularity": "model",
+            "method": predictor.method,
             "chosen_because": chosen_because,
             "feature_schema_version": predictor.feature_schema_version,
             "predictor": predictor.config(),
@@ -203,6 +221,7 @@ class Registry:
             listing[kind] = {"file": name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
         return self._write(platform_id, "latency_ms", files, {
             "granularity": "kernel",
+            "method": "kernel",
             "chosen_because": chosen_because,
             "feature_schema_version": predictor.feature_schema_version,
             "kernel_predictor": predictor.config(),
@@ -224,6 +243,7 @@ class Registry:
             "metrics": metrics,
             "interval": metrics.get("interval"),
             "library_versions": library_versions(),
+            "work_fallback": (metrics.get("work_fallback") or {}).get("model"),
             **fields,
         }
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target_dir))
@@ -365,25 +385,32 @@ class Registry:
                 f"schema {FEATURE_SCHEMA_VERSION})")
         if manifest.get("granularity", "model") == "kernel":
             return LoadedPredictor(predictor=self._load_kernel(version_dir, manifest, where), manifest=manifest)
-        model_text = (version_dir / MODEL_FILE).read_text(encoding="utf-8")
-        if hashlib.sha256(model_text.encode("utf-8")).hexdigest() != manifest.get("model_txt_sha256"):
-            raise FailedPrecondition(f"{where}: {MODEL_FILE} does not match its manifest (damaged?); retrain")
-        import lightgbm
-
         config = manifest["predictor"]
-        booster = lightgbm.Booster(model_str=model_text)
+        booster = None
+        if config.get("has_booster", True):
+            model_text = (version_dir / MODEL_FILE).read_text(encoding="utf-8")
+            if hashlib.sha256(model_text.encode("utf-8")).hexdigest() != manifest.get("model_txt_sha256"):
+                raise FailedPrecondition(f"{where}: {MODEL_FILE} does not match its manifest (damaged?); retrain")
+            import lightgbm
+
+            booster = lightgbm.Booster(model_str=model_text)
+        try:
+            prior = prior_from_dict(config["prior"]) if config.get("prior") else None
+        except (KeyError, ValueError) as exc:
+            raise FailedPrecondition(f"{where}: cannot rebuild its base model ({exc}); retrain") from exc
         predictor = Predictor(
             target=target,
             feature_set=str(config["feature_set"]),
             columns=tuple(config["columns"]),
             booster=booster,
-            prior=LogLogPrior.from_dict(config["prior"]) if config.get("prior") else None,
+            prior=prior,
             interval_log=config.get("interval_log"),
             interval_level=float(config.get("interval_level", 0.9)),
             n_train=int(config.get("n_train", 0)),
             seed=int(config.get("seed", 0)),
             feature_schema_version=int(trained_on),
             params=dict(config.get("params") or {}),
+            method=str(config.get("method", "lgbm")),
         )
         return LoadedPredictor(predictor=predictor, manifest=manifest)
 

@@ -16,9 +16,16 @@ predict --json`` contract: ``platform``, ``target``, ``value``, ``lower``,
 Errors name the problem: a platform nobody knows is
 :class:`~fleetmeter.errors.NotFound` (with the known ones listed); a known
 platform (or a whole fleet) without a predictor yet is
-:class:`~fleetmeter.errors.FailedPrecondition` saying to train. An operator
-that no training model had is a *warning* on the prediction (the value is
-then an extrapolation), never a silent zero.
+:class:`~fleetmeter.errors.FailedPrecondition` saying to train.
+
+Never collapse on the unknown: an operator type no training model had, a
+control-flow body, a quantized op or a shape inference could not resolve
+(:func:`not_understood`) is named in a warning, and the prediction leans on
+the predictor's work-based fallback (:func:`lean_on_work`): it never falls
+below the fallback's floor, and its interval takes in the fallback's,
+widened by the factor measured at training. A tree ensemble asked about a
+model unlike any it saw answers with the nearest training models' cost,
+which for a large model with one unknown op can be 1,000x too small.
 """
 from __future__ import annotations
 
@@ -33,14 +40,17 @@ import numpy as np
 from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound
 
 from .dataset import TARGETS
-from .features import ModelFeatures
+from .features import LOOP_OPS, ModelFeatures
 from .registry import LoadedPredictor, Registry
+from .train import WorkFallback
 
-__all__ = ["TARGET_UNITS", "PredictorPool", "unseen_ops", "resolve_platform"]
+__all__ = ["TARGET_UNITS", "PredictorPool", "unseen_ops", "not_understood", "lean_on_work", "resolve_platform"]
 
 log = logging.getLogger(__name__)
 
 TARGET_UNITS = {"latency_ms": "ms", "energy_mj": "mJ", "peak_rss_bytes": "bytes"}
+#: Raw names of control-flow ops (ONNX and TFLite).
+CONTROL_FLOW_OPS = frozenset({"If", "IF"}) | LOOP_OPS
 DEFAULT_TARGETS = ("latency_ms",)
 
 
@@ -51,6 +61,91 @@ def unseen_ops(predictor: Any, features: ModelFeatures) -> List[str]:
     seen = {c[len("count:"):] for c in getattr(predictor, "columns", ()) if c.startswith("count:")}
     have = {k[len("count:"):] for k, v in features.model.items() if k.startswith("count:") and v}
     return sorted(have - seen)
+
+
+def _raw_name(raw_op: str) -> str:
+    """``com.microsoft:DynamicQuantizeLSTM`` -> ``DynamicQuantizeLSTM``, ``CUSTOM:Foo`` -> ``Foo``."""
+    return raw_op.rsplit(":", 1)[-1]
+
+
+def _names(nodes: Iterable[Any], limit: int = 8) -> str:
+    names = list(dict.fromkeys(_raw_name(n.raw_op) for n in nodes))
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def not_understood(predictor: Any, features: ModelFeatures, fallback: Optional[WorkFallback] = None) -> List[str]:
+    """Phrases naming what of ``features`` ``predictor`` never saw in training or the parser did not resolve.
+
+    Operator types (their raw names: ``If``, ``DynamicQuantizeLinear``), then control-flow bodies,
+    quantized ops and unresolved shapes where the model has them and training never did (per the
+    fallback's ``training_max``; without a fallback, wherever the model has them). ``[]``: all understood.
+    """
+    nodes = list(getattr(features, "nodes", ()) or ())
+    model = features.model if isinstance(features, ModelFeatures) else features
+    out: List[str] = []
+    unseen = unseen_ops(predictor, features)
+    if unseen:
+        labels = []
+        for kind in unseen:
+            raws = _names([n for n in nodes if kind in (n.op_type, n.kernel_type)])
+            bare = kind[len("other:"):] if kind.startswith("other:") else kind
+            labels.append(raws if raws and raws == bare else f"{bare} ({raws})" if raws else bare)
+        out.append(f"{len(unseen)} operator type{'s' if len(unseen) > 1 else ''} never seen in training: "
+                   f"{', '.join(labels)}")
+    seen_max = fallback.training_max if fallback is not None else {}
+
+    def new(key: str) -> int:
+        count = int(model.get(key, 0) or 0)
+        return count if count > 0 and not seen_max.get(key, 0) else 0
+
+    if new("subgraph_node_count"):
+        flow = [n for n in nodes if _raw_name(n.raw_op) in CONTROL_FLOW_OPS]
+        loops = " (loop bodies counted once: the trip count is unknown)" if model.get("loop_count") else ""
+        out.append(f"{new('subgraph_node_count')} ops inside control-flow bodies of {_names(flow) or 'subgraphs'}"
+                   f"{loops}")
+    if new("quantized_node_count"):
+        out.append(f"{new('quantized_node_count')} quantized ops ({_names([n for n in nodes if n.quantized])})")
+    if new("unresolved_shape_count"):
+        out.append(f"{new('unresolved_shape_count')} ops whose output shapes inference could not resolve "
+                   "(their work estimated from their inputs and weights)")
+    return out
+
+
+def lean_on_work(loaded: LoadedPredictor, features: ModelFeatures, platform: str, value: float,
+                 lower: float, upper: float) -> Tuple[float, float, float, List[str]]:
+    """``(value, lower, upper, warnings)``: the prediction, made safe where the model is not understood.
+
+    When :func:`not_understood` names something and the predictor was trained with a
+    :class:`~fleetmeter.modeler.train.WorkFallback`: the fallback's estimate from the model's work
+    (MACs, bytes moved) with its measured factor ``f`` gives a floor ``estimate / f``. A prediction
+    below it is replaced by the estimate, with the fallback's interval ``[estimate / f, estimate * f]``;
+    one above keeps its value, its interval widened to take in the fallback's. The one warning names
+    what was not understood and what was done about it.
+    """
+    gaps = not_understood(loaded.predictor, features, loaded.work_fallback)
+    if not gaps:
+        return value, lower, upper, []
+    what = "; ".join(gaps)
+    fallback = loaded.work_fallback
+    if fallback is None:
+        return value, lower, upper, [f"{what} on {platform} (the prediction extrapolates; this predictor has "
+                                     "no work-based fallback: retrain it)"]
+    estimate = float(fallback.predict([features])[0])
+    factor = math.exp(fallback.log_half_width) if math.isfinite(fallback.log_half_width) else math.inf
+    floor = estimate / factor
+    unit = TARGET_UNITS.get(str(loaded.manifest.get("target", "")), "")
+    if value < floor:
+        done = (f"the predictor's {value:.3g} {unit} was below the work-based floor {floor:.3g} {unit}, so the "
+                f"work-based estimate {estimate:.3g} {unit} serves, its interval ×{factor:.2f} (measured on "
+                "training models)")
+        value, lower, upper = estimate, floor, estimate * factor
+    else:
+        done = (f"the predictor's value stands (above the work-based floor {floor:.3g} {unit}); its interval is "
+                f"widened to take in the work-based estimate {estimate:.3g} {unit} ×{factor:.2f} (measured on "
+                "training models)")
+        lower = min(lower, floor) if math.isfinite(lower) else floor
+        upper = max(upper, estimate * factor) if math.isfinite(upper) else estimate * factor
+    return value, lower, upper, [f"{what} on {platform}: {done}"]
 
 
 def resolve_platform(name: str, candidates: Iterable[str]) -> Optional[str]:
@@ -183,23 +278,27 @@ class PredictorPool:
                     continue
                 loaded = self.get(platform, target)
                 pred, low, high = loaded.predictor.predict_interval([features])
-                unseen = unseen_ops(loaded.predictor, features)
-                warnings = []
-                if unseen:
-                    warnings.append(f"operators never seen in training on {platform}: {', '.join(unseen)} "
-                                    "(the prediction extrapolates)")
+                value, lower, upper, warnings = lean_on_work(loaded, features, platform, float(pred[0]),
+                                                             float(low[0]), float(high[0]))
                 records.append({
-                    "platform": platform, "target": target, "value": float(pred[0]),
-                    "lower": _finite_or_none(low[0]), "upper": _finite_or_none(high[0]),
+                    "platform": platform, "target": target, "value": value,
+                    "lower": _finite_or_none(lower), "upper": _finite_or_none(upper),
                     "unit": TARGET_UNITS[target], "predictor_version": loaded.version,
                     "granularity": loaded.manifest.get("granularity", "model"),
-                    "interval_level": float(loaded.predictor.interval_level), "warnings": warnings,
+                    "method": loaded.manifest.get("method") or loaded.manifest.get("granularity", "model"),
+                    "interval_level": float(loaded.predictor.interval_level),
+                    "warnings": warnings + [f"{platform}: {w}" for w in
+                                            (loaded.manifest.get("metrics") or {}).get("warnings") or ()],
                 })
         return records
 
     def predict_many(self, items: Sequence[Any], platform: str, target: str = "latency_ms"
                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Batched: ``(values, lower, upper)`` for many models' features on one (platform, target)."""
+        """Batched: ``(values, lower, upper)`` for many models' features on one (platform, target).
+
+        The predictor's own answers, for search loops over understood models: no work-based floor
+        and no warnings (:meth:`predict` applies :func:`lean_on_work`).
+        """
         loaded = self.get(platform, target)
         return loaded.predictor.predict_interval(list(items))
 
@@ -222,6 +321,7 @@ class PredictorPool:
                 "platform": platform, "target": target, "version": int(version),
                 "versions": list(entry["versions"]), "pinned": entry["pinned"] or 0,
                 "granularity": manifest.get("granularity", "model"),
+                "method": manifest.get("method") or manifest.get("granularity", "model"),
                 "chosen_because": manifest.get("chosen_because", ""),
                 "n_samples": int(manifest.get("n_samples") or 0),
                 "feature_schema_version": int(manifest.get("feature_schema_version") or 0),

@@ -22,35 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from fleetmeter.v1 import common_pb2 as fleetmeter_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66leetmeter/v1/predictor.proto\x12\rfleetmeter.v1\"\x94\x01\n\x0ePredictRequest\x12\x15\n\x0bmodel_bytes\x18\x01 \x01(\x0cH\x00\x12\x16\n\x0cmodel_sha256\x18\x02 \x01(\tH\x00\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x11\n\tplatforms\x18\x04 \x03(\t\x12\x0f\n\x07targets\x18\x05 \x03(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\tB\x07\n\x05model\"\xe1\x01\n\nPrediction\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x12\n\x05lower\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05upper\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\x19\n\x11predictor_version\x18\x07 \x01(\x05\x12\x13\n\x0bgranularity\x18\x08 \x01(\t\x12\x16\n\x0einterval_level\x18\t \x01(\x01\x12\x10\n\x08warnings\x18\n \x03(\tB\x08\n\x06_lowerB\x08\n\x06_upper\"\xa3\x01\n\x0fPredictResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12.\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x19.fleetmeter.v1.Prediction\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\x13\n\x0b\x66\x65\x61tures_ms\x18\x06 \x01(\x01\";\n\x15ListPredictorsRequest\x12\x11\n\tplatforms\x18\x01 \x03(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\"\xea\x02\n\rPredictorInfo\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x10\n\x08versions\x18\x04 \x03(\x05\x12\x0e\n\x06pinned\x18\x05 \x01(\x05\x12\x13\n\x0bgranularity\x18\x06 \x01(\t\x12\x16\n\x0e\x63hosen_because\x18\x07 \x01(\t\x12\x11\n\tn_samples\x18\x08 \x01(\x05\x12\x1e\n\x16\x66\x65\x61ture_schema_version\x18\t \x01(\x05\x12\x1c\n\x14training_fingerprint\x18\n \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x0b \x01(\x01\x12\x0c\n\x04unit\x18\x0c \x01(\t\x12\x16\n\x0einterval_level\x18\r \x01(\x01\x12\x1e\n\x11interval_coverage\x18\x0e \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cmetrics_json\x18\x0f \x01(\tB\x14\n\x12_interval_coverage\"J\n\x16ListPredictorsResponse\x12\x30\n\npredictors\x18\x01 \x03(\x0b\x32\x1c.fleetmeter.v1.PredictorInfo\"p\n\x0cTrainRequest\x12\x11\n\tplatforms\x18\x01 \x03(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x05\x12\x19\n\x11skip_family_split\x18\x04 \x01(\x08\x12\x13\n\x0bmin_samples\x18\x05 \x01(\x05\"\xac\x01\n\x10TrainedPredictor\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x11\n\tn_samples\x18\x04 \x01(\x05\x12\x0f\n\x07skipped\x18\x05 \x01(\t\x12\x13\n\x0bgranularity\x18\x06 \x01(\t\x12\x16\n\x0e\x63hosen_because\x18\x07 \x01(\t\x12\x14\n\x0cmetrics_json\x18\x08 \x01(\t\"~\n\rTrainProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x30\n\x07results\x18\x05 \x03(\x0b\x32\x1f.fleetmeter.v1.TrainedPredictor\"H\n\x13PinPredictorRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x32\xa6\x03\n\x10PredictorService\x12H\n\x07Predict\x12\x1d.fleetmeter.v1.PredictRequest\x1a\x1e.fleetmeter.v1.PredictResponse\x12Q\n\x0cPredictBatch\x12\x1d.fleetmeter.v1.PredictRequest\x1a\x1e.fleetmeter.v1.PredictResponse(\x01\x30\x01\x12]\n\x0eListPredictors\x12$.fleetmeter.v1.ListPredictorsRequest\x1a%.fleetmeter.v1.ListPredictorsResponse\x12\x44\n\x05Train\x12\x1b.fleetmeter.v1.TrainRequest\x1a\x1c.fleetmeter.v1.TrainProgress0\x01\x12P\n\x0cPinPredictor\x12\".fleetmeter.v1.PinPredictorRequest\x1a\x1c.fleetmeter.v1.PredictorInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66leetmeter/v1/predictor.proto\x12\rfleetmeter.v1\x1a\x1a\x66leetmeter/v1/common.proto\"\xfa\x01\n\x0ePredictRequest\x12\x15\n\x0bmodel_bytes\x18\x01 \x01(\x0cH\x00\x12\x16\n\x0cmodel_sha256\x18\x02 \x01(\tH\x00\x12\x30\n\x0bmodel_graph\x18\x08 \x01(\x0b\x32\x19.fleetmeter.v1.ModelGraphH\x00\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x11\n\tplatforms\x18\x04 \x03(\t\x12\x0f\n\x07targets\x18\x05 \x03(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x32\n\x0cinput_shapes\x18\x07 \x03(\x0b\x32\x1c.fleetmeter.v1.InputOverrideB\x07\n\x05model\"*\n\nModelGraph\x12\x0c\n\x04onnx\x18\x01 \x01(\x0c\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"\xf1\x01\n\nPrediction\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x12\n\x05lower\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05upper\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\x19\n\x11predictor_version\x18\x07 \x01(\x05\x12\x13\n\x0bgranularity\x18\x08 \x01(\t\x12\x16\n\x0einterval_level\x18\t \x01(\x01\x12\x10\n\x08warnings\x18\n \x03(\t\x12\x0e\n\x06method\x18\x0b \x01(\tB\x08\n\x06_lowerB\x08\n\x06_upper\"\xbc\x01\n\x0fPredictResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12.\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x19.fleetmeter.v1.Prediction\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\x13\n\x0b\x66\x65\x61tures_ms\x18\x06 \x01(\x01\x12\x17\n\x0fmodel_not_found\x18\x07 \x01(\x08\";\n\x15ListPredictorsRequest\x12\x11\n\tplatforms\x18\x01 \x03(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\"\x8c\x03\n\rPredictorInfo\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x10\n\x08versions\x18\x04 \x03(\x05\x12\x0e\n\x06pinned\x18\x05 \x01(\x05\x12\x13\n\x0bgranularity\x18\x06 \x01(\t\x12\x16\n\x0e\x63hosen_because\x18\x07 \x01(\t\x12\x11\n\tn_samples\x18\x08 \x01(\x05\x12\x1e\n\x16\x66\x65\x61ture_schema_version\x18\t \x01(\x05\x12\x1c\n\x14training_fingerprint\x18\n \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x0b \x01(\x01\x12\x0c\n\x04unit\x18\x0c \x01(\t\x12\x16\n\x0einterval_level\x18\r \x01(\x01\x12\x1e\n\x11interval_coverage\x18\x0e \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cmetrics_json\x18\x0f \x01(\t\x12\x0e\n\x06method\x18\x10 \x01(\t\x12\x10\n\x08warnings\x18\x11 \x03(\tB\x14\n\x12_interval_coverage\"J\n\x16ListPredictorsResponse\x12\x30\n\npredictors\x18\x01 \x03(\x0b\x32\x1c.fleetmeter.v1.PredictorInfo\"p\n\x0cTrainRequest\x12\x11\n\tplatforms\x18\x01 \x03(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x05\x12\x19\n\x11skip_family_split\x18\x04 \x01(\x08\x12\x13\n\x0bmin_samples\x18\x05 \x01(\x05\"\xce\x01\n\x10TrainedPredictor\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x11\n\tn_samples\x18\x04 \x01(\x05\x12\x0f\n\x07skipped\x18\x05 \x01(\t\x12\x13\n\x0bgranularity\x18\x06 \x01(\t\x12\x16\n\x0e\x63hosen_because\x18\x07 \x01(\t\x12\x14\n\x0cmetrics_json\x18\x08 \x01(\t\x12\x0e\n\x06method\x18\t \x01(\t\x12\x10\n\x08warnings\x18\n \x03(\t\"~\n\rTrainProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x30\n\x07results\x18\x05 \x03(\x0b\x32\x1f.fleetmeter.v1.TrainedPredictor\"H\n\x13PinPredictorRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x32\xa6\x03\n\x10PredictorService\x12H\n\x07Predict\x12\x1d.fleetmeter.v1.PredictRequest\x1a\x1e.fleetmeter.v1.PredictResponse\x12Q\n\x0cPredictBatch\x12\x1d.fleetmeter.v1.PredictRequest\x1a\x1e.fleetmeter.v1.PredictResponse(\x01\x30\x01\x12]\n\x0eListPredictors\x12$.fleetmeter.v1.ListPredictorsRequest\x1a%.fleetmeter.v1.ListPredictorsResponse\x12\x44\n\x05Train\x12\x1b.fleetmeter.v1.TrainRequest\x1a\x1c.fleetmeter.v1.TrainProgress0\x01\x12P\n\x0cPinPredictor\x12\".fleetmeter.v1.PinPredictorRequest\x1a\x1c.fleetmeter.v1.PredictorInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fleetmeter.v1.predictor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PREDICTREQUEST']._serialized_start=49
-  _globals['_PREDICTREQUEST']._serialized_end=197
-  _globals['_PREDICTION']._serialized_start=200
-  _globals['_PREDICTION']._serialized_end=425
-  _globals['_PREDICTRESPONSE']._serialized_start=428
-  _globals['_PREDICTRESPONSE']._serialized_end=591
-  _globals['_LISTPREDICTORSREQUEST']._serialized_start=593
-  _globals['_LISTPREDICTORSREQUEST']._serialized_end=652
-  _globals['_PREDICTORINFO']._serialized_start=655
-  _globals['_PREDICTORINFO']._serialized_end=1017
-  _globals['_LISTPREDICTORSRESPONSE']._serialized_start=1019
-  _globals['_LISTPREDICTORSRESPONSE']._serialized_end=1093
-  _globals['_TRAINREQUEST']._serialized_start=1095
-  _globals['_TRAINREQUEST']._serialized_end=1207
-  _globals['_TRAINEDPREDICTOR']._serialized_start=1210
-  _globals['_TRAINEDPREDICTOR']._serialized_end=1382
-  _globals['_TRAINPROGRESS']._serialized_start=1384
-  _globals['_TRAINPROGRESS']._serialized_end=1510
-  _globals['_PINPREDICTORREQUEST']._serialized_start=1512
-  _globals['_PINPREDICTORREQUEST']._serialized_end=1584
-  _globals['_PREDICTORSERVICE']._serialized_start=1587
-  _globals['_PREDICTORSERVICE']._serialized_end=2009
+  _globals['_PREDICTREQUEST']._serialized_start=77
+  _globals['_PREDICTREQUEST']._serialized_end=327
+  _globals['_MODELGRAPH']._serialized_start=329
+  _globals['_MODELGRAPH']._serialized_end=371
+  _globals['_PREDICTION']._serialized_start=374
+  _globals['_PREDICTION']._serialized_end=615
+  _globals['_PREDICTRESPONSE']._serialized_start=618
+  _globals['_PREDICTRESPONSE']._serialized_end=806
+  _globals['_LISTPREDICTORSREQUEST']._serialized_start=808
+  _globals['_LISTPREDICTORSREQUEST']._serialized_end=867
+  _globals['_PREDICTORINFO']._serialized_start=870
+  _globals['_PREDICTORINFO']._serialized_end=1266
+  _globals['_LISTPREDICTORSRESPONSE']._serialized_start=1268
+  _globals['_LISTPREDICTORSRESPONSE']._serialized_end=1342
+  _globals['_TRAINREQUEST']._serialized_start=1344
+  _globals['_TRAINREQUEST']._serialized_end=1456
+  _globals['_TRAINEDPREDICTOR']._serialized_start=1459
+  _globals['_TRAINEDPREDICTOR']._serialized_end=1665
+  _globals['_TRAINPROGRESS']._serialized_start=1667
+  _globals['_TRAINPROGRESS']._serialized_end=1793
+  _globals['_PINPREDICTORREQUEST']._serialized_start=1795
+  _globals['_PINPREDICTORREQUEST']._serialized_end=1867
+  _globals['_PREDICTORSERVICE']._serialized_start=1870
+  _globals['_PREDICTORSERVICE']._serialized_end=2292
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from fleetmeter.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -7,23 +8,35 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PredictRequest(_message.Message):
-    __slots__ = ("model_bytes", "model_sha256", "model_name", "platforms", "targets", "request_id")
+    __slots__ = ("model_bytes", "model_sha256", "model_graph", "model_name", "platforms", "targets", "request_id", "input_shapes")
     MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_GRAPH_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     PLATFORMS_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
     model_bytes: bytes
     model_sha256: str
+    model_graph: ModelGraph
     model_name: str
     platforms: _containers.RepeatedScalarFieldContainer[str]
     targets: _containers.RepeatedScalarFieldContainer[str]
     request_id: str
-    def __init__(self, model_bytes: _Optional[bytes] = ..., model_sha256: _Optional[str] = ..., model_name: _Optional[str] = ..., platforms: _Optional[_Iterable[str]] = ..., targets: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    input_shapes: _containers.RepeatedCompositeFieldContainer[_common_pb2.InputOverride]
+    def __init__(self, model_bytes: _Optional[bytes] = ..., model_sha256: _Optional[str] = ..., model_graph: _Optional[_Union[ModelGraph, _Mapping]] = ..., model_name: _Optional[str] = ..., platforms: _Optional[_Iterable[str]] = ..., targets: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[_common_pb2.InputOverride, _Mapping]]] = ...) -> None: ...
+
+class ModelGraph(_message.Message):
+    __slots__ = ("onnx", "sha256")
+    ONNX_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    onnx: bytes
+    sha256: str
+    def __init__(self, onnx: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("platform", "target", "value", "lower", "upper", "unit", "predictor_version", "granularity", "interval_level", "warnings")
+    __slots__ = ("platform", "target", "value", "lower", "upper", "unit", "predictor_version", "granularity", "interval_level", "warnings", "method")
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +47,7 @@ class Prediction(_message.Message):
     GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_LEVEL_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     platform: str
     target: str
     value: float
@@ -44,23 +58,26 @@ class Prediction(_message.Message):
     granularity: str
     interval_level: float
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, platform: _Optional[str] = ..., target: _Optional[str] = ..., value: _Optional[float] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., unit: _Optional[str] = ..., predictor_version: _Optional[int] = ..., granularity: _Optional[str] = ..., interval_level: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    method: str
+    def __init__(self, platform: _Optional[str] = ..., target: _Optional[str] = ..., value: _Optional[float] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., unit: _Optional[str] = ..., predictor_version: _Optional[int] = ..., granularity: _Optional[str] = ..., interval_level: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., method: _Optional[str] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("request_id", "model_sha256", "predictions", "error", "error_code", "features_ms")
+    __slots__ = ("request_id", "model_sha256", "predictions", "error", "error_code", "features_ms", "model_not_found")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     FEATURES_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_sha256: str
     predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
     error: str
     error_code: str
     features_ms: float
-    def __init__(self, request_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., features_ms: _Optional[float] = ...) -> None: ...
+    model_not_found: bool
+    def __init__(self, request_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., features_ms: _Optional[float] = ..., model_not_found: _Optional[bool] = ...) -> None: ...
 
 class ListPredictorsRequest(_message.Message):
     __slots__ = ("platforms", "targets")
@@ -71,7 +88,7 @@ class ListPredictorsRequest(_message.Message):
     def __init__(self, platforms: _Optional[_Iterable[str]] = ..., targets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictorInfo(_message.Message):
-    __slots__ = ("platform", "target", "version", "versions", "pinned", "granularity", "chosen_because", "n_samples", "feature_schema_version", "training_fingerprint", "created_unix", "unit", "interval_level", "interval_coverage", "metrics_json")
+    __slots__ = ("platform", "target", "version", "versions", "pinned", "granularity", "chosen_because", "n_samples", "feature_schema_version", "training_fingerprint", "created_unix", "unit", "interval_level", "interval_coverage", "metrics_json", "method", "warnings")
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +104,8 @@ class PredictorInfo(_message.Message):
     INTERVAL_LEVEL_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_COVERAGE_FIELD_NUMBER: _ClassVar[int]
     METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     platform: str
     target: str
     version: int
@@ -102,7 +121,9 @@ class PredictorInfo(_message.Message):
     interval_level: float
     interval_coverage: float
     metrics_json: str
-    def __init__(self, platform: _Optional[str] = ..., target: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., pinned: _Optional[int] = ..., granularity: _Optional[str] = ..., chosen_because: _Optional[str] = ..., n_samples: _Optional[int] = ..., feature_schema_version: _Optional[int] = ..., training_fingerprint: _Optional[str] = ..., created_unix: _Optional[float] = ..., unit: _Optional[str] = ..., interval_level: _Optional[float] = ..., interval_coverage: _Optional[float] = ..., metrics_json: _Optional[str] = ...) -> None: ...
+    method: str
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, platform: _Optional[str] = ..., target: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., pinned: _Optional[int] = ..., granularity: _Optional[str] = ..., chosen_because: _Optional[str] = ..., n_samples: _Optional[int] = ..., feature_schema_version: _Optional[int] = ..., training_fingerprint: _Optional[str] = ..., created_unix: _Optional[float] = ..., unit: _Optional[str] = ..., interval_level: _Optional[float] = ..., interval_coverage: _Optional[float] = ..., metrics_json: _Optional[str] = ..., method: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListPredictorsResponse(_message.Message):
     __slots__ = ("predictors",)
@@ -125,7 +146,7 @@ class TrainRequest(_message.Message):
     def __init__(self, platforms: _Optional[_Iterable[str]] = ..., targets: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., skip_family_split: _Optional[bool] = ..., min_samples: _Optional[int] = ...) -> None: ...
 
 class TrainedPredictor(_message.Message):
-    __slots__ = ("platform", "target", "version", "n_samples", "skipped", "granularity", "chosen_because", "metrics_json")
+    __slots__ = ("platform", "target", "version", "n_samples", "skipped", "granularity", "chosen_because", "metrics_json", "method", "warnings")
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +155,8 @@ class TrainedPredictor(_message.Message):
     GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_BECAUSE_FIELD_NUMBER: _ClassVar[int]
     METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     platform: str
     target: str
     version: int
@@ -142,7 +165,9 @@ class TrainedPredictor(_message.Message):
     granularity: str
     chosen_because: str
     metrics_json: str
-    def __init__(self, platform: _Optional[str] = ..., target: _Optional[str] = ..., version: _Optional[int] = ..., n_samples: _Optional[int] = ..., skipped: _Optional[str] = ..., granularity: _Optional[str] = ..., chosen_because: _Optional[str] = ..., metrics_json: _Optional[str] = ...) -> None: ...
+    method: str
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, platform: _Optional[str] = ..., target: _Optional[str] = ..., version: _Optional[int] = ..., n_samples: _Optional[int] = ..., skipped: _Optional[str] = ..., granularity: _Optional[str] = ..., chosen_because: _Optional[str] = ..., metrics_json: _Optional[str] = ..., method: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrainProgress(_message.Message):
     __slots__ = ("stage", "done", "total", "message", "results")

@@ -118,13 +118,15 @@ def test_controller_latency_quick(quick_runs):
 def test_predict_speed_quick(quick_runs):
     data = _check_run(quick_runs, "predict_speed")
     s = data["summary"]
-    assert s["batched_predictions_per_s"] > 0 and _finite(s["grpc_predict_p50_ms_with_features"])
+    assert s["batched_predictions_per_s"] > 0
+    assert _finite(s["grpc_new_model_p50_ms"]) and _finite(s["grpc_same_model_p50_ms"])
     assert data["grpc_predict"]["model_nodes"] >= 100
+    assert set(data["grpc_predict"]["new_model"]) == {"bytes_every_call", "sha_first_then_graph", "graph_directly"}
     assert data["grpc_predict"]["server_feature_extraction_ms_p50"] > 0
 
 
 @pytest.mark.parametrize("name", ("accuracy", "real_sweep", "loadgen", "features_speed", "repeatability",
-                                  "fidelity_fleet"))
+                                  "fidelity_fleet", "third_party", "nb201"))
 def test_help_of_the_long_benchmarks(name):
     proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True,
                           timeout=60)
@@ -138,3 +140,31 @@ def test_help(name):
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--quick" in proc.stdout
+
+
+def test_nb201_quick_on_a_generated_table(tmp_path):
+    """benchmarks/nb201.py end to end on a small table generated here (the public one stays outside)."""
+    import csv
+    import random
+
+    from fleetmeter.modeler.zoo.fam_nasbench201 import arch_from_index, parse_arch
+
+    rng = random.Random(3)
+    table = tmp_path / "nb201.csv"
+    with table.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["arch_idx", "arch_str", "accuracy_cifar100", "devA", "devB"])
+        for n, index in enumerate(rng.sample(range(15_625), 130)):
+            ops = parse_arch(arch_from_index(index))
+            cost = 1 + sum({"nor_conv_3x3": 0.9, "nor_conv_1x1": 0.2, "avg_pool_3x3": 0.1}.get(op, 0.02) for op in ops)
+            writer.writerow([n, arch_from_index(index), 70.0, f"{cost:.4f}", f"{cost * 2 + 1:.4f}"])
+    proc = subprocess.run([sys.executable, str(BENCH / "nb201.py"), "--data", str(table), "--quick",
+                           "--models-dir", str(tmp_path / "models"), "--out-dir", str(tmp_path), "--workers", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "nb201.json").read_text())
+    assert [d["device"] for d in data["devices"]] == ["devA", "devB"]
+    for device in data["devices"]:
+        assert device["served_method"] and _finite(device["fleetmeter"]["acc_10"])
+        assert _finite(device["one_hot_lgbm"]["acc_10"]) and "additive" in device["methods"]
+    assert set(data["summary"]) >= {"beats_baseline_on", "median_gain_acc_10", "min_spearman"}

@@ -220,3 +220,21 @@ def test_cli_predict_eval_and_pinning(fleet, measured, trained):
     (entry,) = [e for e in json.loads(listed.stdout) if e["target"] == "latency_ms"
                 and e["platform"] == measured["platform"]]
     assert entry["version"] == 2 and entry["pinned"] is None
+
+
+def test_predict_at_the_size_the_model_runs(fleet, measured, trained):
+    """Fails if input shapes do not reach the served features: a network asked for at 3x its side costs
+    more on a predictor trained on these sizes (32-96 px)."""
+    import onnx
+
+    name = onnx.load(str(measured["known"]), load_external_data=False).graph.input[0].name
+    with fleet.client() as c:
+        base = c.predict(measured["known"], platforms=measured["platform"])[0].value
+        big = c.predict(measured["known"], platforms=measured["platform"], shapes={name: (1, 3, 96, 96)})[0].value
+        with pytest.raises(InvalidArgument, match=f"no input named 'images'.*inputs are: {name}"):
+            c.predict(measured["known"], platforms=measured["platform"], shapes={"images": (1, 3, 96, 96)})
+    assert big > base
+    run = _cli(fleet, "predict", str(measured["known"]), "--platform", measured["platform"], "--shape",
+               f"{name}=1x3x96x96", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)[0]["value"] == pytest.approx(big)

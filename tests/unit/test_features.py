@@ -26,6 +26,7 @@ import fleetmeter.modeler.features as features  # noqa: E402
 from fleetmeter.modeler import features_onnx, features_tflite  # noqa: E402
 from fleetmeter.modeler.builtin import list_builtin_models  # noqa: E402
 from fleetmeter.modeler.features import (  # noqa: E402
+    COVERAGE_KEYS,
     FEATURE_SCHEMA_VERSION,
     KERNEL_FEATURE_KEYS,
     MODEL_CORE_KEYS,
@@ -119,8 +120,9 @@ def test_public_api_is_pinned():
     # A change here is an API change for the predictors: update deliberately (and think about the schema version).
     assert sorted(features.__all__) == sorted([
         "FEATURE_SCHEMA_VERSION", "FORMATS", "LAYOUT_OPS", "FUSABLE_ACTIVATIONS", "MODEL_CORE_KEYS",
-        "KERNEL_FEATURE_KEYS", "NodeFeatures", "ModelFeatures", "ParsedGraph", "extract_features",
+        "COVERAGE_KEYS", "KERNEL_FEATURE_KEYS", "NodeFeatures", "ModelFeatures", "ParsedGraph", "extract_features",
         "fuse_activations", "model_aggregates", "feature_vector", "feature_columns", "detect_format",
+        "normalize_input_shapes", "input_shapes_key", "check_input_shapes", "dynamic_input_warning",
     ])
     for name in features.__all__:
         assert hasattr(features, name), name
@@ -141,8 +143,10 @@ def test_results_carry_the_schema_version_and_serialize_to_json():
     # model dict: flat, numeric, core keys first in their fixed order
     assert tuple(f.model)[: len(MODEL_CORE_KEYS)] == MODEL_CORE_KEYS
     assert all(isinstance(v, float) for v in f.model.values())
-    extra = list(f.model)[len(MODEL_CORE_KEYS):]
+    # then the per-op-type keys, sorted by op type, then what the parser did not understand
+    extra = list(f.model)[len(MODEL_CORE_KEYS):-len(COVERAGE_KEYS)]
     assert extra == sorted(extra, key=lambda k: (k.split(":", 1)[1], k)) and extra
+    assert tuple(f.model)[-len(COVERAGE_KEYS):] == COVERAGE_KEYS
 
 
 def test_node_records_are_dict_like():

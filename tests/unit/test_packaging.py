@@ -117,4 +117,5 @@ def test_public_api_is_pinned():
         fleetmeter.Prediction.__dataclass_fields__)
     assert set(fleetmeter.errors.__all__) == {
         "FleetmeterError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted", "Unavailable",
-        "Aborted", "Unauthenticated", "PermissionDenied", "status_code_for", "from_rpc_error"}
+        "Aborted", "Unauthenticated", "PermissionDenied", "ModelNotFound", "NOT_FOUND_KEY", "status_code_for",
+        "trailing_metadata_for", "from_rpc_error"}
