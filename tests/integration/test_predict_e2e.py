@@ -78,9 +78,10 @@ def _cli(fleet, *args: str) -> subprocess.CompletedProcess:
 
 def test_nothing_trained_yet_is_a_clear_error(fleet, measured):
     with fleet.client() as c:
+        # The fleet is shared: other modules may have trained other platforms (an imported one), not this one.
         with pytest.raises(FailedPrecondition, match="fleetmeter train"):
-            c.predict(measured["known"])
-        assert c.list_predictors() == []
+            c.predict(measured["known"], platforms=[measured["platform"]])
+        assert c.list_predictors([measured["platform"]]) == []
 
 
 def test_train_streams_progress_and_saves_versions(measured, trained):
@@ -100,7 +101,7 @@ def test_train_streams_progress_and_saves_versions(measured, trained):
     rnd = metrics["random_split"]
     # Same held-out models for both; other modules' unprofiled models make the model-level set larger, and
     # then the model-level predictor is also scored on the profiled ones alone.
-    same_models = rnd["model_on_profiled"] if "model_on_profiled" in rnd else rnd["predictor"]
+    same_models = rnd["model_on_profiled"]["predictor"] if "model_on_profiled" in rnd else rnd["predictor"]
     assert rnd["kernel"]["n"] == same_models["n"] > 0
     assert metrics["leave_family_out"]["pooled"]["kernel"]["n"] >= len(measured["trainable"])
     assert lat.granularity in ("model", "kernel") and "held-out models" in lat.chosen_because
@@ -119,7 +120,9 @@ def test_predict_python_api_and_contract(fleet, measured, trained, monkeypatch):
         assert set(p.to_dict()) >= CONTRACT
         assert (p.platform, p.target, p.unit, p.predictor_version) == (measured["platform"], "latency_ms", "ms", 1)
         assert 0 < p.lower <= p.value <= p.upper
-        assert p.warnings == ()
+        # Nothing about the model itself; only the predictor's standing warnings (a small test set here).
+        assert not [w for w in p.warnings if any(k in w for k in ("never seen", "dynamic dimension", "control-flow",
+                                                                    "quantized", "could not resolve"))], p.warnings
     with Client(fleet.address, fleet.api_token) as c:
         # All platforms with a predictor (only one here); by unique prefix; by uploaded sha256.
         assert measured["platform"] in [p.platform for p in c.predict(measured["known"])]
@@ -167,8 +170,8 @@ def test_unseen_operator_is_a_warning_with_the_prediction(fleet, measured, train
     with fleet.client() as c:
         (p,) = c.predict(measured["transformer"], platforms=measured["platform"])
     assert p.value > 0
-    (warning,) = p.warnings
-    assert "never seen in training" in warning and "layernorm" in warning, warning
+    (warning,) = [w for w in p.warnings if "never seen in training" in w]
+    assert "layernorm" in warning, warning
 
 
 def test_predict_batch_keeps_going_past_a_bad_model(fleet, measured, trained):
