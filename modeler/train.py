@@ -668,8 +668,7 @@ def _split_predictions(train: Sequence[Sample], test: Sequence[Sample], target: 
                        ) -> Dict[str, Any]:
     """Every method of :data:`METHODS` trained on ``train`` (calibrated) and asked about ``test``.
 
-    ``{"true", "interval_log", method key: {"pred", "low", "high", "interval_log"}}``; the
-    ``"predictor"`` key (method ``"lgbm"``) also sits flat as before (``"predictor"``, ``"low"``, ``"high"``).
+    ``{"true", "methods": {method key: {"pred", "low", "high", "interval_log"}}}``.
     """
     parts: Dict[str, Any] = {"true": _targets_of(test, target), "methods": {}}
     for method in METHODS:
@@ -677,8 +676,6 @@ def _split_predictions(train: Sequence[Sample], test: Sequence[Sample], target: 
         pred, low, high = model.predict_interval(test)
         parts["methods"][METHOD_KEYS[method]] = {"pred": pred, "low": low, "high": high,
                                                  "interval_log": model.interval_log}
-    lgbm = parts["methods"]["predictor"]
-    parts.update(predictor=lgbm["pred"], low=lgbm["low"], high=lgbm["high"], interval_log=lgbm["interval_log"])
     return parts
 
 
