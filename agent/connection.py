@@ -37,22 +37,67 @@ _CLOSE = object()
 FETCH_RETRY_S = 120.0
 
 
-def _agent_id(data_dir: Path) -> str:
-    """A stable id for this agent install, kept in its data dir (survives restarts)."""
-    path = data_dir / "agent_id"
+# Errors that mean "the controller is not there (yet)": retried quickly, a connection attempt costs it nothing.
+_QUICK_RETRY = (grpc.StatusCode.UNAVAILABLE,)
+QUICK_RETRY_MAX_S = 2.0
+
+
+def _private_file(path: Path, make) -> str:
+    """The content of a small private file in the data dir, created (mode 0600) with ``make()`` if absent."""
     if path.exists():
         return path.read_text().strip()
-    agent_id = "ag-" + uuid.uuid4().hex[:16]
-    path.write_text(agent_id + "\n")
-    return agent_id
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def _agent_id(data_dir: Path) -> str:
+    """A stable id for this agent install, kept in its data dir (survives restarts)."""
+    return _private_file(data_dir / "agent_id", lambda: "ag-" + uuid.uuid4().hex[:16])
+
+
+def _agent_secret(data_dir: Path) -> str:
+    """This install's secret (0600): the controller binds the agent id to it at enrolment and refuses a
+    hello for the id without it, so an agent token alone cannot take over this agent's identity."""
+    import secrets
+
+    return _private_file(data_dir / "agent_secret", lambda: secrets.token_urlsafe(32))
+
+
+def _lock_data_dir(data_dir: Path):
+    """Hold an exclusive lock on the data dir for the agent's lifetime: two agents sharing one data dir would
+    share one identity and knock each other off the controller. Returns the open lock file (keep it)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return None
+    f = open(data_dir / "agent.lock", "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise RuntimeError(f"data dir {data_dir} is in use by another agent (pid {holder}); give this agent "
+                           "its own --data-dir (each data dir is one agent identity)") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         data_dir = Path(config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)  # its secret and spooled results are this agent's alone
+        self._dir_lock = _lock_data_dir(data_dir)
         self.agent_id = _agent_id(data_dir)
+        self._secret = _agent_secret(data_dir)
         self.spool = Spool(data_dir / "spool")
         self.cache = ModelCache(data_dir / "models", config.cache_bytes)
         self.stopping = threading.Event()
@@ -132,7 +177,7 @@ class Agent:
         """Serve until :meth:`stop`; reconnect with backoff whenever the controller goes away."""
         delay = self.config.reconnect_min_s
         while not self.stopping.is_set():
-            started = time.monotonic()
+            code = None
             try:
                 self._session()
             except grpc.RpcError as exc:
@@ -142,24 +187,34 @@ class Agent:
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     log.error("controller refused this agent: %s (check --agent-token / FLEETMETER_AGENT_TOKEN)",
                               exc.details())
+                elif code == grpc.StatusCode.PERMISSION_DENIED:
+                    log.error("controller refused this agent's identity: %s", exc.details())
                 else:
                     log.warning("connection to %s lost: %s", self.config.controller,
                                 exc.details() if hasattr(exc, "details") else exc)
             except Exception:  # noqa: BLE001 - keep serving; logged with traceback
                 log.exception("agent session failed")
+            welcomed = self.connected.is_set()
             self.connected.clear()
             if self.stopping.is_set():
                 break
-            if time.monotonic() - started > 10 * self.config.reconnect_max_s:
-                delay = self.config.reconnect_min_s  # a long healthy session resets the backoff
+            if welcomed:
+                delay = self.config.reconnect_min_s  # it was serving: the controller went away just now
             wait_s = delay * (0.5 + random.random())
             log.info("reconnecting in %.1f s", wait_s)
             self.stopping.wait(wait_s)
-            delay = min(delay * 2, self.config.reconnect_max_s)
+            # Back off up to reconnect_max_s from a controller that answers and refuses; one that is not
+            # there at all (restarting) costs nothing to ask again, so it is asked every few seconds at most.
+            cap = min(QUICK_RETRY_MAX_S, self.config.reconnect_max_s) if code in _QUICK_RETRY else \
+                self.config.reconnect_max_s
+            delay = min(delay * 2, cap)
 
     def stop(self) -> None:
         self.stopping.set()
         self.worker.close()
+        if self._dir_lock is not None:  # another agent may use this data dir from now on
+            self._dir_lock.close()
+            self._dir_lock = None
         with self._lock:
             if self._out is not None:
                 self._out.put(_CLOSE)
@@ -179,7 +234,8 @@ class Agent:
             out.put(agent_pb2.AgentMessage(hello=agent_pb2.Hello(
                 agent_id=self.agent_id, name=self.config.name or self.device.hostname, device=self.device,
                 offers=self.offers, labels=self.config.labels, agent_version=__version__,
-                current_job_id=self._job_id, spooled_results=len(spooled), spooled_job_ids=spooled_jobs)))
+                current_job_id=self._job_id, spooled_results=len(spooled), spooled_job_ids=spooled_jobs,
+                agent_secret=self._secret)))
             for _, payload in spooled:
                 out.put(agent_pb2.AgentMessage(result=agent_pb2.JobResult(
                     measurement=common_pb2.Measurement.FromString(payload))))
@@ -208,6 +264,9 @@ class Agent:
                 elif kind == "job":
                     self._start_job(msg.job)
                 elif kind == "ack":
+                    if msg.ack.rejected:
+                        log.error("controller refused result %s of job %s: %s (dropped)", msg.ack.measurement_id,
+                                  msg.ack.job_id, msg.ack.rejected)
                     self.spool.remove(msg.ack.measurement_id)
                 if self.stopping.is_set():
                     break
@@ -234,9 +293,13 @@ class Agent:
 
     # ------------------------------------------------------------ jobs
     def _start_job(self, job: agent_pb2.JobAssignment) -> None:
+        if self._worker is not None and self._worker.is_alive() and not self._job_id:
+            # The previous job's result is sent (that is why the controller assigned a new one) and its
+            # thread is only finishing up: wait for it instead of dropping the assignment.
+            self._worker.join(timeout=10.0)
         if self._worker is not None and self._worker.is_alive():
             log.warning("job %s assigned while %s still runs; ignored (its lease will expire)",
-                        job.job_id, self._job_id)
+                        job.job_id, self._job_id or "the previous job")
             return
         self._job_id = job.job_id
         self._worker = threading.Thread(target=self._run_job, args=(job,), daemon=True, name=f"job-{job.job_id}")

@@ -79,7 +79,8 @@ async def fake_agent(i: int, channel: grpc.aio.Channel, token: str, run_id: str,
     await out.put(agent_pb2.AgentMessage(hello=agent_pb2.Hello(
         agent_id=agent_id, name=f"load-{i}", device=device, labels={"loadgen": run_id},
         offers=[agent_pb2.PlatformOffer(runtime="onnxruntime", runtime_version="loadgen",
-                                        provider="CPUExecutionProvider", threads=1)])))
+                                        provider="CPUExecutionProvider", threads=1)],
+        agent_secret=f"secret-{agent_id}")))
 
     async def requests():
         while True:

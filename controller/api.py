@@ -6,18 +6,20 @@ mapped to status codes by the boundary interceptor.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, BinaryIO
 
-from fleetmeter.errors import InvalidArgument
+from fleetmeter.errors import FailedPrecondition, InvalidArgument
 from fleetmeter.v1 import fleet_pb2, fleet_pb2_grpc
 
 from .blobs import BlobStore, is_sha256
-from .convert import (device_to_proto, measurement_from_dict, model_to_proto, platform_to_proto,
+from .convert import (agent_token_to_proto, device_to_proto, measurement_from_dict, model_to_proto, platform_to_proto,
                       progress_to_proto, spec_to_dict, sweep_to_proto)
 from .engine import ActorRef
 from .gateway import Notifier
-from .inspect_model import inspect_model_bytes
+from . import limits
+from .inspect_model import inspect_model_file
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,12 @@ WATCH_POLL_S = 2.0
 
 
 class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
-    def __init__(self, fleet: ActorRef, blobs: BlobStore, notifier: Notifier, engine) -> None:
+    def __init__(self, fleet: ActorRef, blobs: BlobStore, notifier: Notifier, engine, gateway=None) -> None:
         self.fleet = fleet
         self.blobs = blobs
         self.notifier = notifier
         self.engine = engine
+        self.gateway = gateway  # the AgentGateway: told of token changes (it mirrors and enforces them)
 
     async def ListDevices(self, request, context):
         devices = await self.fleet.call("list_devices")
@@ -41,46 +44,31 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
         return fleet_pb2.ListPlatformsResponse(platforms=[platform_to_proto(p) for p in platforms])
 
     async def UploadModel(self, request_iterator, context):
-        header = None
-        parts: list[bytes] = []
-        size = 0
-        async for msg in request_iterator:
-            kind = msg.WhichOneof("part")
-            if kind == "header":
-                if header is not None:
-                    raise InvalidArgument("UploadModel: more than one header")
-                header = msg.header
-            elif kind == "chunk":
-                if header is None:
-                    raise InvalidArgument("UploadModel: the first message must be the header")
-                size += len(msg.chunk)
-                if size > MAX_MODEL_BYTES:
-                    raise InvalidArgument(f"UploadModel: model larger than {MAX_MODEL_BYTES} bytes")
-                parts.append(msg.chunk)
-        if header is None:
-            raise InvalidArgument("UploadModel: empty upload (no header)")
-        data = b"".join(parts)
-        del parts
-        if header.size_bytes and header.size_bytes != len(data):
-            raise InvalidArgument(f"UploadModel: {header.name}: received {len(data)} bytes, the header announced "
-                                  f"{header.size_bytes} (upload cut short?)")
-        if header.sha256 and not is_sha256(header.sha256):
-            raise InvalidArgument(f"UploadModel: header sha256 {header.sha256!r} is not a sha256 hex digest")
-        name = header.name or "model"
-        (model,) = await self.engine.map(inspect_model_bytes, [(data, name)])
-        if header.sha256 and header.sha256 != model["sha256"]:
-            raise InvalidArgument(f"UploadModel: {name}: content sha256 {model['sha256']} does not match the "
-                                  f"header's {header.sha256}")
-        if header.format and header.format != model["format"]:
-            raise InvalidArgument(f"UploadModel: {name}: header says {header.format}, content is {model['format']}")
-        if not self.blobs.has(model["sha256"]):
-            f, staged = self.blobs.staging_file()
+        """The model streams into a staging file of the blob store, hashed as it arrives (the controller never
+        holds the whole model); a Ray task inspects that file; it is adopted, or deleted on any refusal."""
+        f, staged = self.blobs.staging_file()
+        try:
             with f:
-                f.write(data)
-            self.blobs.adopt(staged, model["sha256"])
+                header, size, sha256 = await _receive_model(request_iterator, f)
+            name = header.name or "model"
+            if header.size_bytes and header.size_bytes != size:
+                raise InvalidArgument(f"UploadModel: {name}: received {size} bytes, the header announced "
+                                      f"{header.size_bytes} (upload cut short?)")
+            if not size:
+                raise InvalidArgument(f"UploadModel: {name}: empty file")
+            if header.sha256 and header.sha256 != sha256:
+                raise InvalidArgument(f"UploadModel: {name}: content sha256 {sha256} does not match the "
+                                      f"header's {header.sha256}")
+            (model,) = await self.engine.map(inspect_model_file, [(str(staged), name, sha256)])
+            if header.format and header.format != model["format"]:
+                raise InvalidArgument(f"UploadModel: {name}: header says {header.format}, content is "
+                                      f"{model['format']}")
+            if not self.blobs.has(sha256):
+                self.blobs.adopt_hashed(staged, sha256)
+        finally:
+            staged.unlink(missing_ok=True)
         stored, already = await self.fleet.call("add_model", model)
-        log.info("model %s (%s, %d bytes) %s", name, model["sha256"][:12], len(data),
-                 "already present" if already else "added")
+        log.info("model %s (%s, %d bytes) %s", name, sha256[:12], size, "already present" if already else "added")
         return fleet_pb2.UploadModelResponse(model=model_to_proto(stored), already_present=already)
 
     async def ListModels(self, request, context):
@@ -128,6 +116,7 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
                  "energy_mj": r.energy_mj if r.HasField("energy_mj") else None,
                  "peak_rss_bytes": r.peak_rss_bytes if r.HasField("peak_rss_bytes") else None, "family": r.family}
                 for r in request.rows]
+        limits.validate_import_rows(rows, source=request.source)
         result = await self.fleet.call("import_measurements", request.source or "import", rows)
         return fleet_pb2.ImportMeasurementsResponse(**result)
 
@@ -137,3 +126,68 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
                                         include_samples=request.include_samples)
         for record in records:
             yield measurement_from_dict(record)
+
+    # ------------------------------------------------------------ credentials and devices (operators)
+    async def CreateAgentToken(self, request, context):
+        created = await self.fleet.call("create_agent_token", request.name, request.agent_id)
+        if self.gateway is not None:
+            await self.gateway.refresh_door()
+        return fleet_pb2.CreateAgentTokenResponse(token=agent_token_to_proto(created["token"]),
+                                                  secret=created["secret"])
+
+    async def ListAgentTokens(self, request, context):
+        tokens = await self.fleet.call("list_agent_tokens")
+        return fleet_pb2.ListAgentTokensResponse(tokens=[agent_token_to_proto(t) for t in tokens])
+
+    async def RevokeAgentToken(self, request, context):
+        token = await self.fleet.call("revoke_agent_token", request.token_id)
+        if self.gateway is not None:
+            self.gateway.token_revoked(token["token_id"])
+            await self.gateway.refresh_door()
+        return agent_token_to_proto(token)
+
+    async def ForgetDevice(self, request, context):
+        if self.gateway is not None and request.agent_id in self.gateway.sessions:
+            raise FailedPrecondition(f"agent {request.agent_id} is connected: stop it first, then forget it")
+        result = await self.fleet.call("forget_device", request.agent_id)
+        self.notifier.notify()
+        return fleet_pb2.ForgetDeviceResponse(**result)
+
+
+async def _receive_model(request_iterator, f: BinaryIO) -> tuple:
+    """Write an upload's chunks to ``f`` as they arrive, hashing them; ``(header, size_bytes, sha256)``.
+
+    Refuses (InvalidArgument) as soon as the stream is wrong: no header first, two headers, a malformed
+    header, more bytes than the header announced or than :data:`MAX_MODEL_BYTES`.
+    """
+    header, size, digest = None, 0, hashlib.sha256()
+    async for msg in request_iterator:
+        kind = msg.WhichOneof("part")
+        if kind == "header":
+            if header is not None:
+                raise InvalidArgument("UploadModel: more than one header")
+            header = msg.header
+            if len(header.name) > limits.MAX_ID_CHARS:
+                raise InvalidArgument(f"UploadModel: header.name is {len(header.name)} characters long, at most "
+                                      f"{limits.MAX_ID_CHARS} allowed")
+            if not 0 <= header.size_bytes <= MAX_MODEL_BYTES:
+                raise InvalidArgument(f"UploadModel: header.size_bytes must be 0 (unknown) to {MAX_MODEL_BYTES}, "
+                                      f"got {header.size_bytes}")
+            if header.sha256 and not is_sha256(header.sha256):
+                raise InvalidArgument(f"UploadModel: header.sha256 {header.sha256[:80]!r} is not a sha256 hex "
+                                      "digest")
+        elif kind == "chunk":
+            if header is None:
+                raise InvalidArgument("UploadModel: the first message must be the header")
+            size += len(msg.chunk)
+            if size > MAX_MODEL_BYTES:
+                raise InvalidArgument(f"UploadModel: {header.name or 'model'}: model larger than "
+                                      f"{MAX_MODEL_BYTES} bytes")
+            if header.size_bytes and size > header.size_bytes:
+                raise InvalidArgument(f"UploadModel: {header.name or 'model'}: received more than the "
+                                      f"{header.size_bytes} bytes the header announced")
+            digest.update(msg.chunk)
+            f.write(msg.chunk)
+    if header is None:
+        raise InvalidArgument("UploadModel: empty upload (no header)")
+    return header, size, digest.hexdigest()

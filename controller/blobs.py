@@ -42,10 +42,17 @@ class BlobStore:
 
     def adopt(self, staged: Path, sha256: str) -> Path:
         """Move a staged file into place after checking its hash; the staged file is gone afterwards."""
+        return self.adopt_hashed(staged, sha256, check=True)
+
+    def adopt_hashed(self, staged: Path, sha256: str, check: bool = False) -> Path:
+        """Move a staged file into place under ``sha256``, which the caller computed from the very bytes it
+        wrote there (an upload hashed as it streamed), or which is checked first with ``check``; the staged
+        file is gone afterwards."""
         try:
-            actual = sha256_file(staged)
-            if actual != sha256:
-                raise ValueError(f"content hash {actual} does not match {sha256}")
+            if check:
+                actual = sha256_file(staged)
+                if actual != sha256:
+                    raise ValueError(f"content hash {actual} does not match {sha256}")
             dest = self.path(sha256)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, dest)

@@ -10,6 +10,8 @@ from typing import Any
 
 from fleetmeter.v1 import agent_pb2, common_pb2, fleet_pb2
 
+from .limits import MAX_HARDWARE_JSON_BYTES, MAX_PROBE_JSON_BYTES, json_object
+
 _SETTINGS_FIELDS = ("warmup_runs", "min_runs", "min_duration_ms", "max_runs", "max_duration_ms", "stable_rel_tol")
 _SUMMARY_FIELDS = ("median", "mean", "p90", "p99", "std", "min", "max", "n", "cv")
 _SPEC_EXTRAS = ("max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators",
@@ -93,15 +95,19 @@ def hello_to_dict(h: agent_pb2.Hello) -> dict:
                           for r in h.device.runtimes]
     device["power_sensors"] = list(h.device.power_sensors)
     device["thermal_zones"] = list(h.device.thermal_zones)
-    device["hardware"] = json.loads(h.device.hardware_json) if h.device.hardware_json else {
+    # Parsed here, at the edge: malformed, non-object or oversized JSON is the agent's bad input
+    # (INVALID_ARGUMENT naming the field), not a JSONDecodeError deeper in.
+    device["hardware"] = json_object(h.device.hardware_json, "device.hardware_json",
+                                     MAX_HARDWARE_JSON_BYTES) if h.device.hardware_json else {
         "arch": h.device.arch, "cpu_model": h.device.cpu_model, "cores": h.device.cpu_cores}
-    device["probe"] = json.loads(h.device.probe_json) if h.device.probe_json else {}
+    device["probe"] = (json_object(h.device.probe_json, "device.probe_json", MAX_PROBE_JSON_BYTES)
+                       if h.device.probe_json else {})
     return {
         "agent_id": h.agent_id, "name": h.name, "device": device, "labels": dict(h.labels),
         "offers": [{"runtime": o.runtime, "runtime_version": o.runtime_version, "provider": o.provider,
                     "threads": o.threads} for o in h.offers],
         "agent_version": h.agent_version, "current_job_id": h.current_job_id,
-        "spooled_job_ids": list(h.spooled_job_ids),
+        "spooled_job_ids": list(h.spooled_job_ids), "agent_secret": h.agent_secret,
     }
 
 
@@ -222,7 +228,13 @@ def device_to_proto(d: dict) -> fleet_pb2.Device:
         hardware_json=json.dumps(info.get("hardware", {}), sort_keys=True))
     return fleet_pb2.Device(agent_id=d["agent_id"], name=d["name"], info=device, labels=d["labels"],
                             connected=d["connected"], state=d["state"], current_job_id=d["current_job_id"],
-                            last_seen_unix=d["last_seen_unix"], platform_ids=d["platform_ids"])
+                            last_seen_unix=d["last_seen_unix"], platform_ids=d["platform_ids"],
+                            suspended_reason=d.get("suspended_reason") or "")
+
+
+def agent_token_to_proto(t: dict) -> fleet_pb2.AgentToken:
+    return fleet_pb2.AgentToken(**{k: t[k] for k in ("token_id", "name", "agent_id", "created_unix",
+                                                      "last_used_unix", "revoked_unix")})
 
 
 _REFERENCE_FIELDS = ("model_sha256", "model_name", "median_ms", "session_spread", "flags", "finished_at_unix",

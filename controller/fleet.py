@@ -37,16 +37,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from fleetmeter.errors import InvalidArgument, NotFound
+from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
-from . import quality
+from . import limits, quality
+from .identity import same, sha256_text
 from .platforms import RUNTIME_FOR_FORMAT, make_platform
 from .reference import ReferenceCanary
 from .store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_JOBS_PER_SWEEP = 1_000_000
 # Failures that say "this model cannot run on this platform": they count towards the sweep's
 # max_device_failures. Every other failure kind (model_unavailable, agent_error, runtime_error,
 # out_of_memory) may be passing, and its job is retried up to max_attempts.
@@ -60,10 +60,14 @@ class AgentState:
     host_id: str
     platform_ids: list[str]
     connected: bool = True
-    current_job_id: Optional[str] = None
     last_seen_unix: float = 0.0
     idle_since_unix: float = 0.0
     labels: dict = field(default_factory=dict)
+    # Held a lease past max_job_s without a result (a hung runtime, or a squatter keeping its host busy):
+    # no work until then; each overrun doubles the time.
+    suspended_until_unix: float = 0.0
+    suspended_reason: str = ""
+    overruns: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ class FleetConfig:
     # The drift canary: each served platform measures its reference model at most this often (and when an
     # agent serving it connects, once the last reference job is this old). 0 turns it off.
     reference_interval_s: float = 1800.0
+    # A job's lease is never extended past this much time since it started, whatever the heartbeats say:
+    # an agent that keeps a job (and so its host) without a result cannot starve the host.
+    max_job_s: float = 3600.0
+    # The most jobs one sweep may expand to (models x platforms x repeats, repeat samples aside).
+    max_jobs_per_sweep: int = 100_000
 
     def __post_init__(self) -> None:
         if self.lease_timeout_s <= 0 or self.heartbeat_interval_s <= 0:
@@ -85,8 +94,12 @@ class FleetConfig:
             raise ValueError("lease_timeout_s must be at least twice heartbeat_interval_s")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if not self.max_job_s > 0:
+            raise ValueError("max_job_s must be > 0")
         if not self.reference_interval_s >= 0:
             raise ValueError("reference_interval_s must be >= 0 (0 turns the drift canary off)")
+        if not self.max_jobs_per_sweep >= 1:
+            raise ValueError(f"max_jobs_per_sweep must be >= 1, got {self.max_jobs_per_sweep}")
 
 
 class Fleet:
@@ -107,11 +120,18 @@ class Fleet:
             store.extend_lease(job["job_id"], job["agent_id"], grace)
 
     # ------------------------------------------------------------ agents
-    def register_agent(self, hello: dict) -> dict:
-        """An agent said hello. Returns ``{"agent_id", "platform_ids", "heartbeat_interval_s"}``."""
+    def register_agent(self, hello: dict, auth: Optional[dict] = None) -> dict:
+        """An agent said hello. Returns ``{"agent_id", "platform_ids", "heartbeat_interval_s", "token_id"}``.
+
+        ``auth`` says how its stream authenticated: ``{"token_sha256": ...}`` for a per-agent token (checked
+        here against the store), else empty. Identity is checked before anything is written
+        (:meth:`_check_identity`): a hello for an id enrolled with another secret is refused.
+        """
         agent_id = hello.get("agent_id") or ""
         if not agent_id:
             raise InvalidArgument("hello without agent_id")
+        limits.validate_hello(hello)
+        token = self._check_identity(agent_id, hello.get("agent_secret") or "", (auth or {}).get("token_sha256"))
         device = hello.get("device") or {}
         hardware = device.get("hardware") or {}
         labels = dict(hello.get("labels") or {})
@@ -142,21 +162,102 @@ class Fleet:
                 self.store.lease_job(job_id, agent_id, now + self.config.lease_timeout_s, now=now, new_attempt=False)
                 log.info("job %s: its result is spooled on agent %s; held for it", job_id, agent_id)
         if current:
-            job = self.store.get_job(current)
-            if job is None or job["state"] != "leased" or job["agent_id"] != agent_id:
-                current = None
-            else:
-                self.store.extend_lease(current, agent_id, now + self.config.lease_timeout_s)
+            self.store.extend_lease(current, agent_id, now + self.config.lease_timeout_s, self.config.max_job_s)
         old = self.agents.get(agent_id)
         if old is not None:
             self.by_host.get(old.host_id, {}).pop(agent_id, None)
         state = AgentState(agent_id=agent_id, name=hello.get("name") or agent_id, host_id=host_id,
-                           platform_ids=platform_ids, current_job_id=current, last_seen_unix=now,
-                           idle_since_unix=now, labels=labels)
+                           platform_ids=platform_ids, last_seen_unix=now, idle_since_unix=now, labels=labels)
+        if old is not None:  # a reconnect keeps what the controller holds against it
+            state.suspended_until_unix, state.suspended_reason = old.suspended_until_unix, old.suspended_reason
+            state.overruns = old.overruns
         self.agents[agent_id] = state
         self.by_host.setdefault(host_id, {})[agent_id] = state
         return {"agent_id": agent_id, "platform_ids": platform_ids,
-                "heartbeat_interval_s": self.config.heartbeat_interval_s}
+                "heartbeat_interval_s": self.config.heartbeat_interval_s,
+                "token_id": token["token_id"] if token else ""}
+
+    def _check_identity(self, agent_id: str, secret: str, token_sha256: Optional[str]) -> Optional[dict]:
+        """Refuse a hello that cannot prove it is ``agent_id``; enrol an id seen for the first time.
+        Returns the per-agent token the stream used (bound to ``agent_id`` from now on), or ``None``."""
+        if not secret:
+            raise Unauthenticated(f"hello of agent {agent_id} carries no agent_secret (an agent older than this "
+                                  "controller: upgrade fleetmeter on the device)")
+        token = None
+        if token_sha256:
+            token = self.store.token_by_hash(token_sha256)
+            if token is None or token["revoked_unix"]:
+                raise Unauthenticated("unknown or revoked agent token")
+            if token["agent_id"] and token["agent_id"] != agent_id:
+                raise PermissionDenied(f"this agent token belongs to agent {token['agent_id']}, not {agent_id}")
+        own = {t["token_id"] for t in self.store.list_tokens() if t["agent_id"] == agent_id and not t["revoked_unix"]}
+        if own and (token is None or token["token_id"] not in own):
+            raise PermissionDenied(f"agent {agent_id} has its own agent token: it must connect with it")
+        digest = sha256_text(secret)
+        bound = self.store.identity_secret(agent_id)
+        if bound is None:
+            self.store.bind_identity(agent_id, digest, now=self.clock())
+            log.info("agent %s enrolled", agent_id)
+        elif not same(bound, digest):
+            raise PermissionDenied(f"agent id {agent_id} is enrolled with another credential; if that device is "
+                                   f"gone for good: fleetmeter devices forget {agent_id}")
+        if token is not None:
+            self.store.use_token(token["token_id"], agent_id, now=self.clock())
+        return token
+
+    def check_agent_token(self, token_sha256: str) -> dict:
+        """The active per-agent token with this hash (its row, without the hash), else Unauthenticated."""
+        token = self.store.token_by_hash(token_sha256)
+        if token is None or token["revoked_unix"]:
+            raise Unauthenticated("unknown or revoked agent token")
+        return {k: v for k, v in token.items() if k != "token_sha256"}
+
+    # ------------------------------------------------------------ credentials (operators)
+    def create_agent_token(self, name: str = "", agent_id: str = "") -> dict:
+        """Issue a per-agent token: ``{"token": row, "secret": the token}`` (only its hash is kept)."""
+        from .identity import new_agent_token
+
+        if agent_id:
+            limits.validate_hello({"agent_id": agent_id})
+        if len(name) > 256:
+            raise InvalidArgument("name: at most 256 characters")
+        token_id, secret = new_agent_token()
+        self.store.create_token(token_id, name or token_id, sha256_text(secret), agent_id, now=self.clock())
+        log.info("agent token %s (%s) issued%s", token_id, name or token_id, f" for {agent_id}" if agent_id else "")
+        return {"token": self.check_agent_token(sha256_text(secret)), "secret": secret}
+
+    def list_agent_tokens(self) -> list[dict]:
+        return [{k: v for k, v in t.items() if k != "token_sha256"} for t in self.store.list_tokens()]
+
+    def revoke_agent_token(self, token_id: str) -> dict:
+        token = self.store.revoke_token(token_id, now=self.clock())
+        if token is None:
+            raise NotFound(f"unknown agent token {token_id!r} (see: fleetmeter agents token list)")
+        log.info("agent token %s revoked", token_id)
+        return {k: v for k, v in token.items() if k != "token_sha256"}
+
+    def has_agent_tokens(self) -> bool:
+        return self.store.has_active_tokens()
+
+    def forget_device(self, agent_id: str) -> dict:
+        """Remove an offline device and its enrolment; its leases return to the queue."""
+        agent = self.agents.get(agent_id)
+        if agent is not None and agent.connected:
+            raise FailedPrecondition(f"agent {agent_id} is connected: stop it first, then forget it")
+        released = 0
+        for job in self.store.leased_jobs():
+            if job["agent_id"] == agent_id:
+                self.store.release_job(job["job_id"], f"agent {agent_id} forgotten by an operator",
+                                       self.config.max_attempts)
+                released += 1
+        if not self.store.forget_device(agent_id) and agent is None:
+            raise NotFound(f"unknown device {agent_id!r} (see: fleetmeter devices)")
+        if agent is not None:
+            del self.agents[agent_id]
+            self.by_host.get(agent.host_id, {}).pop(agent_id, None)
+        self.host_of.pop(agent_id, None)
+        log.info("device %s forgotten (%d lease(s) released)", agent_id, released)
+        return {"agent_id": agent_id, "released_jobs": released}
 
     def agent_disconnected(self, agent_id: str) -> None:
         """The stream ended. Its lease stays until it expires: the agent may come back with the result."""
@@ -165,18 +266,22 @@ class Fleet:
             agent.connected = False
             self.store.touch_device(agent_id, self.clock())
 
-    def heartbeats(self, beats: dict[str, str]) -> None:
-        """Many agents' heartbeats at once (``agent_id → the job it reports``), in one store transaction."""
+    def heartbeats(self, beats: dict[str, str]) -> list[str]:
+        """Many agents' heartbeats at once (``agent_id → the job it reports``), in one store transaction.
+        Returns the agents this fleet does not know (it restarted since their hello): the gateway says
+        hello again for them."""
         now = self.clock()
-        extend = []
+        extend, unknown = [], []
         for agent_id, job_id in beats.items():
             agent = self.agents.get(agent_id)
             if agent is None:
+                unknown.append(agent_id)
                 continue
             agent.last_seen_unix = now
             if job_id:
                 extend.append((job_id, agent_id))
-        self.store.extend_leases(extend, now + self.config.lease_timeout_s)
+        self.store.extend_leases(extend, now + self.config.lease_timeout_s, self.config.max_job_s)
+        return unknown
 
     def heartbeat(self, agent_id: str, current_job_id: str = "") -> None:
         """Extend the lease of the job the agent *says* it runs. A job the controller believes it
@@ -185,7 +290,16 @@ class Fleet:
         now = self.clock()
         agent.last_seen_unix = now
         if current_job_id:
-            self.store.extend_lease(current_job_id, agent_id, now + self.config.lease_timeout_s)
+            self.store.extend_lease(current_job_id, agent_id, now + self.config.lease_timeout_s,
+                                    self.config.max_job_s)
+
+    def _held(self) -> dict[str, str]:
+        """agent_id → the job it holds. The store's leases are the one record of who holds which job; the
+        gateway and this table derive from them."""
+        return {j["agent_id"]: j["job_id"] for j in self.store.leased_jobs() if j["agent_id"]}
+
+    def current_job(self, agent_id: str) -> Optional[str]:
+        return self._held().get(agent_id)
 
     def _agent(self, agent_id: str) -> AgentState:
         try:
@@ -203,7 +317,7 @@ class Fleet:
         """Lease the next job for an idle agent, or ``None`` (busy, host busy, nothing to do, or a host-mate's turn)."""
         agent = self._agent(agent_id)
         self.schedule_references()
-        return self._next_job(agent, self._busy_hosts(), {})
+        return self._next_job(agent, self._busy_hosts(), {}, self._held())
 
     def schedule_references(self) -> list[str]:
         """Add the drift canary's due reference jobs for the platforms that have a connected agent."""
@@ -227,23 +341,28 @@ class Fleet:
     def assign(self, agent_ids: list[str]) -> list[dict]:
         """Lease jobs for many idle agents in one call (the gateway's dispatcher); longest idle first."""
         busy = self._busy_hosts()
+        held = self._held()
         cache: dict = {}
         out = []
         candidates = [self.agents[a] for a in agent_ids if a in self.agents]
         self.schedule_references()
         with self.store.transaction():
             for agent in sorted(candidates, key=lambda a: (a.idle_since_unix, a.agent_id)):
-                job = self._next_job(agent, busy, cache)
+                job = self._next_job(agent, busy, cache, held)
                 if job is not None:
                     busy.add(agent.host_id)
                     out.append(job)
         return out
 
-    def _next_job(self, agent: AgentState, busy_hosts: set[str], cache: dict) -> Optional[dict]:
-        if not agent.connected or agent.current_job_id or agent.host_id in busy_hosts:
+    def _next_job(self, agent: AgentState, busy_hosts: set[str], cache: dict, held: dict) -> Optional[dict]:
+        if not agent.connected or agent.agent_id in held or agent.host_id in busy_hosts:
             return None
-        mates = [a for a in self.by_host.get(agent.host_id, {}).values() if a.connected]
-        if any(a.current_job_id for a in mates):
+        now = self.clock()
+        if agent.suspended_until_unix > now:
+            return None
+        mates = [a for a in self.by_host.get(agent.host_id, {}).values()
+                 if a.connected and a.suspended_until_unix <= now]
+        if any(a.agent_id in held for a in mates):
             return None
         idle_platforms = {pid for a in mates for pid in a.platform_ids}
         job = self.store.next_pending_job(sorted(idle_platforms), agent.agent_id)
@@ -255,10 +374,9 @@ class Fleet:
         rivals = [a for a in mates if job["platform_id"] in a.platform_ids]
         if min(rivals, key=lambda a: (a.idle_since_unix, a.agent_id)).agent_id != agent.agent_id:
             return None
-        now = self.clock()
         if not self.store.lease_job(job["job_id"], agent.agent_id, now + self.config.lease_timeout_s, now=now):
             return None
-        agent.current_job_id = job["job_id"]
+        held[agent.agent_id] = job["job_id"]
         return {**self._assignment(job, cache), "agent_id": agent.agent_id}
 
     def _assignment(self, job: dict, cache: dict) -> dict:
@@ -292,17 +410,32 @@ class Fleet:
         another device of the pool until it failed on the sweep's ``max_device_failures``
         devices, after which the model's remaining jobs on that platform are failed too.
         """
-        agent = self.agents.get(record.get("agent_id", ""))
-        if agent is not None and agent.current_job_id and agent.current_job_id == record.get("job_id"):
-            agent.current_job_id = None
+        agent_id = record.get("agent_id") or ""
+        job_id = record.get("job_id") or ""
+        if not job_id:
+            raise InvalidArgument("a result must name the job it answers (job_id)")
+        limits.validate_measurement(record)
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise InvalidArgument(f"result for unknown job {job_id!r}")
+        if agent_id not in json.loads(job["holders_json"]):
+            raise PermissionDenied(f"job {job_id} was never leased to agent {agent_id}")
+        # What was measured comes from the lease, never from the message: its sweep, platform, model and kind.
+        platform = self.store.get_platform(job["platform_id"]) or {}
+        record = {**record, "sweep_id": job["sweep_id"], "platform_id": job["platform_id"],
+                  "model_sha256": job["model_sha256"],
+                  **{k: platform[k] for k in ("runtime", "runtime_version", "provider", "threads") if k in platform},
+                  "job_kind": quality.job_kind(job, self._sweep_fact(job["sweep_id"])["sweep"])}
+        agent = self.agents.get(agent_id)
+        if agent is not None and job["state"] == "leased" and job["agent_id"] == agent_id:
             agent.idle_since_unix = self.clock()
         kind = record.get("failure_kind") or ""
-        job = self.store.get_job(record.get("job_id") or "")
-        # The kind comes from the job, whatever the agent's message says.
-        record = {**record, "job_kind": quality.job_kind(job, self._sweep_fact(job["sweep_id"])["sweep"])
-                  if job is not None else ""}
-        self._quality.pop(record.get("platform_id", ""), None)
-        if not kind or job is None or job["state"] not in ("pending", "leased"):
+        self._quality.pop(record["platform_id"], None)
+        if job["state"] == "leased" and job["agent_id"] != agent_id:
+            # A former holder's late result (its lease expired and the job went to another agent): kept,
+            # raw data is never thrown away, but it settles nothing; the lease holder's result will.
+            return self.store.record_measurement(record, now=self.clock(), settle=False)
+        if not kind or job["state"] not in ("pending", "leased"):
             return self.store.record_measurement(record, now=self.clock())
         sweep = self.store.get_sweep(job["sweep_id"]) or {"spec": {}}
         if kind in DETERMINISTIC_FAILURES:
@@ -325,20 +458,32 @@ class Fleet:
                          job["platform_id"], skipped)
         return stored
 
-    def record_results(self, records: list[dict]) -> list[bool]:
-        """Many results at once (the gateway batches them); see :meth:`record_result`."""
+    def record_results(self, records: list[dict]) -> list[str]:
+        """Many results at once (the gateway batches them); see :meth:`record_result`. One outcome per
+        record: ``"stored"``, ``"duplicate"`` (stored before), ``"rejected: <why>"`` (refused for good,
+        nothing stored: a forged or invalid result) or ``"error"`` (not stored this time; send it again).
+        Only the first two may be acknowledged to the agent."""
+        def one(record: dict) -> str:
+            try:
+                return "stored" if self.record_result(record) else "duplicate"
+            except (InvalidArgument, PermissionDenied) as exc:  # raised before anything is written
+                log.warning("result %s from agent %s refused: %s", record.get("measurement_id"),
+                            record.get("agent_id"), exc)
+                return f"rejected: {exc}"
+
         try:
             with self.store.transaction():
-                return [self.record_result(r) for r in records]
+                return [one(r) for r in records]
         except Exception:  # noqa: BLE001 - one bad record must not block the batch: go one by one
             log.exception("batch of %d results failed; recording them one by one", len(records))
         out = []
         for r in records:
             try:
-                out.append(self.record_result(r))
-            except Exception:  # noqa: BLE001 - acknowledged so the agent stops re-sending it; logged
-                log.exception("result %s could not be stored and is dropped", r.get("measurement_id"))
-                out.append(False)
+                out.append(one(r))
+            except Exception:  # noqa: BLE001 - not acknowledged: the agent keeps it and sends it again
+                log.exception("result %s could not be stored; it stays in the agent's spool",
+                              r.get("measurement_id"))
+                out.append("error")
         return out
 
     def expire_leases(self) -> list[str]:
@@ -347,12 +492,20 @@ class Fleet:
         released = []
         for job in self.store.leased_jobs():
             if job["lease_expires_unix"] is not None and job["lease_expires_unix"] < now:
-                state = self.store.release_job(job["job_id"], "lease expired: agent went silent",
-                                               self.config.max_attempts)
                 agent = self.agents.get(job["agent_id"] or "")
-                if agent is not None and agent.current_job_id == job["job_id"]:
-                    agent.current_job_id = None
+                held_s = now - (job["started_unix"] or now)
+                overran = held_s >= self.config.max_job_s
+                reason = (f"held {held_s:.0f} s without a result (more than max_job_s {self.config.max_job_s:g})"
+                          if overran else "lease expired: agent went silent")
+                state = self.store.release_job(job["job_id"], reason, self.config.max_attempts)
+                if agent is not None:
                     agent.idle_since_unix = now
+                    if overran:
+                        agent.overruns += 1
+                        pause_s = self.config.max_job_s * 2 ** min(agent.overruns - 1, 10)
+                        agent.suspended_until_unix = now + pause_s
+                        agent.suspended_reason = f"job {job['job_id']} {reason}; no work for {pause_s:.0f} s"
+                        log.warning("agent %s suspended: %s", agent.agent_id, agent.suspended_reason)
                 log.warning("job %s: lease of agent %s expired → %s", job["job_id"], job["agent_id"], state)
                 released.append(job["job_id"])
         return released
@@ -360,6 +513,7 @@ class Fleet:
     # ------------------------------------------------------------ sweeps
     def submit_sweep(self, spec: dict) -> dict:
         """Validate a sweep spec, expand it into jobs, store both. Raises InvalidArgument/NotFound."""
+        limits.validate_sweep_spec(spec)
         models = self._resolve_models(spec.get("models") or [])
         platforms = self._select_platforms(spec.get("platforms") or {}, spec.get("threads") or [])
         repeats = int(spec.get("repeats") or 1)
@@ -378,8 +532,9 @@ class Fleet:
             runtimes = sorted({p["runtime"] for p in platforms})
             raise InvalidArgument(f"no selected platform can run the selected models: model formats {formats}, "
                                   f"platform runtimes {runtimes} (onnx needs onnxruntime, tflite needs litert)")
-        if len(pairs) * repeats > MAX_JOBS_PER_SWEEP:
-            raise InvalidArgument(f"sweep expands to {len(pairs) * repeats} jobs, more than {MAX_JOBS_PER_SWEEP}")
+        if len(pairs) * repeats > self.config.max_jobs_per_sweep:
+            raise InvalidArgument(f"sweep expands to {len(pairs) * repeats} jobs, more than the controller's limit "
+                                  f"of {self.config.max_jobs_per_sweep} (--max-sweep-jobs)")
         sweep_id = "sw-" + uuid.uuid4().hex[:12]
         jobs, seq = [], 0
         for r in range(repeats):
@@ -518,12 +673,17 @@ class Fleet:
     # ------------------------------------------------------------ listings
     def list_devices(self) -> list[dict]:
         out = []
+        held = self._held()
+        now = self.clock()
         for d in self.store.list_devices():
             a = self.agents.get(d["agent_id"])
             connected = bool(a and a.connected)
             d["connected"] = connected
-            d["current_job_id"] = (a.current_job_id or "") if a else ""
-            d["state"] = ("busy" if d["current_job_id"] else "idle") if connected else "offline"
+            d["current_job_id"] = held.get(d["agent_id"], "")
+            suspended = bool(a and a.suspended_until_unix > now)
+            d["suspended_reason"] = a.suspended_reason if suspended else ""
+            d["state"] = (("busy" if d["current_job_id"] else "suspended" if suspended else "idle") if connected
+                          else "offline")
             if a:
                 d["last_seen_unix"] = max(d["last_seen_unix"], a.last_seen_unix)
             out.append(d)
@@ -593,6 +753,7 @@ class Fleet:
 
         if not rows:
             raise InvalidArgument("nothing to import: no rows")
+        limits.validate_import_rows(rows, source=source)
         missing = [r for r in rows if self.store.get_model(r["model_sha256"]) is None]
         if missing:
             raise NotFound("models not uploaded: " + "; ".join(

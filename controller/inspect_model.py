@@ -7,8 +7,10 @@ with the reason, and nothing is stored.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
+from fleetmeter._hashing import sha256_file
 from fleetmeter.errors import InvalidArgument
 
 TFLITE_IDENTIFIER = b"TFL3"
@@ -31,19 +33,61 @@ def inspect_model_bytes(args: tuple[bytes, str]) -> dict[str, Any]:
             "size_bytes": len(data), "info": info}
 
 
+def inspect_model_file(args: tuple[str, ...]) -> dict[str, Any]:
+    """``(path, name)`` or ``(path, name, sha256)`` → the model row of the file at ``path``, as
+    :func:`inspect_model_bytes` makes it for its bytes.
+
+    The format comes from the file's first 8 bytes and the model is parsed from the path, so the caller
+    (the controller, streaming an upload to disk) never holds the model in memory; this process does, for
+    as long as the parse takes. ``sha256``, when the caller already hashed the bytes it wrote, saves reading
+    the file a second time. ONNX external data is never followed (a model file names no other file).
+    """
+    path, name = args[0], args[1]
+    sha256 = args[2] if len(args) > 2 else None
+    size = os.path.getsize(path)
+    if not size:
+        raise InvalidArgument(f"{name}: empty file")
+    with open(path, "rb") as f:
+        fmt = detect_format(f.read(8))
+    if fmt == "tflite":
+        with open(path, "rb") as f:
+            info = _inspect_tflite(f.read(), name)
+    else:
+        info = _inspect_onnx_file(path, name)
+    return {"sha256": sha256 or sha256_file(path), "name": name, "format": fmt, "size_bytes": size, "info": info}
+
+
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
                 10: "float16", 11: "float64", 16: "bfloat16"}
 
 
-def _inspect_onnx(data: bytes, name: str) -> dict[str, Any]:
+def _import_onnx():
     try:
         import onnx
     except ImportError as exc:  # pragma: no cover - controller extra installs it
         raise InvalidArgument("the controller cannot inspect ONNX models: pip install 'fleetmeter[controller]'") from exc
+    return onnx
+
+
+def _inspect_onnx(data: bytes, name: str) -> dict[str, Any]:
+    onnx = _import_onnx()
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:  # noqa: BLE001 - any parse failure means "not a model"
         raise InvalidArgument(f"{name}: not a valid ONNX or TFLite model ({type(exc).__name__}: {exc})") from None
+    return _onnx_info(onnx, model, name)
+
+
+def _inspect_onnx_file(path: str, name: str) -> dict[str, Any]:
+    onnx = _import_onnx()
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means "not a model"
+        raise InvalidArgument(f"{name}: not a valid ONNX or TFLite model ({type(exc).__name__}: {exc})") from None
+    return _onnx_info(onnx, model, name)
+
+
+def _onnx_info(onnx, model, name: str) -> dict[str, Any]:
     if not model.graph.node or not model.opset_import:
         raise InvalidArgument(f"{name}: not a valid ONNX or TFLite model (no graph nodes or opset; "
                               "is the file truncated or of another format?)")

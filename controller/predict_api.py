@@ -8,8 +8,14 @@ model's sha256 and the request's input shapes, whichever way the model came
 sha256 first and sends the model only when told it is unknown here
 (:class:`~fleetmeter.errors.ModelNotFound`: ``NOT_FOUND`` with trailing
 metadata ``fleetmeter-not-found: model``; in ``PredictBatch``,
-``PredictResponse.model_not_found``). A ``model_graph``'s declared sha256
-is trusted as its identity: callers hold the API token.
+``PredictResponse.model_not_found``). Features of an uploaded model or of
+bytes sent with the request are *verified* (the server hashed them); a
+``model_graph`` only *declares* its sha256 (its weights are stripped, so the
+server cannot check it). Declared features are cached under the hash of the
+graph itself, never under the sha256: a graph request gets its own graph's
+features, and verified features are never shadowed by a declared graph. A
+request by sha256 alone uses verified features first and falls back to the
+graph last declared for that sha256 (callers hold the API token).
 
 Training (:meth:`PredictorApi.Train`): the measurements and models come from
 the fleet actor (a snapshot; the actor is the store's only writer), features
@@ -156,6 +162,8 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         # (sha256, input_shapes_key) -> ModelFeatures, LRU
         self._features: "OrderedDict[tuple, Any]" = OrderedDict()
         self._features_lock = threading.Lock()  # the predict threads share it
+        # sha256 -> "graph:<sha256 of the graph>" of the graph last declared for it (see the module docstring)
+        self._declared: "OrderedDict[str, str]" = OrderedDict()
         self._pool = None
         self._known: List[str] = []
         self._known_at = -1e9
@@ -224,12 +232,24 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
                 raise InvalidArgument(f"model_graph.sha256 {request.model_graph.sha256!r} is not a sha256 hex digest")
             if not request.model_graph.onnx:
                 raise InvalidArgument(f"{name}: empty model graph (no bytes)")
-            feats, ms = self._extract(sha, request.model_graph.onnx, name, shapes, format="onnx")
+            feats, ms = self._cached(sha, shapes), 0.0  # verified features of this sha256 win over a declaration
+            if feats is None and self.blobs.has(sha):
+                feats, ms = self._extract(sha, str(self.blobs.path(sha)), name, shapes)
+            if feats is None:
+                graph_key = "graph:" + hashlib.sha256(request.model_graph.onnx).hexdigest()
+                feats, ms = self._extract(graph_key, request.model_graph.onnx, name, shapes, format="onnx")
+                with self._features_lock:
+                    self._declared[sha] = graph_key
+                    self._declared.move_to_end(sha)
+                    while len(self._declared) > FEATURE_CACHE_SIZE:
+                        self._declared.popitem(last=False)
         elif kind == "model_sha256":
             sha = request.model_sha256.lower()
             if not is_sha256(sha):
                 raise InvalidArgument(f"model_sha256 {request.model_sha256!r} is not a sha256 hex digest")
             feats, ms = self._cached(sha, shapes), 0.0
+            if feats is None and not self.blobs.has(sha) and sha in self._declared:
+                feats = self._cached(self._declared[sha], shapes)
             if feats is None:
                 if not self.blobs.has(sha):
                     raise ModelNotFound(f"no model with sha256 {sha} here: not uploaded (`fleetmeter models add`) "

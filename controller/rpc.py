@@ -2,12 +2,14 @@
 
 It does two things for every call:
 
-1. Authentication. ``AgentService`` calls need the agent token and
-   ``FleetService`` and ``PredictorService`` calls the API token, as ``authorization: Bearer <token>``
-   metadata. A missing or wrong token ends the call with ``UNAUTHENTICATED``
-   before any handler runs. Health and reflection stay open so that standard
-   gRPC tools work. With no token configured for a service, that service is
-   open (for loopback and trusted networks; the controller logs a warning).
+1. Authentication. ``AgentService`` calls need an agent credential (the shared agent token or a
+   per-agent token: ``identity.py``) and ``FleetService`` and ``PredictorService`` calls the API token,
+   as ``authorization: Bearer <token>`` metadata. A missing or wrong token ends the call with
+   ``UNAUTHENTICATED`` and a token of the other kind with ``PERMISSION_DENIED``, before any handler
+   runs; each refusal is logged (rate-limited, never the token). A per-agent token is checked against
+   the store by the gateway, which also binds it to its agent. Health and reflection stay open so that
+   standard gRPC tools work. With no token configured for a service (and, for agents, no per-agent
+   token issued), that service is open (for loopback and trusted networks; the controller logs a warning).
 2. Errors. A :class:`~fleetmeter.errors.FleetmeterError` becomes its status
    code with its message (and its trailing metadata: ``ModelNotFound``'s
    ``fleetmeter-not-found: model``); anything else becomes ``INTERNAL`` with a generic
@@ -16,13 +18,14 @@ It does two things for every call:
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from typing import Optional
 
 import grpc
 
 from fleetmeter.errors import FleetmeterError, trailing_metadata_for
+
+from .identity import AgentDoor, RefusalLog, same
 
 log = logging.getLogger(__name__)
 
@@ -50,36 +53,60 @@ def _passes_through(exc: BaseException) -> bool:
     return isinstance(exc, (asyncio.CancelledError, grpc.aio.AbortError)) or not isinstance(exc, Exception)
 
 
+MISSING = "missing token: send 'authorization: Bearer <token>' metadata"
+Denial = Optional[tuple[grpc.StatusCode, str]]
+
+
 class BoundaryInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, agent_token: Optional[str], api_token: Optional[str]) -> None:
-        self._tokens = {AGENT_PREFIX: agent_token, FLEET_PREFIX: api_token, PREDICTOR_PREFIX: api_token}
+    def __init__(self, door: AgentDoor, api_token: Optional[str], refusals: Optional[RefusalLog] = None) -> None:
+        self.door = door
+        self.api_token = api_token or None
+        self.refusals = refusals or RefusalLog()
+
+    def _denial(self, method: str, given: Optional[str]) -> Denial:
+        if method.startswith(AGENT_PREFIX):
+            kind = self.door.kind(given)
+            if kind not in ("missing", "unknown"):
+                return None
+            if given is not None and same(given, self.api_token):
+                return (grpc.StatusCode.PERMISSION_DENIED,
+                        "this is the API token; agents authenticate with an agent token (--agent-token)")
+            return grpc.StatusCode.UNAUTHENTICATED, MISSING if given is None else "wrong agent token"
+        if not self.api_token:
+            return None
+        if given is None:
+            return grpc.StatusCode.UNAUTHENTICATED, MISSING
+        if same(given, self.api_token):
+            return None
+        if self.door.kind(given) in ("shared", "agent"):
+            return (grpc.StatusCode.PERMISSION_DENIED,
+                    "this is an agent token; callers authenticate with the API token (--api-token)")
+        return grpc.StatusCode.UNAUTHENTICATED, "wrong token"
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None:
             return None
         method = details.method
-        expected = next((tok for prefix, tok in self._tokens.items() if method.startswith(prefix)), None)
-        denied = None
-        if expected:
-            given = _token_from(details.invocation_metadata)
-            if given is None:
-                denied = "missing token: send 'authorization: Bearer <token>' metadata"
-            elif not hmac.compare_digest(given.encode(), expected.encode()):
-                denied = "wrong token"
-        if not method.startswith(tuple(self._tokens)) and denied is None:
+        if not method.startswith((AGENT_PREFIX, FLEET_PREFIX, PREDICTOR_PREFIX)):
             return handler  # health, reflection: untouched
-        return _wrap(handler, method, denied)
+        denied = self._denial(method, _token_from(details.invocation_metadata))
+        return _wrap(handler, method, denied, self.refusals)
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, denied: Optional[str]) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler, method: str, denied: Denial, refusals: RefusalLog) -> grpc.RpcMethodHandler:
     streaming_out = handler.response_streaming
     behavior = (handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream)
+
+    async def refuse(context) -> None:
+        code, reason = denied
+        refusals.note(context.peer() or "", method, reason)
+        await context.abort(code, f"{method}: {reason}")
 
     if streaming_out:
         async def wrapped(request, context):
             if denied:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{method}: {denied}")
+                await refuse(context)
             try:
                 async for item in behavior(request, context):
                     yield item
@@ -90,7 +117,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, denied: Optional[str]) ->
     else:
         async def wrapped(request, context):
             if denied:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{method}: {denied}")
+                await refuse(context)
             try:
                 return await behavior(request, context)
             except BaseException as exc:  # noqa: BLE001

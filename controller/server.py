@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
 import signal
+import socket
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -22,6 +25,7 @@ from .blobs import BlobStore
 from .engine import RayEngine
 from .fleet import Fleet, FleetConfig
 from .gateway import AgentGateway, Notifier
+from .identity import AgentDoor, RefusalLog
 from .predict_api import PredictorApi
 from .reference import build_and_inspect
 from .rpc import BoundaryInterceptor
@@ -51,6 +55,10 @@ class ControllerConfig:
     # Lower the controller's priority (and so its local Ray's, started after) by this much:
     # on a host it shares with agents it yields the CPU to their measurements.
     nice: int = 10
+    # The address Ray advertises and, when it is loopback, the only one Ray listens on. None: the host of
+    # `listen`; a wildcard (0.0.0.0, ::) in either place: Ray's own choice (the routable address; Ray then
+    # listens on every interface).
+    ray_node_ip: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.nice) <= 19:
@@ -60,6 +68,56 @@ class ControllerConfig:
             raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
         if self.tls.ca and not self.tls.cert:
             raise ValueError("--tls-ca on the controller requires --tls-cert/--tls-key (mutual TLS)")
+        if self.ray_node_ip is not None and self.ray_node_ip.strip("[]").lower() != "localhost":
+            try:
+                ipaddress.ip_address(self.ray_node_ip.strip("[]"))
+            except ValueError:
+                raise ValueError(f"--ray-node-ip must be an IP address, got {self.ray_node_ip!r}") from None
+
+    def ray_node_ip_to_use(self) -> Optional[str]:
+        """The node ip Ray starts (or joins) with: ``ray_node_ip``, else the host of ``listen`` (a host name
+        resolved); None, Ray's choice, for a wildcard or a name that does not resolve."""
+        host = (self.ray_node_ip if self.ray_node_ip is not None else self.listen.rpartition(":")[0]).strip("[]")
+        if host in ("", "*", "0.0.0.0", "::"):
+            return None
+        if host.lower() == "localhost":
+            return "127.0.0.1"
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            pass
+        try:
+            return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+        except OSError as exc:
+            log.warning("cannot resolve %s (%s): Ray picks its own node ip and listens on every interface; "
+                        "--ray-node-ip sets it", host, exc)
+            return None
+
+
+STORE_FILE = "fleetmeter.sqlite"
+
+
+def make_private_data_dir(data_dir: Path) -> None:
+    """The controller's data dir, 0700, and its store file, 0600 (tightened, with a warning, when they exist
+    wider). The store is created here, empty, because the fleet actor opens it in a Ray worker that may not
+    share this process's umask (a joined cluster); SQLite gives its -wal and -shm files the store's mode."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = data_dir / STORE_FILE
+    os.close(os.open(store, os.O_WRONLY | os.O_CREAT, 0o600))
+    for path, private in ((data_dir, 0o700), (store, 0o600), (data_dir / f"{STORE_FILE}-wal", 0o600),
+                          (data_dir / f"{STORE_FILE}-shm", 0o600)):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            try:
+                os.chmod(path, private)
+            except OSError as exc:  # not ours to change: say so, serve anyway
+                log.warning("%s is open to other users (mode %04o) and cannot be made %04o: %s", path, mode,
+                            private, exc)
+            else:
+                log.warning("%s was open to other users (mode %04o); made it %04o", path, mode, private)
 
 
 class FleetActor(Fleet):
@@ -78,7 +136,9 @@ class Controller:
 
     def __init__(self, config: ControllerConfig, engine=None) -> None:
         self.config = config
-        self.engine = engine or RayEngine(config.ray_address, num_cpus=config.ray_num_cpus)
+        self.engine = engine or RayEngine(config.ray_address, num_cpus=config.ray_num_cpus,
+                                          node_ip=config.ray_node_ip_to_use(),
+                                          temp_root=Path(config.data_dir) / "ray")
         self.server: Optional[grpc.aio.Server] = None
         self.address: Optional[str] = None
         self._tasks: list[asyncio.Task] = []
@@ -86,18 +146,20 @@ class Controller:
     async def start(self) -> str:
         cfg = self.config
         data_dir = Path(cfg.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_data_dir(data_dir)
         self.engine.start()
-        self.fleet = self.engine.actor(FleetActor, str(data_dir / "fleetmeter.sqlite"), cfg.fleet)
+        self.fleet = self.engine.actor(FleetActor, str(data_dir / STORE_FILE), cfg.fleet)
         await self.fleet.call("ping")
         self.blobs = BlobStore(data_dir / "blobs")
         self.notifier = Notifier()
-        self.gateway = AgentGateway(self.fleet, self.blobs, self.notifier)
-        self.api = FleetApi(self.fleet, self.blobs, self.notifier, self.engine)
+        door, refusals = AgentDoor(cfg.agent_token), RefusalLog()
+        self.gateway = AgentGateway(self.fleet, self.blobs, self.notifier, door, refusals)
+        await self.gateway.refresh_door()
+        self.api = FleetApi(self.fleet, self.blobs, self.notifier, self.engine, self.gateway)
         self.predictor_api = PredictorApi(self.fleet, self.blobs, self.engine, data_dir / "predictors")
         if cfg.fleet.reference_interval_s > 0:  # before serving: the models are there when the first agent is
             await self._install_reference_models()
-        server = grpc.aio.server(interceptors=[BoundaryInterceptor(cfg.agent_token, cfg.api_token)],
+        server = grpc.aio.server(interceptors=[BoundaryInterceptor(door, cfg.api_token, refusals)],
                                  options=SERVER_OPTIONS)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.gateway, server)
         fleet_pb2_grpc.add_FleetServiceServicer_to_server(self.api, server)
@@ -123,7 +185,7 @@ class Controller:
         self.server = server
         host = cfg.listen.rpartition(":")[0]
         self.address = f"{host}:{port}"
-        open_services = [name for name, token in (("agent", cfg.agent_token), ("API", cfg.api_token)) if not token]
+        open_services = [name for name, closed in (("agent", not door.open), ("API", cfg.api_token)) if not closed]
         if open_services:
             log.warning("no %s token configured: anyone who can reach %s may use %s (fine on loopback or a "
                         "trusted network only)", " or ".join(open_services), self.address,
@@ -172,16 +234,27 @@ class Controller:
             except Exception:  # noqa: BLE001 - keep the loop alive; logged
                 log.exception("lease expiry failed")
                 continue
-            if released:
-                self.gateway.jobs_released(released)
+            if released:  # their agents are free again (the store's leases say so)
                 self.notifier.notify()
 
     async def stop(self, grace_s: float = 2.0) -> None:
-        for t in self._tasks:
+        """Stop serving (in-flight calls get ``grace_s``), then Ray. Also after a start that failed or was
+        cancelled half-way; a second call does nothing new. Calls to the fleet that come after Ray stopped
+        (an agent stream's last words) fail with ``Unavailable``, never start Ray again."""
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # gone before Ray is
+        gateway = getattr(self, "gateway", None)
+        if gateway is not None:
+            # End every agent's stream normally (the agent reconnects with backoff) rather than have the
+            # server cancel it after the grace: its last call to the fleet then runs while Ray is up.
+            gateway.close_streams()
         if self.server is not None:
             await self.server.stop(grace_s)
-            self.predictor_api.close()
+        predictor_api = getattr(self, "predictor_api", None)
+        if predictor_api is not None:
+            predictor_api.close()
         self.engine.shutdown()
 
     async def wait(self) -> None:
@@ -189,7 +262,13 @@ class Controller:
 
 
 def run_controller(config: ControllerConfig) -> int:
-    """Serve until SIGINT/SIGTERM."""
+    """Serve until SIGINT or SIGTERM, then stop: the gRPC server, then Ray (ours stopped, its session files
+    removed); 0. A signal during start-up stops as soon as Ray is up. A failed start stops what it started
+    and raises."""
+    # What the controller and its local Ray create (store, blobs, predictors, controller.json, Ray's
+    # session files) is for this user alone. Set for this process only, before anything is created; Ray's
+    # processes inherit it. It does not reach agents (separate processes) or callers of Controller in-process.
+    os.umask(0o077)
     if config.nice and hasattr(os, "nice"):
         try:  # before Ray and gRPC start: every thread and process they make inherits it
             os.nice(config.nice)
@@ -197,16 +276,26 @@ def run_controller(config: ControllerConfig) -> int:
             log.warning("cannot lower the controller's priority by %d: %s", config.nice, exc)
 
     async def main() -> None:
-        controller = Controller(config)
-        await controller.start()
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before start: no KeyboardInterrupt half-way through
             loop.add_signal_handler(sig, stop.set)
-        print(f"fleetmeter controller listening on {controller.address}", flush=True)
-        await stop.wait()
-        log.info("shutting down")
-        await controller.stop()
+        controller = Controller(config)
+        starting = asyncio.ensure_future(controller.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # a failed start raises here
+                print(f"fleetmeter controller listening on {controller.address}", flush=True)
+                await stopping
+            else:
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+            log.info("shutting down")
+        finally:
+            stopping.cancel()
+            await controller.stop()
 
     asyncio.run(main())
     return 0

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_unix REAL NOT NULL,
     failed_agents_json TEXT NOT NULL DEFAULT '[]',
     started_unix REAL,
-    finished_unix REAL
+    finished_unix REAL,
+    holders_json TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, platform_id);
 CREATE INDEX IF NOT EXISTS jobs_by_sweep ON jobs(sweep_id, state, seq);
@@ -100,7 +101,33 @@ CREATE TABLE IF NOT EXISTS measurements (
 );
 CREATE INDEX IF NOT EXISTS measurements_by_sweep ON measurements(sweep_id);
 CREATE INDEX IF NOT EXISTS measurements_by_job ON measurements(job_id);
+CREATE TABLE IF NOT EXISTS agent_identities (
+    agent_id TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL,
+    created_unix REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_tokens (
+    token_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    agent_id TEXT NOT NULL DEFAULT '',
+    created_unix REAL NOT NULL,
+    last_used_unix REAL NOT NULL DEFAULT 0,
+    revoked_unix REAL NOT NULL DEFAULT 0
+);
 """
+
+# Schema upgrades in place: version → the statements that take a store of that version one step up.
+_MIGRATIONS = {
+    2: [  # v3: who ever held each job (a result is accepted only from one of them); identities; agent tokens
+        "ALTER TABLE jobs ADD COLUMN holders_json TEXT NOT NULL DEFAULT '[]'",
+        "UPDATE jobs SET holders_json = json_array(agent_id) WHERE agent_id IS NOT NULL",
+    ],
+}
+
+# Appends the leasing agent to ``holders_json`` once (parameters: agent_id twice).
+_ADD_HOLDER = ("holders_json = CASE WHEN EXISTS (SELECT 1 FROM json_each(holders_json) WHERE value = ?)"
+               " THEN holders_json ELSE json_insert(holders_json, '$[#]', ?) END")
 
 JOB_STATES = ("pending", "leased", "done", "failed", "cancelled")
 SWEEP_STATES = ("active", "paused", "cancelled")
@@ -123,6 +150,10 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
+        has_meta = self._db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone()
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() if has_meta else None
+        if row is not None and int(row["value"]) in _MIGRATIONS:
+            self._migrate(int(row["value"]))
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
@@ -130,6 +161,16 @@ class Store:
         elif int(row["value"]) != SCHEMA_VERSION:
             raise RuntimeError(f"store {self.path} has schema version {row['value']}, this fleetmeter "
                                f"expects {SCHEMA_VERSION}")
+
+    def _migrate(self, version: int) -> None:
+        """Upgrade an older store step by step, each step in one transaction."""
+        while version in _MIGRATIONS:
+            with self._tx() as db:
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+                version += 1
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+            log.info("store %s upgraded to schema version %d", self.path, version)
 
     def close(self) -> None:
         self._db.close()
@@ -187,6 +228,64 @@ class Store:
             "platform_ids": json.loads(r["platform_ids_json"]),
             "first_seen_unix": r["first_seen_unix"], "last_seen_unix": r["last_seen_unix"],
         } for r in rows]
+
+    def forget_device(self, agent_id: str) -> bool:
+        """Remove a device's record and its identity binding (its measurements stay). ``False`` if unknown."""
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM devices WHERE agent_id=?", (agent_id,))
+            found = cur.rowcount == 1
+            cur = db.execute("DELETE FROM agent_identities WHERE agent_id=?", (agent_id,))
+            return found or cur.rowcount == 1
+
+    # -------------------------------------------------------------- identities
+    def identity_secret(self, agent_id: str) -> Optional[str]:
+        """The sha256 of the secret ``agent_id`` enrolled with, or ``None`` (not enrolled)."""
+        r = self._db.execute("SELECT secret_sha256 FROM agent_identities WHERE agent_id=?", (agent_id,)).fetchone()
+        return r["secret_sha256"] if r else None
+
+    def bind_identity(self, agent_id: str, secret_sha256: str, now: Optional[float] = None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO agent_identities(agent_id, secret_sha256, created_unix) VALUES (?, ?, ?)",
+                       (agent_id, secret_sha256, time.time() if now is None else now))
+
+    def create_token(self, token_id: str, name: str, token_sha256: str, agent_id: str = "",
+                     now: Optional[float] = None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO agent_tokens(token_id, name, token_sha256, agent_id, created_unix)"
+                       " VALUES (?, ?, ?, ?, ?)", (token_id, name, token_sha256, agent_id,
+                                                   time.time() if now is None else now))
+
+    def list_tokens(self) -> list[dict]:
+        return [self._token(r) for r in self._db.execute("SELECT * FROM agent_tokens ORDER BY created_unix")]
+
+    def get_token(self, token_id: str) -> Optional[dict]:
+        r = self._db.execute("SELECT * FROM agent_tokens WHERE token_id=?", (token_id,)).fetchone()
+        return self._token(r) if r else None
+
+    def token_by_hash(self, token_sha256: str) -> Optional[dict]:
+        r = self._db.execute("SELECT * FROM agent_tokens WHERE token_sha256=?", (token_sha256,)).fetchone()
+        return self._token(r) if r else None
+
+    def has_active_tokens(self) -> bool:
+        return self._db.execute("SELECT 1 FROM agent_tokens WHERE revoked_unix=0 LIMIT 1").fetchone() is not None
+
+    def use_token(self, token_id: str, agent_id: str, now: Optional[float] = None) -> None:
+        """Bind an unbound token to ``agent_id`` and note its use."""
+        with self._tx() as db:
+            db.execute("UPDATE agent_tokens SET agent_id=CASE WHEN agent_id='' THEN ? ELSE agent_id END,"
+                       " last_used_unix=? WHERE token_id=?", (agent_id, time.time() if now is None else now,
+                                                              token_id))
+
+    def revoke_token(self, token_id: str, now: Optional[float] = None) -> Optional[dict]:
+        with self._tx() as db:
+            db.execute("UPDATE agent_tokens SET revoked_unix=? WHERE token_id=? AND revoked_unix=0",
+                       (time.time() if now is None else now, token_id))
+        return self.get_token(token_id)
+
+    @staticmethod
+    def _token(r: sqlite3.Row) -> dict:
+        return {k: r[k] for k in ("token_id", "name", "agent_id", "created_unix", "last_used_unix",
+                                  "revoked_unix", "token_sha256")}
 
     # --------------------------------------------------------------- platforms
     def upsert_platform(self, platform: dict, now: Optional[float] = None) -> None:
@@ -369,30 +468,35 @@ class Store:
             now = time.time() if now is None else now
             if not new_attempt:
                 cur = db.execute("UPDATE jobs SET state='leased', agent_id=?, lease_expires_unix=?, updated_unix=?"
-                                 " WHERE job_id=? AND state='pending'", (agent_id, expires_unix, now, job_id))
+                                 f", {_ADD_HOLDER} WHERE job_id=? AND state='pending'",
+                                 (agent_id, expires_unix, now, agent_id, agent_id, job_id))
                 return cur.rowcount == 1
             cur = db.execute("UPDATE jobs SET state='leased', agent_id=?, lease_expires_unix=?, attempts=attempts+1,"
-                             " updated_unix=?, started_unix=? WHERE job_id=? AND state='pending'",
-                             (agent_id, expires_unix, now, now, job_id))
+                             f" updated_unix=?, started_unix=?, {_ADD_HOLDER} WHERE job_id=? AND state='pending'",
+                             (agent_id, expires_unix, now, now, agent_id, agent_id, job_id))
             if cur.rowcount == 1:
                 db.execute("UPDATE sweeps SET dispatched=dispatched+1 WHERE sweep_id="
                            "(SELECT sweep_id FROM jobs WHERE job_id=?)", (job_id,))
             return cur.rowcount == 1
 
-    def extend_lease(self, job_id: str, agent_id: str, expires_unix: float) -> bool:
-        with self._tx() as db:
-            cur = db.execute("UPDATE jobs SET lease_expires_unix=? WHERE job_id=? AND agent_id=? AND state='leased'",
-                             (expires_unix, job_id, agent_id))
-            return cur.rowcount == 1
+    def extend_lease(self, job_id: str, agent_id: str, expires_unix: float,
+                     max_hold_s: Optional[float] = None) -> bool:
+        return self.extend_leases([(job_id, agent_id)], expires_unix, max_hold_s) == 1
 
-    def extend_leases(self, leases: Iterable[tuple[str, str]], expires_unix: float) -> None:
-        """``(job_id, agent_id)`` pairs: extend each lease still held by that agent, in one transaction."""
+    def extend_leases(self, leases: Iterable[tuple[str, str]], expires_unix: float,
+                      max_hold_s: Optional[float] = None) -> int:
+        """``(job_id, agent_id)`` pairs: extend each lease still held by that agent, in one transaction, never
+        past ``started_unix + max_hold_s``. Returns how many leases were extended."""
         leases = list(leases)
         if not leases:
-            return
+            return 0
+        cap = 1e18 if max_hold_s is None else float(max_hold_s)
         with self._tx() as db:
-            db.executemany("UPDATE jobs SET lease_expires_unix=? WHERE job_id=? AND agent_id=? AND state='leased'",
-                           [(expires_unix, job, agent) for job, agent in leases])
+            cur = db.executemany(
+                "UPDATE jobs SET lease_expires_unix=MIN(?, COALESCE(started_unix, ?) + ?)"
+                " WHERE job_id=? AND agent_id=? AND state='leased'",
+                [(expires_unix, expires_unix, cap, job, agent) for job, agent in leases])
+            return cur.rowcount
 
     def leased_jobs(self) -> list[dict]:
         return [dict(r) for r in self._db.execute("SELECT * FROM jobs WHERE state='leased'")]
@@ -411,7 +515,7 @@ class Store:
 
     # ------------------------------------------------------------ measurements
     def record_measurement(self, record: dict, now: Optional[float] = None, retry: bool = False,
-                           avoid_agent: bool = False) -> bool:
+                           avoid_agent: bool = False, settle: bool = True) -> bool:
         """Store one measurement and settle its job, atomically.
 
         ``record`` is the measurement as a JSON-able dict (with ``measurement_id``,
@@ -421,7 +525,8 @@ class Store:
         A job already settled by another measurement keeps its first result; the
         late record is still kept (raw data is never thrown away) without a job link.
         With ``retry`` a failed run does not settle its job: the job returns to the
-        queue (with ``avoid_agent``, never again to the agent it failed on).
+        queue (with ``avoid_agent``, never again to the agent it failed on). With
+        ``settle=False`` the record is kept without touching (or linking to) its job.
         """
         now = time.time() if now is None else now
         job_id = record.get("job_id") or None
@@ -430,7 +535,7 @@ class Store:
                           (record["measurement_id"],)).fetchone():
                 return False
             job = db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone() if job_id else None
-            settles = job is not None and job["state"] in ("pending", "leased")
+            settles = settle and job is not None and job["state"] in ("pending", "leased")
             sweep_id = job["sweep_id"] if job is not None else record.get("sweep_id") or None
             latency = record.get("latency_ms") or {}
             db.execute(

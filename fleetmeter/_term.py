@@ -1,13 +1,37 @@
 """Terminal output helpers for the CLIs: tables and a progress bar (no dependencies)."""
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Optional, Sequence, TextIO
 
+# C0 and C1 controls and DEL; the bidi embeddings, overrides and isolates, which reorder what follows them on
+# screen; the Unicode line and paragraph separators.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(match: "re.Match[str]") -> str:
+    ch = match.group()
+    return _SHORT_ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+
+
+def escape_control(text: str) -> str:
+    """``text`` as it may go to a terminal: control characters (and the few that reorder or break lines) are
+    shown as Python-style escapes, ``\\x1b`` for ESC, ``\\n`` for a newline; everything else unchanged.
+
+    For names that agents and callers choose (devices, models, platforms, labels): printed raw, an escape
+    sequence in one could rewrite the operator's screen. ``--json`` output stays exact instead.
+    """
+    return _UNPRINTABLE.sub(_escape_one, text)
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    """Columns padded to fit, a dashed line under the headers; every cell shown through :func:`escape_control`
+    (so a name cannot carry terminal control sequences or break the table's lines)."""
+    cells = [[escape_control(str(h)) for h in headers]] + [
+        ["" if c is None else escape_control(str(c)) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -98,7 +122,8 @@ class SweepWatch:
         head = f"sweep {progress.sweep_id}: {progress.state}"
         if progress.cancelled:
             head += f" ({progress.cancelled} cancelled)"
-        return head + "\n" + table(["PLATFORM", "DONE", "RUNNING", "FAILED", "REMAINING", "AGENTS", "ETA"], rows)
+        return escape_control(head) + "\n" + table(
+            ["PLATFORM", "DONE", "RUNNING", "FAILED", "REMAINING", "AGENTS", "ETA"], rows)
 
     def update(self, progress, final: bool = False) -> None:
         now = self.clock()

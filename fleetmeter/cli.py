@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -44,8 +45,21 @@ def _client(args):
     return Client(args.controller, args.api_token, _net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key))
 
 
+def _finite(obj):
+    """``obj`` with every NaN or infinite float replaced by None (strict JSON has no NaN/Infinity)."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    print(json.dumps(_finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False))
 
 
 # ------------------------------------------------------------------ commands
@@ -58,14 +72,25 @@ def cmd_controller(args) -> int:
         agent_token=_net.agent_token(args.agent_token), api_token=_net.api_token(args.api_token),
         tls=_net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key),
         fleet=FleetConfig(lease_timeout_s=args.lease_timeout_s, heartbeat_interval_s=args.heartbeat_s,
-                          restart_grace_s=args.restart_grace_s, reference_interval_s=args.reference_interval_s),
-        nice=args.nice)
+                          restart_grace_s=args.restart_grace_s, reference_interval_s=args.reference_interval_s,
+                          max_job_s=args.max_job_s, max_jobs_per_sweep=args.max_sweep_jobs),
+        nice=args.nice, ray_node_ip=args.ray_node_ip)
     return run_controller(config)
 
 
 def cmd_devices(args) -> int:
     from google.protobuf.json_format import MessageToDict
 
+    if getattr(args, "devices_command", None) == "forget":
+        with _client(args) as c:
+            out = MessageToDict(c.forget_device(args.agent_id), preserving_proto_field_name=True,
+                                always_print_fields_with_no_presence=True)
+        if args.json:
+            _print_json(out)
+        else:
+            print(f"forgot device {out['agent_id']} ({out['released_jobs']} open job(s) returned to the queue); "
+                  "its measurements are kept")
+        return 0
     with _client(args) as c:
         devices = c.list_devices()
     if args.json:
@@ -74,10 +99,54 @@ def cmd_devices(args) -> int:
     from fleetmeter._term import table
 
     print(table(["NAME", "AGENT", "STATE", "CPU", "RUNTIMES", "POWER SENSOR", "LABELS"], [
-        (d.name, d.agent_id, d.state, d.info.cpu_model,
+        (d.name, d.agent_id, d.state + (f" ({d.suspended_reason})" if d.suspended_reason else ""), d.info.cpu_model,
          ", ".join(f"{r.name} {r.version}" for r in d.info.runtimes),
          ", ".join(d.info.power_sensors) or "none",
          ",".join(f"{k}={v}" for k, v in sorted(d.labels.items()))) for d in devices]))
+    return 0
+
+
+def _token_dict(t) -> dict:
+    return {"token_id": t.token_id, "name": t.name, "agent_id": t.agent_id, "created_unix": t.created_unix,
+            "last_used_unix": t.last_used_unix or None, "revoked_unix": t.revoked_unix or None,
+            "state": "revoked" if t.revoked_unix else "active"}
+
+
+def cmd_agents_token(args) -> int:
+    with _client(args) as c:
+        if args.token_command == "create":
+            created = c.create_agent_token(args.name or "", args.agent_id or "")
+            out = {**_token_dict(created.token), "token": created.secret}
+            if args.json:
+                _print_json(out)
+            else:
+                print(out["token"])
+                print(f"agent token {out['token_id']} ({out['name']})"
+                      + (f" for agent {out['agent_id']}" if out["agent_id"] else
+                         ", bound to the first agent that connects with it")
+                      + ". Shown once: give it to the agent (--agent-token or $FLEETMETER_AGENT_TOKEN); "
+                        f"revoke with: fleetmeter agents token revoke {out['token_id']}", file=sys.stderr)
+            return 0
+        if args.token_command == "revoke":
+            out = _token_dict(c.revoke_agent_token(args.token_id))
+            if args.json:
+                _print_json(out)
+            else:
+                print(f"agent token {out['token_id']} revoked"
+                      + (f"; agent {out['agent_id']} is disconnected and refused" if out["agent_id"] else ""))
+            return 0
+        tokens = [_token_dict(t) for t in c.list_agent_tokens()]
+    if args.json:
+        _print_json(tokens)
+        return 0
+    from fleetmeter._term import table
+
+    def when(unix) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix)) if unix else "-"
+
+    print(table(["TOKEN ID", "NAME", "AGENT", "STATE", "CREATED", "LAST USED"], [
+        (t["token_id"], t["name"], t["agent_id"] or "(first to connect)", t["state"], when(t["created_unix"]),
+         when(t["last_used_unix"])) for t in tokens]))
     return 0
 
 
@@ -366,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to serve on (default: %(default)s; 0.0.0.0:50051 for every interface)")
     p.add_argument("--data-dir", default=".fleetmeter", help="store and model blobs (default: %(default)s)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting Ray locally")
+    p.add_argument("--ray-node-ip", default=None, metavar="ADDR",
+                   help="the address Ray advertises; when it is loopback Ray listens on loopback only "
+                        "(default: the host of --listen; 0.0.0.0 there or here: Ray's choice, every interface)")
     p.add_argument("--agent-token", default=None, help="token agents must present ($FLEETMETER_AGENT_TOKEN)")
     p.add_argument("--api-token", default=None, help="token callers must present ($FLEETMETER_API_TOKEN)")
     p.add_argument("--tls-cert", default=None, help="server certificate (PEM); enables TLS")
@@ -374,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-timeout-s", type=float, default=30.0,
                    help="a job returns to the queue when its agent is silent this long (default: %(default)s)")
     p.add_argument("--heartbeat-s", type=float, default=2.0, help="agent heartbeat period (default: %(default)s)")
+    p.add_argument("--max-sweep-jobs", type=int, default=100_000, metavar="N",
+                   help="refuse a sweep that expands to more jobs than this (default: %(default)s)")
+    p.add_argument("--max-job-s", type=float, default=3600.0, metavar="S",
+                   help="longest a job may be held, heartbeats or not; an agent that holds one longer without a "
+                        "result loses it and gets no work for a while (default: %(default)s)")
     p.add_argument("--restart-grace-s", type=float, default=60.0,
                    help="after a restart, how long open jobs wait for their agents to reconnect "
                         "(default: %(default)s)")
@@ -392,6 +469,41 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="machine-readable output")
         _caller_flags(p)
         p.set_defaults(func=func)
+        if name == "devices":
+            forget = p.add_subparsers(dest="devices_command", metavar="SUBCOMMAND").add_parser(
+                "forget", help="remove an offline device and its enrolment (its measurements stay)",
+                description="Remove an offline device: its record and the binding of its agent id to its "
+                            "secret, so that the id may enrol again (e.g. a reinstalled device). Its open jobs "
+                            "return to the queue; its measurements are kept. A connected agent is refused: "
+                            "stop it first.")
+            forget.add_argument("agent_id", metavar="AGENT_ID")
+            forget.add_argument("--json", action="store_true", help="machine-readable output")
+            _caller_flags(forget)
+
+    agents = sub.add_parser("agents", help="agent credentials (per-agent tokens)").add_subparsers(
+        dest="agents_command", required=True, metavar="SUBCOMMAND")
+    tokens = agents.add_parser(
+        "token", help="issue, list and revoke per-agent tokens",
+        description="Per-agent tokens: each is bound to one agent id (given with --agent-id, or the first "
+                    "agent that connects with it) and can be revoked on its own, which disconnects that agent. "
+                    "Only a hash is stored. Once a per-agent token exists, a controller started without "
+                    "--agent-token no longer accepts agents without a token.").add_subparsers(
+        dest="token_command", required=True, metavar="ACTION")
+    p = tokens.add_parser("create", help="issue a token (printed once)")
+    p.add_argument("--name", default="", help="a label for listings (default: the token id)")
+    p.add_argument("--agent-id", default="", help="bind it to this agent id now")
+    p.add_argument("--json", action="store_true", help="machine-readable output (includes the token)")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_agents_token)
+    p = tokens.add_parser("list", help="tokens, their agents and state (never the tokens themselves)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_agents_token)
+    p = tokens.add_parser("revoke", help="revoke a token: its agent is disconnected and refused")
+    p.add_argument("token_id", metavar="TOKEN_ID")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_agents_token)
 
     models = sub.add_parser("models", help="upload and list models").add_subparsers(
         dest="models_command", required=True, metavar="SUBCOMMAND")

@@ -90,6 +90,20 @@ class FleetClient:
     def list_platforms(self) -> list:
         return list(self._call("ListPlatforms", fleet_pb2.ListPlatformsRequest()).platforms)
 
+    def forget_device(self, agent_id: str) -> fleet_pb2.ForgetDeviceResponse:
+        """Remove an offline device and its enrolment (its measurements stay)."""
+        return self._call("ForgetDevice", fleet_pb2.ForgetDeviceRequest(agent_id=agent_id))
+
+    def create_agent_token(self, name: str = "", agent_id: str = "") -> fleet_pb2.CreateAgentTokenResponse:
+        """A per-agent token; ``.secret`` is the token itself, returned this once."""
+        return self._call("CreateAgentToken", fleet_pb2.CreateAgentTokenRequest(name=name, agent_id=agent_id))
+
+    def list_agent_tokens(self) -> list:
+        return list(self._call("ListAgentTokens", fleet_pb2.ListAgentTokensRequest()).tokens)
+
+    def revoke_agent_token(self, token_id: str) -> fleet_pb2.AgentToken:
+        return self._call("RevokeAgentToken", fleet_pb2.RevokeAgentTokenRequest(token_id=token_id))
+
     def list_models(self) -> list:
         return list(self._call("ListModels", fleet_pb2.ListModelsRequest()).models)
 

@@ -42,13 +42,18 @@ CSV import format (UTF-8, a header row, comma-separated)::
     models/mobilenet.onnx,pixel7-tflite-cpu4,12.5,,48234496,mobilenet
 
 ``model`` is the path of an ``.onnx`` or ``.tflite`` file, relative to the
-CSV file's folder unless absolute; ``platform`` any non-empty id;
+CSV file's folder unless absolute; ``platform`` an id of at most 128
+letters, digits and ``. _ : + @ = -`` (no ``/``, spaces or ``..``: the
+controller refuses other names, :mod:`fleetmeter._names`);
 ``latency_ms`` a positive number; ``energy_mj``, ``peak_rss_bytes`` and
 ``family`` may be left empty or left out. Other columns are an error (a
-misspelt ``latncy_ms`` must not vanish silently). :func:`read_csv` checks
-every row (numbers, extensions, that each model file exists and parses) and
-raises one :class:`CsvImportError` listing each bad line with its reason;
-:func:`load_csv` returns samples only for a file without a single bad row.
+misspelt ``latncy_ms`` must not vanish silently). So is a row that repeats
+an earlier one exactly — same model content, platform and values: a pasted
+line would count twice in a median; real repeats differ in their values.
+:func:`read_csv` checks every row (numbers, extensions, that each model file
+exists and parses) and raises one :class:`CsvImportError` listing each bad
+line with its reason; :func:`load_csv` returns samples only for a file
+without a single bad row.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from fleetmeter._hashing import sha256_file
+from fleetmeter._names import platform_name_problem
 from fleetmeter.errors import InvalidArgument
 
 __all__ = [
@@ -353,6 +359,7 @@ def read_csv(path: PathLike, *, cache: Optional[FeatureCache] = None) -> List[Cs
 
     rows: List[CsvRow] = []
     shas: Dict[Path, str] = {}
+    first_line: Dict[Tuple[str, str, Tuple[Tuple[str, float], ...]], int] = {}  # (sha, platform, values) → line
     for cells in reader:
         line = reader.line_num
         if not any(c.strip() for c in cells):
@@ -364,6 +371,8 @@ def read_csv(path: PathLike, *, cache: Optional[FeatureCache] = None) -> List[Cs
         platform = row["platform"].strip()
         if not platform:
             reasons.append("missing value for 'platform'")
+        elif platform_name_problem(platform):
+            reasons.append(f"platform {platform_name_problem(platform)}")
         values: Dict[str, float] = {}
         for column in ("latency_ms", "energy_mj", "peak_rss_bytes"):
             if column not in row:
@@ -395,6 +404,13 @@ def read_csv(path: PathLike, *, cache: Optional[FeatureCache] = None) -> List[Cs
                     reasons.append(f"model file unreadable: {model_text} ({exc.strerror or exc})")
                 except ValueError as exc:  # InvalidArgument from the feature parsers
                     reasons.append(f"corrupt or unsupported model {model_text}: {exc}")
+        if not reasons:
+            key = (sha, platform, tuple(sorted(values.items())))
+            if key in first_line:
+                reasons.append(f"duplicates line {first_line[key]} (same model, platform and values; "
+                               "a repeated measurement differs in its values)")
+            else:
+                first_line[key] = line
         if reasons:
             problems.append((line, "; ".join(reasons)))
             continue

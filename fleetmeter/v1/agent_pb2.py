@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fleetmeter.v1 import common_pb2 as fleetmeter_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66leetmeter/v1/agent.proto\x12\rfleetmeter.v1\x1a\x1a\x66leetmeter/v1/common.proto\"\x98\x01\n\x0c\x41gentMessage\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.fleetmeter.v1.HelloH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.fleetmeter.v1.HeartbeatH\x00\x12*\n\x06result\x18\x03 \x01(\x0b\x32\x18.fleetmeter.v1.JobResultH\x00\x42\x06\n\x04kind\"\\\n\rPlatformOffer\x12\x0f\n\x07runtime\x18\x01 \x01(\t\x12\x17\n\x0fruntime_version\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0f\n\x07threads\x18\x04 \x01(\x05\"\xc2\x02\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x06\x64\x65vice\x18\x03 \x01(\x0b\x32\x19.fleetmeter.v1.DeviceInfo\x12,\n\x06offers\x18\x04 \x03(\x0b\x32\x1c.fleetmeter.v1.PlatformOffer\x12\x30\n\x06labels\x18\x05 \x03(\x0b\x32 .fleetmeter.v1.Hello.LabelsEntry\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12\x16\n\x0e\x63urrent_job_id\x18\x07 \x01(\t\x12\x17\n\x0fspooled_results\x18\x08 \x01(\x05\x12\x17\n\x0fspooled_job_ids\x18\t \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\tHeartbeat\x12\x16\n\x0e\x63urrent_job_id\x18\x01 \x01(\t\x12\x11\n\tsent_unix\x18\x02 \x01(\x01\"<\n\tJobResult\x12/\n\x0bmeasurement\x18\x01 \x01(\x0b\x32\x1a.fleetmeter.v1.Measurement\"\x96\x01\n\x11\x43ontrollerMessage\x12)\n\x07welcome\x18\x01 \x01(\x0b\x32\x16.fleetmeter.v1.WelcomeH\x00\x12+\n\x03job\x18\x02 \x01(\x0b\x32\x1c.fleetmeter.v1.JobAssignmentH\x00\x12!\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x12.fleetmeter.v1.AckH\x00\x42\x06\n\x04kind\"O\n\x07Welcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0cplatform_ids\x18\x02 \x03(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"\xc6\x03\n\rJobAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sweep_id\x18\x02 \x01(\t\x12\x13\n\x0bplatform_id\x18\x03 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x04 \x01(\t\x12\x18\n\x10model_size_bytes\x18\x05 \x01(\x03\x12\x14\n\x0cmodel_format\x18\x06 \x01(\t\x12\x0f\n\x07runtime\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x0f\n\x07threads\x18\t \x01(\x05\x12.\n\x08settings\x18\n \x01(\x0b\x32\x1c.fleetmeter.v1.BenchSettings\x12,\n\x06inputs\x18\x0b \x03(\x0b\x32\x1c.fleetmeter.v1.InputOverride\x12\x12\n\ncooldown_s\x18\x0c \x01(\x01\x12\x18\n\x10max_start_temp_c\x18\r \x01(\x01\x12\x1a\n\x12max_thermal_wait_s\x18\x0e \x01(\x01\x12\x19\n\x11profile_operators\x18\x0f \x01(\x08\x12/\n\x07reading\x18\x10 \x01(\x0b\x32\x1e.fleetmeter.v1.ReadingSettings\x12\x10\n\x08job_kind\x18\x11 \x01(\t\"-\n\x03\x41\x63k\x12\x16\n\x0emeasurement_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"3\n\x11\x46\x65tchModelRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"D\n\nModelChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x18\n\x10total_size_bytes\x18\x03 \x01(\x03\x32\xa9\x01\n\x0c\x41gentService\x12L\n\x07\x43onnect\x12\x1b.fleetmeter.v1.AgentMessage\x1a .fleetmeter.v1.ControllerMessage(\x01\x30\x01\x12K\n\nFetchModel\x12 .fleetmeter.v1.FetchModelRequest\x1a\x19.fleetmeter.v1.ModelChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66leetmeter/v1/agent.proto\x12\rfleetmeter.v1\x1a\x1a\x66leetmeter/v1/common.proto\"\x98\x01\n\x0c\x41gentMessage\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.fleetmeter.v1.HelloH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.fleetmeter.v1.HeartbeatH\x00\x12*\n\x06result\x18\x03 \x01(\x0b\x32\x18.fleetmeter.v1.JobResultH\x00\x42\x06\n\x04kind\"\\\n\rPlatformOffer\x12\x0f\n\x07runtime\x18\x01 \x01(\t\x12\x17\n\x0fruntime_version\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0f\n\x07threads\x18\x04 \x01(\x05\"\xd8\x02\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x06\x64\x65vice\x18\x03 \x01(\x0b\x32\x19.fleetmeter.v1.DeviceInfo\x12,\n\x06offers\x18\x04 \x03(\x0b\x32\x1c.fleetmeter.v1.PlatformOffer\x12\x30\n\x06labels\x18\x05 \x03(\x0b\x32 .fleetmeter.v1.Hello.LabelsEntry\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12\x16\n\x0e\x63urrent_job_id\x18\x07 \x01(\t\x12\x17\n\x0fspooled_results\x18\x08 \x01(\x05\x12\x17\n\x0fspooled_job_ids\x18\t \x03(\t\x12\x14\n\x0c\x61gent_secret\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\tHeartbeat\x12\x16\n\x0e\x63urrent_job_id\x18\x01 \x01(\t\x12\x11\n\tsent_unix\x18\x02 \x01(\x01\"<\n\tJobResult\x12/\n\x0bmeasurement\x18\x01 \x01(\x0b\x32\x1a.fleetmeter.v1.Measurement\"\x96\x01\n\x11\x43ontrollerMessage\x12)\n\x07welcome\x18\x01 \x01(\x0b\x32\x16.fleetmeter.v1.WelcomeH\x00\x12+\n\x03job\x18\x02 \x01(\x0b\x32\x1c.fleetmeter.v1.JobAssignmentH\x00\x12!\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x12.fleetmeter.v1.AckH\x00\x42\x06\n\x04kind\"O\n\x07Welcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0cplatform_ids\x18\x02 \x03(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"\xc6\x03\n\rJobAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sweep_id\x18\x02 \x01(\t\x12\x13\n\x0bplatform_id\x18\x03 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x04 \x01(\t\x12\x18\n\x10model_size_bytes\x18\x05 \x01(\x03\x12\x14\n\x0cmodel_format\x18\x06 \x01(\t\x12\x0f\n\x07runtime\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x0f\n\x07threads\x18\t \x01(\x05\x12.\n\x08settings\x18\n \x01(\x0b\x32\x1c.fleetmeter.v1.BenchSettings\x12,\n\x06inputs\x18\x0b \x03(\x0b\x32\x1c.fleetmeter.v1.InputOverride\x12\x12\n\ncooldown_s\x18\x0c \x01(\x01\x12\x18\n\x10max_start_temp_c\x18\r \x01(\x01\x12\x1a\n\x12max_thermal_wait_s\x18\x0e \x01(\x01\x12\x19\n\x11profile_operators\x18\x0f \x01(\x08\x12/\n\x07reading\x18\x10 \x01(\x0b\x32\x1e.fleetmeter.v1.ReadingSettings\x12\x10\n\x08job_kind\x18\x11 \x01(\t\"?\n\x03\x41\x63k\x12\x16\n\x0emeasurement_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08rejected\x18\x03 \x01(\t\"3\n\x11\x46\x65tchModelRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"D\n\nModelChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x18\n\x10total_size_bytes\x18\x03 \x01(\x03\x32\xa9\x01\n\x0c\x41gentService\x12L\n\x07\x43onnect\x12\x1b.fleetmeter.v1.AgentMessage\x1a .fleetmeter.v1.ControllerMessage(\x01\x30\x01\x12K\n\nFetchModel\x12 .fleetmeter.v1.FetchModelRequest\x1a\x19.fleetmeter.v1.ModelChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,25 +39,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLATFORMOFFER']._serialized_start=227
   _globals['_PLATFORMOFFER']._serialized_end=319
   _globals['_HELLO']._serialized_start=322
-  _globals['_HELLO']._serialized_end=644
-  _globals['_HELLO_LABELSENTRY']._serialized_start=599
-  _globals['_HELLO_LABELSENTRY']._serialized_end=644
-  _globals['_HEARTBEAT']._serialized_start=646
-  _globals['_HEARTBEAT']._serialized_end=700
-  _globals['_JOBRESULT']._serialized_start=702
-  _globals['_JOBRESULT']._serialized_end=762
-  _globals['_CONTROLLERMESSAGE']._serialized_start=765
-  _globals['_CONTROLLERMESSAGE']._serialized_end=915
-  _globals['_WELCOME']._serialized_start=917
-  _globals['_WELCOME']._serialized_end=996
-  _globals['_JOBASSIGNMENT']._serialized_start=999
-  _globals['_JOBASSIGNMENT']._serialized_end=1453
-  _globals['_ACK']._serialized_start=1455
-  _globals['_ACK']._serialized_end=1500
-  _globals['_FETCHMODELREQUEST']._serialized_start=1502
-  _globals['_FETCHMODELREQUEST']._serialized_end=1553
-  _globals['_MODELCHUNK']._serialized_start=1555
-  _globals['_MODELCHUNK']._serialized_end=1623
-  _globals['_AGENTSERVICE']._serialized_start=1626
-  _globals['_AGENTSERVICE']._serialized_end=1795
+  _globals['_HELLO']._serialized_end=666
+  _globals['_HELLO_LABELSENTRY']._serialized_start=621
+  _globals['_HELLO_LABELSENTRY']._serialized_end=666
+  _globals['_HEARTBEAT']._serialized_start=668
+  _globals['_HEARTBEAT']._serialized_end=722
+  _globals['_JOBRESULT']._serialized_start=724
+  _globals['_JOBRESULT']._serialized_end=784
+  _globals['_CONTROLLERMESSAGE']._serialized_start=787
+  _globals['_CONTROLLERMESSAGE']._serialized_end=937
+  _globals['_WELCOME']._serialized_start=939
+  _globals['_WELCOME']._serialized_end=1018
+  _globals['_JOBASSIGNMENT']._serialized_start=1021
+  _globals['_JOBASSIGNMENT']._serialized_end=1475
+  _globals['_ACK']._serialized_start=1477
+  _globals['_ACK']._serialized_end=1540
+  _globals['_FETCHMODELREQUEST']._serialized_start=1542
+  _globals['_FETCHMODELREQUEST']._serialized_end=1593
+  _globals['_MODELCHUNK']._serialized_start=1595
+  _globals['_MODELCHUNK']._serialized_end=1663
+  _globals['_AGENTSERVICE']._serialized_start=1666
+  _globals['_AGENTSERVICE']._serialized_end=1835
 # @@protoc_insertion_point(module_scope)

@@ -30,7 +30,7 @@ class PlatformOffer(_message.Message):
     def __init__(self, runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., provider: _Optional[str] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_id", "name", "device", "offers", "labels", "agent_version", "current_job_id", "spooled_results", "spooled_job_ids")
+    __slots__ = ("agent_id", "name", "device", "offers", "labels", "agent_version", "current_job_id", "spooled_results", "spooled_job_ids", "agent_secret")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class Hello(_message.Message):
     CURRENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPOOLED_RESULTS_FIELD_NUMBER: _ClassVar[int]
     SPOOLED_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_SECRET_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     device: _common_pb2.DeviceInfo
@@ -56,7 +57,8 @@ class Hello(_message.Message):
     current_job_id: str
     spooled_results: int
     spooled_job_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., device: _Optional[_Union[_common_pb2.DeviceInfo, _Mapping]] = ..., offers: _Optional[_Iterable[_Union[PlatformOffer, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., agent_version: _Optional[str] = ..., current_job_id: _Optional[str] = ..., spooled_results: _Optional[int] = ..., spooled_job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    agent_secret: str
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., device: _Optional[_Union[_common_pb2.DeviceInfo, _Mapping]] = ..., offers: _Optional[_Iterable[_Union[PlatformOffer, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., agent_version: _Optional[str] = ..., current_job_id: _Optional[str] = ..., spooled_results: _Optional[int] = ..., spooled_job_ids: _Optional[_Iterable[str]] = ..., agent_secret: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("current_job_id", "sent_unix")
@@ -131,12 +133,14 @@ class JobAssignment(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., sweep_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_size_bytes: _Optional[int] = ..., model_format: _Optional[str] = ..., runtime: _Optional[str] = ..., provider: _Optional[str] = ..., threads: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.BenchSettings, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[_common_pb2.InputOverride, _Mapping]]] = ..., cooldown_s: _Optional[float] = ..., max_start_temp_c: _Optional[float] = ..., max_thermal_wait_s: _Optional[float] = ..., profile_operators: _Optional[bool] = ..., reading: _Optional[_Union[_common_pb2.ReadingSettings, _Mapping]] = ..., job_kind: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("measurement_id", "job_id")
+    __slots__ = ("measurement_id", "job_id", "rejected")
     MEASUREMENT_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
     measurement_id: str
     job_id: str
-    def __init__(self, measurement_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+    rejected: str
+    def __init__(self, measurement_id: _Optional[str] = ..., job_id: _Optional[str] = ..., rejected: _Optional[str] = ...) -> None: ...
 
 class FetchModelRequest(_message.Message):
     __slots__ = ("sha256", "offset")

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Device(_message.Message):
-    __slots__ = ("agent_id", "name", "info", "labels", "connected", "state", "current_job_id", "last_seen_unix", "platform_ids")
+    __slots__ = ("agent_id", "name", "info", "labels", "connected", "state", "current_job_id", "last_seen_unix", "platform_ids", "suspended_reason")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class Device(_message.Message):
     CURRENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_UNIX_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_IDS_FIELD_NUMBER: _ClassVar[int]
+    SUSPENDED_REASON_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     info: _common_pb2.DeviceInfo
@@ -34,7 +35,8 @@ class Device(_message.Message):
     current_job_id: str
     last_seen_unix: float
     platform_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., info: _Optional[_Union[_common_pb2.DeviceInfo, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., connected: _Optional[bool] = ..., state: _Optional[str] = ..., current_job_id: _Optional[str] = ..., last_seen_unix: _Optional[float] = ..., platform_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    suspended_reason: str
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., info: _Optional[_Union[_common_pb2.DeviceInfo, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., connected: _Optional[bool] = ..., state: _Optional[str] = ..., current_job_id: _Optional[str] = ..., last_seen_unix: _Optional[float] = ..., platform_ids: _Optional[_Iterable[str]] = ..., suspended_reason: _Optional[str] = ...) -> None: ...
 
 class Platform(_message.Message):
     __slots__ = ("platform_id", "hardware", "runtime", "runtime_version", "provider", "threads", "labels", "hardware_json", "agents_connected", "agents_total", "noise_ceiling", "reference")
@@ -391,3 +393,65 @@ class ImportMeasurementsResponse(_message.Message):
     already_present: int
     created_platforms: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, imported: _Optional[int] = ..., already_present: _Optional[int] = ..., created_platforms: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AgentToken(_message.Message):
+    __slots__ = ("token_id", "name", "agent_id", "created_unix", "last_used_unix", "revoked_unix")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    name: str
+    agent_id: str
+    created_unix: float
+    last_used_unix: float
+    revoked_unix: float
+    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., agent_id: _Optional[str] = ..., created_unix: _Optional[float] = ..., last_used_unix: _Optional[float] = ..., revoked_unix: _Optional[float] = ...) -> None: ...
+
+class CreateAgentTokenRequest(_message.Message):
+    __slots__ = ("name", "agent_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    agent_id: str
+    def __init__(self, name: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
+class CreateAgentTokenResponse(_message.Message):
+    __slots__ = ("token", "secret")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    token: AgentToken
+    secret: str
+    def __init__(self, token: _Optional[_Union[AgentToken, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class ListAgentTokensRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAgentTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[AgentToken]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[AgentToken, _Mapping]]] = ...) -> None: ...
+
+class RevokeAgentTokenRequest(_message.Message):
+    __slots__ = ("token_id",)
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    def __init__(self, token_id: _Optional[str] = ...) -> None: ...
+
+class ForgetDeviceRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class ForgetDeviceResponse(_message.Message):
+    __slots__ = ("agent_id", "released_jobs")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    released_jobs: int
+    def __init__(self, agent_id: _Optional[str] = ..., released_jobs: _Optional[int] = ...) -> None: ...

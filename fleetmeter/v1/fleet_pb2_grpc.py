@@ -95,6 +95,26 @@ class FleetServiceStub:
                 request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsRequest.SerializeToString,
                 response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsResponse.FromString,
                 _registered_method=True)
+        self.CreateAgentToken = channel.unary_unary(
+                '/fleetmeter.v1.FleetService/CreateAgentToken',
+                request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.CreateAgentTokenRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.CreateAgentTokenResponse.FromString,
+                _registered_method=True)
+        self.ListAgentTokens = channel.unary_unary(
+                '/fleetmeter.v1.FleetService/ListAgentTokens',
+                request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ListAgentTokensRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ListAgentTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeAgentToken = channel.unary_unary(
+                '/fleetmeter.v1.FleetService/RevokeAgentToken',
+                request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.RevokeAgentTokenRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.AgentToken.FromString,
+                _registered_method=True)
+        self.ForgetDevice = channel.unary_unary(
+                '/fleetmeter.v1.FleetService/ForgetDevice',
+                request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -177,6 +197,34 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAgentToken(self, request, context):
+        """Per-agent tokens: issued (the secret is returned once, only its hash is stored), listed, revoked.
+        A revoked token's agent is disconnected and refused from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgentTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAgentToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetDevice(self, request, context):
+        """Remove an offline device: its record and identity binding (its measurements stay). Its open leases
+        return to the queue. The same agent id may enrol again afterwards.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -239,6 +287,26 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.ImportMeasurements,
                     request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsRequest.FromString,
                     response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsResponse.SerializeToString,
+            ),
+            'CreateAgentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAgentToken,
+                    request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.CreateAgentTokenRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.CreateAgentTokenResponse.SerializeToString,
+            ),
+            'ListAgentTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentTokens,
+                    request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ListAgentTokensRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ListAgentTokensResponse.SerializeToString,
+            ),
+            'RevokeAgentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAgentToken,
+                    request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.RevokeAgentTokenRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.AgentToken.SerializeToString,
+            ),
+            'ForgetDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetDevice,
+                    request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -565,6 +633,114 @@ class FleetService:
             '/fleetmeter.v1.FleetService/ImportMeasurements',
             fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsRequest.SerializeToString,
             fleetmeter_dot_v1_dot_fleet__pb2.ImportMeasurementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAgentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetmeter.v1.FleetService/CreateAgentToken',
+            fleetmeter_dot_v1_dot_fleet__pb2.CreateAgentTokenRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_fleet__pb2.CreateAgentTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetmeter.v1.FleetService/ListAgentTokens',
+            fleetmeter_dot_v1_dot_fleet__pb2.ListAgentTokensRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_fleet__pb2.ListAgentTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAgentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetmeter.v1.FleetService/RevokeAgentToken',
+            fleetmeter_dot_v1_dot_fleet__pb2.RevokeAgentTokenRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_fleet__pb2.AgentToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetmeter.v1.FleetService/ForgetDevice',
+            fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,7 +16,7 @@ import sqlite3
 import pytest
 
 from fleetmeter.client import FleetClient
-from fleetmeter.errors import InvalidArgument, NotFound, Unauthenticated
+from fleetmeter.errors import PermissionDenied, InvalidArgument, NotFound, Unauthenticated
 from fleetmeter.local import wait_until
 from fleetmeter.modeler.builtin import get_builtin_model
 from fleetmeter.modeler.zoo.special import write_corrupt_model, write_large_onnx, write_unsupported_op_onnx
@@ -87,8 +87,8 @@ def test_wrong_or_missing_token_is_unauthenticated_and_changes_nothing(fleet, mo
                 bad.list_devices()
             with pytest.raises(Unauthenticated):
                 bad.upload_model(get_builtin_model("tiny_mlp", "onnx").path)
-    # The agent token is not an API token.
-    with FleetClient(fleet.address, token=fleet.agent_token) as c, pytest.raises(Unauthenticated):
+    # The agent token is not an API token: a token of the wrong kind is PERMISSION_DENIED (errors.py).
+    with FleetClient(fleet.address, token=fleet.agent_token) as c, pytest.raises(PermissionDenied):
         c.list_models()
     with fleet.client() as c:
         assert len(c.list_models()) == models_before

@@ -228,8 +228,40 @@ def test_a_new_model_goes_by_sha_then_graph_and_after_that_by_sha_alone(controll
         with pytest.raises(NotFound, match="unknown platform") as info:
             client.predict(path, platforms=["no-such-phone"], shapes=shapes)
         assert not isinstance(info.value, ModelNotFound) and log.kinds == ["model_sha256"]
-    cached = ctl.predictor_api._features[(sha, input_shapes_key(shapes))]
+    api = ctl.predictor_api
+    assert (sha, input_shapes_key(shapes)) not in api._features  # a declared graph is not verified ...
+    cached = api._features[(api._declared[sha], input_shapes_key(shapes))]  # ... it is cached by its own hash
     assert cached.model == extract_features(data, input_shapes=shapes).model  # light graph == whole file
+
+
+def test_a_declared_graph_never_poisons_another_models_features(controller, models, tmp_path):
+    """Fails if a caller can make the server serve the features of graph B for model A's sha256 (by sending
+    B's graph declared as A), or if a graph request is answered with another graph's cached features."""
+    from fleetmeter._onnx_wire import light_model_bytes
+    from fleetmeter.v1 import predictor_pb2
+
+    address, ctl = controller
+    small = onnx_bytes(build_onnx(resnet("poison-a", input_size=32, stem_width=8, stages=((8, 1),)), seed=3))
+    big = onnx_bytes(build_onnx(resnet("poison-b", input_size=32, stem_width=32, stages=((64, 2), (128, 2))),
+                                seed=4))
+    sha_small = hashlib.sha256(small).hexdigest()
+    with Client(address, TOKEN) as client:
+        honest = client.predict(small)  # sent as bytes: verified features of A
+        stub = client._predictor
+
+        def by_graph(declared_sha: str, data: bytes):
+            request = predictor_pb2.PredictRequest(model_graph=predictor_pb2.ModelGraph(
+                sha256=declared_sha, onnx=light_model_bytes(data)), targets=["latency_ms"])
+            return stub.Predict(request, metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=60)
+
+        poisoned = by_graph(sha_small, big)  # B's graph declared as A
+        assert poisoned.predictions[0].value == pytest.approx(honest[0].value)
+        assert client.predict_sha256(sha_small)[0].value == pytest.approx(honest[0].value)
+        # A never-uploaded sha256 declared twice with different graphs: each request gets its own graph.
+        ghost = "ab" * 32
+        first, second = by_graph(ghost, small), by_graph(ghost, big)
+        assert second.predictions[0].value > first.predictions[0].value
+        assert first.predictions[0].value == pytest.approx(honest[0].value)
 
 
 def test_tflite_and_unparseable_models_fall_back_to_bytes(controller, models, tmp_path):

@@ -35,15 +35,21 @@ def hello(agent_id: str, host_id: str = "host-1", *, offers=(("onnxruntime", 1),
         "labels": dict(labels or {}),
         "offers": [{"runtime": rt, "runtime_version": VERSION[rt], "provider": "default", "threads": t}
                    for rt, t in offers],
-        "current_job_id": current, "spooled_job_ids": list(spooled),
+        "current_job_id": current, "spooled_job_ids": list(spooled), "agent_secret": f"secret-{agent_id}",
     }
+
+
+def summary(median_ms: float) -> dict:
+    """A latency summary as agents send it (every field set)."""
+    return {"median": median_ms, "mean": median_ms, "p90": median_ms, "p99": median_ms, "min": median_ms,
+            "max": median_ms, "std": 0.0, "cv": 0.0, "n": 1}
 
 
 def result(job: dict, agent_id: str, mid: str = "", failure_kind: str = "") -> dict:
     """The measurement dict an agent's result turns into (convert.measurement_to_dict)."""
     return {"measurement_id": mid or f"m-{job['job_id']}", "job_id": job["job_id"], "sweep_id": job["sweep_id"],
             "agent_id": agent_id, "platform_id": job["platform_id"], "model_sha256": job["model_sha256"],
-            "latency_ms": None if failure_kind else {"median": 2.0}, "samples_ms": [] if failure_kind else [2.0],
+            "latency_ms": None if failure_kind else summary(2.0), "samples_ms": [] if failure_kind else [2.0],
             "failure_kind": failure_kind, "failure_message": "boom" if failure_kind else ""}
 
 
@@ -69,12 +75,16 @@ def count_rows(db_path, table: str) -> int:
         con.close()
 
 
-@pytest.fixture
-def fleet(store, clock):
-    f = Fleet(store, CONFIG, clock=clock)
+def fleet_with_models(store, clock, config: FleetConfig = CONFIG) -> Fleet:
+    f = Fleet(store, config, clock=clock)
     f.add_model(dict(ONNX))
     f.add_model(dict(TFLITE))
     return f
+
+
+@pytest.fixture
+def fleet(store, clock):
+    return fleet_with_models(store, clock)
 
 
 def leased_count(fleet: Fleet) -> int:
@@ -256,7 +266,7 @@ def test_lease_expires_without_heartbeat_and_job_returns_to_pending(fleet, clock
     assert fleet.expire_leases() == [job["job_id"]]
     row = fleet.store.get_job(job["job_id"])
     assert (row["state"], row["agent_id"], row["attempts"]) == ("pending", None, 1)
-    assert fleet.agents["a"].current_job_id is None
+    assert fleet.current_job("a") is None
     again = fleet.next_job("a")  # back in the queue and the agent may take work again
     assert again["job_id"] == job["job_id"]
     assert fleet.store.get_job(job["job_id"])["attempts"] == 2
@@ -330,7 +340,7 @@ def test_reregister_with_someone_elses_job_does_not_take_it(fleet):
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
     job = fleet.next_job("a")
     fleet.register_agent(hello("b", "h2", current=job["job_id"]))
-    assert fleet.agents["b"].current_job_id is None
+    assert fleet.current_job("b") is None
     assert fleet.store.get_job(job["job_id"])["agent_id"] == "a"
 
 
@@ -413,7 +423,7 @@ def test_record_result_frees_the_agent_and_a_resend_returns_false(fleet):
     assert second is not None and second["job_id"] != first["job_id"]
     assert fleet.record_result(dict(record)) is False
     assert fleet.store.count_measurements() == 1
-    assert fleet.agents["a"].current_job_id == second["job_id"]
+    assert fleet.current_job("a") == second["job_id"]
 
 
 def test_sweep_progress_counts_and_ends_done(fleet):

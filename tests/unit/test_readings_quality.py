@@ -31,7 +31,7 @@ def hello(agent_id: str, host_id: str, *, offers=(("onnxruntime", 1),), hardware
     return {"agent_id": agent_id, "name": agent_id,
             "device": {"host_id": host_id, "hardware": dict(hardware or HARDWARE)}, "labels": {}, "offers": [{"runtime": rt, "runtime_version": VERSION[rt], "provider": "default",
                                       "threads": t} for rt, t in offers],
-            "current_job_id": "", "spooled_job_ids": []}
+            "current_job_id": "", "spooled_job_ids": [], "agent_secret": f"secret-{agent_id}"}
 
 
 @pytest.fixture
@@ -45,11 +45,17 @@ def fleet(store, clock):
 _ids = itertools.count()
 
 
+def summary(median_ms: float) -> dict:
+    """A latency summary as agents send it (every field set)."""
+    return {"median": median_ms, "mean": median_ms, "p90": median_ms, "p99": median_ms, "min": median_ms,
+            "max": median_ms, "std": 0.0, "cv": 0.0, "n": 1}
+
+
 def reading(job: dict, agent_id: str, median_ms: float = 2.0, failure_kind: str = "", **extra) -> dict:
     """The measurement dict an agent's result turns into (a new measurement id each time, as agents make)."""
     return {"measurement_id": f"m-{job['job_id']}-{next(_ids)}", "job_id": job["job_id"], "sweep_id": job["sweep_id"],
             "agent_id": agent_id, "platform_id": job["platform_id"], "model_sha256": job["model_sha256"],
-            "latency_ms": None if failure_kind else {"median": median_ms},
+            "latency_ms": None if failure_kind else summary(median_ms),
             "samples_ms": [] if failure_kind else [median_ms], "failure_kind": failure_kind,
             "failure_message": "boom" if failure_kind else "", "finished_at_unix": extra.pop("at", 0.0), **extra}
 
@@ -62,7 +68,7 @@ def run_all(fleet: Fleet, agent_id: str, median_of=lambda job: 2.0) -> list[dict
         if not jobs:
             return done
         (job,) = jobs
-        assert fleet.record_results([reading(job, agent_id, median_of(job))]) == [True]
+        assert fleet.record_results([reading(job, agent_id, median_of(job))]) == ["stored"]
         done.append(job)
 
 
