@@ -88,8 +88,10 @@ def cmd_devices(args) -> int:
         if args.json:
             _print_json(out)
         else:
-            print(f"forgot device {out['agent_id']} ({out['released_jobs']} open job(s) returned to the queue); "
-                  "its measurements are kept")
+            from fleetmeter._term import escape_control
+
+            print(f"forgot device {escape_control(out['agent_id'])} ({out['released_jobs']} open job(s) returned "
+                  "to the queue); its measurements are kept")
         return 0
     with _client(args) as c:
         devices = c.list_devices()
@@ -120,8 +122,10 @@ def cmd_agents_token(args) -> int:
             if args.json:
                 _print_json(out)
             else:
+                from fleetmeter._term import escape_control
+
                 print(out["token"])
-                print(f"agent token {out['token_id']} ({out['name']})"
+                print(f"agent token {out['token_id']} ({escape_control(out['name'])})"
                       + (f" for agent {out['agent_id']}" if out["agent_id"] else
                          ", bound to the first agent that connects with it")
                       + ". Shown once: give it to the agent (--agent-token or $FLEETMETER_AGENT_TOKEN); "
