@@ -24,7 +24,8 @@ from typing import Optional
 
 import grpc
 
-from fleetmeter import __version__, _net
+from fleetmeter import _net, fields
+from fleetmeter._version import __version__
 from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 from .cache import HashMismatch, ModelCache
@@ -343,8 +344,8 @@ class Agent:
             reading = ReadingSettings.from_proto(job.reading if job.HasField("reading") else None)
             defaults = BenchSettings(min_duration_ms=min(reading.session_min_duration_ms,
                                                          BenchSettings.max_duration_ms))
-            settings = BenchSettings(**{f: getattr(s, f) if s.HasField(f) else getattr(defaults, f) for f in (
-                "warmup_runs", "min_runs", "min_duration_ms", "max_runs", "max_duration_ms", "stable_rel_tol")})
+            settings = BenchSettings(**{f: getattr(s, f) if s.HasField(f) else getattr(defaults, f)
+                                        for f in fields.SETTINGS_FIELDS})
         except ValueError as exc:  # settings the agent cannot honour are the job's failure, as data
             return common_pb2.Measurement(**base, failure_kind="invalid_input",
                                           failure_message=f"bad measurement settings: {exc}",

@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, List, Optional, Tuple
 
+from fleetmeter.agent import sysfs
+
 __all__ = ["GuardLimits", "Interference", "InterferenceGuard", "judge", "jiffy_slack_cores"]
 
 logger = logging.getLogger(__name__)
@@ -109,17 +111,8 @@ class _CpuTimes:
     n_cpus: int
 
 
-def _read_text(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read()
-    except OSError as exc:
-        logger.debug("%s unreadable: %s", path, exc)
-        return None
-
-
 def _read_cpu_times(proc_root: str) -> Optional[_CpuTimes]:
-    text = _read_text(os.path.join(proc_root, "stat"))
+    text = sysfs.try_read_text(os.path.join(proc_root, "stat"))
     if text is None:
         return None
     cols: Optional[List[Optional[int]]] = None
@@ -147,7 +140,7 @@ def _read_freqs_mhz(sys_root: str) -> List[float]:
     out: List[float] = []
     pattern = os.path.join(sys_root, "devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq")
     for path in sorted(glob.glob(pattern)):
-        text = _read_text(path)
+        text = sysfs.try_read_text(path)
         try:
             out.append(int(text or "") / 1000.0)  # kHz in sysfs
         except ValueError:
@@ -156,7 +149,7 @@ def _read_freqs_mhz(sys_root: str) -> List[float]:
 
 
 def _read_load_avg_1m(proc_root: str) -> Optional[float]:
-    text = _read_text(os.path.join(proc_root, "loadavg"))
+    text = sysfs.try_read_text(os.path.join(proc_root, "loadavg"))
     try:
         return float(text.split()[0]) if text else None
     except (ValueError, IndexError):

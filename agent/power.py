@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from fleetmeter.agent import sysfs
+
 __all__ = [
     "DEFAULT_PERIOD_S",
     "AndroidBatterySensor",
@@ -116,35 +118,6 @@ class PowerSensor(Protocol):
 class SensorReadingInvalid(Exception):
     """Raised by a sampled sensor's reader when the whole window is meaningless
     (e.g. the battery is charging); ``stop()`` then returns ``None``."""
-
-
-# --------------------------------------------------------------------------- #
-# sysfs helpers (everything goes through the root)
-# --------------------------------------------------------------------------- #
-def _under(root: str | os.PathLike[str], path: str) -> str:
-    return os.path.join(os.fspath(root), path.lstrip("/"))
-
-
-def _read_text(path: str) -> str:
-    """Read a small sysfs/procfs file; raises OSError."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read().strip()
-
-
-def _read_int(path: str) -> int:
-    """Read an integer attribute; raises OSError or ValueError."""
-    return int(_read_text(path))
-
-
-def _try_read_text(path: str) -> str | None:
-    try:
-        return _read_text(path)
-    except OSError:
-        return None
-
-
-def _natural_key(path: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
 
 
 # --------------------------------------------------------------------------- #
@@ -321,7 +294,7 @@ class RaplSensor:
 
     def _read_all(self) -> list[int] | None:
         try:
-            return [_read_int(z.energy_path) for z in self.zones]
+            return [sysfs.read_int(z.energy_path) for z in self.zones]
         except (OSError, ValueError) as exc:
             logger.warning("%s: cannot read energy counter: %s", self.name, exc)
             return None
@@ -366,9 +339,9 @@ def _discover_rapl(root: str, clock: Clock) -> list[RaplSensor]:
     parts and is skipped. ``psys`` (platform) zones cover the packages too, so
     they are not summed with them; they are used only when no package exists.
     """
-    base = _under(root, "/sys/class/powercap")
+    base = sysfs.under(root, "/sys/class/powercap")
     try:
-        entries = sorted(os.listdir(base), key=_natural_key)
+        entries = sorted(os.listdir(base), key=sysfs.natural_key)
     except OSError:
         return []
     packages: list[RaplZone] = []
@@ -377,15 +350,15 @@ def _discover_rapl(root: str, clock: Clock) -> list[RaplSensor]:
         if not _RAPL_TOP_ZONE.match(entry):
             continue
         zdir = os.path.join(base, entry)
-        zname = _try_read_text(os.path.join(zdir, "name")) or entry
+        zname = sysfs.try_read_text(os.path.join(zdir, "name")) or entry
         energy_path = os.path.join(zdir, "energy_uj")
         try:
-            _read_int(energy_path)
+            sysfs.read_int(energy_path)
         except (OSError, ValueError) as exc:
             logger.debug("RAPL zone %s (%s) not usable: %s", entry, zname, exc)
             continue
         try:
-            max_range = _read_int(os.path.join(zdir, "max_energy_range_uj"))
+            max_range = sysfs.read_int(os.path.join(zdir, "max_energy_range_uj"))
         except (OSError, ValueError):
             max_range = 0
             logger.debug("RAPL zone %s: no max_energy_range_uj; wrap-around undetectable", entry)
@@ -564,10 +537,10 @@ class Ina3221Rail:
 
     def read_power_w(self) -> float:
         if self.power_mw_path is not None:
-            return _read_int(self.power_mw_path) / 1e3
+            return sysfs.read_int(self.power_mw_path) / 1e3
         assert self.voltage_mv_path is not None and self.current_ma_path is not None
-        mv = _read_int(self.voltage_mv_path)
-        ma = _read_int(self.current_ma_path)
+        mv = sysfs.read_int(self.voltage_mv_path)
+        ma = sysfs.read_int(self.current_ma_path)
         return mv * ma / 1e6
 
     def source(self) -> str:
@@ -599,18 +572,18 @@ class Ina3221Sensor(SampledPowerSensor):
 
 def _ina3221_hwmon_rails(root: str) -> list[Ina3221Rail]:
     rails = []
-    pattern = _under(root, "/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*")
-    for hw in sorted(glob.glob(pattern), key=_natural_key):
-        for label_path in sorted(glob.glob(os.path.join(hw, "in*_label")), key=_natural_key):
+    pattern = sysfs.under(root, "/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*")
+    for hw in sorted(glob.glob(pattern), key=sysfs.natural_key):
+        for label_path in sorted(glob.glob(os.path.join(hw, "in*_label")), key=sysfs.natural_key):
             m = re.match(r"^in(\d+)_label$", os.path.basename(label_path))
             if not m:
                 continue
             n = m.group(1)
-            label = _try_read_text(label_path)
+            label = sysfs.try_read_text(label_path)
             # "sum of shunt voltages" channels carry a shunt, not a bus, voltage.
             if not label or label.lower().startswith("sum"):
                 continue
-            enable = _try_read_text(os.path.join(hw, f"in{n}_enable"))
+            enable = sysfs.try_read_text(os.path.join(hw, f"in{n}_enable"))
             if enable is not None and enable.strip() == "0":
                 continue
             v_path = os.path.join(hw, f"in{n}_input")
@@ -627,11 +600,11 @@ def _ina3221_hwmon_rails(root: str) -> list[Ina3221Rail]:
 
 def _ina3221_iio_rails(root: str) -> list[Ina3221Rail]:
     rails = []
-    pattern = _under(root, "/sys/bus/i2c/drivers/ina3221x/*/iio:device*")
-    for dev in sorted(glob.glob(pattern), key=_natural_key):
-        for name_path in sorted(glob.glob(os.path.join(dev, "rail_name_*")), key=_natural_key):
+    pattern = sysfs.under(root, "/sys/bus/i2c/drivers/ina3221x/*/iio:device*")
+    for dev in sorted(glob.glob(pattern), key=sysfs.natural_key):
+        for name_path in sorted(glob.glob(os.path.join(dev, "rail_name_*")), key=sysfs.natural_key):
             n = name_path.rsplit("_", 1)[-1]
-            label = _try_read_text(name_path)
+            label = sysfs.try_read_text(name_path)
             if not label or not n.isdigit():
                 continue
             rail = Ina3221Rail(label=label,
@@ -704,23 +677,23 @@ class AndroidBatterySensor(SampledPowerSensor):
         super().__init__("android:battery", period_s=period_s, clock=clock)
 
     def read_power_w(self) -> float:
-        status = _try_read_text(self._status)
+        status = sysfs.try_read_text(self._status)
         if status is not None and status.lower() in _NOT_DRAWN_STATUSES:
             raise SensorReadingInvalid(
                 f"battery status is {status!r}: power comes from the charger, not the battery")
-        return battery_power_w(_read_int(self._current), _read_int(self._voltage))
+        return battery_power_w(sysfs.read_int(self._current), sysfs.read_int(self._voltage))
 
     def source(self) -> str:
         return self.supply_dir
 
 
 def _discover_android_battery(root: str, period_s: float, clock: Clock) -> list[PowerSensor]:
-    supply = _under(root, "/sys/class/power_supply/battery")
+    supply = sysfs.under(root, "/sys/class/power_supply/battery")
     if not os.path.isdir(supply):
         return []
     try:
-        _read_int(os.path.join(supply, "current_now"))
-        _read_int(os.path.join(supply, "voltage_now"))
+        sysfs.read_int(os.path.join(supply, "current_now"))
+        sysfs.read_int(os.path.join(supply, "voltage_now"))
     except (OSError, ValueError) as exc:
         logger.debug("battery power supply at %s not readable: %s", supply, exc)
         return []

@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from fleetmeter.agent import sysfs
 from fleetmeter.agent.power import describe_power_sensors, nvml_gpu_names
 from fleetmeter.agent.thermal import read_thermal_zones
 
@@ -160,16 +161,9 @@ def hardware_identity(probe: DeviceProbe) -> dict[str, Any]:
 # --------------------------------------------------------------------------- #
 # file helpers
 # --------------------------------------------------------------------------- #
-def _under(root: str, path: str) -> str:
-    return os.path.join(root, path.lstrip("/"))
-
-
 def _read(root: str, path: str) -> str | None:
-    try:
-        with open(_under(root, path), encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
+    """The file's whole text (unstripped), or ``None`` when unreadable."""
+    return sysfs.try_read_text(sysfs.under(root, path), strip=False)
 
 
 def _parse_key_values(text: str, sep: str) -> dict[str, str]:
@@ -271,7 +265,7 @@ def _parse_cpu_list(text: str) -> set[int]:
 
 def _cpu_dirs(root: str) -> list[str]:
     """Paths (relative to ``root``) of the cpuN directories."""
-    base = _under(root, "/sys/devices/system/cpu")
+    base = sysfs.under(root, "/sys/devices/system/cpu")
     try:
         names = os.listdir(base)
     except OSError:

@@ -35,6 +35,8 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
+from fleetmeter.modelfile import HEAD_BYTES, ORT_IDENTIFIER, is_tflite
+
 __all__ = [
     "FAILURE_KINDS",
     "RUNTIME_NAMES",
@@ -546,10 +548,10 @@ def runtime_for_model(path: "os.PathLike[str] | str") -> str:
         ValueError: neither content nor name tells.
     """
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head[4:8] == b"TFL3":
+        head = fh.read(HEAD_BYTES)
+    if is_tflite(head):
         return "litert"
-    if head[4:8] == b"ORTM":
+    if head[4:8] == ORT_IDENTIFIER:
         return "onnxruntime"
     ext = os.path.splitext(os.fspath(path))[1].lower()
     if ext in (".tflite", ".lite"):

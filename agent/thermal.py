@@ -22,7 +22,9 @@ import logging
 import os
 import re
 from collections import Counter
-from typing import Any, Mapping
+from typing import Mapping
+
+from fleetmeter.agent import sysfs
 
 __all__ = ["hottest_temp_c", "read_thermal_zones"]
 
@@ -32,22 +34,9 @@ _MIN_PLAUSIBLE_C = -50.0
 _MAX_PLAUSIBLE_C = 200.0
 
 
-def _under(root: str | os.PathLike[str], path: str) -> str:
-    return os.path.join(os.fspath(root), path.lstrip("/"))
-
-
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read().strip()
-
-
-def _natural_key(path: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
-
-
 def _read_temp_c(path: str) -> float | None:
     try:
-        temp_c = int(_read_text(path)) / 1000.0
+        temp_c = sysfs.read_int(path) / 1000.0
     except (OSError, ValueError) as exc:
         logger.debug("temperature %s unreadable: %s", path, exc)
         return None
@@ -59,12 +48,12 @@ def _read_temp_c(path: str) -> float | None:
 
 def _thermal_zones(root: str) -> dict[str, float]:
     zones: list[tuple[int, str, str]] = []  # (index, type, zone dir)
-    for zdir in glob.glob(_under(root, "/sys/class/thermal/thermal_zone*")):
+    for zdir in glob.glob(sysfs.under(root, "/sys/class/thermal/thermal_zone*")):
         m = re.search(r"thermal_zone(\d+)$", zdir)
         if not m:
             continue
         try:
-            ztype = _read_text(os.path.join(zdir, "type"))
+            ztype = sysfs.read_text(os.path.join(zdir, "type"))
         except OSError as exc:
             logger.debug("thermal zone %s: no type: %s", zdir, exc)
             continue
@@ -83,25 +72,25 @@ def _thermal_zones(root: str) -> dict[str, float]:
 
 def _hwmon(root: str) -> dict[str, float]:
     found: list[tuple[str, int, float]] = []
-    for hw in glob.glob(_under(root, "/sys/class/hwmon/hwmon*")):
+    for hw in glob.glob(sysfs.under(root, "/sys/class/hwmon/hwmon*")):
         m = re.search(r"hwmon(\d+)$", hw)
         if not m:
             continue
         try:
-            name = _read_text(os.path.join(hw, "name"))
+            name = sysfs.read_text(os.path.join(hw, "name"))
         except OSError:
             continue
-        for inp in sorted(glob.glob(os.path.join(hw, "temp*_input")), key=_natural_key):
+        for inp in sorted(glob.glob(os.path.join(hw, "temp*_input")), key=sysfs.natural_key):
             stem = os.path.basename(inp)[: -len("_input")]
             temp_c = _read_temp_c(inp)
             if temp_c is None:
                 continue
             try:
-                label = _read_text(os.path.join(hw, f"{stem}_label")) or stem
+                label = sysfs.read_text(os.path.join(hw, f"{stem}_label")) or stem
             except OSError:
                 label = stem
             found.append((f"{name}/{label}", int(m.group(1)), temp_c))
-    found.sort(key=lambda x: (x[1], _natural_key(x[0])))
+    found.sort(key=lambda x: (x[1], sysfs.natural_key(x[0])))
     counts = Counter(k for k, _, _ in found)
     return {(k if counts[k] == 1 else f"{k}#hwmon{i}"): t for k, i, t in found}
 

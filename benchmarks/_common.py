@@ -13,7 +13,11 @@ import statistics
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from fleetmeter import _term
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -104,25 +108,15 @@ def write_json(name: str, payload: Dict[str, Any], out_dir: Optional[Path] = Non
     return path
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+#: Aligned columns under a dashed header line: the CLIs' table (control characters in cells escaped).
+table = _term.table
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default), without numpy."""
-    xs = sorted(float(v) for v in values)
-    if not xs:
+    """Linear-interpolation percentile (``numpy.percentile``'s default); ``ValueError`` when empty."""
+    if len(values) == 0:
         raise ValueError("no values")
-    if len(xs) == 1:
-        return xs[0]
-    pos = (len(xs) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
 def median(values: Sequence[float]) -> float:

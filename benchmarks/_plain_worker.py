@@ -28,6 +28,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -122,12 +123,6 @@ def block_litert(model: str, runs: int, warmup: int, threads: int, seed: int):
     return samples, getattr(ai_edge_litert, "__version__", "unknown"), {k: list(v.shape) for k, v in feeds.items()}
 
 
-def _median(xs):
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
-
-
 def one_block(args, runs: int) -> dict:
     block = block_onnxruntime if args.runtime == "onnxruntime" else block_litert
     samples, version, shapes = block(args.model, runs, args.warmup, args.threads, args.seed)
@@ -135,7 +130,7 @@ def one_block(args, runs: int) -> dict:
         affinity = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         affinity = None
-    return {"median": _median(samples), "mean": sum(samples) / len(samples), "min": min(samples),
+    return {"median": statistics.median(samples), "mean": sum(samples) / len(samples), "min": min(samples),
             "n": len(samples), "runtime_version": version, "input_shapes": shapes, "cpu_affinity": affinity}
 
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_info, table, write_json  # noqa: E402
 
-from fleetmeter.local import LocalFleet  # noqa: E402
+from fleetmeter.local_fleet import LocalFleet  # noqa: E402
 from fleetmeter.v1 import common_pb2, fleet_pb2  # noqa: E402
 
 AGENTS = (("ort-t1", ("--runtime", "onnxruntime", "--threads", "1", "--pin-cpus", "1")),

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import _common
-from fleetmeter.local import LocalFleet, wait_until
+from fleetmeter.local_fleet import LocalFleet, wait_until
 from fleetmeter.modeler.builtin import get_builtin_model
 from fleetmeter.v1 import common_pb2, fleet_pb2
 

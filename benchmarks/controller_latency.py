@@ -85,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     n_jobs = args.jobs or (12 if args.quick else 150)
     n_agents = args.agents or (2 if args.quick else 3)
 
-    from fleetmeter.local import LocalFleet
+    from fleetmeter.local_fleet import LocalFleet
     from fleetmeter.modeler.builtin import get_builtin_model
     from fleetmeter.v1 import common_pb2, fleet_pb2
 

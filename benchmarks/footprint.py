@@ -166,7 +166,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     n_samples = args.samples or (3 if args.quick else 5)
     interval_s = 0.5 if args.quick else 1.0
 
-    from fleetmeter.local import LocalFleet
+    from fleetmeter.local_fleet import LocalFleet
 
     started = time.monotonic()
     machine = _common.machine_info()

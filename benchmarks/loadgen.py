@@ -30,9 +30,12 @@ from pathlib import Path
 import grpc
 
 from fleetmeter import _net
-from fleetmeter.local import LocalFleet
+from fleetmeter.local_fleet import LocalFleet
 from fleetmeter.modeler.builtin import get_builtin_model
 from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, common_pb2, fleet_pb2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 
 HARDWARE = {"arch": "x86_64", "cpu_model": "Loadgen CPU", "cpu_cores_logical": 4, "memory_gib": 8}
 
@@ -105,7 +108,9 @@ async def fake_agent(i: int, channel: grpc.aio.Channel, token: str, run_id: str,
                 free_since = time.perf_counter()
             elif kind == "job":
                 now = time.perf_counter()
-                if free_since is not None:  # free since its last result, or since the sweep arrived
+                # free since its last result, or since the sweep arrived (a job before it, the controller's
+                # reference canary at connect, is not the sweep's: now - inf would make the mean -inf)
+                if free_since is not None and now >= stats.sweep_submitted:
                     stats.free_to_assigned_ms.append((now - max(free_since, stats.sweep_submitted)) * 1000)
                 job = msg.job
                 m = common_pb2.Measurement(
@@ -178,7 +183,7 @@ async def drive(fleet: LocalFleet, agents: int, jobs: int, heartbeat_s: float, p
     lat = sorted(stats.free_to_assigned_ms)
 
     def pct(q):
-        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
+        return _common.percentile(lat, 100.0 * q) if lat else None
 
     return {
         "agents_requested": agents, "agents_connected": held, "connect_s": round(connect_s, 2),

@@ -49,6 +49,7 @@ from _common import OUT_DIR, add_out_dir_argument, machine_info, table, write_js
 
 import numpy as np  # noqa: E402
 
+from fleetmeter.modeler.metrics import acc_within, mape, spearman  # noqa: E402
 from fleetmeter.modeler.zoo.fam_nasbench201 import EDGES, OPS, index_of_arch, parse_arch  # noqa: E402
 
 META_COLUMNS = ("arch_idx", "arch_str", "accuracy_cifar100")
@@ -142,11 +143,8 @@ def samples_for(device: str, rows: Sequence[Dict[str, str]], imported: Dict[str,
 
 
 def scores(pred: np.ndarray, true: np.ndarray) -> Dict[str, float]:
-    from scipy.stats import spearmanr
-
-    err = np.abs(pred / true - 1.0)
-    return {"acc_10": float(np.mean(err <= 0.10 + 1e-12)), "acc_5": float(np.mean(err <= 0.05 + 1e-12)),
-            "mape": float(np.mean(err)), "spearman": float(spearmanr(pred, true)[0])}
+    return {"acc_10": acc_within(pred, true, 0.10), "acc_5": acc_within(pred, true, 0.05),
+            "mape": mape(pred, true), "spearman": spearman(pred, true)}
 
 
 def one_hot_baseline(train: Sequence[Dict[str, str]], test: Sequence[Dict[str, str]], device: str,

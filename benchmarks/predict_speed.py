@@ -139,7 +139,7 @@ def _grpc(tmp: Path, root_predictors: Path, calls: int) -> Dict[str, Any]:
     from features_speed import _build, _node_count
 
     from fleetmeter.client import _Model, _base_request, predict_request
-    from fleetmeter.local import LocalFleet
+    from fleetmeter.local_fleet import LocalFleet
 
     model = _build("mobilenet", "onnx", 100)
     nodes = _node_count("onnx", model)

@@ -57,7 +57,7 @@ import time
 from pathlib import Path
 
 import _common
-from fleetmeter.local import LocalFleet
+from fleetmeter.local_fleet import LocalFleet
 from fleetmeter.modeler.zoo.build import build_zoo
 from fleetmeter.modeler.zoo.families import family_names
 from fleetmeter.v1 import common_pb2, fleet_pb2

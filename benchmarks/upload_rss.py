@@ -153,7 +153,7 @@ def rejected_upload(stub, token: str, size_bytes: int, name: str) -> Dict[str, A
 def run(size_mb: int, repeat: int, settle_s: float) -> Dict[str, Any]:
     from fleetmeter import _net
     from fleetmeter.client import FleetClient
-    from fleetmeter.local import LocalFleet
+    from fleetmeter.local_fleet import LocalFleet
     from fleetmeter.modeler.builtin import get_builtin_model
     from fleetmeter.v1 import fleet_pb2_grpc
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fleetmeter import fields
 from fleetmeter.v1 import agent_pb2, common_pb2, fleet_pb2
 
 from .limits import MAX_HARDWARE_JSON_BYTES, MAX_PROBE_JSON_BYTES, json_object
 
-_SETTINGS_FIELDS = ("warmup_runs", "min_runs", "min_duration_ms", "max_runs", "max_duration_ms", "stable_rel_tol")
+_SETTINGS_FIELDS = fields.SETTINGS_FIELDS
 _SUMMARY_FIELDS = ("median", "mean", "p90", "p99", "std", "min", "max", "n", "cv")
-_SPEC_EXTRAS = ("max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators",
-                "repeat_sample")
-# Derived from the proto, so a field added there travels without another list to edit.
-READING_FIELDS = tuple(f.name for f in common_pb2.ReadingSettings.DESCRIPTOR.fields)
+_SPEC_EXTRAS = fields.SPEC_EXTRAS
+READING_FIELDS = fields.READING_FIELDS
 _INTERFERENCE_OPTIONAL = tuple(f.name for f in common_pb2.Interference.DESCRIPTOR.fields
                                if f.has_presence and f.message_type is None and f.name != "window_s"
                                and f.type == f.TYPE_DOUBLE)

@@ -139,10 +139,10 @@ class Fleet:
         if not offers:
             raise InvalidArgument(f"agent {agent_id} offers no platform (no runtime installed?)")
         platforms = [make_platform(hardware, offer, labels) for offer in offers]
-        for p in platforms:
-            self.store.upsert_platform(p)
-        platform_ids = [p["platform_id"] for p in platforms]
         now = self.clock()
+        for p in platforms:
+            self.store.upsert_platform(p, now=now)
+        platform_ids = [p["platform_id"] for p in platforms]
         host_id = device.get("host_id") or device.get("hostname") or agent_id
         self.store.upsert_device(agent_id, name=hello.get("name") or agent_id, host_id=host_id,
                                  info=device, labels=labels, platform_ids=platform_ids, now=now)
@@ -152,7 +152,7 @@ class Fleet:
         for job in self.store.leased_jobs():
             if job["agent_id"] == agent_id and job["job_id"] not in keep:
                 state = self.store.release_job(job["job_id"], "agent restarted before finishing the job",
-                                               self.config.max_attempts)
+                                               self.config.max_attempts, now=now)
                 log.info("job %s: agent %s came back without it → %s", job["job_id"], agent_id, state)
         for job_id in hello.get("spooled_job_ids") or []:
             # Its lease may have expired while the agent was cut off: the result follows this hello on the
@@ -248,7 +248,7 @@ class Fleet:
         for job in self.store.leased_jobs():
             if job["agent_id"] == agent_id:
                 self.store.release_job(job["job_id"], f"agent {agent_id} forgotten by an operator",
-                                       self.config.max_attempts)
+                                       self.config.max_attempts, now=self.clock())
                 released += 1
         if not self.store.forget_device(agent_id) and agent is None:
             raise NotFound(f"unknown device {agent_id!r} (see: fleetmeter devices)")
@@ -264,12 +264,13 @@ class Fleet:
         agent = self.agents.get(agent_id)
         if agent is not None:
             agent.connected = False
-            self.store.touch_device(agent_id, self.clock())
+            self.store.touch_device(agent_id, now=self.clock())
 
     def heartbeats(self, beats: dict[str, str]) -> list[str]:
         """Many agents' heartbeats at once (``agent_id → the job it reports``), in one store transaction.
-        Returns the agents this fleet does not know (it restarted since their hello): the gateway says
-        hello again for them."""
+        Only the job an agent *reports* is extended: a job the controller believes it handed out but the
+        agent does not report expires and is re-queued. Returns the agents this fleet does not know (it
+        restarted since their hello): the gateway says hello again for them."""
         now = self.clock()
         extend, unknown = [], []
         for agent_id, job_id in beats.items():
@@ -283,16 +284,6 @@ class Fleet:
         self.store.extend_leases(extend, now + self.config.lease_timeout_s, self.config.max_job_s)
         return unknown
 
-    def heartbeat(self, agent_id: str, current_job_id: str = "") -> None:
-        """Extend the lease of the job the agent *says* it runs. A job the controller believes it
-        handed out but the agent does not report is not extended, so it expires and is re-queued."""
-        agent = self._agent(agent_id)
-        now = self.clock()
-        agent.last_seen_unix = now
-        if current_job_id:
-            self.store.extend_lease(current_job_id, agent_id, now + self.config.lease_timeout_s,
-                                    self.config.max_job_s)
-
     def _held(self) -> dict[str, str]:
         """agent_id → the job it holds. The store's leases are the one record of who holds which job; the
         gateway and this table derive from them."""
@@ -301,23 +292,11 @@ class Fleet:
     def current_job(self, agent_id: str) -> Optional[str]:
         return self._held().get(agent_id)
 
-    def _agent(self, agent_id: str) -> AgentState:
-        try:
-            return self.agents[agent_id]
-        except KeyError:
-            raise NotFound(f"unknown agent {agent_id!r}: it must say hello first") from None
-
     # ------------------------------------------------------------ scheduling
     def _busy_hosts(self) -> set[str]:
         """Hosts with an open lease. A host-mate that lost its stream (or has not reconnected since a
         controller restart) may still be measuring: its lease keeps the host busy."""
         return {self.host_of.get(j["agent_id"] or "", "") for j in self.store.leased_jobs()}
-
-    def next_job(self, agent_id: str) -> Optional[dict]:
-        """Lease the next job for an idle agent, or ``None`` (busy, host busy, nothing to do, or a host-mate's turn)."""
-        agent = self._agent(agent_id)
-        self.schedule_references()
-        return self._next_job(agent, self._busy_hosts(), {}, self._held())
 
     def schedule_references(self) -> list[str]:
         """Add the drift canary's due reference jobs for the platforms that have a connected agent."""
@@ -339,7 +318,9 @@ class Fleet:
         return stored
 
     def assign(self, agent_ids: list[str]) -> list[dict]:
-        """Lease jobs for many idle agents in one call (the gateway's dispatcher); longest idle first."""
+        """Lease jobs for many idle agents in one call (the gateway's dispatcher); longest idle first.
+        An agent gets nothing when it is busy, its host is busy, there is nothing to do, or it is a
+        host-mate's turn; ids the fleet does not know are skipped."""
         busy = self._busy_hosts()
         held = self._held()
         cache: dict = {}
@@ -418,7 +399,7 @@ class Fleet:
         job = self.store.get_job(job_id)
         if job is None:
             raise InvalidArgument(f"result for unknown job {job_id!r}")
-        if agent_id not in json.loads(job["holders_json"]):
+        if not self.store.held_by(job_id, agent_id):
             raise PermissionDenied(f"job {job_id} was never leased to agent {agent_id}")
         # What was measured comes from the lease, never from the message: its sweep, platform, model and kind.
         platform = self.store.get_platform(job["platform_id"]) or {}
@@ -452,7 +433,7 @@ class Fleet:
             skipped = self.store.fail_pending(
                 job["sweep_id"], job["model_sha256"], job["platform_id"],
                 f"skipped: failed on {len(failed_on)} device(s) of this platform: {kind}: "
-                f"{record.get('failure_message', '')}")
+                f"{record.get('failure_message', '')}", now=self.clock())
             if skipped:
                 log.info("model %s cannot run on %s: %d more job(s) marked failed", job["model_sha256"][:12],
                          job["platform_id"], skipped)
@@ -497,7 +478,7 @@ class Fleet:
                 overran = held_s >= self.config.max_job_s
                 reason = (f"held {held_s:.0f} s without a result (more than max_job_s {self.config.max_job_s:g})"
                           if overran else "lease expired: agent went silent")
-                state = self.store.release_job(job["job_id"], reason, self.config.max_attempts)
+                state = self.store.release_job(job["job_id"], reason, self.config.max_attempts, now=now)
                 if agent is not None:
                     agent.idle_since_unix = now
                     if overran:
@@ -657,7 +638,7 @@ class Fleet:
         counts = self.store.sweep_counts(sweep_id)
         if counts["pending"] + counts["leased"] == 0:
             return self.get_sweep(sweep_id)  # finished: nothing left to pause or cancel
-        self.store.set_sweep_state(sweep_id, state)
+        self.store.set_sweep_state(sweep_id, state, now=self.clock())
         log.info("sweep %s → %s", sweep_id, state)
         return self.get_sweep(sweep_id)
 

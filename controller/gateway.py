@@ -24,14 +24,14 @@ import asyncio
 import logging
 from typing import AsyncIterator, Optional
 
+from fleetmeter.blobs import BlobStore
 from fleetmeter.errors import FleetmeterError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
 from fleetmeter.v1 import agent_pb2, agent_pb2_grpc
 
-from .blobs import BlobStore
 from .convert import assignment_to_proto, hello_to_dict, measurement_to_dict
 from .engine import ActorRef
 from .identity import AgentDoor, RefusalLog, sha256_text
-from .rpc import _token_from
+from .boundary import _token_from
 
 log = logging.getLogger(__name__)
 

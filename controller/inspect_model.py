@@ -10,17 +10,8 @@ import hashlib
 import os
 from typing import Any
 
-from fleetmeter._hashing import sha256_file
 from fleetmeter.errors import InvalidArgument
-
-TFLITE_IDENTIFIER = b"TFL3"
-
-
-def detect_format(data: bytes) -> str:
-    if len(data) >= 8 and data[4:8] == TFLITE_IDENTIFIER:
-        return "tflite"
-    return "onnx"
-
+from fleetmeter.modelfile import detect_format, sha256_file
 
 def inspect_model_bytes(args: tuple[bytes, str]) -> dict[str, Any]:
     """``(data, name)`` → the model row (sha256, name, format, size_bytes, info)."""
@@ -47,8 +38,7 @@ def inspect_model_file(args: tuple[str, ...]) -> dict[str, Any]:
     size = os.path.getsize(path)
     if not size:
         raise InvalidArgument(f"{name}: empty file")
-    with open(path, "rb") as f:
-        fmt = detect_format(f.read(8))
+    fmt = detect_format(path, name="")  # the content alone decides, as for bytes
     if fmt == "tflite":
         with open(path, "rb") as f:
             info = _inspect_tflite(f.read(), name)

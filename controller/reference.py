@@ -150,7 +150,7 @@ class ReferenceCanary:
                                         [job], now=now)
             else:
                 if sweep["state"] == "cancelled":
-                    self.store.set_sweep_state(sweep_id, "active")
+                    self.store.set_sweep_state(sweep_id, "active", now=now)
                 self.store.add_jobs(sweep_id, [job], now=now)
         self._last[platform_id] = now
         log.info("reference job %s (%s) for platform %s", job["job_id"], model["name"], platform_id)

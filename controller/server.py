@@ -18,17 +18,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fleetmeter._net import CHANNEL_OPTIONS, TlsFiles
+from fleetmeter.blobs import BlobStore
 from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc, predictor_pb2, predictor_pb2_grpc
 
-from .api import FleetApi
-from .blobs import BlobStore
+from .fleet_service import FleetApi
 from .engine import RayEngine
 from .fleet import Fleet, FleetConfig
 from .gateway import AgentGateway, Notifier
 from .identity import AgentDoor, RefusalLog
-from .predict_api import PredictorApi
+from .predictor_service import PredictorApi
 from .reference import build_and_inspect
-from .rpc import BoundaryInterceptor
+from .boundary import BoundaryInterceptor
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,9 @@ class Controller:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._expire_loop()))
         self._tasks.append(asyncio.create_task(self.gateway.run()))
-        (data_dir / "controller.json").write_text(json.dumps({"address": self.address, "pid": os.getpid()}))
+        staged = data_dir / "controller.json.tmp"  # written whole, then renamed: a reader never sees half of it
+        staged.write_text(json.dumps({"address": self.address, "pid": os.getpid()}))
+        os.replace(staged, data_dir / "controller.json")
         log.info("controller serving on %s (%s), data in %s", self.address,
                  "TLS" if cfg.tls.enabled else "plain text", data_dir)
         return self.address

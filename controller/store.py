@@ -8,6 +8,8 @@ Contract:
 - A measurement is stored once per ``measurement_id``; sending it twice is a
   no-op that reports ``False``.
 - Raw latency samples are kept in the record; summaries are derived columns.
+- Queries filter on columns and rows, never on JSON text: JSON columns hold what is handed back out.
+- Every write that stamps a time takes ``now`` (unix seconds): the fleet passes its injected clock.
 
 Rows cross the boundary as plain dicts (JSON-able), never as sqlite rows.
 """
@@ -23,7 +25,15 @@ from typing import Any, Iterable, Iterator, Optional
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+# Who ever held each job's lease (a result is accepted only from one of them) and the agents a job failed on
+# deterministically (it never goes back to them). Rows, not JSON lists: the scheduler filters on them.
+_JOB_AGENT_TABLES = tuple(f"""CREATE TABLE IF NOT EXISTS {table} (
+    job_id TEXT NOT NULL REFERENCES jobs(job_id),
+    agent_id TEXT NOT NULL,
+    PRIMARY KEY (job_id, agent_id)
+) WITHOUT ROWID""" for table in ("job_holders", "job_failures"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -80,10 +90,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     measurement_id TEXT,
     updated_unix REAL NOT NULL,
-    failed_agents_json TEXT NOT NULL DEFAULT '[]',
     started_unix REAL,
-    finished_unix REAL,
-    holders_json TEXT NOT NULL DEFAULT '[]'
+    finished_unix REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, platform_id);
 CREATE INDEX IF NOT EXISTS jobs_by_sweep ON jobs(sweep_id, state, seq);
@@ -115,22 +123,38 @@ CREATE TABLE IF NOT EXISTS agent_tokens (
     last_used_unix REAL NOT NULL DEFAULT 0,
     revoked_unix REAL NOT NULL DEFAULT 0
 );
-"""
+""" + "".join(f"{t};\n" for t in _JOB_AGENT_TABLES)
+
+# The columns of a job row as the store hands it out. Stores upgraded from version 3 or older still carry the
+# retired JSON columns ``failed_agents_json`` and ``holders_json`` (SQLite keeps them); they are never read.
+_JOB_COLUMNS = ("job_id, sweep_id, seq, model_sha256, platform_id, repeat_index, state, attempts, agent_id,"
+                " lease_expires_unix, error, measurement_id, updated_unix, started_unix, finished_unix")
 
 # Schema upgrades in place: version → the statements that take a store of that version one step up.
+# Tables a step does not touch are created afterwards by ``_SCHEMA`` (CREATE ... IF NOT EXISTS).
 _MIGRATIONS = {
     2: [  # v3: who ever held each job (a result is accepted only from one of them); identities; agent tokens
         "ALTER TABLE jobs ADD COLUMN holders_json TEXT NOT NULL DEFAULT '[]'",
         "UPDATE jobs SET holders_json = json_array(agent_id) WHERE agent_id IS NOT NULL",
     ],
+    3: [  # v4: holders and failed-on agents as rows (job_holders, job_failures) instead of JSON lists in jobs;
+          # the old columns stay in the file, unread (dropping a column needs SQLite >= 3.35)
+        *_JOB_AGENT_TABLES,
+        "INSERT OR IGNORE INTO job_holders(job_id, agent_id) SELECT j.job_id, h.value"
+        " FROM jobs j, json_each(j.holders_json) h WHERE h.type = 'text' AND h.value != ''",
+        "INSERT OR IGNORE INTO job_failures(job_id, agent_id) SELECT j.job_id, f.value"
+        " FROM jobs j, json_each(j.failed_agents_json) f WHERE f.type = 'text' AND f.value != ''",
+    ],
 }
-
-# Appends the leasing agent to ``holders_json`` once (parameters: agent_id twice).
-_ADD_HOLDER = ("holders_json = CASE WHEN EXISTS (SELECT 1 FROM json_each(holders_json) WHERE value = ?)"
-               " THEN holders_json ELSE json_insert(holders_json, '$[#]', ?) END")
 
 JOB_STATES = ("pending", "leased", "done", "failed", "cancelled")
 SWEEP_STATES = ("active", "paused", "cancelled")
+
+
+def _now(now: Optional[float]) -> float:
+    """The time a write is stamped with: the caller's ``now``. The fleet always passes its injected clock;
+    callers outside it (tools, tests that do not look at times) may leave ``now`` out for the wall clock."""
+    return time.time() if now is None else now
 
 
 def _dumps(obj: Any) -> str:
@@ -204,7 +228,7 @@ class Store:
     # ----------------------------------------------------------------- devices
     def upsert_device(self, agent_id: str, *, name: str, host_id: str, info: dict, labels: dict,
                       platform_ids: list[str], now: Optional[float] = None) -> None:
-        now = time.time() if now is None else now
+        now = _now(now)
         with self._tx() as db:
             db.execute(
                 """INSERT INTO devices(agent_id, name, host_id, info_json, labels_json, platform_ids_json,
@@ -217,8 +241,7 @@ class Store:
 
     def touch_device(self, agent_id: str, now: Optional[float] = None) -> None:
         with self._tx() as db:
-            db.execute("UPDATE devices SET last_seen_unix=? WHERE agent_id=?",
-                       (time.time() if now is None else now, agent_id))
+            db.execute("UPDATE devices SET last_seen_unix=? WHERE agent_id=?", (_now(now), agent_id))
 
     def list_devices(self) -> list[dict]:
         rows = self._db.execute("SELECT * FROM devices ORDER BY name, agent_id").fetchall()
@@ -230,12 +253,16 @@ class Store:
         } for r in rows]
 
     def forget_device(self, agent_id: str) -> bool:
-        """Remove a device's record and its identity binding (its measurements stay). ``False`` if unknown."""
+        """Remove a device's record, its identity binding and what it held or failed (its measurements stay):
+        an install that enrols under the id afterwards is a new agent. ``False`` if unknown."""
         with self._tx() as db:
             cur = db.execute("DELETE FROM devices WHERE agent_id=?", (agent_id,))
             found = cur.rowcount == 1
             cur = db.execute("DELETE FROM agent_identities WHERE agent_id=?", (agent_id,))
-            return found or cur.rowcount == 1
+            found = found or cur.rowcount == 1
+            db.execute("DELETE FROM job_holders WHERE agent_id=?", (agent_id,))
+            db.execute("DELETE FROM job_failures WHERE agent_id=?", (agent_id,))
+            return found
 
     # -------------------------------------------------------------- identities
     def identity_secret(self, agent_id: str) -> Optional[str]:
@@ -246,14 +273,13 @@ class Store:
     def bind_identity(self, agent_id: str, secret_sha256: str, now: Optional[float] = None) -> None:
         with self._tx() as db:
             db.execute("INSERT INTO agent_identities(agent_id, secret_sha256, created_unix) VALUES (?, ?, ?)",
-                       (agent_id, secret_sha256, time.time() if now is None else now))
+                       (agent_id, secret_sha256, _now(now)))
 
     def create_token(self, token_id: str, name: str, token_sha256: str, agent_id: str = "",
                      now: Optional[float] = None) -> None:
         with self._tx() as db:
             db.execute("INSERT INTO agent_tokens(token_id, name, token_sha256, agent_id, created_unix)"
-                       " VALUES (?, ?, ?, ?, ?)", (token_id, name, token_sha256, agent_id,
-                                                   time.time() if now is None else now))
+                       " VALUES (?, ?, ?, ?, ?)", (token_id, name, token_sha256, agent_id, _now(now)))
 
     def list_tokens(self) -> list[dict]:
         return [self._token(r) for r in self._db.execute("SELECT * FROM agent_tokens ORDER BY created_unix")]
@@ -273,13 +299,12 @@ class Store:
         """Bind an unbound token to ``agent_id`` and note its use."""
         with self._tx() as db:
             db.execute("UPDATE agent_tokens SET agent_id=CASE WHEN agent_id='' THEN ? ELSE agent_id END,"
-                       " last_used_unix=? WHERE token_id=?", (agent_id, time.time() if now is None else now,
-                                                              token_id))
+                       " last_used_unix=? WHERE token_id=?", (agent_id, _now(now), token_id))
 
     def revoke_token(self, token_id: str, now: Optional[float] = None) -> Optional[dict]:
         with self._tx() as db:
             db.execute("UPDATE agent_tokens SET revoked_unix=? WHERE token_id=? AND revoked_unix=0",
-                       (time.time() if now is None else now, token_id))
+                       (_now(now), token_id))
         return self.get_token(token_id)
 
     @staticmethod
@@ -296,7 +321,7 @@ class Store:
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform_id) DO NOTHING""",
                 (platform["platform_id"], platform["hardware"], _dumps(platform["hardware_json"]),
                  platform["runtime"], platform["runtime_version"], platform["provider"],
-                 int(platform["threads"]), _dumps(platform["labels"]), time.time() if now is None else now))
+                 int(platform["threads"]), _dumps(platform["labels"]), _now(now)))
 
     def list_platforms(self) -> list[dict]:
         rows = self._db.execute("SELECT * FROM platforms ORDER BY platform_id").fetchall()
@@ -321,7 +346,7 @@ class Store:
                 """INSERT INTO models(sha256, name, format, size_bytes, info_json, created_unix)
                    VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING""",
                 (model["sha256"], model["name"], model["format"], int(model["size_bytes"]),
-                 _dumps(model.get("info", {})), time.time() if now is None else now))
+                 _dumps(model.get("info", {})), _now(now)))
             return cur.rowcount == 1
 
     def get_model(self, sha256: str) -> Optional[dict]:
@@ -353,7 +378,7 @@ class Store:
     # ------------------------------------------------------------ sweeps/jobs
     def create_sweep(self, sweep: dict, jobs: Iterable[dict], now: Optional[float] = None) -> None:
         """Insert a sweep and all its jobs in one transaction."""
-        now = time.time() if now is None else now
+        now = _now(now)
         with self._tx() as db:
             db.execute("INSERT INTO sweeps(sweep_id, name, spec_json, platform_ids_json, priority, created_unix)"
                        " VALUES (?, ?, ?, ?, ?, ?)",
@@ -367,7 +392,7 @@ class Store:
 
     def add_jobs(self, sweep_id: str, jobs: Iterable[dict], now: Optional[float] = None) -> None:
         """Append pending jobs to an existing sweep (the drift canary's per-platform sweeps grow over time)."""
-        now = time.time() if now is None else now
+        now = _now(now)
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO jobs(job_id, sweep_id, seq, model_sha256, platform_id, repeat_index, state, updated_unix)"
@@ -399,7 +424,7 @@ class Store:
         rows = self._db.execute("SELECT sweep_id, json_extract(spec_json, '$.inputs') AS inputs FROM sweeps")
         return {r["sweep_id"]: json.loads(r["inputs"]) for r in rows if r["inputs"] and r["inputs"] != "[]"}
 
-    def set_sweep_state(self, sweep_id: str, state: str) -> None:
+    def set_sweep_state(self, sweep_id: str, state: str, now: Optional[float] = None) -> None:
         """active ↔ paused, or → cancelled (pending jobs become cancelled; running ones finish)."""
         if state not in SWEEP_STATES:
             raise ValueError(f"unknown sweep state {state!r}")
@@ -407,7 +432,7 @@ class Store:
             db.execute("UPDATE sweeps SET state=? WHERE sweep_id=?", (state, sweep_id))
             if state == "cancelled":
                 db.execute("UPDATE jobs SET state='cancelled', error='sweep cancelled', updated_unix=?"
-                           " WHERE sweep_id=? AND state='pending'", (time.time(), sweep_id))
+                           " WHERE sweep_id=? AND state='pending'", (_now(now), sweep_id))
 
     def platform_counts(self, sweep_id: str) -> dict[str, dict]:
         """Per platform: job counts by state and the mean wall time of finished jobs (``mean_job_s``)."""
@@ -430,8 +455,13 @@ class Store:
         return counts
 
     def get_job(self, job_id: str) -> Optional[dict]:
-        r = self._db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        r = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         return dict(r) if r else None
+
+    def held_by(self, job_id: str, agent_id: str) -> bool:
+        """Whether ``agent_id`` ever held the lease of ``job_id`` (only such an agent may send its result)."""
+        return self._db.execute("SELECT 1 FROM job_holders WHERE job_id=? AND agent_id=?",
+                                (job_id, agent_id)).fetchone() is not None
 
     def next_pending_job(self, platform_ids: Iterable[str], agent_id: str = "") -> Optional[dict]:
         """The job to run next among ``platform_ids`` of active sweeps.
@@ -447,37 +477,44 @@ class Store:
         marks = ",".join("?" * len(ids))
         # Two small indexed steps instead of one sort over every pending job: pick the sweep, then its
         # first matching job in order (jobs_by_sweep walks (sweep_id, 'pending', seq) and stops early).
-        match = (f"j.state='pending' AND j.platform_id IN ({marks})"
-                 " AND (? = '' OR j.failed_agents_json NOT LIKE '%\"' || ? || '\"%')")
-        args = [*ids, agent_id, agent_id]
+        match = f"j.state='pending' AND j.platform_id IN ({marks})"
+        args = [*ids]
+        if agent_id:
+            match += " AND NOT EXISTS (SELECT 1 FROM job_failures f WHERE f.job_id = j.job_id AND f.agent_id = ?)"
+            args.append(agent_id)
         sweep = self._db.execute(
             f"""SELECT s.sweep_id FROM sweeps s WHERE s.state='active'
                   AND EXISTS (SELECT 1 FROM jobs j WHERE j.sweep_id = s.sweep_id AND {match})
                 ORDER BY s.priority DESC, s.dispatched, s.created_unix, s.sweep_id LIMIT 1""", args).fetchone()
         if sweep is None:
             return None
-        r = self._db.execute(f"SELECT * FROM jobs j WHERE j.sweep_id=? AND {match} ORDER BY j.seq LIMIT 1",
+        r = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs j WHERE j.sweep_id=? AND {match}"
+                             " ORDER BY j.seq LIMIT 1",
                              [sweep["sweep_id"], *args]).fetchone()
         return dict(r) if r else None
 
     def lease_job(self, job_id: str, agent_id: str, expires_unix: float, now: Optional[float] = None,
                   new_attempt: bool = True) -> bool:
-        """pending → leased; ``False`` if the job was no longer pending. ``new_attempt=False`` re-leases a
-        job to the agent that already ran it (its result is on the way): no attempt is counted."""
+        """pending → leased, and the agent noted among the job's holders (:meth:`held_by`); ``False`` if the
+        job was no longer pending. ``new_attempt=False`` re-leases a job to the agent that already ran it (its
+        result is on the way): no attempt is counted."""
         with self._tx() as db:
-            now = time.time() if now is None else now
+            now = _now(now)
             if not new_attempt:
                 cur = db.execute("UPDATE jobs SET state='leased', agent_id=?, lease_expires_unix=?, updated_unix=?"
-                                 f", {_ADD_HOLDER} WHERE job_id=? AND state='pending'",
-                                 (agent_id, expires_unix, now, agent_id, agent_id, job_id))
-                return cur.rowcount == 1
-            cur = db.execute("UPDATE jobs SET state='leased', agent_id=?, lease_expires_unix=?, attempts=attempts+1,"
-                             f" updated_unix=?, started_unix=?, {_ADD_HOLDER} WHERE job_id=? AND state='pending'",
-                             (agent_id, expires_unix, now, now, agent_id, agent_id, job_id))
-            if cur.rowcount == 1:
+                                 " WHERE job_id=? AND state='pending'", (agent_id, expires_unix, now, job_id))
+            else:
+                cur = db.execute("UPDATE jobs SET state='leased', agent_id=?, lease_expires_unix=?,"
+                                 " attempts=attempts+1, updated_unix=?, started_unix=?"
+                                 " WHERE job_id=? AND state='pending'",
+                                 (agent_id, expires_unix, now, now, job_id))
+            if cur.rowcount != 1:
+                return False
+            db.execute("INSERT OR IGNORE INTO job_holders(job_id, agent_id) VALUES (?, ?)", (job_id, agent_id))
+            if new_attempt:
                 db.execute("UPDATE sweeps SET dispatched=dispatched+1 WHERE sweep_id="
                            "(SELECT sweep_id FROM jobs WHERE job_id=?)", (job_id,))
-            return cur.rowcount == 1
+            return True
 
     def extend_lease(self, job_id: str, agent_id: str, expires_unix: float,
                      max_hold_s: Optional[float] = None) -> bool:
@@ -499,9 +536,9 @@ class Store:
             return cur.rowcount
 
     def leased_jobs(self) -> list[dict]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM jobs WHERE state='leased'")]
+        return [dict(r) for r in self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state='leased'")]
 
-    def release_job(self, job_id: str, reason: str, max_attempts: int) -> str:
+    def release_job(self, job_id: str, reason: str, max_attempts: int, now: Optional[float] = None) -> str:
         """leased → pending again, or → failed once ``max_attempts`` leases were spent. Returns the new state."""
         with self._tx() as db:
             r = db.execute("SELECT attempts, state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
@@ -510,7 +547,7 @@ class Store:
             state = "failed" if r["attempts"] >= max_attempts else "pending"
             error = f"{reason} (after {r['attempts']} attempts)" if state == "failed" else reason
             db.execute("UPDATE jobs SET state=?, agent_id=NULL, lease_expires_unix=NULL, error=?, updated_unix=?"
-                       " WHERE job_id=?", (state, error, time.time(), job_id))
+                       " WHERE job_id=?", (state, error, _now(now), job_id))
             return state
 
     # ------------------------------------------------------------ measurements
@@ -528,13 +565,13 @@ class Store:
         queue (with ``avoid_agent``, never again to the agent it failed on). With
         ``settle=False`` the record is kept without touching (or linking to) its job.
         """
-        now = time.time() if now is None else now
+        now = _now(now)
         job_id = record.get("job_id") or None
         with self._tx() as db:
             if db.execute("SELECT 1 FROM measurements WHERE measurement_id=?",
                           (record["measurement_id"],)).fetchone():
                 return False
-            job = db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone() if job_id else None
+            job = self.get_job(job_id) if job_id else None
             settles = settle and job is not None and job["state"] in ("pending", "leased")
             sweep_id = job["sweep_id"] if job is not None else record.get("sweep_id") or None
             latency = record.get("latency_ms") or {}
@@ -548,11 +585,11 @@ class Store:
             failed = bool(record.get("failure_kind"))
             error = f"{record['failure_kind']}: {record.get('failure_message', '')}" if failed else None
             if settles and retry and failed:
-                agents = sorted(set(json.loads(job["failed_agents_json"]))
-                                | ({record["agent_id"]} if avoid_agent else set()))
                 db.execute("UPDATE jobs SET state='pending', agent_id=NULL, lease_expires_unix=NULL, error=?,"
-                           " failed_agents_json=?, updated_unix=? WHERE job_id=?",
-                           (error, _dumps(agents), now, job_id))
+                           " updated_unix=? WHERE job_id=?", (error, now, job_id))
+                if avoid_agent:
+                    db.execute("INSERT OR IGNORE INTO job_failures(job_id, agent_id) VALUES (?, ?)",
+                               (job_id, record["agent_id"]))
             elif settles:
                 db.execute("UPDATE jobs SET state=?, measurement_id=?, agent_id=?, lease_expires_unix=NULL,"
                            " error=?, updated_unix=?, finished_unix=? WHERE job_id=?",
@@ -572,12 +609,13 @@ class Store:
             f" AND failure_kind IN ({marks})", [sweep_id, model_sha256, platform_id, *kinds])
         return {r["agent_id"] for r in rows}
 
-    def fail_pending(self, sweep_id: str, model_sha256: str, platform_id: str, reason: str) -> int:
+    def fail_pending(self, sweep_id: str, model_sha256: str, platform_id: str, reason: str,
+                     now: Optional[float] = None) -> int:
         """Mark this model's still-pending jobs on this platform failed (it cannot run there)."""
         with self._tx() as db:
             cur = db.execute("UPDATE jobs SET state='failed', error=?, updated_unix=? WHERE sweep_id=? AND"
                              " model_sha256=? AND platform_id=? AND state='pending'",
-                             (reason, time.time(), sweep_id, model_sha256, platform_id))
+                             (reason, _now(now), sweep_id, model_sha256, platform_id))
             return cur.rowcount
 
     def list_measurements(self, *, sweep_id: str = "", platform_id: str = "", model_sha256: str = "",

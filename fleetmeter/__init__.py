@@ -3,7 +3,7 @@
 Nothing heavy happens at import time: a device imports ``fleetmeter.agent``
 without pulling in the controller, Ray or the modeler.
 """
-__version__ = "0.1.0"
+from fleetmeter._version import __version__
 
 __all__ = ["__version__", "FleetClient", "Client", "Prediction", "predict"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import sys
 import time
-from typing import Optional, Sequence, TextIO
+from typing import Iterable, Optional, Sequence, TextIO
 
 # C0 and C1 controls and DEL; the bidi embeddings, overrides and isolates, which reorder what follows them on
 # screen; the Unicode line and paragraph separators.
@@ -27,7 +27,7 @@ def escape_control(text: str) -> str:
     return _UNPRINTABLE.sub(_escape_one, text)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """Columns padded to fit, a dashed line under the headers; every cell shown through :func:`escape_control`
     (so a name cannot carry terminal control sequences or break the table's lines)."""
     cells = [[escape_control(str(h)) for h in headers]] + [

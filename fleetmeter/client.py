@@ -33,7 +33,9 @@ import grpc
 
 from fleetmeter import _net
 from fleetmeter._hashing import sha256_file
-from fleetmeter.errors import InvalidArgument, ModelNotFound, from_rpc_error
+from fleetmeter._rpc import from_rpc_error
+from fleetmeter.errors import InvalidArgument, ModelNotFound, Unavailable, error_class_for
+from fleetmeter.modelfile import detect_format
 from fleetmeter.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, predictor_pb2, predictor_pb2_grpc
 
 __all__ = ["FleetClient", "Client", "Prediction", "predict"]
@@ -80,7 +82,6 @@ class FleetClient:
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
         except grpc.FutureTimeoutError as exc:
-            from fleetmeter.errors import Unavailable
             raise Unavailable(f"no controller answered at {self.address} within {timeout_s:.0f} s "
                               "(is `fleetmeter controller` running? is FLEETMETER_CONTROLLER right?)") from exc
 
@@ -265,7 +266,7 @@ class _Model:
         request.CopyFrom(base)
         request.request_id = request_id
         light = None
-        if self.data[4:8] != b"TFL3" and not self.name.lower().endswith(".tflite"):
+        if detect_format(self.data, self.name) == "onnx":
             from fleetmeter._onnx_wire import light_model_bytes
 
             try:
@@ -323,8 +324,6 @@ class Client(FleetClient):
         exception saying why that one failed (the others go on). A path that does not exist raises
         before anything is sent. Each model is asked for by sha256 first; the ones the controller does
         not have go again on the same stream, with their graph or bytes."""
-        from fleetmeter.errors import FleetmeterError, _BY_CODE
-
         loaded = [_Model(m) for m in models]
         base = _base_request("", platforms, targets, shapes)
         outbox: "queue.SimpleQueue[Optional[predictor_pb2.PredictRequest]]" = queue.SimpleQueue()
@@ -355,9 +354,7 @@ class Client(FleetClient):
                     outbox.put(request)
                     continue
                 if response.error:
-                    cls = ModelNotFound if response.model_not_found else _BY_CODE.get(
-                        getattr(grpc.StatusCode, response.error_code, None), FleetmeterError)
-                    done[i] = cls(response.error)
+                    done[i] = error_class_for(response.error_code, response.model_not_found)(response.error)
                 else:
                     done[i] = [Prediction.from_proto(p) for p in response.predictions]
                 while next_index in done:

@@ -41,8 +41,8 @@ def _say(config: DemoConfig, text: str) -> None:
 
 
 def run_demo(config: DemoConfig) -> int:
-    from fleetmeter.cli import result_rows, wait_for_sweep
-    from fleetmeter.local import LocalFleet
+    from fleetmeter._cli_common import result_rows, wait_for_sweep
+    from fleetmeter.local_fleet import LocalFleet
     from fleetmeter.modeler.builtin import list_builtin_models
     from fleetmeter.v1 import common_pb2, fleet_pb2
 

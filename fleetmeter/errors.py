@@ -1,4 +1,4 @@
-"""The fleetmeter exception tree and its one mapping to gRPC status codes.
+"""The fleetmeter exception tree: pure Python, importable anywhere (no grpc).
 
 ::
 
@@ -14,21 +14,23 @@
     ├── Unauthenticated      missing or wrong token                            → UNAUTHENTICATED
     └── PermissionDenied     a token of the wrong kind                         → PERMISSION_DENIED
 
-Anything else raised inside a servicer becomes ``INTERNAL`` with a generic
-message, and its traceback goes to the log. On the client side
-:func:`from_rpc_error` turns a status back into the same exception class.
-``ModelNotFound`` is told apart from the other ``NOT_FOUND`` (an unknown
-platform, which is final) by its trailing metadata, not by its message: the
-caller answers it by sending the model.
+Each class names its gRPC status in ``code_name`` (a string, e.g.
+``"INVALID_ARGUMENT"``). The one mapping to ``grpc.StatusCode`` lives in the
+RPC layer, :mod:`fleetmeter._rpc`: the server's interceptor
+(``controller/boundary.py``) aborts with it, and on the client side
+:func:`fleetmeter._rpc.from_rpc_error` turns a status back into the same
+exception class. Anything else raised inside a servicer becomes ``INTERNAL``
+with a generic message, and its traceback goes to the log. ``ModelNotFound``
+is told apart from the other ``NOT_FOUND`` (an unknown platform, which is
+final) by its trailing metadata (:data:`NOT_FOUND_KEY`), not by its message:
+the caller answers it by sending the model.
 """
 from __future__ import annotations
-
-import grpc
 
 __all__ = [
     "FleetmeterError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
     "Unavailable", "Aborted", "Unauthenticated", "PermissionDenied", "ModelNotFound", "NOT_FOUND_KEY",
-    "status_code_for", "trailing_metadata_for", "from_rpc_error",
+    "error_class_for",
 ]
 
 #: Trailing-metadata key of a ``NOT_FOUND`` that names what was missing (``"model"``: :class:`ModelNotFound`).
@@ -38,15 +40,16 @@ NOT_FOUND_KEY = "fleetmeter-not-found"
 class FleetmeterError(Exception):
     """Base of every error fleetmeter raises on purpose."""
 
-    code = grpc.StatusCode.UNKNOWN
+    #: The name of the gRPC status code this error travels as (``grpc.StatusCode[code_name]``).
+    code_name = "UNKNOWN"
 
 
 class InvalidArgument(FleetmeterError, ValueError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code_name = "INVALID_ARGUMENT"
 
 
 class NotFound(FleetmeterError, KeyError):
-    code = grpc.StatusCode.NOT_FOUND
+    code_name = "NOT_FOUND"
 
     def __str__(self) -> str:  # KeyError quotes its message; we do not want that
         return str(self.args[0]) if self.args else ""
@@ -62,53 +65,36 @@ class ModelNotFound(NotFound):
 
 
 class FailedPrecondition(FleetmeterError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code_name = "FAILED_PRECONDITION"
 
 
 class ResourceExhausted(FleetmeterError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code_name = "RESOURCE_EXHAUSTED"
 
 
 class Unavailable(FleetmeterError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code_name = "UNAVAILABLE"
 
 
 class Aborted(FleetmeterError):
-    code = grpc.StatusCode.ABORTED
+    code_name = "ABORTED"
 
 
 class Unauthenticated(FleetmeterError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code_name = "UNAUTHENTICATED"
 
 
 class PermissionDenied(FleetmeterError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code_name = "PERMISSION_DENIED"
 
 
-_BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted,
-                                      Unavailable, Aborted, Unauthenticated, PermissionDenied)}
+_BY_CODE_NAME = {cls.code_name: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted,
+                                                Unavailable, Aborted, Unauthenticated, PermissionDenied)}
 
 
-def status_code_for(exc: BaseException) -> grpc.StatusCode:
-    return exc.code if isinstance(exc, FleetmeterError) else grpc.StatusCode.INTERNAL
-
-
-def trailing_metadata_for(exc: BaseException) -> tuple:
-    """The trailing metadata the status of ``exc`` carries (``((NOT_FOUND_KEY, "model"),)`` for
-    :class:`ModelNotFound`, else nothing)."""
-    what = getattr(exc, "what", "")
-    return ((NOT_FOUND_KEY, what),) if isinstance(exc, NotFound) and what else ()
-
-
-def from_rpc_error(exc: grpc.RpcError) -> FleetmeterError:
-    """The fleetmeter exception for a failed call (``raise from_rpc_error(e) from e``)."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    if code == grpc.StatusCode.UNAVAILABLE and not details:
-        details = "controller unavailable"
-    cls = _BY_CODE.get(code, FleetmeterError)
-    if code == grpc.StatusCode.NOT_FOUND and hasattr(exc, "trailing_metadata"):
-        if (NOT_FOUND_KEY, ModelNotFound.what) in tuple(exc.trailing_metadata() or ()):
-            cls = ModelNotFound
-    err = cls(details or code.name)
-    return err
+def error_class_for(code_name: str, model_not_found: bool = False) -> type:
+    """The exception class of a status code name (``"NOT_FOUND"``; :class:`ModelNotFound` when
+    ``model_not_found``); :class:`FleetmeterError` for a name outside the tree (``"INTERNAL"``, ...)."""
+    if model_not_found and code_name == NotFound.code_name:
+        return ModelNotFound
+    return _BY_CODE_NAME.get(code_name, FleetmeterError)

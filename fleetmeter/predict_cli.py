@@ -11,6 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from fleetmeter._cli_common import client_from_args as _client
+from fleetmeter._cli_common import noise_ceiling_dict
+from fleetmeter._cli_common import print_json as _print_json
+
 #: = fleetmeter.modeler.dataset.TARGETS (a test keeps them equal; not imported: the modeler pulls in numpy).
 TARGETS = ("latency_ms", "energy_mj", "peak_rss_bytes")
 #: The methods ``fleetmeter eval`` lists side by side, in order, with their labels.
@@ -31,18 +35,6 @@ def _pct(value: Optional[float]) -> str:
 
 def _num(value: Optional[float], digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _client(args):
-    from fleetmeter.cli import _client as client
-
-    return client(args)
-
-
-def _print_json(obj: Any) -> None:
-    from fleetmeter.cli import _print_json as print_json
-
-    print_json(obj)
 
 
 # ------------------------------------------------------------------ train
@@ -103,7 +95,6 @@ def eval_rows(predictors, split: str, platforms=None) -> List[Dict[str, Any]]:
     ``share_within_5``, ``share_within_10``, ``n_models``, ``n_pairs``); ``noise_ceiling_live`` is the
     platform's ceiling now (``{within_5, within_10, pairs}`` from ListPlatforms: every pair of readings of
     the same model, repeat samples included), or ``None`` when ``platforms`` (Platform messages) lacks it."""
-    from fleetmeter.cli import noise_ceiling_dict
 
     live = {p.platform_id: noise_ceiling_dict(p) for p in platforms or ()}
     key = SPLITS[split]

@@ -50,22 +50,26 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from fleetmeter import fields
 from fleetmeter._term import key_value_arg
 from fleetmeter.errors import InvalidArgument
 from fleetmeter.v1 import common_pb2, fleet_pb2
 
-SETTINGS_FIELDS = {"warmup_runs": int, "min_runs": int, "min_duration_ms": float, "max_runs": int,
-                   "max_duration_ms": float, "stable_rel_tol": float}
-SCALAR_FIELDS = {"name": str, "repeats": int, "priority": int, "max_device_failures": int, "cooldown_s": float,
-                 "max_start_temp_c": float, "max_thermal_wait_s": float, "profile_operators": bool}
-#: ReadingSettings field → (type, minimum), from the proto: every field is >= 0 but the session counts (>= 1);
-#: a switch has no minimum. The controller checks them again (controller/quality.py: READING_LIMITS).
-READING_FIELDS = {f.name: (bool, None) if f.type == f.TYPE_BOOL else
-                  (int, 1 if f.name in ("sessions", "max_sessions") else 0) if f.type in (f.TYPE_INT32, f.TYPE_INT64)
+# The file's schema is the proto's: every key and its type come from the SweepSpec, BenchSettings,
+# ReadingSettings, PlatformSelector and InputOverride descriptors (fleetmeter/fields.py). What the proto cannot
+# say (minimums, the model-reference forms, zoo sets) is checked below.
+_SPEC = {f.name: f for f in fleet_pb2.SweepSpec.DESCRIPTOR.fields}
+SETTINGS_FIELDS = {f.name: fields.python_kind(f) for f in common_pb2.BenchSettings.DESCRIPTOR.fields}
+#: The spec's scalar keys and their types (repeat_sample has its own rule below).
+SCALAR_FIELDS = {name: fields.python_kind(_SPEC[name]) for name in fields.SPEC_SCALARS if name != "repeat_sample"}
+#: ReadingSettings field → (type, minimum): every field is >= 0 but the session counts (>= 1); a switch has no
+#: minimum. The controller checks them again (controller/quality.py: READING_LIMITS).
+READING_FIELDS = {f.name: (bool, None) if fields.python_kind(f) is bool else
+                  (int, 1 if f.name in ("sessions", "max_sessions") else 0) if fields.python_kind(f) is int
                   else (float, 0) for f in common_pb2.ReadingSettings.DESCRIPTOR.fields}
-TOP_KEYS = set(SCALAR_FIELDS) | {"models", "platforms", "threads", "settings", "inputs", "reading", "repeat_sample"}
-PLATFORM_KEYS = {"platform_ids", "labels", "runtimes"}
-INPUT_KEYS = {"name", "shape", "fill"}
+TOP_KEYS = set(_SPEC)
+PLATFORM_KEYS = set(fields.PLATFORM_SELECTOR_FIELDS)
+INPUT_KEYS = set(fields.INPUT_FIELDS)
 RUNTIMES = ("onnxruntime", "litert")
 
 
@@ -207,92 +211,102 @@ def _validate(data: dict, problems: _Problems) -> None:
         if key in data:
             _check_type(data[key], kind, (key,), problems,
                         minimum=1 if key == "repeats" else (0 if kind in (int, float) and key != "priority" else None))
-    models = data.get("models")
-    if models is not None:
-        if not isinstance(models, list) or not models:
-            problems.add(("models",), "expected a non-empty list of model files, sha256 prefixes or names")
-        else:
-            for i, m in enumerate(models):
-                if isinstance(m, dict):
-                    _validate_zoo(m, ("models", i), problems)
-                elif not isinstance(m, str) or not m:
-                    problems.add(("models", i), "expected a file path or glob, sha256 (prefix), name, or "
-                                                f"{{zoo: {{family, count, seed, formats}}}}, got {m!r}")
-    threads = data.get("threads")
-    if threads is not None:
-        if not isinstance(threads, list):
-            problems.add(("threads",), f"expected a list of thread counts, got {threads!r}")
-        else:
-            for i, t in enumerate(threads):
-                _check_type(t, int, ("threads", i), problems, minimum=1)
-    platforms = data.get("platforms")
-    if platforms is not None:
-        if not isinstance(platforms, dict):
-            problems.add(("platforms",), "expected a mapping with platform_ids, labels and/or runtimes")
-        else:
-            for key in sorted(set(platforms) - PLATFORM_KEYS):
-                problems.add(("platforms", key), f"unknown key; allowed: {', '.join(sorted(PLATFORM_KEYS))}")
-            for key in ("platform_ids", "runtimes"):
-                value = platforms.get(key)
-                if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-                    problems.add(("platforms", key), f"expected a list of strings, got {value!r}")
-            for i, rt in enumerate(platforms.get("runtimes") or []):
-                if isinstance(rt, str) and rt not in RUNTIMES:
-                    problems.add(("platforms", "runtimes", i), f"unknown runtime {rt!r}; expected one of {RUNTIMES}")
-            labels = platforms.get("labels")
-            if labels is not None and not isinstance(labels, dict):
-                problems.add(("platforms", "labels"), f"expected a mapping of label: value, got {labels!r}")
-    settings = data.get("settings")
-    if settings is not None:
-        if not isinstance(settings, dict):
-            problems.add(("settings",), "expected a mapping of measurement settings")
-        else:
-            for key in sorted(set(settings) - set(SETTINGS_FIELDS)):
-                problems.add(("settings", key), f"unknown setting; allowed: {', '.join(sorted(SETTINGS_FIELDS))}")
-            for key, kind in SETTINGS_FIELDS.items():
-                if key in settings:
-                    _check_type(settings[key], kind, ("settings", key), problems, minimum=0)
-    reading = data.get("reading")
-    if reading is not None:
-        if not isinstance(reading, dict):
-            problems.add(("reading",), "expected a mapping of reading settings (sessions, max_session_spread ...)")
-        else:
-            for key in sorted(set(reading) - set(READING_FIELDS)):
-                problems.add(("reading", key), f"unknown setting; allowed: {', '.join(sorted(READING_FIELDS))}")
-            for key, (kind, minimum) in READING_FIELDS.items():
-                if key in reading:
-                    _check_type(reading[key], kind, ("reading", key), problems, minimum=minimum)
-            if isinstance(reading.get("max_steal_share"), (int, float)) and reading["max_steal_share"] > 1:
-                problems.add(("reading", "max_steal_share"),
-                             f"a share: must be <= 1, got {reading['max_steal_share']!r}")
+    for key, check in (("models", _validate_models), ("threads", _validate_threads),
+                       ("platforms", _validate_platforms), ("settings", _validate_settings),
+                       ("reading", _validate_reading), ("inputs", _validate_inputs)):
+        if data.get(key) is not None:
+            check(data[key], problems)
     if "repeat_sample" in data:
         _check_type(data["repeat_sample"], float, ("repeat_sample",), problems)
         value = data["repeat_sample"]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not value <= 1:
             problems.add(("repeat_sample",), f"a share of the pairs: must be <= 1 (0: the default 0.1, negative: "
                                              f"none), got {value!r}")
-    inputs = data.get("inputs")
-    if inputs is not None:
-        if not isinstance(inputs, list):
-            problems.add(("inputs",), "expected a list of {name, shape and/or fill}")
-        else:
-            for i, item in enumerate(inputs):
-                where = ("inputs", i)
-                if not isinstance(item, dict):
-                    problems.add(where, f"expected a mapping with name, shape and/or fill, got {item!r}")
-                    continue
-                for key in sorted(set(item) - INPUT_KEYS):
-                    problems.add(where + (key,), f"unknown key; allowed: {', '.join(sorted(INPUT_KEYS))}")
-                if not isinstance(item.get("name"), str) or not item.get("name"):
-                    problems.add(where + ("name",), "every input override needs the input's name")
-                shape = item.get("shape")
-                if shape is not None and (not isinstance(shape, list) or not all(
-                        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
-                    problems.add(where + ("shape",), f"expected a list of positive integers, got {shape!r}")
-                if "fill" in item:
-                    _check_type(item["fill"], float, where + ("fill",), problems)
-                if "shape" not in item and "fill" not in item:
-                    problems.add(where, "an input override needs a shape and/or a fill")
+
+
+def _validate_models(models: Any, problems: _Problems) -> None:
+    if not isinstance(models, list) or not models:
+        problems.add(("models",), "expected a non-empty list of model files, sha256 prefixes or names")
+        return
+    for i, m in enumerate(models):
+        if isinstance(m, dict):
+            _validate_zoo(m, ("models", i), problems)
+        elif not isinstance(m, str) or not m:
+            problems.add(("models", i), "expected a file path or glob, sha256 (prefix), name, or "
+                                        f"{{zoo: {{family, count, seed, formats}}}}, got {m!r}")
+
+
+def _validate_threads(threads: Any, problems: _Problems) -> None:
+    if not isinstance(threads, list):
+        problems.add(("threads",), f"expected a list of thread counts, got {threads!r}")
+        return
+    for i, t in enumerate(threads):
+        _check_type(t, int, ("threads", i), problems, minimum=1)
+
+
+def _validate_platforms(platforms: Any, problems: _Problems) -> None:
+    if not isinstance(platforms, dict):
+        problems.add(("platforms",), "expected a mapping with platform_ids, labels and/or runtimes")
+        return
+    for key in sorted(set(platforms) - PLATFORM_KEYS):
+        problems.add(("platforms", key), f"unknown key; allowed: {', '.join(sorted(PLATFORM_KEYS))}")
+    for key in ("platform_ids", "runtimes"):
+        value = platforms.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            problems.add(("platforms", key), f"expected a list of strings, got {value!r}")
+    for i, rt in enumerate(platforms.get("runtimes") or []):
+        if isinstance(rt, str) and rt not in RUNTIMES:
+            problems.add(("platforms", "runtimes", i), f"unknown runtime {rt!r}; expected one of {RUNTIMES}")
+    labels = platforms.get("labels")
+    if labels is not None and not isinstance(labels, dict):
+        problems.add(("platforms", "labels"), f"expected a mapping of label: value, got {labels!r}")
+
+
+def _validate_settings(settings: Any, problems: _Problems) -> None:
+    if not isinstance(settings, dict):
+        problems.add(("settings",), "expected a mapping of measurement settings")
+        return
+    for key in sorted(set(settings) - set(SETTINGS_FIELDS)):
+        problems.add(("settings", key), f"unknown setting; allowed: {', '.join(sorted(SETTINGS_FIELDS))}")
+    for key, kind in SETTINGS_FIELDS.items():
+        if key in settings:
+            _check_type(settings[key], kind, ("settings", key), problems, minimum=0)
+
+
+def _validate_reading(reading: Any, problems: _Problems) -> None:
+    if not isinstance(reading, dict):
+        problems.add(("reading",), "expected a mapping of reading settings (sessions, max_session_spread ...)")
+        return
+    for key in sorted(set(reading) - set(READING_FIELDS)):
+        problems.add(("reading", key), f"unknown setting; allowed: {', '.join(sorted(READING_FIELDS))}")
+    for key, (kind, minimum) in READING_FIELDS.items():
+        if key in reading:
+            _check_type(reading[key], kind, ("reading", key), problems, minimum=minimum)
+    if isinstance(reading.get("max_steal_share"), (int, float)) and reading["max_steal_share"] > 1:
+        problems.add(("reading", "max_steal_share"), f"a share: must be <= 1, got {reading['max_steal_share']!r}")
+
+
+def _validate_inputs(inputs: Any, problems: _Problems) -> None:
+    if not isinstance(inputs, list):
+        problems.add(("inputs",), "expected a list of {name, shape and/or fill}")
+        return
+    for i, item in enumerate(inputs):
+        where = ("inputs", i)
+        if not isinstance(item, dict):
+            problems.add(where, f"expected a mapping with name, shape and/or fill, got {item!r}")
+            continue
+        for key in sorted(set(item) - INPUT_KEYS):
+            problems.add(where + (key,), f"unknown key; allowed: {', '.join(sorted(INPUT_KEYS))}")
+        if not isinstance(item.get("name"), str) or not item.get("name"):
+            problems.add(where + ("name",), "every input override needs the input's name")
+        shape = item.get("shape")
+        if shape is not None and (not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+            problems.add(where + ("shape",), f"expected a list of positive integers, got {shape!r}")
+        if "fill" in item:
+            _check_type(item["fill"], float, where + ("fill",), problems)
+        if "shape" not in item and "fill" not in item:
+            problems.add(where, "an input override needs a shape and/or a fill")
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
@@ -370,8 +384,7 @@ def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], st
         if value is not None:
             reading[key] = value
     extras = {}
-    for key in ("max_device_failures", "cooldown_s", "max_start_temp_c", "max_thermal_wait_s", "profile_operators",
-                "repeat_sample"):
+    for key in fields.SPEC_EXTRAS:
         value = getattr(args, key, None)
         value = data.get(key) if value is None else value
         if value:

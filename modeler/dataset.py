@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from fleetmeter._hashing import sha256_file
+from fleetmeter.blobs import BlobStore
 from fleetmeter._names import platform_name_problem
 from fleetmeter.errors import InvalidArgument
 
@@ -279,8 +280,6 @@ def load_from_store(
             value = _record_value(record, target)
             if value is not None:
                 entry[target].append(value)
-
-    from fleetmeter.controller.blobs import BlobStore
 
     blobs = BlobStore(blobs_root)
     samples: List[Sample] = []

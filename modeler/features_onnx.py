@@ -42,7 +42,7 @@ import numpy as np
 from fleetmeter._onnx_wire import KEEP_BYTES, STRIPPED, STRIPPED_ZERO
 from fleetmeter._onnx_wire import light_model_bytes as _light_model_bytes
 
-from .features import NodeFeatures, ParsedGraph, Shape, _invalid_model, check_input_shapes, place_in_graph
+from .graph import NodeFeatures, ParsedGraph, Shape, _invalid_model, check_input_shapes, place_in_graph
 
 __all__ = ["parse_onnx"]
 

@@ -34,9 +34,11 @@ import math
 import struct
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from .features import (NodeFeatures, ParsedGraph, Shape, _invalid_model, _is_invalid_model, check_input_shapes,
+from fleetmeter.modelfile import TFLITE_IDENTIFIER, is_tflite
+
+from .graph import (NodeFeatures, ParsedGraph, Shape, _invalid_model, _is_invalid_model, check_input_shapes,
                        place_in_graph)
-from .zoo.arch import same_padding
+from .geometry import same_padding
 
 __all__ = ["parse_tflite"]
 
@@ -218,8 +220,8 @@ class _Reader:
 def parse_tflite(data: bytes, source: str, input_shapes: Optional[Mapping[str, Shape]] = None) -> ParsedGraph:
     """Raw records of the TFLite model ``data`` (read from ``source``, used in messages), at ``input_shapes``
     (input tensor name -> dims, NHWC as stored) where given: see :meth:`_Graph.set_input_shapes`."""
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise _invalid_model(f"{source}: not a valid TFLite model (no 'TFL3' file identifier)")
+    if not is_tflite(data):
+        raise _invalid_model(f"{source}: not a valid TFLite model (no {TFLITE_IDENTIFIER.decode()!r} file identifier)")
     try:
         return _Graph(data, source, input_shapes).parse()
     except (IndexError, struct.error, ValueError, OverflowError, MemoryError) as exc:

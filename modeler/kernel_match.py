@@ -58,6 +58,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple
 
+from fleetmeter.blobs import BlobStore
+
 from .features import ModelFeatures, NodeFeatures
 
 __all__ = [
@@ -126,7 +128,10 @@ class ProfileMatch:
     ``unmatched`` names the profile nodes whose time reached no kernel.
     ``resolved_ms`` is the time of the nodes found by name (ours, layout
     records included) or shape; the rest of ``matched_ms`` is runtime-made
-    nodes attached to a neighbour in execution order.
+    nodes attached to a neighbour in execution order. ``resolution`` says,
+    per profile node in execution order, how it was placed: ``"name"``,
+    ``"shape"``, ``"attached"`` or ``""`` (nowhere); unlike the times, it
+    does not change from one profiling run to the next.
     """
 
     kernel_times_ms: Tuple[Optional[float], ...]
@@ -138,6 +143,7 @@ class ProfileMatch:
     absorbed: int = 0
     unmatched: Tuple[str, ...] = ()
     resolved_ms: float = 0.0
+    resolution: Tuple[str, ...] = ()
 
     @property
     def matched_share(self) -> float:
@@ -449,7 +455,8 @@ def match_profile(features: ModelFeatures, operators: Sequence[Mapping[str, Any]
         by_name=how.count("name"), by_shape=how.count("shape"), attached=how.count("attached"), absorbed=absorbed,
         resolved_ms=sum(t for n, t in enumerate(times) if how[n] in ("name", "shape") or (
             targets[n] and n in layout_hits)) / 1000.0,
-        unmatched=tuple(str(ops[n].get("node_name", "")) for n in range(len(ops)) if not targets[n] and times[n]))
+        unmatched=tuple(str(ops[n].get("node_name", "")) for n in range(len(ops)) if not targets[n] and times[n]),
+        resolution=tuple(how))
 
 
 def _neighbour(ops: Sequence[Mapping[str, Any]], resolved: Sequence[int], n: int) -> Optional[int]:
@@ -526,8 +533,6 @@ def load_kernel_samples(
     sha256 to ``ModelFeatures`` (pass a dict to share across calls).
     Samples come sorted by platform, then model sha256.
     """
-    from fleetmeter.controller.blobs import BlobStore
-
     from .dataset import usable_for_training
 
     wanted = set(platform_ids) if platform_ids is not None else None

@@ -65,8 +65,8 @@ from .features import FEATURE_SCHEMA_VERSION, KERNEL_FEATURE_KEYS, ModelFeatures
 from .kernel_match import MIN_MATCHED_SHARE  # noqa: F401  (still importable from here)
 from .kernel_match import (KernelSample, ProfileMatch, kernel_sample_from_profile, kernel_work, load_kernel_samples,
                            match_profile, merge_profiles)
-from .train import (CV_FOLDS, INTERVAL_LEVEL, LogLogPrior, _booster_feature_names, _conformal_quantile, _folds,
-                    _lgb, lgbm_params, scored_with_interval, split_leave_family_out)
+from .learners import (CV_FOLDS, INTERVAL_LEVEL, LogLogPrior, _booster_feature_names, _conformal_quantile, _folds,
+                       _lgb, lgbm_params, scored_with_interval, split_leave_family_out)
 
 __all__ = [
     "KERNEL_CONFIG_FORMAT",

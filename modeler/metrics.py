@@ -76,34 +76,18 @@ def rmspe(pred: Iterable[float], true: Iterable[float]) -> float:
     return float(np.sqrt(np.mean(err ** 2))) if err.size else math.nan
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks; tied values get the mean of the ranks they span."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(x.size, dtype=float)
-    sorted_x = x[order]
-    i = 0
-    while i < x.size:
-        j = i
-        while j + 1 < x.size and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
-
-
 def spearman(pred: Iterable[float], true: Iterable[float]) -> float:
-    """Spearman's rank correlation (ties: mean ranks); ``nan`` with < 2 models or a constant side."""
+    """Spearman's rank correlation (``scipy.stats.spearmanr``: ties share their mean rank); ``nan`` with
+    < 2 models or a constant side."""
     p = np.asarray(pred, dtype=float).reshape(-1)
     t = np.asarray(true, dtype=float).reshape(-1)
     if p.shape != t.shape:
         raise ValueError(f"pred and true differ in length: {p.size} != {t.size}")
-    if p.size < 2:
-        return math.nan
-    rp, rt = _ranks(p), _ranks(t)
-    rp -= rp.mean()
-    rt -= rt.mean()
-    denom = math.sqrt(float(np.dot(rp, rp)) * float(np.dot(rt, rt)))
-    return float(np.dot(rp, rt) / denom) if denom > 0 else math.nan
+    if p.size < 2 or np.all(p == p[0]) or np.all(t == t[0]):
+        return math.nan  # undefined (scipy would say so with a warning)
+    from scipy.stats import spearmanr  # lazily: scipy.stats takes a while to import
+
+    return float(spearmanr(p, t).statistic)
 
 
 def _json_float(value: float) -> Optional[float]:

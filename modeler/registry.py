@@ -72,7 +72,7 @@ from .dataset import TARGETS
 from .features import FEATURE_SCHEMA_VERSION
 from .train import Predictor, TrainResult, WorkFallback, prior_from_dict
 
-__all__ = ["MANIFEST_SCHEMA_VERSION", "Registry", "LoadedPredictor", "platform_dir_name", "library_versions"]
+__all__ = ["MANIFEST_SCHEMA_VERSION", "Registry", "LoadedPredictor", "platform_dir_name", "library_versions", "json_safe"]
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +117,16 @@ def library_versions() -> Dict[str, str]:
     return out
 
 
-def _check_finite(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """``obj`` with every non-finite float replaced by ``None`` (JSON has no NaN)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, Mapping):
-        return {str(k): _check_finite(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_check_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return _check_finite(obj.item())
+        return json_safe(obj.item())
     return obj
 
 
@@ -254,7 +254,7 @@ class Registry:
             version = max((int(m.group(1)) for m in (_VERSION_DIR.match(e.name) for e in target_dir.iterdir())
                            if m), default=0) + 1
             while True:
-                manifest = _check_finite({**base_manifest, "version": version})
+                manifest = json_safe({**base_manifest, "version": version})
                 (staging / MANIFEST_FILE).write_text(
                     json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
                 try:

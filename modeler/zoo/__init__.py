@@ -10,17 +10,21 @@
 * :mod:`.fold` — BatchNorm folding, run by both emitters.
 * :mod:`.tiny` — parametrised generators and the built-in demo models.
 * :mod:`.make_builtin` — regenerates ``fleetmeter/modeler/builtin_models``.
-* :mod:`.special` — odd files for tests (large, unsupported op, corrupt).
+* :mod:`.odd_files` — odd files for tests (large, unsupported op, corrupt).
 * :mod:`.families` — the zoo's sampled architecture families (registry), built
   from :mod:`.sampling` (ranges, seeds), :mod:`.blocks` and ``fam_*`` modules
   (classifiers, the transformer, NAS-Bench-201, and :mod:`.fam_dense`'s
   segmenters and detectors).
 * :mod:`.build` — ``build_zoo``: COUNT models per family into a folder + index
-  (formats ``onnx``, ``tflite``, ``tflite-int8``).
-* :mod:`.cli` — ``fleetmeter zoo families`` / ``fleetmeter zoo build``.
+  (formats ``onnx``, ``tflite``, ``tflite-int8`` of :mod:`.formats`); it fans
+  out through an injected ``map_fn``, never Ray itself.
+
+The ``fleetmeter zoo families`` / ``fleetmeter zoo build`` commands live in the
+top layer, ``fleetmeter/zoo_cli.py`` (it starts the local Ray); this package,
+like the rest of the modeler, imports only the modeler and the core layer.
 
 The names below are imported on first use (PEP 562), so importing
-:mod:`.cli` to build the ``fleetmeter`` parser stays cheap; the emitters
+the zoo to build the ``fleetmeter`` parser stays cheap; the emitters
 import onnx / LiteRT lazily, and everything else needs only numpy.
 """
 

@@ -58,6 +58,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..geometry import same_padding  # noqa: F401 - re-exported with the other shape helpers
 from .layers import (  # noqa: F401 - re-exported: arch is where users import layers from
     _LAYER_TYPES,
     ACTIVATIONS,
@@ -166,14 +167,6 @@ def _out_size(size: int, kernel: int, stride: int, dilation: int, padding: str) 
     if size < effective:
         raise ArchitectureError(f"kernel {effective} larger than input {size} with padding='valid'")
     return (size - effective) // stride + 1
-
-
-def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> Tuple[int, int]:
-    """TensorFlow SAME padding along one axis: (before, after)."""
-    effective = (kernel - 1) * dilation + 1
-    out = -(-size // stride)
-    total = max((out - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
 
 
 def _spatial(shape: Shape, layer: Any) -> Shape:

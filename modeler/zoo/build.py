@@ -29,17 +29,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ._files import atomic_write
 from .arch import GENERATOR_VERSION
 from .families import derive_seed, get_family, resolve_families
+from .formats import FILE_SUFFIX, FORMATS, QUANTIZATION, parse_formats  # noqa: F401 - re-exported
 
 __all__ = ["FILE_SUFFIX", "FORMATS", "INDEX_FILE", "INDEX_SCHEMA_VERSION", "QUANTIZATION", "BuildTask", "build_model",
            "build_zoo", "model_name", "parse_formats"]
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "tflite", "tflite-int8")
-#: File name suffix of each format (``NAME`` + suffix).
-FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "tflite-int8": ".int8.tflite"}
-#: Numeric precision of each format's weights and activations, as recorded in the index.
-QUANTIZATION = {"onnx": "float32", "tflite": "float32", "tflite-int8": "int8"}
 INDEX_FILE = "index.json"
 INDEX_SCHEMA_VERSION = 1
 
@@ -50,15 +46,6 @@ ProgressFn = Callable[[int, int], None]
 def model_name(family: str, index: int) -> str:
     """``mobilenetv2-0007``: the file stem of model ``index`` of ``family``."""
     return f"{family}-{index:04d}"
-
-
-def parse_formats(text: Union[str, Sequence[str]]) -> Tuple[str, ...]:
-    """``"onnx,tflite-int8"`` -> ``("onnx", "tflite-int8")``; ValueError on an unknown or empty list."""
-    items = [f.strip() for f in (text.split(",") if isinstance(text, str) else text) if f.strip()]
-    unknown = [f for f in items if f not in FORMATS]
-    if unknown or not items:
-        raise ValueError(f"formats must be a comma-separated subset of {', '.join(FORMATS)}; got {text!r}")
-    return tuple(dict.fromkeys(items))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from .fam_dense import DETECTOR, UNET
 from .fam_mobile import EFFICIENTNET, MNASNET, MOBILENETV1, MOBILENETV2, MOBILENETV3, SHUFFLENETV2
 from .fam_nasbench201 import NASBENCH201
 from .fam_transformer import TRANSFORMER
+from .formats import FORMATS
 from .sampling import Family, SamplingError, derive_seed
 
 __all__ = ["Family", "SamplingError", "FAMILIES", "family_names", "get_family", "resolve_families",
@@ -81,6 +82,4 @@ def describe_families() -> Dict[str, Any]:
     every family supports all of them, ``tflite-int8`` (full-integer
     quantized TFLite, :mod:`.tflite_quant`) included.
     """
-    from .build import FORMATS  # build imports this module
-
     return {f.name: {**f.describe(), "formats": list(FORMATS)} for f in FAMILIES}

@@ -43,6 +43,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from fleetmeter.modelfile import TFLITE_IDENTIFIER
+
 from ._files import atomic_write
 from .arch import (
     GENERATOR_VERSION,
@@ -81,7 +83,7 @@ from .fold import batchnorm_scale_shift, fold_batchnorm
 __all__ = ["FILE_IDENTIFIER", "SCHEMA_VERSION", "tflite_shape", "build_tflite", "write_tflite", "TfliteGraph",
            "float_graph"]
 
-FILE_IDENTIFIER = b"TFL3"
+FILE_IDENTIFIER = TFLITE_IDENTIFIER
 SCHEMA_VERSION = 3
 _BUFFER_ALIGNMENT = 16
 
@@ -102,7 +104,7 @@ def tflite_shape(shape: Shape) -> List[int]:
 class TfliteGraph:
     """Accumulates tensors, buffers, operator codes and operators of one subgraph.
 
-    Also used by :mod:`.special` to write hand-made fixtures.
+    Also used by :mod:`.odd_files` to write hand-made fixtures.
     """
 
     def __init__(self) -> None:

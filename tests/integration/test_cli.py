@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from fleetmeter.modeler.builtin import get_builtin_model
-from fleetmeter.modeler.zoo.special import write_corrupt_model
+from fleetmeter.modeler.zoo.odd_files import write_corrupt_model
 
 pytestmark = pytest.mark.integration
 

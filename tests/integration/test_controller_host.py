@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetmeter.local import wait_until
+from fleetmeter.local_fleet import wait_until
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]

@@ -17,9 +17,9 @@ import pytest
 
 from fleetmeter.client import FleetClient
 from fleetmeter.errors import PermissionDenied, InvalidArgument, NotFound, Unauthenticated
-from fleetmeter.local import wait_until
+from fleetmeter.local_fleet import wait_until
 from fleetmeter.modeler.builtin import get_builtin_model
-from fleetmeter.modeler.zoo.special import write_corrupt_model, write_large_onnx, write_unsupported_op_onnx
+from fleetmeter.modeler.zoo.odd_files import write_corrupt_model, write_large_onnx, write_unsupported_op_onnx
 from fleetmeter.v1 import common_pb2, fleet_pb2
 
 pytestmark = pytest.mark.integration

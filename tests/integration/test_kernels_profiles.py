@@ -73,31 +73,53 @@ def profiled(tmp_path_factory):
     return out
 
 
+#: Profile nodes that move or re-lay data (ORT's NCHWc copies, reshapes): a neighbour may carry their time.
+DATA_MOVEMENT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Reshape", "Transpose", "Flatten", "Squeeze",
+                               "Unsqueeze", "Identity", "Expand"})
+
+
 def test_profiled_time_lands_on_our_kernels(profiled):
     """Fails if onnxruntime's renamed, fused or invented nodes are not mapped back onto our kernels.
 
-    Every family's profile must put more than 90 % of its time on kernels
-    (100 % was seen with onnxruntime 1.32), and the kernel times must add up
-    to exactly that matched time. Attaching to a neighbour places anything,
-    so most of the time must be resolved by name or shape: over 70 % per
-    model (78-100 % seen; the rest is Reorder nodes and the reshapes ORT puts around a
-    3-D Gemm, a large share of a tiny transformer), over 90 %
-    over all models.
+    Asserted on what the match decides per profile node, which is the same on every run of one onnxruntime
+    version, not on the profiled times, which move with the machine's load: every family's profile nodes
+    must almost all reach a kernel (all of them with onnxruntime 1.32), the kernel times must add up to
+    exactly the matched time, and nine in ten kernels must get a time. Attaching to a neighbour places
+    anything, so the compute nodes (all but data movement) must be resolved by name or shape, not attached:
+    over 90 % per model, over 95 % over all models (with onnxruntime 1.32 all but the HardSigmoid and Mul
+    that ORT decomposes a HardSwish after a Gemm into: 2 of the ~80 compute nodes of a MobileNetV3).
+
+    The share of profiled *time* resolved by name or shape (87-88 % over all models here, 73-100 % per
+    model; 89.3 % and 89.4 % once failed a 90 % bar on a loaded 2-core VM) is printed for the record; it
+    is only bounded where noise cannot reach: the data movement nodes taking more time than all the
+    resolved compute together would mean the profile or the match is broken, not the machine busy.
     """
-    resolved = profiled_total = 0.0
+    resolved_ms = profiled_ms = 0.0
+    compute_nodes = compute_resolved = 0
     for family, features, operators, _, _ in profiled:
         assert operators, f"{family}: onnxruntime returned no profile"
         match = match_profile(features, operators)
-        assert match.matched_share > 0.9, (family, match.matched_share, match.unmatched)
+        assert len(match.resolution) == len(operators), family
+        placed = sum(1 for how in match.resolution if how)
+        assert placed >= 0.9 * len(operators), (family, placed, len(operators), match.unmatched)
         timed = [t for t in match.kernel_times_ms if t is not None]
         assert sum(timed) == pytest.approx(match.matched_ms, rel=1e-9), family
         assert len(timed) >= 0.9 * len(features.kernels), (family, len(timed), len(features.kernels))
-        assert match.resolved_ms > 0.7 * match.profiled_ms, (family, match.resolved_ms / match.profiled_ms)
-        resolved += match.resolved_ms
-        profiled_total += match.profiled_ms
-    # The resolved share depends on timings (89.1-89.4 % were seen on a loaded 2-core VM against a 90 % bar):
-    # the bar sits where noise cannot cross it; the share itself is a number for benchmarks, not a test.
-    assert resolved > 0.8 * profiled_total
+        compute = [how for op, how in zip(operators, match.resolution) if op.get("op_type") not in DATA_MOVEMENT_OPS]
+        by_name_or_shape = sum(1 for how in compute if how in ("name", "shape"))
+        assert by_name_or_shape > 0.9 * len(compute), (
+            family, [(op.get("node_name"), op.get("op_type")) for op, how in zip(operators, match.resolution)
+                     if op.get("op_type") not in DATA_MOVEMENT_OPS and how not in ("name", "shape")])
+        compute_nodes += len(compute)
+        compute_resolved += by_name_or_shape
+        resolved_ms += match.resolved_ms
+        profiled_ms += match.profiled_ms
+        print(f"{family}: {by_name_or_shape}/{len(compute)} compute nodes by name or shape; "
+              f"{match.resolved_ms / match.profiled_ms:.1%} of the profiled time resolved")
+    print(f"all models: {compute_resolved}/{compute_nodes} compute nodes by name or shape; "
+          f"{resolved_ms / profiled_ms:.1%} of the profiled time resolved")
+    assert compute_resolved > 0.95 * compute_nodes, (compute_resolved, compute_nodes)
+    assert resolved_ms > 0.5 * profiled_ms, resolved_ms / profiled_ms
 
 
 def test_kernel_predictor_trains_and_round_trips_on_real_profiles(profiled):

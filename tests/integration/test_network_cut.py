@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from fleetmeter.local import LocalFleet, wait_until
+from fleetmeter.local_fleet import LocalFleet, wait_until
 from fleetmeter.modeler.builtin import get_builtin_model
 from fleetmeter.v1 import common_pb2, fleet_pb2
 

@@ -1,8 +1,11 @@
 """Predictions end to end: a real sweep measures zoo models, the controller trains (Ray tasks), and
 callers predict over real gRPC through the Python API, the CLI and PredictBatch.
 
-One module-scoped sweep feeds every test; the order of the tests below is the order a user meets
-the feature (nothing trained yet → train → predict → list/pin/eval).
+The module has its own fleet (it trains, pins and asserts on predictor versions: fleet-wide state that
+no other module may touch) and one module-scoped sweep and training run that every test builds on; the
+order of the tests below is the order a user meets the feature (nothing trained yet → train → predict →
+list/pin/eval), but each test passes alone and in any order: a test that adds a version says which one
+it added, and the others ask which version serves.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound, Una
 from fleetmeter.modeler.zoo.families import SMALL_FIXED, derive_seed, get_family  # noqa: E402
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402
 from fleetmeter.v1 import common_pb2, fleet_pb2  # noqa: E402
+
+from _support import e2e_fleet  # noqa: E402  (tests/ is on sys.path)
 
 FAMILIES = ("resnet", "mobilenetv2", "vgg")
 PER_FAMILY = 8
@@ -37,6 +42,13 @@ def _model(family: str, index: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """This module's own controller and agents (overrides the shared session fleet)."""
+    with e2e_fleet(tmp_path_factory.mktemp("predict-fleet")) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
 def measured(fleet, tmp_path_factory):
     """24 zoo models measured on the onnxruntime agent's platform (with operator profiles)."""
     root = tmp_path_factory.mktemp("predict-models")
@@ -47,7 +59,8 @@ def measured(fleet, tmp_path_factory):
                 path = root / f"{family}-{i}.onnx"
                 path.write_bytes(_model(family, i))
                 shas.append(c.upload_model(path).model.sha256)
-        ort = next(d for d in c.list_devices() if d.name == "ort").platform_ids[0]
+        devices = {d.name: d for d in c.list_devices()}
+        ort, lite = devices["ort"].platform_ids[0], devices["lite"].platform_ids[0]
         sweep = c.submit_sweep(fleet_pb2.SweepSpec(
             models=shas, platforms=fleet_pb2.PlatformSelector(platform_ids=[ort]), settings=SETTINGS,
             profile_operators=True, repeat_sample=-1))
@@ -60,15 +73,22 @@ def measured(fleet, tmp_path_factory):
     assert (done.done, done.failed) == (len(shas), 0)
     transformer = root / "transformer.onnx"
     transformer.write_bytes(_model("transformer", 0))
-    return {"platform": ort, "root": root, "shas": shas, "trainable": trainable, "transformer": transformer,
-            "known": root / "resnet-0.onnx"}
+    return {"platform": ort, "untrained_platform": lite, "root": root, "shas": shas, "trainable": trainable,
+            "transformer": transformer, "known": root / "resnet-0.onnx"}
 
 
 @pytest.fixture(scope="module")
 def trained(fleet, measured):
-    """Train once (latency and energy); the progress messages of that run."""
+    """Train once (latency and energy): the first version on this fleet; the progress messages of that run."""
     with fleet.client() as c:
         return list(c.train(targets=["latency_ms", "energy_mj"], min_samples=10, timeout_s=600))
+
+
+def _serving_version(fleet, platform: str, target: str = "latency_ms") -> int:
+    """The predictor version the controller serves now (another test may have added or pinned one)."""
+    with fleet.client() as c:
+        (info,) = [p for p in c.list_predictors([platform]) if p.target == target]
+    return info.version
 
 
 def _cli(fleet, *args: str) -> subprocess.CompletedProcess:
@@ -77,11 +97,12 @@ def _cli(fleet, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_nothing_trained_yet_is_a_clear_error(fleet, measured):
+    """Asked on the LiteRT agent's platform, which no test here trains (so it holds whatever ran before)."""
+    untrained = measured["untrained_platform"]
     with fleet.client() as c:
-        # The fleet is shared: other modules may have trained other platforms (an imported one), not this one.
         with pytest.raises(FailedPrecondition, match="fleetmeter train"):
-            c.predict(measured["known"], platforms=[measured["platform"]])
-        assert c.list_predictors([measured["platform"]]) == []
+            c.predict(measured["known"], platforms=[untrained])
+        assert c.list_predictors([untrained]) == []
 
 
 def test_train_streams_progress_and_saves_versions(measured, trained):
@@ -90,7 +111,7 @@ def test_train_streams_progress_and_saves_versions(measured, trained):
     assert stages[0] == "loading" and stages[-1] == "done" and "training" in stages
     results = {(r.platform, r.target): r for r in messages[-1].results}
     lat = results[(measured["platform"], "latency_ms")]
-    # The fleet is shared with other test modules: their measurements on this platform count too.
+    # Every undisturbed reading of the sweep trains (at least; nothing else here is measured to train on).
     assert lat.version == 1 and lat.n_samples >= len(measured["trainable"]) and not lat.skipped
     metrics = json.loads(lat.metrics_json)
     for method in ("predictor", "opcount_lgbm", "flops_linear"):
@@ -115,10 +136,12 @@ def test_predict_python_api_and_contract(fleet, measured, trained, monkeypatch):
 
     monkeypatch.setenv("FLEETMETER_CONTROLLER", fleet.address)
     monkeypatch.setenv("FLEETMETER_API_TOKEN", fleet.api_token)
+    version = _serving_version(fleet, measured["platform"])
     for model in (measured["known"], measured["known"].read_bytes()):
         (p,) = fleetmeter.predict(model, platforms=measured["platform"])
         assert set(p.to_dict()) >= CONTRACT
-        assert (p.platform, p.target, p.unit, p.predictor_version) == (measured["platform"], "latency_ms", "ms", 1)
+        assert (p.platform, p.target, p.unit, p.predictor_version) == (measured["platform"], "latency_ms", "ms",
+                                                                        version)
         assert 0 < p.lower <= p.value <= p.upper
         # Nothing about the model itself; only the predictor's standing warnings (a small test set here).
         assert not [w for w in p.warnings if any(k in w for k in ("never seen", "dynamic dimension", "control-flow",
@@ -155,10 +178,8 @@ def test_errors_name_the_problem(fleet, measured, trained):
             c.predict(measured["known"], platforms=[measured["platform"]], targets=["energy_mj"])
         with pytest.raises(InvalidArgument, match="unknown target"):
             c.predict(measured["known"], targets=["speed"])
-        lite = next(d for d in c.list_devices() if d.name == "lite").platform_ids[0]
-        if lite not in {p.platform for p in c.list_predictors()}:  # other modules may have measured enough
-            with pytest.raises(FailedPrecondition, match="no latency_ms predictor for platform"):
-                c.predict(measured["known"], platforms=[lite])
+        with pytest.raises(FailedPrecondition, match="no latency_ms predictor for platform"):
+            c.predict(measured["known"], platforms=[measured["untrained_platform"]])
     with Client(fleet.address, "wrong-token") as c:
         with pytest.raises(Unauthenticated):
             c.predict(measured["known"])
@@ -203,26 +224,30 @@ def test_cli_predict_eval_and_pinning(fleet, measured, trained):
     text = _cli(fleet, "eval", "--split", "random")
     assert "baseline: FLOPs linear" in text.stdout and "noise ceiling" in text.stdout
 
-    # A second training run adds v2; pinning v1 makes it serve again.
+    # Another training run adds the next version, which serves; pinning the first makes it serve again.
+    with fleet.client() as c:
+        (before,) = [p for p in c.list_predictors([measured["platform"]]) if p.target == "latency_ms"]
+    versions = list(before.versions)
     train = _cli(fleet, "train", "--platform", measured["platform"], "--target", "latency_ms", "--no-family-split",
                  "--min-samples", "10", "--json")
     assert train.returncode == 0, train.stderr
     (trained_row,) = json.loads(train.stdout)
-    assert (trained_row["platform"], trained_row["version"]) == (measured["platform"], 2)
+    added = max(versions) + 1
+    assert (trained_row["platform"], trained_row["version"]) == (measured["platform"], added)
     assert "leave_family_out" not in trained_row["metrics"] and trained_row["metrics"]["random_split"]["n_test"] > 0
     with fleet.client() as c:
-        assert c.predict(measured["known"], platforms=measured["platform"])[0].predictor_version == 2
+        assert c.predict(measured["known"], platforms=measured["platform"])[0].predictor_version == added
         info = c.pin_predictor(measured["platform"], "latency_ms", 1)
-        assert (info.version, info.pinned, list(info.versions)) == (1, 1, [1, 2])
+        assert (info.version, info.pinned, list(info.versions)) == (1, 1, versions + [added])
         assert c.predict(measured["known"], platforms=measured["platform"])[0].predictor_version == 1
-        with pytest.raises(NotFound, match="v9"):
-            c.pin_predictor(measured["platform"], "latency_ms", 9)
+        with pytest.raises(NotFound, match="v99"):
+            c.pin_predictor(measured["platform"], "latency_ms", 99)
     unpin = _cli(fleet, "predictors", "unpin", measured["platform"], "latency_ms")
     assert unpin.returncode == 0, unpin.stderr
     listed = _cli(fleet, "predictors", "list", "--json")
     (entry,) = [e for e in json.loads(listed.stdout) if e["target"] == "latency_ms"
                 and e["platform"] == measured["platform"]]
-    assert entry["version"] == 2 and entry["pinned"] is None
+    assert entry["version"] == added and entry["pinned"] is None
 
 
 def test_predict_at_the_size_the_model_runs(fleet, measured, trained):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from fleetmeter.local import wait_until
+from fleetmeter.local_fleet import wait_until
 from fleetmeter.modeler.builtin import get_builtin_model
 from fleetmeter.v1 import common_pb2, fleet_pb2
 

@@ -1,5 +1,7 @@
 """TLS and mutual TLS end to end: a real controller subprocess (with Ray), a real
-agent subprocess and the caller client, over certificates made here.
+agent subprocess and the caller client, over certificates made here. The
+processes are started by :class:`fleetmeter.local_fleet.LocalFleet` (the harness every
+integration test and ``fleetmeter demo`` use), with the ``--tls-*`` flags added.
 
 One throwaway PKI per module (CA, server cert for 127.0.0.1/localhost, client
 cert, plus an unrelated CA). The ``controller`` fixture is module-scoped and
@@ -8,9 +10,9 @@ the controller: client certificates required). pytest runs every test of one
 parameter before starting the next, so at most one controller (and one Ray)
 runs at a time and the file starts exactly two.
 
-Readiness is polled with deadlines (the controller's ``controller.json``, the
-agent appearing as connected), never a fixed sleep. Every process starts in
-its own session and its whole process group is killed in teardown.
+Readiness is LocalFleet's (the controller's address file, then its health check
+over TLS; the agent appearing as connected), never a fixed sleep; LocalFleet
+stops every process it started in teardown.
 """
 from __future__ import annotations
 
@@ -18,9 +20,7 @@ import datetime
 import importlib.util
 import ipaddress
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -38,67 +38,13 @@ pytest.importorskip("onnxruntime", reason="the agent under test serves onnxrunti
 from fleetmeter._net import TlsFiles  # noqa: E402
 from fleetmeter.client import FleetClient  # noqa: E402
 from fleetmeter.errors import Unavailable  # noqa: E402
-from fleetmeter.local import wait_until  # noqa: E402
+from fleetmeter.local_fleet import LocalFleet  # noqa: E402
 
 API_TOKEN = "tls-test-api-token"
 AGENT_TOKEN = "tls-test-agent-token"
 CONTROLLER_START_S = 120.0
 AGENT_CONNECT_S = 60.0
 CALL_TIMEOUT_S = 10.0
-
-
-# ---------------------------------------------------------------- helpers
-@dataclass
-class Proc:
-    popen: subprocess.Popen
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETMETER_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
-
-
-def spawn(argv: list, log_path: Path, env: Optional[dict] = None) -> Proc:
-    with open(log_path, "ab") as out:
-        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=env or _env(), start_new_session=True)
-    return Proc(popen, log_path)
-
-
-def kill_group(proc: Proc, timeout_s: float = 20.0) -> None:
-    """SIGTERM the process group (a clean stop also stops Ray), then SIGKILL whatever is left of it."""
-    try:
-        pgid = os.getpgid(proc.popen.pid)
-    except ProcessLookupError:
-        pgid = proc.popen.pid
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.popen.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.popen.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 # ---------------------------------------------------------------- PKI
@@ -205,23 +151,27 @@ def pki(tmp_path_factory) -> Pki:
 
 
 # ---------------------------------------------------------------- controller
+def _caller_tls(pki: Pki, mutual: bool) -> TlsFiles:
+    """What a well-configured caller passes: the CA, plus a client certificate under mutual TLS."""
+    return TlsFiles(ca=pki.ca, cert=pki.client_cert, key=pki.client_key) if mutual else TlsFiles(ca=pki.ca)
+
+
 @dataclass
 class Running:
     mode: str                      # "tls" | "mtls"
-    address: str
     pki: Pki
-    proc: Proc
-    root: Path
+    fleet: LocalFleet
 
     @property
     def mutual(self) -> bool:
         return self.mode == "mtls"
 
+    @property
+    def address(self) -> str:
+        return self.fleet.address
+
     def caller_tls(self) -> TlsFiles:
-        """What a well-configured caller passes for this controller."""
-        if self.mutual:
-            return TlsFiles(ca=self.pki.ca, cert=self.pki.client_cert, key=self.pki.client_key)
-        return TlsFiles(ca=self.pki.ca)
+        return _caller_tls(self.pki, self.mutual)
 
     def client(self, tls: Optional[TlsFiles] = None, address: Optional[str] = None) -> FleetClient:
         return FleetClient(address or self.address, API_TOKEN, tls, timeout_s=CALL_TIMEOUT_S)
@@ -230,30 +180,16 @@ class Running:
 @pytest.fixture(scope="module", params=["tls", "mtls"])
 def controller(request, pki, tmp_path_factory):
     mode = request.param
-    root = tmp_path_factory.mktemp(f"controller-{mode}")
-    data_dir = root / "data"
-    argv = [sys.executable, "-m", "fleetmeter.cli", "controller", "--listen", "127.0.0.1:0",
-            "--data-dir", str(data_dir), "--tls-cert", pki.server_cert, "--tls-key", pki.server_key,
-            "--agent-token", AGENT_TOKEN, "--api-token", API_TOKEN, "--heartbeat-s", "1"]
+    fleet = LocalFleet(tmp_path_factory.mktemp(f"fleet-{mode}"), agent_token=AGENT_TOKEN, api_token=API_TOKEN,
+                       heartbeat_s=1.0, tls=_caller_tls(pki, mode == "mtls"))
+    tls_args = ["--tls-cert", pki.server_cert, "--tls-key", pki.server_key]
     if mode == "mtls":
-        argv += ["--tls-ca", pki.ca]
-    proc = spawn(argv, root / "controller.log")
-    addr_file = data_dir / "controller.json"
+        tls_args += ["--tls-ca", pki.ca]
     try:
-        def ready() -> bool:
-            if not proc.alive():
-                raise RuntimeError(f"the controller exited ({proc.popen.returncode}) during start-up:\n"
-                                   + proc.log_tail())
-            return addr_file.exists() and addr_file.stat().st_size > 0
-
-        try:
-            wait_until(ready, CONTROLLER_START_S, f"the {mode} controller to write {addr_file}")
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}\n{proc.log_tail()}") from None
-        address = json.loads(addr_file.read_text())["address"]
-        yield Running(mode, address, pki, proc, root)
+        fleet.start_controller(None, CONTROLLER_START_S, *tls_args)
+        yield Running(mode, pki, fleet)
     finally:
-        kill_group(proc)
+        fleet.close()
 
 
 # ---------------------------------------------------------------- tests
@@ -301,35 +237,22 @@ def test_cli_devices_over_tls(controller):
             "--tls-ca", tls.ca]
     if tls.cert:
         argv += ["--tls-cert", tls.cert, "--tls-key", tls.key]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                          env={**_env(), "FLEETMETER_API_TOKEN": API_TOKEN})
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=controller.fleet.env())
     assert proc.returncode == 0, proc.stderr
     assert isinstance(json.loads(proc.stdout), list)
 
 
 def test_agent_connects_over_tls(controller):
     name = f"tls-agent-{controller.mode}"
-    argv = [sys.executable, "-m", "fleetmeter.agent.cli", "run", "--controller", controller.address,
-            "--name", name, "--data-dir", str(controller.root / "agent"), "--runtime", "onnxruntime",
-            "--no-power", "--tls-ca", controller.pki.ca]
+    args = ["--runtime", "onnxruntime", "--no-power", "--tls-ca", controller.pki.ca]
     if controller.mutual:
-        argv += ["--tls-cert", controller.pki.client_cert, "--tls-key", controller.pki.client_key]
-    env = {**_env(), "FLEETMETER_AGENT_TOKEN": AGENT_TOKEN}
-    agent = spawn(argv, controller.root / "agent.log", env=env)
+        args += ["--tls-cert", controller.pki.client_cert, "--tls-key", controller.pki.client_key]
+    controller.fleet.start_agent(name, *args)
     try:
+        controller.fleet.wait_agents_connected([name], AGENT_CONNECT_S)
         with controller.client(controller.caller_tls()) as c:
-            def connected() -> bool:
-                if not agent.alive():
-                    raise RuntimeError(f"the agent exited ({agent.popen.returncode}):\n" + agent.log_tail())
-                return any(d.name == name and d.connected for d in c.list_devices())
-
-            try:
-                wait_until(connected, AGENT_CONNECT_S, f"agent {name} to connect over TLS", poll_s=0.25)
-            except TimeoutError as exc:
-                raise TimeoutError(f"{exc}\nagent log:\n{agent.log_tail()}\ncontroller log:\n"
-                                   f"{controller.proc.log_tail()}") from None
             device = next(d for d in c.list_devices() if d.name == name)
-            assert device.state in ("idle", "busy")  # busy: the drift canary measures its platform at connect
-            assert any(r.name == "onnxruntime" for r in device.info.runtimes)
+        assert device.state in ("idle", "busy")  # busy: the drift canary measures its platform at connect
+        assert any(r.name == "onnxruntime" for r in device.info.runtimes)
     finally:
-        kill_group(agent)
+        controller.fleet.stop_agent(name)

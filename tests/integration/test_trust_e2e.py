@@ -18,7 +18,7 @@ import time
 import grpc
 import pytest
 
-from fleetmeter.local import LocalFleet, wait_until
+from fleetmeter.local_fleet import LocalFleet, wait_until
 from fleetmeter.modeler.builtin import get_builtin_model
 from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, common_pb2, fleet_pb2
 

@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
 from fleetmeter.modeler.builtin import list_builtin_models  # noqa: E402
-from fleetmeter.modeler.zoo import special  # noqa: E402
+from fleetmeter.modeler.zoo import odd_files as special  # noqa: E402
 from fleetmeter.modeler.zoo.arch import (  # noqa: E402
     Activation,
     Add,

@@ -5,24 +5,13 @@ import pytest
 
 from fleetmeter.controller.store import Store
 
-
-class FakeClock:
-    """Unix seconds that move only when a test says so (no sleeps anywhere)."""
-
-    def __init__(self, start_s: float = 1_000_000.0) -> None:
-        self.now_s = start_s
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> float:
-        self.now_s += seconds
-        return self.now_s
+from _support import FakeClock  # tests/ is on sys.path (pyproject: pythonpath)
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    """Unix seconds (from 1,000,000) that move only by ``clock.advance(seconds)``."""
+    return FakeClock(start_s=1_000_000.0)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import gc
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
@@ -27,21 +27,10 @@ from fleetmeter.agent.runtimes import (
     runtime_for_model,
 )
 
+from _support import FakeClock  # seconds from 100.0, moved by advance_ms (tests/ is on sys.path)
+
 # --------------------------------------------------------------------------
 # Fakes
-
-
-class FakeClock:
-    """Seconds; time moves only when ``advance_ms`` is called."""
-
-    def __init__(self) -> None:
-        self.now_s = 100.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance_ms(self, ms: float) -> None:
-        self.now_s += ms / 1000.0
 
 
 class Script:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fleetmeter.controller import convert
+from fleetmeter.errors import InvalidArgument
 from fleetmeter.v1 import agent_pb2, common_pb2, fleet_pb2
 
 
@@ -133,3 +136,92 @@ def test_settings_and_inputs_round_trip():
     assert convert.settings_from_dict(convert.settings_to_dict(s)) == s
     inputs = [common_pb2.InputOverride(name="a", shape=[1, 2]), common_pb2.InputOverride(name="b", fill=0.0)]
     assert convert.inputs_from_list(convert.inputs_to_list(inputs)) == inputs
+
+
+# ------------------------------------------------------------------ hello, devices, tokens
+
+def _hello(**device) -> agent_pb2.Hello:
+    info = common_pb2.DeviceInfo(
+        hostname="board-1", host_id="h-1", os="Linux 6.1", arch="aarch64", cpu_model="Cortex-A76", cpu_cores=4,
+        cpu_max_freq_mhz=2400, memory_total_bytes=8 * 2**30, device_model="Pi 5", gpus=["VideoCore"],
+        runtimes=[common_pb2.RuntimeInfo(name="onnxruntime", version="1.17.0", providers=["CPUExecutionProvider"])],
+        power_sensors=["ina219"], thermal_zones=["cpu"], **device)
+    h = agent_pb2.Hello(agent_id="pi-1", name="Pi one", device=info, agent_version="0.9", current_job_id="j-1",
+                        spooled_job_ids=["j-0"], agent_secret="s3cret",
+                        offers=[agent_pb2.PlatformOffer(runtime="onnxruntime", runtime_version="1.17.0",
+                                                        provider="default", threads=4)])
+    h.labels["rack"] = "r2"
+    return h
+
+
+def test_hello_to_dict_keeps_identity_jobs_and_parses_the_device_json():
+    """Fails if the agent's secret (its identity proof), the jobs it reconnects with, its offers or its device
+    JSON do not reach the fleet as the fleet reads them (hardware and probe as objects)."""
+    d = convert.hello_to_dict(_hello(hardware_json='{"cpu_model": "Cortex-A76", "cores": 4, "soc": "bcm2712"}',
+                                     probe_json='{"kernel": "6.1"}'))
+    assert (d["agent_id"], d["name"], d["agent_secret"], d["agent_version"]) == ("pi-1", "Pi one", "s3cret", "0.9")
+    assert (d["current_job_id"], d["spooled_job_ids"], d["labels"]) == ("j-1", ["j-0"], {"rack": "r2"})
+    assert d["offers"] == [{"runtime": "onnxruntime", "runtime_version": "1.17.0", "provider": "default",
+                            "threads": 4}]
+    device = d["device"]
+    assert device["hardware"] == {"cpu_model": "Cortex-A76", "cores": 4, "soc": "bcm2712"}
+    assert device["probe"] == {"kernel": "6.1"}
+    assert (device["host_id"], device["memory_total_bytes"], device["gpus"]) == ("h-1", 8 * 2**30, ["VideoCore"])
+    assert device["runtimes"] == [{"name": "onnxruntime", "version": "1.17.0", "providers": ["CPUExecutionProvider"]}]
+    json.dumps(d)  # the fleet stores it as JSON
+
+
+def test_hello_without_hardware_json_falls_back_to_the_scalars_and_bad_json_is_invalid_argument():
+    """Fails if an agent that sends no hardware JSON gets no platform identity, or if malformed device JSON
+    surfaces as a JSONDecodeError (an INTERNAL error) instead of INVALID_ARGUMENT naming the field."""
+    d = convert.hello_to_dict(_hello())
+    assert d["device"]["hardware"] == {"arch": "aarch64", "cpu_model": "Cortex-A76", "cores": 4}
+    assert d["device"]["probe"] == {} and d["agent_secret"] == "s3cret"
+    assert convert.hello_to_dict(agent_pb2.Hello(agent_id="x"))["agent_secret"] == ""  # an old agent: none
+    for field, text in (("hardware_json", "{"), ("probe_json", "[1]")):
+        with pytest.raises(InvalidArgument, match=f"device.{field}"):
+            convert.hello_to_dict(_hello(**{field: text}))
+
+
+def test_measurement_optional_energy_and_power_stay_absent_through_the_stores_json():
+    """Fails if an absent energy or power reading comes back as 0.0 (it would read as "measured: free"), or a
+    present one is lost; samples and sessions must survive the same trip."""
+    m = _measurement()
+    d = json.loads(json.dumps(convert.measurement_to_dict(m)))
+    assert d["energy_mj_per_inference"] is None and d["avg_power_w"] is None
+    back = convert.measurement_from_dict(d)
+    assert not back.HasField("energy_mj_per_inference") and not back.HasField("avg_power_w")
+    assert list(back.samples_ms) == [1.9, 2.0, 2.0, 3.0] and len(back.sessions) == 2
+    m.energy_mj_per_inference, m.avg_power_w = 0.0, 3.5  # a measured zero is a reading, not an absence
+    d = json.loads(json.dumps(convert.measurement_to_dict(m)))
+    assert (d["energy_mj_per_inference"], d["avg_power_w"]) == (0.0, 3.5)
+    back = convert.measurement_from_dict(d)
+    assert back.HasField("energy_mj_per_inference") and back == m
+
+
+def test_device_to_proto_from_the_fleets_listing():
+    """Fails if ListDevices drops what an agent said about itself, or why a device gets no work (suspended)."""
+    info = convert.hello_to_dict(_hello(hardware_json='{"cores": 4}'))["device"]
+    row = {"agent_id": "pi-1", "name": "Pi one", "info": info, "labels": {"rack": "r2"}, "connected": True,
+           "state": "suspended", "current_job_id": "", "last_seen_unix": 12.5, "platform_ids": ["p1", "p2"],
+           "suspended_reason": "job j-1 held 3700 s without a result; no work for 3600 s"}
+    d = convert.device_to_proto(row)
+    assert (d.agent_id, d.state, d.connected, d.last_seen_unix) == ("pi-1", "suspended", True, 12.5)
+    assert d.suspended_reason.startswith("job j-1 held") and list(d.platform_ids) == ["p1", "p2"]
+    expected = _hello(hardware_json='{"cores": 4}').device
+    assert (d.info.host_id, d.info.cpu_cores, d.info.memory_total_bytes, list(d.info.gpus)) == (
+        expected.host_id, expected.cpu_cores, expected.memory_total_bytes, list(expected.gpus))
+    assert d.info.runtimes == expected.runtimes and json.loads(d.info.hardware_json) == {"cores": 4}
+    assert dict(d.labels) == {"rack": "r2"}
+    idle = convert.device_to_proto({**row, "state": "idle", "suspended_reason": None, "info": {}})
+    assert idle.suspended_reason == "" and idle.info.hardware_json == "{}"
+
+
+def test_agent_token_to_proto_carries_the_row_but_never_the_hash():
+    """Fails if a token's binding, use or revocation is not shown, or its hash could leave the controller."""
+    row = {"token_id": "at-1", "name": "lab", "agent_id": "pi-1", "created_unix": 1.0, "last_used_unix": 2.0,
+           "revoked_unix": 0.0, "token_sha256": "ab" * 32}
+    t = convert.agent_token_to_proto(row)
+    assert (t.token_id, t.name, t.agent_id, t.created_unix, t.last_used_unix, t.revoked_unix) == (
+        "at-1", "lab", "pi-1", 1.0, 2.0, 0.0)
+    assert "token_sha256" not in {f.name for f in fleet_pb2.AgentToken.DESCRIPTOR.fields}

@@ -37,7 +37,7 @@ from fleetmeter.modeler.features import (  # noqa: E402
     feature_vector,
     fuse_activations,
 )
-from fleetmeter.modeler.zoo import special  # noqa: E402
+from fleetmeter.modeler.zoo import odd_files as special  # noqa: E402
 from fleetmeter.modeler.zoo.arch import (  # noqa: E402
     Activation,
     Add,

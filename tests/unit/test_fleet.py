@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from typing import Optional
 
 import pytest
 
@@ -85,6 +86,12 @@ def fleet_with_models(store, clock, config: FleetConfig = CONFIG) -> Fleet:
 @pytest.fixture
 def fleet(store, clock):
     return fleet_with_models(store, clock)
+
+
+def take(fleet: Fleet, agent_id: str) -> Optional[dict]:
+    """One agent asks for work the way the gateway's dispatcher does (``assign``): its job, or ``None``."""
+    jobs = fleet.assign([agent_id])
+    return jobs[0] if jobs else None
 
 
 def leased_count(fleet: Fleet) -> int:
@@ -171,9 +178,9 @@ def test_one_job_per_agent_at_a_time(fleet):
     """Fails if an agent that already holds a lease is handed a second job."""
     fleet.register_agent(hello("a"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 3})
-    first = fleet.next_job("a")
+    first = take(fleet, "a")
     assert first is not None and first["model_format"] == "onnx" and first["runtime"] == "onnxruntime"
-    assert fleet.next_job("a") is None
+    assert take(fleet, "a") is None
     assert leased_count(fleet) == 1
 
 
@@ -184,12 +191,12 @@ def test_host_mates_never_hold_jobs_at_the_same_time(fleet):
     fleet.register_agent(hello("b", "shared-host", offers=(("onnxruntime", 2),)))
     fleet.register_agent(hello("c", "other-host", offers=(("onnxruntime", 1),)))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 3})
-    job_a = fleet.next_job("a")
+    job_a = take(fleet, "a")
     assert job_a is not None
-    assert fleet.next_job("b") is None  # host-mate busy
-    assert fleet.next_job("c") is not None  # another host runs in parallel
+    assert take(fleet, "b") is None  # host-mate busy
+    assert take(fleet, "c") is not None  # another host runs in parallel
     fleet.record_result(result(job_a, "a"))
-    assert fleet.next_job("b") is not None  # host free again
+    assert take(fleet, "b") is not None  # host free again
 
 
 def test_host_mates_take_turns_in_job_order(fleet):
@@ -202,7 +209,7 @@ def test_host_mates_take_turns_in_job_order(fleet):
     for _ in range(6):  # each round: both ask ("a" always first), then the job that ran finishes
         running = []
         for agent in ("a", "b"):
-            job = fleet.next_job(agent)
+            job = take(fleet, agent)
             if job is not None:
                 order.append((agent, job["job_id"]))
                 running.append((agent, job))
@@ -223,12 +230,12 @@ def test_same_pool_host_mates_the_one_idle_longest_goes_first(fleet, clock):
     fleet.register_agent(hello("b", "shared-host"))
     assert platform_of(fleet, "a") == platform_of(fleet, "b")
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
-    assert fleet.next_job("b") is None  # "a" has been idle longer
-    job = fleet.next_job("a")
+    assert take(fleet, "b") is None  # "a" has been idle longer
+    job = take(fleet, "a")
     clock.advance(5)
     fleet.record_result(result(job, "a"))
-    assert fleet.next_job("a") is None  # now "b" has been idle longer
-    assert fleet.next_job("b") is not None
+    assert take(fleet, "a") is None  # now "b" has been idle longer
+    assert take(fleet, "b") is not None
 
 
 def test_disconnected_agent_gets_no_job(fleet):
@@ -236,7 +243,7 @@ def test_disconnected_agent_gets_no_job(fleet):
     fleet.register_agent(hello("a"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
     fleet.agent_disconnected("a")
-    assert fleet.next_job("a") is None
+    assert take(fleet, "a") is None
     assert leased_count(fleet) == 0
 
 
@@ -246,9 +253,9 @@ def test_disconnected_host_mate_with_open_lease_still_blocks_the_host(fleet):
     fleet.register_agent(hello("a", "shared-host", offers=(("onnxruntime", 1),)))
     fleet.register_agent(hello("b", "shared-host", offers=(("onnxruntime", 2),)))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
-    assert fleet.next_job("a") is not None
+    assert take(fleet, "a") is not None
     fleet.agent_disconnected("a")
-    assert fleet.next_job("b") is None
+    assert take(fleet, "b") is None
     assert leased_count(fleet) == 1
 
 
@@ -258,7 +265,7 @@ def test_lease_expires_without_heartbeat_and_job_returns_to_pending(fleet, clock
     """Fails if a silent agent keeps its job forever, if it expires early, or if the agent stays 'busy'."""
     fleet.register_agent(hello("a"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     clock.advance(LEASE_S - 0.5)
     assert fleet.expire_leases() == []
     assert fleet.store.get_job(job["job_id"])["state"] == "leased"
@@ -267,7 +274,7 @@ def test_lease_expires_without_heartbeat_and_job_returns_to_pending(fleet, clock
     row = fleet.store.get_job(job["job_id"])
     assert (row["state"], row["agent_id"], row["attempts"]) == ("pending", None, 1)
     assert fleet.current_job("a") is None
-    again = fleet.next_job("a")  # back in the queue and the agent may take work again
+    again = take(fleet, "a")  # back in the queue and the agent may take work again
     assert again["job_id"] == job["job_id"]
     assert fleet.store.get_job(job["job_id"])["attempts"] == 2
 
@@ -276,10 +283,10 @@ def test_heartbeats_keep_the_lease_alive(fleet, clock):
     """Fails if a heartbeat does not extend the lease (a long benchmark would be taken away mid-run)."""
     fleet.register_agent(hello("a"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     for beat in range(5):  # 5 × 20 s = 100 s, far past one lease, with a beat every 20 s
         clock.advance(20)
-        fleet.heartbeat("a", job["job_id"] if beat % 2 else "")  # with or without the job id in the beat
+        fleet.heartbeats({"a": job["job_id"] if beat % 2 else ""})  # with or without the job id in the beat
         assert fleet.expire_leases() == []
     assert fleet.store.get_job(job["job_id"])["state"] == "leased"
     clock.advance(LEASE_S + 1)
@@ -293,13 +300,13 @@ def test_job_fails_after_max_attempts(store, clock):
     fleet.register_agent(hello("a"))
     sweep = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
     for expected in ("pending", "failed"):
-        job = fleet.next_job("a")
+        job = take(fleet, "a")
         assert job is not None
         clock.advance(LEASE_S + 1)
         assert fleet.expire_leases() == [job["job_id"]]
         assert fleet.store.get_job(job["job_id"])["state"] == expected
     assert "after 2 attempts" in fleet.store.get_job(job["job_id"])["error"]
-    assert fleet.next_job("a") is None
+    assert take(fleet, "a") is None
     progress = fleet.sweep_progress(sweep["sweep_id"])
     assert (progress["failed"], progress["state"]) == (1, "done")
 
@@ -310,24 +317,24 @@ def test_reregister_without_current_job_releases_it_immediately(fleet):
     """Fails if an agent that restarted (and so lost its job) keeps the lease until it times out."""
     fleet.register_agent(hello("a"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     fleet.register_agent(hello("a"))  # a restarted agent: no current job, nothing spooled
     row = fleet.store.get_job(job["job_id"])
     assert (row["state"], row["agent_id"]) == ("pending", None)
-    assert fleet.next_job("a")["job_id"] == job["job_id"]
+    assert take(fleet, "a")["job_id"] == job["job_id"]
 
 
 def test_reregister_with_current_job_keeps_and_extends_the_lease(fleet, clock):
     """Fails if a reconnecting agent that is still running its job loses it, or is handed a second one."""
     fleet.register_agent(hello("a"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     clock.advance(25)
     fleet.register_agent(hello("a", current=job["job_id"]))
     row = fleet.store.get_job(job["job_id"])
     assert (row["state"], row["agent_id"]) == ("leased", "a")
     assert row["lease_expires_unix"] == clock() + LEASE_S
-    assert fleet.next_job("a") is None  # still busy
+    assert take(fleet, "a") is None  # still busy
     clock.advance(LEASE_S - 1)  # past the original expiry, within the extended one
     assert fleet.expire_leases() == []
     assert [d["state"] for d in fleet.list_devices()] == ["busy"]
@@ -338,7 +345,7 @@ def test_reregister_with_someone_elses_job_does_not_take_it(fleet):
     fleet.register_agent(hello("a", "h1"))
     fleet.register_agent(hello("b", "h2"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     fleet.register_agent(hello("b", "h2", current=job["job_id"]))
     assert fleet.current_job("b") is None
     assert fleet.store.get_job(job["job_id"])["agent_id"] == "a"
@@ -348,13 +355,13 @@ def test_spooled_job_ids_keep_their_leases(fleet):
     """Fails if a job whose result sits in the agent's spool is re-queued on reconnect (measured twice)."""
     fleet.register_agent(hello("a"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     fleet.register_agent(hello("a", spooled=[job["job_id"]]))
     row = fleet.store.get_job(job["job_id"])
     assert (row["state"], row["agent_id"]) == ("leased", "a")
     assert fleet.record_result(result(job, "a")) is True  # the spooled result arrives
     assert fleet.store.get_job(job["job_id"])["state"] == "done"
-    second = fleet.next_job("a")  # and the agent goes on with new work
+    second = take(fleet, "a")  # and the agent goes on with new work
     assert second is not None and second["job_id"] != job["job_id"]
 
 
@@ -367,7 +374,7 @@ def test_controller_restart_gives_open_leases_grace(store, db_path, clock):
     fleet.register_agent(hello("a", "h1"))
     fleet.register_agent(hello("c", "h2"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
-    job_a, job_c = fleet.next_job("a"), fleet.next_job("c")
+    job_a, job_c = take(fleet, "a"), take(fleet, "c")
     store.close()
 
     clock.advance(100)  # the controller was down for longer than a lease
@@ -377,12 +384,12 @@ def test_controller_restart_gives_open_leases_grace(store, db_path, clock):
         assert fleet2.expire_leases() == []
         clock.advance(10)
         fleet2.register_agent(hello("a", "h1", current=job_a["job_id"]))
-        assert fleet2.next_job("a") is None  # still busy with its job
+        assert take(fleet2, "a") is None  # still busy with its job
         assert fleet2.store.get_job(job_a["job_id"])["agent_id"] == "a"
         assert CONFIG.restart_grace_s > LEASE_S
         for _ in range(6):  # "a" heartbeats its job; "c" never comes back and outlives the restart grace
             clock.advance(10)
-            fleet2.heartbeat("a", job_a["job_id"])
+            fleet2.heartbeats({"a": job_a["job_id"]})
         assert fleet2.expire_leases() == [job_c["job_id"]]
         assert fleet2.record_result(result(job_a, "a")) is True
         assert fleet2.store.get_job(job_a["job_id"])["state"] == "done"
@@ -398,13 +405,13 @@ def test_after_restart_a_host_mate_waits_for_the_lease_holder(store, db_path, cl
     fleet.register_agent(hello("a", "shared-host", offers=(("onnxruntime", 1),)))
     fleet.register_agent(hello("b", "shared-host", offers=(("onnxruntime", 2),)))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
-    assert fleet.next_job("a") is not None
+    assert take(fleet, "a") is not None
     store.close()
     store2 = Store(db_path)
     try:
         fleet2 = Fleet(store2, CONFIG, clock=clock)
         fleet2.register_agent(hello("b", "shared-host", offers=(("onnxruntime", 2),)))
-        assert fleet2.next_job("b") is None
+        assert take(fleet2, "b") is None
     finally:
         store2.close()
 
@@ -416,10 +423,10 @@ def test_record_result_frees_the_agent_and_a_resend_returns_false(fleet):
     agent from the job it is running now."""
     fleet.register_agent(hello("a"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
-    first = fleet.next_job("a")
+    first = take(fleet, "a")
     record = result(first, "a")
     assert fleet.record_result(record) is True
-    second = fleet.next_job("a")
+    second = take(fleet, "a")
     assert second is not None and second["job_id"] != first["job_id"]
     assert fleet.record_result(dict(record)) is False
     assert fleet.store.count_measurements() == 1
@@ -430,16 +437,16 @@ def test_sweep_progress_counts_and_ends_done(fleet):
     """Fails if progress miscounts states or reports 'done' while jobs are open (or never reports it)."""
     fleet.register_agent(hello("a"))
     sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 3})["sweep_id"]
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     p = fleet.sweep_progress(sweep_id)
     assert (p["total"], p["pending"], p["leased"], p["done"], p["failed"], p["state"]) == (3, 2, 1, 0, 0, "running")
     fleet.record_result(result(job, "a"))
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     fleet.record_result(result(job, "a", failure_kind="out_of_memory"))  # passing kind: retried
     p = fleet.sweep_progress(sweep_id)
     assert (p["pending"], p["leased"], p["done"], p["failed"], p["state"]) == (2, 0, 1, 0, "running")
     runs = 0
-    while (job := fleet.next_job("a")) is not None:
+    while (job := take(fleet, "a")) is not None:
         runs += 1
         fleet.record_result(result(job, "a", mid=f"retry-{runs}"))  # every run has its own measurement id
     p = fleet.get_sweep(sweep_id)["progress"]
@@ -455,7 +462,7 @@ def test_list_devices_shows_busy_idle_offline(fleet):
     fleet.register_agent(hello("idle", "h2"))
     fleet.register_agent(hello("gone", "h3"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
-    job = fleet.next_job("busy")
+    job = take(fleet, "busy")
     fleet.agent_disconnected("gone")
     devices = {d["agent_id"]: d for d in fleet.list_devices()}
     assert {k: d["state"] for k, d in devices.items()} == {"busy": "busy", "idle": "idle", "gone": "offline"}
@@ -465,12 +472,16 @@ def test_list_devices_shows_busy_idle_offline(fleet):
 
 # ------------------------------------------------------------------ input checks
 
-def test_unknown_agent_and_empty_hello_are_rejected(fleet):
+def test_unknown_agent_and_empty_hello_are_rejected(fleet, clock):
     """Fails if an agent that never said hello can heartbeat/ask for work, or a hello without offers registers."""
-    with pytest.raises(NotFound):
-        fleet.next_job("stranger")
-    with pytest.raises(NotFound):
-        fleet.heartbeat("stranger")
+    fleet.register_agent(hello("a"))
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
+    assert fleet.assign(["stranger"]) == [] and leased_count(fleet) == 0
+    job = take(fleet, "a")
+    clock.advance(LEASE_S - 1)
+    assert fleet.heartbeats({"stranger": job["job_id"]}) == ["stranger"]  # named for a hello, extends nothing
+    clock.advance(2)
+    assert fleet.expire_leases() == [job["job_id"]]
     with pytest.raises(InvalidArgument):
         fleet.register_agent(dict(hello("x"), offers=[]))
     with pytest.raises(InvalidArgument):
@@ -495,14 +506,14 @@ def test_deterministic_failure_marks_the_model_failed_on_that_platform(fleet):
     """Fails if a model that cannot run here (unsupported op) is retried, or its other repeats still run."""
     fleet.register_agent(hello("a"))
     sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 4})["sweep_id"]
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     fleet.record_result(result(job, "a", failure_kind="unsupported_op"))
     p = fleet.sweep_progress(sweep_id)
     assert (p["pending"], p["failed"], p["state"]) == (0, 4, "done")
     rows = [fleet.store.get_job(f"{sweep_id}-{i:06d}") for i in range(4)]
     assert all("unsupported_op" in r["error"] for r in rows)
     assert sum(r["error"].startswith("skipped") for r in rows) == 3
-    assert fleet.next_job("a") is None
+    assert take(fleet, "a") is None
 
 
 def test_deterministic_failure_is_retried_on_another_device_of_the_pool(fleet):
@@ -511,11 +522,11 @@ def test_deterministic_failure_is_retried_on_another_device_of_the_pool(fleet):
     fleet.register_agent(hello("a", "h1"))
     fleet.register_agent(hello("b", "h2"))
     sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "max_device_failures": 2})["sweep_id"]
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     fleet.record_result(result(job, "a", failure_kind="load_error"))
     assert fleet.store.get_job(job["job_id"])["state"] == "pending"
-    assert fleet.next_job("a") is None, "the job must not go back to the device it failed on"
-    again = fleet.next_job("b")
+    assert take(fleet, "a") is None, "the job must not go back to the device it failed on"
+    again = take(fleet, "b")
     assert again["job_id"] == job["job_id"]
     fleet.record_result(result(again, "b", mid="m-2", failure_kind="load_error"))
     assert fleet.sweep_progress(sweep_id)["failed"] == 1
@@ -524,7 +535,7 @@ def test_deterministic_failure_is_retried_on_another_device_of_the_pool(fleet):
 def test_deterministic_failure_with_no_other_device_fails_instead_of_waiting_forever(fleet):
     fleet.register_agent(hello("a"))
     sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "max_device_failures": 3})["sweep_id"]
-    fleet.record_result(result(fleet.next_job("a"), "a", failure_kind="unsupported_op"))
+    fleet.record_result(result(take(fleet, "a"), "a", failure_kind="unsupported_op"))
     assert fleet.sweep_progress(sweep_id)["state"] == "done"
 
 
@@ -532,7 +543,7 @@ def test_passing_failures_are_retried_up_to_max_attempts(fleet):
     fleet.register_agent(hello("a"))
     sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})["sweep_id"]
     for attempt in range(CONFIG.max_attempts):
-        job = fleet.next_job("a")
+        job = take(fleet, "a")
         assert job is not None, f"attempt {attempt + 1} must be offered"
         fleet.record_result(result(job, "a", mid=f"m-{attempt}", failure_kind="model_unavailable"))
     p = fleet.sweep_progress(sweep_id)
@@ -543,16 +554,16 @@ def test_cancel_pause_resume(fleet):
     """Fails if a paused sweep still hands out jobs, resume does not restart it, or cancel leaves work queued."""
     fleet.register_agent(hello("a"))
     sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 3})["sweep_id"]
-    running = fleet.next_job("a")
+    running = take(fleet, "a")
     assert fleet.pause_sweep(sweep_id)["progress"]["state"] == "paused"
     fleet.record_result(result(running, "a"))
-    assert fleet.next_job("a") is None
+    assert take(fleet, "a") is None
     assert fleet.resume_sweep(sweep_id)["progress"]["state"] == "running"
-    running = fleet.next_job("a")
+    running = take(fleet, "a")
     assert running is not None
     p = fleet.cancel_sweep(sweep_id)["progress"]
     assert (p["state"], p["cancelled"], p["leased"]) == ("cancelled", 1, 1)
-    assert fleet.next_job("a") is None
+    assert take(fleet, "a") is None
     fleet.record_result(result(running, "a"))  # the running job finishes and is kept
     p = fleet.sweep_progress(sweep_id)
     assert (p["done"], p["cancelled"], p["pending"]) == (2, 1, 0)
@@ -569,12 +580,12 @@ def test_concurrent_sweeps_share_fairly_and_priority_wins(fleet):
     second = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 4})["sweep_id"]
     order = []
     for _ in range(4):
-        job = fleet.next_job("a")
+        job = take(fleet, "a")
         order.append(job["sweep_id"])
         fleet.record_result(result(job, "a"))
     assert order.count(first) == 2 and order.count(second) == 2, order
     urgent = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2, "priority": 5})["sweep_id"]
-    assert fleet.next_job("a")["sweep_id"] == urgent
+    assert take(fleet, "a")["sweep_id"] == urgent
 
 
 def test_progress_per_platform_and_eta(fleet, clock):
@@ -583,7 +594,7 @@ def test_progress_per_platform_and_eta(fleet, clock):
     sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})["sweep_id"]
     p = fleet.sweep_progress(sweep_id)
     assert len(p["platforms"]) == 2 and p["eta_s"] == -1.0, "no job finished yet: unknown"
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     fleet.store._db.execute("UPDATE jobs SET started_unix=started_unix-10 WHERE job_id=?", (job["job_id"],))
     fleet.record_result(result(job, "a"))
     p = fleet.sweep_progress(sweep_id)
@@ -598,7 +609,7 @@ def test_assignment_carries_cooldown_thermal_gate_and_profiling(fleet):
     fleet.register_agent(hello("a"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "cooldown_s": 2.5, "max_start_temp_c": 60,
                         "max_thermal_wait_s": 30, "profile_operators": True})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     assert (job["cooldown_s"], job["max_start_temp_c"], job["max_thermal_wait_s"], job["profile_operators"]) == (
         2.5, 60.0, 30.0, True)
     with pytest.raises(InvalidArgument, match="max_thermal_wait_s"):
@@ -610,12 +621,12 @@ def test_heartbeat_extends_only_the_job_the_agent_reports(fleet, clock):
     assignment the agent never took), which would block that job and the agent forever."""
     fleet.register_agent(hello("a"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     for _ in range(4):
         clock.advance(LEASE_S / 3)
-        fleet.heartbeat("a", "")  # the agent says it is idle
+        fleet.heartbeats({"a": ""})  # the agent says it is idle
     assert fleet.expire_leases() == [job["job_id"]]
-    assert fleet.next_job("a")["job_id"] == job["job_id"], "the job runs again and the agent is free for it"
+    assert take(fleet, "a")["job_id"] == job["job_id"], "the job runs again and the agent is free for it"
 
 
 def test_spooled_result_of_an_expired_lease_is_awaited_not_rerun(fleet, clock):
@@ -623,17 +634,17 @@ def test_spooled_result_of_an_expired_lease_is_awaited_not_rerun(fleet, clock):
     is handed out again when the agent reconnects, instead of waiting for that result."""
     fleet.register_agent(hello("a"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     fleet.agent_disconnected("a")
     clock.advance(LEASE_S + 1)
     assert fleet.expire_leases() == [job["job_id"]]
     fleet.register_agent(hello("a", spooled=(job["job_id"],)))
     assert fleet.store.get_job(job["job_id"])["state"] == "leased"
-    assert fleet.next_job("a") is None, "the host waits for the spooled result"
+    assert take(fleet, "a") is None, "the host waits for the spooled result"
     assert fleet.record_result(result(job, "a")) is True
     row = fleet.store.get_job(job["job_id"])
     assert (row["state"], row["attempts"]) == ("done", 1)
-    assert fleet.next_job("a")["job_id"] != job["job_id"]
+    assert take(fleet, "a")["job_id"] != job["job_id"]
 
 
 def test_import_measurements_all_or_nothing(fleet):
@@ -650,3 +661,44 @@ def test_import_measurements_all_or_nothing(fleet):
     assert (m["latency_ms"]["median"], m["energy_mj_per_inference"], m["job_id"]) == (3.0, 1.5, "")
     with pytest.raises(InvalidArgument, match="line 2"):
         fleet.import_measurements("import:y", [{**good, "latency_ms": 0.0}])
+
+
+def test_every_time_the_store_keeps_comes_from_the_fleets_clock(fleet, clock, db_path):
+    """Fails if a write on the fleet's paths (hello, enrolment, tokens, sweeps, leases, results, retries,
+    skips, expiry, cancel, disconnect) stamps the wall clock instead of the injected one: durations and ages
+    computed from the store would mix two clocks (the fake one here is ~55 years behind the wall clock)."""
+    fleet.create_agent_token("t")
+    fleet.register_agent(hello("a", "h1"))
+    fleet.register_agent(hello("b", "h2"))
+    sweep_id = fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2,
+                                   "max_device_failures": 2})["sweep_id"]
+    clock.advance(1)
+    job = take(fleet, "a")
+    clock.advance(1)
+    fleet.record_result(result(job, "a", failure_kind="load_error"))  # retried elsewhere, avoiding "a"
+    clock.advance(1)
+    fleet.record_result(result(take(fleet, "b"), "b", mid="m-b", failure_kind="load_error"))  # skips the rest
+    fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 3})
+    clock.advance(1)
+    assert take(fleet, "a") is not None
+    clock.advance(LEASE_S + 1)
+    assert len(fleet.expire_leases()) == 1
+    clock.advance(1)
+    fleet.cancel_sweep(fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})["sweep_id"])
+    fleet.agent_disconnected("b")
+    fleet.import_measurements("import:x", [{"line": 2, "model_sha256": ONNX["sha256"], "platform": "lab",
+                                            "latency_ms": 3.0}])
+    assert fleet.sweep_progress(sweep_id)["state"] == "done"
+    con = sqlite3.connect(str(db_path))
+    try:
+        stamps = []
+        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+            for column in [c[1] for c in con.execute(f"PRAGMA table_info({table})") if c[1].endswith("_unix")]:
+                stamps += [(table, column, v) for (v,) in con.execute(f"SELECT {column} FROM {table}")
+                           if v and column != "lease_expires_unix"]
+    finally:
+        con.close()
+    assert {t for t, _, _ in stamps} >= {"devices", "platforms", "models", "sweeps", "jobs", "measurements",
+                                         "agent_identities", "agent_tokens"}
+    wrong = [s for s in stamps if not 1_000_000 <= s[2] <= clock()]
+    assert wrong == []

@@ -14,9 +14,10 @@ pytest.importorskip("ai_edge_litert")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from fleetmeter._onnx_wire import STRIPPED, STRIPPED_ZERO, light_model_bytes  # noqa: E402
-from fleetmeter.controller.blobs import BlobStore  # noqa: E402
+from fleetmeter.blobs import BlobStore  # noqa: E402
 from fleetmeter.controller.store import Store  # noqa: E402
-from fleetmeter.errors import InvalidArgument, ModelNotFound, NotFound, from_rpc_error  # noqa: E402
+from fleetmeter._rpc import from_rpc_error  # noqa: E402
+from fleetmeter.errors import InvalidArgument, ModelNotFound, NotFound  # noqa: E402
 from fleetmeter.modeler import dataset  # noqa: E402
 from fleetmeter.modeler.features import extract_features, input_shapes_key  # noqa: E402
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402

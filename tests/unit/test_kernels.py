@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("lightgbm")
 
-from fleetmeter.controller.blobs import BlobStore  # noqa: E402
+from fleetmeter.blobs import BlobStore  # noqa: E402
 from fleetmeter.controller.store import Store  # noqa: E402
 from fleetmeter.errors import FailedPrecondition  # noqa: E402
 from fleetmeter.modeler import kernels  # noqa: E402

@@ -13,7 +13,7 @@ except ImportError:  # Python < 3.11
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("ray", "lightgbm", "pandas")
+HEAVY = ("ray", "lightgbm", "pandas", "scipy")
 
 
 def _extras() -> dict[str, list[str]]:
@@ -25,7 +25,7 @@ def _names(reqs: list[str]) -> set[str]:
 
 
 def test_device_install_pulls_no_heavy_dependency():
-    """`pip install fleetmeter[agent,onnx,tflite]` must not bring Ray, LightGBM or pandas onto a phone."""
+    """`pip install fleetmeter[agent,onnx,tflite]` must not bring Ray, LightGBM, pandas or SciPy onto a phone."""
     extras = _extras()
     device = _names(extras["agent"] + extras["onnx"] + extras["tflite"])
     assert not device & set(HEAVY), device
@@ -58,7 +58,7 @@ BLOCKER = textwrap.dedent('''
     import importlib.abc, sys
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"ray", "lightgbm", "pandas", "onnx"} or name.startswith(
+            if name.split(".")[0] in {"ray", "lightgbm", "pandas", "onnx", "scipy"} or name.startswith(
                     ("fleetmeter.controller", "fleetmeter.modeler")):
                 raise ImportError(f"blocked on a device: {name}")
             return None
@@ -67,7 +67,7 @@ BLOCKER = textwrap.dedent('''
 
 
 def test_agent_imports_and_runs_without_controller_dependencies(tmp_path):
-    """In a fresh interpreter where Ray, LightGBM, pandas, onnx and the controller/modeler code cannot be
+    """In a fresh interpreter where Ray, LightGBM, pandas, onnx, SciPy and the controller/modeler code cannot be
     imported, every agent module imports and `fleetmeter-agent bench` measures a real model."""
     from fleetmeter.modeler.builtin import get_builtin_model
 
@@ -75,7 +75,7 @@ def test_agent_imports_and_runs_without_controller_dependencies(tmp_path):
     code = BLOCKER + textwrap.dedent(f'''
         import importlib, json, io, contextlib
         for mod in ("cli", "connection", "bench", "runtimes", "stats", "probe", "power", "thermal", "spool",
-                    "cache"):
+                    "cache", "sysfs", "interference"):
             importlib.import_module("fleetmeter.agent." + mod)
         from fleetmeter.agent.cli import main
         out = io.StringIO()
@@ -84,7 +84,7 @@ def test_agent_imports_and_runs_without_controller_dependencies(tmp_path):
                        "--warmup", "1"])
         assert rc == 0, rc
         result = json.loads(out.getvalue())
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("ray", "lightgbm", "pandas", "onnx")
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("ray", "lightgbm", "pandas", "onnx", "scipy")
                         or m.startswith(("fleetmeter.controller", "fleetmeter.modeler")))
         print(json.dumps({{"n": result["latency_ms"]["n"], "loaded": loaded}}))
     ''')
@@ -117,5 +117,4 @@ def test_public_api_is_pinned():
         fleetmeter.Prediction.__dataclass_fields__)
     assert set(fleetmeter.errors.__all__) == {
         "FleetmeterError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted", "Unavailable",
-        "Aborted", "Unauthenticated", "PermissionDenied", "ModelNotFound", "NOT_FOUND_KEY", "status_code_for",
-        "trailing_metadata_for", "from_rpc_error"}
+        "Aborted", "Unauthenticated", "PermissionDenied", "ModelNotFound", "NOT_FOUND_KEY", "error_class_for"}

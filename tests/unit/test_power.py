@@ -15,7 +15,7 @@ from typing import Callable
 
 import pytest
 
-from fleetmeter.agent import power
+from fleetmeter.agent import power, sysfs
 from fleetmeter.agent.power import (
     AndroidBatterySensor,
     EnergyWindow,
@@ -31,26 +31,14 @@ from fleetmeter.agent.power import (
     discover_power_sensors,
 )
 
+from _support import FakeClock  # tests/ is on sys.path
+
 FAST_S = 0.001  # sampling period for tests that let the thread run
 
 
 # --------------------------------------------------------------------------- #
 # helpers
 # --------------------------------------------------------------------------- #
-class StepClock:
-    """Deterministic clock: each call returns the previous value + step."""
-
-    def __init__(self, start: float = 100.0, step: float = 0.01) -> None:
-        self.now = start
-        self.step = step
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            self.now += self.step
-            return self.now
-
-
 def write(root: Path, rel: str, content: object) -> Path:
     path = root / rel.lstrip("/")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +105,7 @@ def test_energy_window_zero_length_has_no_average() -> None:
 class FunctionSensor(SampledPowerSensor):
     """Power is a function of the sample's clock time; records what it saw."""
 
-    def __init__(self, fn: Callable[[float], float], clock: StepClock, *,
+    def __init__(self, fn: Callable[[float], float], clock: FakeClock, *,
                  ready_after: int = 5, fail_every: int = 0) -> None:
         self.fn = fn
         self.clock = clock
@@ -134,7 +122,7 @@ class FunctionSensor(SampledPowerSensor):
             if self.reads >= self.ready_after:
                 self.ready.set()
             raise OSError("flaky read")
-        t = self.clock.now  # the timestamp the sensor just took
+        t = self.clock.now_s  # the timestamp the sensor just took
         p = self.fn(t)
         self.seen.append((t, p))
         if len(self.seen) >= self.ready_after:
@@ -152,7 +140,7 @@ def run_window(sensor: FunctionSensor) -> EnergyWindow | None:
 
 
 def test_trapezoid_constant_power_is_exact() -> None:
-    clock = StepClock(step=0.01)
+    clock = FakeClock(step_s=0.01)
     sensor = FunctionSensor(lambda t: 7.5, clock)
     window = run_window(sensor)
     assert window is not None
@@ -166,7 +154,7 @@ def test_trapezoid_constant_power_is_exact() -> None:
 def test_trapezoid_linear_power_is_exact() -> None:
     # p(t) = 2 + 3 (t - 100): the trapezoid rule is exact for linear power,
     # a left/right rectangle rule would be off by 3/2 * sum(dt^2).
-    clock = StepClock(start=100.0, step=0.01)
+    clock = FakeClock(start_s=100.0, step_s=0.01)
     sensor = FunctionSensor(lambda t: 2.0 + 3.0 * (t - 100.0), clock, ready_after=8)
     window = run_window(sensor)
     assert window is not None
@@ -176,7 +164,7 @@ def test_trapezoid_linear_power_is_exact() -> None:
 
 
 def test_trapezoid_bridges_failed_samples() -> None:
-    clock = StepClock(step=0.01)
+    clock = FakeClock(step_s=0.01)
     sensor = FunctionSensor(lambda t: 4.0, clock, ready_after=9, fail_every=3)
     window = run_window(sensor)
     assert window is not None
@@ -185,7 +173,7 @@ def test_trapezoid_bridges_failed_samples() -> None:
 
 
 def test_sampled_sensor_is_reusable_and_windows_are_independent() -> None:
-    clock = StepClock(step=0.01)
+    clock = FakeClock(step_s=0.01)
     level = {"p": 1.0}
     sensor = FunctionSensor(lambda t: level["p"], clock)
     first = run_window(sensor)
@@ -199,7 +187,7 @@ def test_sampled_sensor_is_reusable_and_windows_are_independent() -> None:
 
 
 def test_sampling_thread_ends_at_stop() -> None:
-    sensor = FunctionSensor(lambda t: 1.0, StepClock())
+    sensor = FunctionSensor(lambda t: 1.0, FakeClock(step_s=0.01))
     run_window(sensor)
     assert not any(t.name.startswith("fleetmeter-power-test:fn") for t in threading.enumerate())
 
@@ -209,7 +197,7 @@ def test_all_samples_failing_gives_none() -> None:
         def read_power_w(self) -> float:
             raise OSError("gone")
 
-    sensor = Broken("test:broken", period_s=FAST_S, clock=StepClock())
+    sensor = Broken("test:broken", period_s=FAST_S, clock=FakeClock(step_s=0.01))
     sensor.start()
     assert sensor.stop() is None
 
@@ -225,7 +213,7 @@ def test_rapl_sums_packages_without_subzones(tmp_path: Path) -> None:
     make_rapl_zone(tmp_path, "intel-rapl:1:0", "dram", 300_000)
     make_rapl_zone(tmp_path, "intel-rapl-mmio:0", "package-0", 1_000_000)  # duplicate view
 
-    sensor = only(discover_power_sensors(tmp_path, nvml=False, clock=StepClock(step=0.5)),
+    sensor = only(discover_power_sensors(tmp_path, nvml=False, clock=FakeClock(step_s=0.5)),
                   RaplSensor)
     assert sensor.name == "rapl:package-0+package-1"
     sensor.start()
@@ -264,14 +252,14 @@ def test_rapl_psys_not_added_to_packages(tmp_path: Path) -> None:
 
 
 def _deny(monkeypatch: pytest.MonkeyPatch, suffixes: tuple[str, ...]) -> None:
-    real = power._read_text
+    real = sysfs.read_text
 
-    def read(path: str) -> str:
+    def read(path: str, **kwargs: bool) -> str:
         if path.endswith(suffixes):
             raise PermissionError(13, "Permission denied", path)
-        return real(path)
+        return real(path, **kwargs)
 
-    monkeypatch.setattr(power, "_read_text", read)
+    monkeypatch.setattr(sysfs, "read_text", read)
 
 
 def test_rapl_unreadable_counter_not_discovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -321,7 +309,7 @@ def test_battery_sign_and_unit_conventions_give_same_power(current: int, voltage
 def test_android_battery_energy_while_discharging(tmp_path: Path, current: int) -> None:
     make_battery(tmp_path, current, 4_000_000, "Discharging")
     sensor = only(discover_power_sensors(tmp_path, nvml=False, period_s=FAST_S,
-                                         clock=StepClock(step=0.25)), AndroidBatterySensor)
+                                         clock=FakeClock(step_s=0.25)), AndroidBatterySensor)
     assert sensor.name == "android:battery"
     sensor.start()
     window = sensor.stop()
@@ -336,7 +324,7 @@ def test_android_battery_charging_gives_none(tmp_path: Path, status: str,
                                              caplog: pytest.LogCaptureFixture) -> None:
     make_battery(tmp_path, 800_000, 4_200_000, status)
     sensor = only(discover_power_sensors(tmp_path, nvml=False, period_s=FAST_S,
-                                         clock=StepClock()), AndroidBatterySensor)
+                                         clock=FakeClock(step_s=0.01)), AndroidBatterySensor)
     with caplog.at_level(logging.WARNING, logger="fleetmeter.agent.power"):
         sensor.start()
         assert sensor.stop() is None
@@ -346,7 +334,7 @@ def test_android_battery_charging_gives_none(tmp_path: Path, status: str,
 def test_android_battery_plugged_mid_window_gives_none(tmp_path: Path) -> None:
     make_battery(tmp_path, -500_000, 4_000_000, "Discharging")
     sensor = only(discover_power_sensors(tmp_path, nvml=False, period_s=FAST_S,
-                                         clock=StepClock()), AndroidBatterySensor)
+                                         clock=FakeClock(step_s=0.01)), AndroidBatterySensor)
     sensor.start()
     write(tmp_path, "/sys/class/power_supply/battery/status", "Charging")
     assert sensor.stop() is None
@@ -386,7 +374,7 @@ def test_ina3221_sums_rails_without_total(tmp_path: Path) -> None:
 def test_ina3221_energy_is_v_times_i_integrated(tmp_path: Path) -> None:
     make_ina_channel(tmp_path, 1, "VDD_IN", 4800, 2500)             # 12.0 W
     sensor = only(discover_power_sensors(tmp_path, nvml=False, period_s=FAST_S,
-                                         clock=StepClock(step=0.1)), Ina3221Sensor)
+                                         clock=FakeClock(step_s=0.1)), Ina3221Sensor)
     sensor.start()
     window = sensor.stop()
     assert window is not None
@@ -441,7 +429,7 @@ class FakeNvml:
 
 def test_nvml_energy_counter(tmp_path: Path) -> None:
     nvml = FakeNvml([{"energy_mj": 1_000, "power_mw": 1, "name": "H100"}])
-    sensor = only(discover_power_sensors(tmp_path, nvml=nvml, clock=StepClock(step=2.0)),
+    sensor = only(discover_power_sensors(tmp_path, nvml=nvml, clock=FakeClock(step_s=2.0)),
                   NvmlEnergySensor)
     assert sensor.name == "nvml:0"
     sensor.start()
@@ -456,7 +444,7 @@ def test_nvml_falls_back_to_power_sampling(tmp_path: Path) -> None:
     nvml = FakeNvml([{"energy_mj": 5, "power_mw": 1, "name": "A"},
                      {"energy_mj": None, "power_mw": 150_000, "name": "B"}])
     sensors = discover_power_sensors(tmp_path, nvml=nvml, period_s=FAST_S,
-                                     clock=StepClock(step=0.1))
+                                     clock=FakeClock(step_s=0.1))
     assert [s.name for s in sensors] == ["nvml:0", "nvml:1"]
     sampled = only(sensors, NvmlPowerSensor)
     assert sampled.name == "nvml:1"
@@ -524,7 +512,7 @@ def _all_kinds(root: Path) -> list[PowerSensor]:
     make_battery(root, -500_000, 4_000_000, "Discharging")
     nvml = FakeNvml([{"energy_mj": 5, "power_mw": 1, "name": "A"},
                      {"energy_mj": None, "power_mw": 1, "name": "B"}])
-    sensors = discover_power_sensors(root, nvml=nvml, period_s=FAST_S, clock=StepClock())
+    sensors = discover_power_sensors(root, nvml=nvml, period_s=FAST_S, clock=FakeClock(step_s=0.01))
     assert {type(s) for s in sensors} == {RaplSensor, Ina3221Sensor, NvmlEnergySensor,
                                           NvmlPowerSensor, AndroidBatterySensor}
     return sensors

@@ -11,14 +11,12 @@ import pytest
 from fleetmeter.agent.reading import (ReadingSettings, SessionRun, choose_sessions, combine, measure_reading,
                                       relative_spread)
 
+from _support import FakeClock  # tests/ is on sys.path
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
 
-    def __call__(self) -> float:
-        self.t += 1.0
-        return self.t
+def ticking_clock() -> FakeClock:
+    """Every read is one second after the previous one (1001.0, 1002.0, ...)."""
+    return FakeClock(start_s=1000.0, step_s=1.0)
 
 
 def script(*sessions):
@@ -47,7 +45,7 @@ def script(*sessions):
 
 def test_three_agreeing_sessions_make_a_clean_reading():
     run = script(10.0, 10.2, 10.1)
-    reading = measure_reading(run, ReadingSettings(sessions=3), clock=FakeClock())
+    reading = measure_reading(run, ReadingSettings(sessions=3), clock=ticking_clock())
     assert len(run.calls) == 3, "agreeing sessions must not be re-measured"
     assert reading.accepted == [0, 1, 2] and reading.flags == []
     assert reading.session_spread == pytest.approx(0.2 / 10.1)
@@ -56,7 +54,7 @@ def test_three_agreeing_sessions_make_a_clean_reading():
 
 def test_an_outlier_session_is_re_measured_and_left_out():
     run = script(10.0, 14.0, 10.1, 10.2)
-    reading = measure_reading(run, ReadingSettings(sessions=3, max_session_spread=0.05), clock=FakeClock())
+    reading = measure_reading(run, ReadingSettings(sessions=3, max_session_spread=0.05), clock=ticking_clock())
     assert len(run.calls) == 4, "a spread above the threshold must trigger one more session"
     assert reading.accepted == [0, 2, 3], "the three that agree form the reading"
     assert reading.flags == []
@@ -67,7 +65,7 @@ def test_an_outlier_session_is_re_measured_and_left_out():
 
 def test_a_reading_that_never_settles_is_flagged_unstable_not_averaged_silently():
     run = script(10.0, 13.0, 16.0, 19.0, 22.0, 25.0, 99.0)
-    reading = measure_reading(run, ReadingSettings(sessions=3, max_sessions=6), clock=FakeClock())
+    reading = measure_reading(run, ReadingSettings(sessions=3, max_sessions=6), clock=ticking_clock())
     assert len(run.calls) == 6, "re-measuring is bounded by max_sessions"
     assert reading.flags == ["unstable"]
     assert reading.accepted == list(range(6)), "an unstable reading keeps every session"
@@ -78,7 +76,7 @@ def test_a_reading_that_never_settles_is_flagged_unstable_not_averaged_silently(
 def test_a_disturbed_session_is_re_run_and_not_used():
     pauses = []
     run = script(10.0, (30.0, True), 10.1, 10.05)
-    reading = measure_reading(run, ReadingSettings(sessions=3), clock=FakeClock(), sleep=pauses.append)
+    reading = measure_reading(run, ReadingSettings(sessions=3), clock=ticking_clock(), sleep=pauses.append)
     assert len(run.calls) == 4
     assert pauses == [0.25], 'a re-run waits a moment for a slow phase to pass'
     assert 1 not in reading.accepted and reading.flags == []
@@ -86,7 +84,7 @@ def test_a_disturbed_session_is_re_run_and_not_used():
 
 def test_disturbed_beyond_the_rerun_budget_is_flagged():
     run = script((10.0, True), (10.1, True), (10.2, True), (10.0, True), (10.1, True))
-    reading = measure_reading(run, ReadingSettings(sessions=3, max_disturbed_reruns=2), clock=FakeClock(),
+    reading = measure_reading(run, ReadingSettings(sessions=3, max_disturbed_reruns=2), clock=ticking_clock(),
                               sleep=lambda s: None)
     assert len(run.calls) == 3, "two re-runs allowed; the third disturbed session ends the attempt"
     assert "disturbed" in reading.flags, "a reading made of disturbed sessions must say so"
@@ -95,7 +93,7 @@ def test_disturbed_beyond_the_rerun_budget_is_flagged():
 
 def test_fewer_clean_sessions_beat_disturbed_ones():
     run = script(9.0, (14.0, True), (14.2, True), (14.1, True), (14.3, True))
-    reading = measure_reading(run, ReadingSettings(sessions=3, max_disturbed_reruns=3), clock=FakeClock(),
+    reading = measure_reading(run, ReadingSettings(sessions=3, max_disturbed_reruns=3), clock=ticking_clock(),
                               sleep=lambda s: None)
     assert reading.accepted == [0], "the one undisturbed session is the reading, not the slow disturbed ones"
     assert reading.flags == [] and combine(reading)["latency_ms"]["median"] == 9.0
@@ -103,7 +101,7 @@ def test_fewer_clean_sessions_beat_disturbed_ones():
 
 def test_a_failed_session_fails_the_reading_without_retrying():
     run = script(10.0, "unsupported_op", 10.0)
-    reading = measure_reading(run, ReadingSettings(sessions=3), clock=FakeClock())
+    reading = measure_reading(run, ReadingSettings(sessions=3), clock=ticking_clock())
     assert len(run.calls) == 2, "a model that cannot run is not noise: no more sessions"
     out = combine(reading)
     assert out["failure_kind"] == "unsupported_op" and out["flags"] == []
@@ -111,7 +109,7 @@ def test_a_failed_session_fails_the_reading_without_retrying():
 
 def test_one_session_is_the_old_single_run():
     run = script(7.0)
-    reading = measure_reading(run, ReadingSettings(sessions=1), clock=FakeClock())
+    reading = measure_reading(run, ReadingSettings(sessions=1), clock=ticking_clock())
     assert reading.accepted == [0] and reading.session_spread == 0.0 and reading.flags == []
 
 
@@ -157,7 +155,7 @@ def test_every_outcome_is_bounded():
     """Whatever the sessions do, a reading stops within max_sessions."""
     pattern = itertools.cycle([(10.0, True), 20.0, (5.0, True), 40.0])
     reading = measure_reading(lambda: script(next(pattern))(), ReadingSettings(sessions=3, max_sessions=7),
-                              clock=FakeClock())
+                              clock=ticking_clock())
     assert len(reading.runs) == 7
 
 
@@ -167,6 +165,6 @@ def test_the_fastest_agreeing_sessions_win_over_a_tighter_slow_cluster():
     idx, spread = choose_sessions(runs, 3, tol=0.05)
     assert idx == [1, 3, 5] and spread == pytest.approx(0.3 / 10.2)
     reading = measure_reading(script(13.0, 10.0, 13.01, 13.02, 10.3, 10.2), ReadingSettings(sessions=3),
-                              clock=FakeClock())
+                              clock=ticking_clock())
     assert reading.accepted == [1, 4, 5], "only the k fastest undisturbed sessions agreeing end the reading"
     assert reading.flags == [] and reading.session_spread <= 0.05

@@ -19,6 +19,8 @@ from fleetmeter.modeler.registry import Registry  # noqa: E402
 from fleetmeter.modeler.serving import TARGET_UNITS, PredictorPool, resolve_platform  # noqa: E402
 from fleetmeter.modeler.train import train_predictor  # noqa: E402
 
+from _support import FakeClock  # noqa: E402  (tests/ is on sys.path)
+
 CPU = "lab-x86/onnxruntime/t1"
 PHONE = "pixel-8/litert/t4"
 
@@ -36,14 +38,6 @@ def _samples(platform: str, scale: float, n: int = 30):
     return [Sample(model_sha256=f"{i:064x}", family=f"f{i % 3}", platform_id=platform,
                    values={"latency_ms": scale * (0.05 + _features(i)["macs"] / 1e7)}, features=_features(i))
             for i in range(n)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -109,13 +103,13 @@ def test_an_operator_never_seen_is_a_warning_not_a_silent_zero(registry):
 
 
 def test_a_new_version_serves_after_refresh_and_a_pin_wins(registry):
-    clock = Clock()
+    clock = FakeClock(start_s=0.0)
     pool = PredictorPool(registry, refresh_s=5.0, clock=clock)
     assert pool.predict(_model(), [CPU])[0]["predictor_version"] == 1
     registry.save(train_predictor(_samples(CPU, 2.0), "latency_ms", calibrate=False, rounds=30),
                   platform_id=CPU, training_fingerprint="t2")
     assert pool.predict(_model(), [CPU])[0]["predictor_version"] == 1  # index cached for refresh_s
-    clock.t += 5.0
+    clock.advance(5.0)
     (v2,) = pool.predict(_model(), [CPU])
     assert v2["predictor_version"] == 2 and v2["lower"] is None  # v2 was saved without an interval
     registry.pin(CPU, "latency_ms", 1)

@@ -1,5 +1,5 @@
 """Device-side durable state (agent/spool.py, agent/cache.py) and the controller's blob store
-(controller/blobs.py), on real files under tmp_path. Downloads are fake iterables: no network.
+(fleetmeter/blobs.py), on real files under tmp_path. Downloads are fake iterables: no network.
 
 Each test says what would be wrong if it failed.
 """
@@ -13,7 +13,7 @@ import pytest
 from fleetmeter.agent import spool as spool_module
 from fleetmeter.agent.cache import HashMismatch, ModelCache
 from fleetmeter.agent.spool import Spool
-from fleetmeter.controller.blobs import BlobStore, sha256_file
+from fleetmeter.blobs import BlobStore, sha256_file
 
 
 def sha(data: bytes) -> str:

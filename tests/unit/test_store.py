@@ -269,3 +269,48 @@ def test_transaction_groups_writes_and_rolls_back_as_one(store):
         store.add_model(model)
         store.add_model(other)
     assert len(store.list_models()) == 2
+
+
+def test_a_job_that_failed_on_an_agent_is_skipped_for_that_agent_only(seeded):
+    """Fails if a job goes back to the agent it failed on, or if agents whose ids merely look alike are kept
+    from it too (a LIKE over the JSON list took ``_`` and ``%`` in an id as wildcards)."""
+    assert seeded.lease_job("sw-1-0", "a", expires_unix=100.0, now=3.0)
+    assert seeded.record_measurement(_record("m-f", "sw-1-0", failure_kind="unsupported_op"), now=4.0, retry=True,
+                                     avoid_agent=True)
+    assert seeded.get_job("sw-1-0")["state"] == "pending"
+    assert seeded.next_pending_job([PID], "agent-1")["job_id"] == "sw-1-1", "the record's agent failed on sw-1-0"
+    for lookalike in ("_______", "%", "agent-%", 'agent-1"'):
+        assert seeded.next_pending_job([PID], lookalike)["job_id"] == "sw-1-0", lookalike
+    assert seeded.next_pending_job([PID])["job_id"] == "sw-1-0"  # no agent: no exclusion
+
+
+def test_holders_are_every_agent_that_ever_leased_the_job(seeded):
+    """Fails if an agent whose lease expired is forgotten as a holder (its late result would be refused as
+    forged), or if an agent that was refused the lease counts as one."""
+    assert not seeded.held_by("sw-1-0", "agent-1")
+    assert seeded.lease_job("sw-1-0", "agent-1", expires_unix=100.0, now=3.0)
+    assert not seeded.lease_job("sw-1-0", "agent-2", expires_unix=100.0, now=3.0)
+    assert not seeded.held_by("sw-1-0", "agent-2")
+    seeded.release_job("sw-1-0", "lease expired", max_attempts=3, now=4.0)
+    assert seeded.lease_job("sw-1-0", "agent-2", expires_unix=200.0, now=5.0)
+    seeded.release_job("sw-1-0", "lease expired", max_attempts=3, now=6.0)
+    assert seeded.lease_job("sw-1-0", "agent-2", expires_unix=300.0, now=7.0, new_attempt=False)  # re-held
+    assert seeded.held_by("sw-1-0", "agent-1") and seeded.held_by("sw-1-0", "agent-2")
+    assert not seeded.held_by("sw-1-1", "agent-1")
+    assert _raw(seeded.path, "SELECT agent_id FROM job_holders ORDER BY agent_id") == [("agent-1",), ("agent-2",)]
+
+
+def test_writes_are_stamped_with_the_callers_now(seeded):
+    """Fails if a write that takes ``now`` stamps the wall clock instead (the fleet's injected clock and the
+    store's times would disagree: ETAs and ages computed from both would be off by the difference)."""
+    assert seeded.lease_job("sw-1-0", "agent-1", expires_unix=100.0, now=10.0)
+    seeded.release_job("sw-1-0", "lease expired", max_attempts=1, now=11.0)
+    assert seeded.get_job("sw-1-0")["updated_unix"] == 11.0
+    assert seeded.fail_pending("sw-1", SHA_A, PID, "cannot run", now=12.0) == 1
+    assert seeded.get_job("sw-1-1")["updated_unix"] == 12.0
+    seeded.create_sweep(_sweep("sw-2"), _jobs("sw-2", 1), now=13.0)
+    seeded.set_sweep_state("sw-2", "cancelled", now=14.0)
+    assert seeded.get_job("sw-2-0")["updated_unix"] == 14.0
+    seeded.upsert_device("agent-1", name="d", host_id="h", info={}, labels={}, platform_ids=[PID], now=15.0)
+    seeded.touch_device("agent-1", now=16.0)
+    assert seeded.list_devices()[0]["last_seen_unix"] == 16.0

@@ -117,3 +117,28 @@ def test_globs_and_zoo_specs_become_uploads(tmp_path):
     nothing.write_text("models: ['nothing*.onnx']\n")
     with pytest.raises(InvalidArgument, match="matched no file"):
         spec_from_args(parser.parse_args([str(nothing)]), upload=lambda p: "x")
+
+
+def test_the_sweep_file_schema_is_the_protos(tmp_path):
+    """Fails if the sweep file keeps a field table of its own that drifts from the proto (a field added to
+    SweepSpec, BenchSettings or ReadingSettings must be accepted in a file without another list to edit)."""
+    from fleetmeter import sweepspec
+    from fleetmeter.v1 import common_pb2, fleet_pb2
+
+    assert sweepspec.TOP_KEYS == {f.name for f in fleet_pb2.SweepSpec.DESCRIPTOR.fields}
+    assert set(sweepspec.SETTINGS_FIELDS) == {f.name for f in common_pb2.BenchSettings.DESCRIPTOR.fields}
+    assert set(sweepspec.READING_FIELDS) == {f.name for f in common_pb2.ReadingSettings.DESCRIPTOR.fields}
+    path = tmp_path / "all.json"
+    settings = {name: (0.5 if kind is float else 5) for name, kind in sweepspec.SETTINGS_FIELDS.items()}
+    path.write_text(__import__("json").dumps({"models": ["aaaaaaaa"], "settings": settings,
+                                              "max_device_failures": 2, "repeat_sample": -1}))
+    parser = argparse.ArgumentParser()
+    add_sweep_arguments(parser)
+    spec = spec_from_args(parser.parse_args([str(path)]))
+    assert {f.name for f, _ in spec.settings.ListFields()} == set(settings)
+    assert spec.max_device_failures == 2 and spec.repeat_sample == -1
+    path.write_text('{"models": ["a"], "settings": {"min_runs": "many"}, "cooldown_s": true}')
+    with pytest.raises(InvalidArgument) as err:
+        load_sweep_file(path)
+    assert "settings.min_runs: expected an integer >= 0, got 'many'" in str(err.value)
+    assert "cooldown_s: expected a number >= 0, got True" in str(err.value)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetmeter.agent import thermal
+from fleetmeter.agent import sysfs
 from fleetmeter.agent.thermal import hottest_temp_c, read_thermal_zones
 
 
@@ -43,14 +43,14 @@ def test_unreadable_or_broken_zones_are_skipped(tmp_path: Path,
     zone(tmp_path, 2, "garbage", "not a number")
     zone(tmp_path, 3, "sentinel", 255000)       # 255 °C: implausible
     zone(tmp_path, 4, "denied", 41000)
-    real = thermal._read_text
+    real = sysfs.read_text
 
-    def read(path: str) -> str:
+    def read(path: str, **kwargs: bool) -> str:
         if "thermal_zone4" in path and path.endswith("temp"):
             raise PermissionError(13, "Permission denied", path)
-        return real(path)
+        return real(path, **kwargs)
 
-    monkeypatch.setattr(thermal, "_read_text", read)
+    monkeypatch.setattr(sysfs, "read_text", read)
     assert read_thermal_zones(tmp_path) == {"good": 40.0}
 
 

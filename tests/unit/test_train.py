@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("lightgbm")
 pytest.importorskip("onnx")
 
-from fleetmeter.controller.blobs import BlobStore  # noqa: E402
+from fleetmeter.blobs import BlobStore  # noqa: E402
 from fleetmeter.controller.store import Store  # noqa: E402
 from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound  # noqa: E402
 from fleetmeter.modeler import dataset, metrics, registry, train  # noqa: E402
@@ -359,7 +359,7 @@ def _write_models(zoo, folder: Path) -> dict:
 
     (folder / "c.tflite").write_bytes(build_tflite(_arch("mobilenetv1", 0), seed=0))
     (folder / "a.pt").write_bytes(b"not ours")
-    from fleetmeter.modeler.zoo.special import write_corrupt_model
+    from fleetmeter.modeler.zoo.odd_files import write_corrupt_model
 
     write_corrupt_model(folder / "corrupt.onnx")
     return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in ("a.onnx", "b.onnx", "c.tflite")}

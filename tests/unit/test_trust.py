@@ -16,7 +16,8 @@ from fleetmeter.controller.identity import AgentDoor, RefusalLog, new_agent_toke
 from fleetmeter.controller.store import SCHEMA_VERSION, Store
 from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
-from test_fleet import NO_SAMPLE, TFLITE, fleet_with_models, hello, result  # noqa: E402 - tests/unit is on sys.path
+from test_fleet import (  # noqa: E402 - tests/unit is on sys.path
+    NO_SAMPLE, TFLITE, fleet_with_models, hello, result, take)
 
 CONFIG = FleetConfig(lease_timeout_s=30.0, max_attempts=3, heartbeat_interval_s=2.0, max_job_s=120.0)
 
@@ -41,7 +42,7 @@ def test_result_for_a_job_leased_to_another_agent_is_refused_and_stores_nothing(
     fleet.register_agent(hello("a", "h1"))
     fleet.register_agent(hello("b", "h2"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     forged = result(job, "b", mid="forged")
     forged["latency_ms"]["median"] = 0.001
     assert fleet.record_results([forged]) == [f"rejected: job {job['job_id']} was never leased to agent b"]
@@ -78,7 +79,7 @@ def test_sweep_platform_model_and_kind_come_from_the_lease_not_the_message(fleet
     """Fails if the message can file a reading under another sweep, platform or model."""
     fleet.register_agent(hello("a", "h1"))
     sweeps = [fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "name": n})["sweep_id"] for n in "xy"]
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     [other] = [s for s in sweeps if s != job["sweep_id"]]
     record = {**result(job, "a"), "sweep_id": other, "platform_id": "../../x",
               "model_sha256": TFLITE["sha256"], "runtime": "forged", "threads": 64, "job_kind": "reference"}
@@ -95,10 +96,10 @@ def test_late_result_of_a_former_holder_is_kept_unlinked_and_settles_nothing(fle
     fleet.register_agent(hello("a", "h1"))
     fleet.register_agent(hello("b", "h2"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     clock.advance(31)
     fleet.expire_leases()
-    assert fleet.next_job("b")["job_id"] == job["job_id"]
+    assert take(fleet, "b")["job_id"] == job["job_id"]
     assert fleet.record_result(result(job, "a", mid="late")) is True  # raw data is kept ...
     row = _job(fleet, job["job_id"])
     assert (row["state"], row["agent_id"], row["measurement_id"]) == ("leased", "b", None)  # ... unlinked
@@ -110,7 +111,7 @@ def test_invalid_reading_is_refused_by_the_fleet(fleet):
     """Fails if a NaN or negative latency is stored (results --format json would print NaN)."""
     fleet.register_agent(hello("a", "h1"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     bad = result(job, "a")
     bad["latency_ms"]["median"] = float("nan")
     [outcome] = fleet.record_results([bad])
@@ -123,7 +124,7 @@ def test_record_results_never_acknowledges_what_was_not_stored(fleet, monkeypatc
     fleet.register_agent(hello("a", "h1"))
     fleet.register_agent(hello("b", "h2"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
-    ja, jb = fleet.next_job("a"), fleet.next_job("b")
+    ja, jb = take(fleet, "a"), take(fleet, "b")
     real = fleet.store.record_measurement
 
     def flaky(record, **kw):
@@ -157,14 +158,16 @@ def test_forget_device_lets_the_id_enrol_again_and_releases_its_leases(fleet):
     """Fails if a dead device cannot be removed, or its open job stays leased to it."""
     fleet.register_agent(hello("a", "h1"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"]})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     with pytest.raises(FailedPrecondition, match="connected"):
         fleet.forget_device("a")
     fleet.agent_disconnected("a")
     assert fleet.forget_device("a") == {"agent_id": "a", "released_jobs": 1}
     assert _job(fleet, job["job_id"])["state"] == "pending"
     assert [d["agent_id"] for d in fleet.list_devices()] == []
-    fleet.register_agent({**hello("a", "h1"), "agent_secret": "reinstalled"})  # enrols anew
+    fleet.register_agent({**hello("a", "h1"), "agent_secret": "reinstalled"})  # enrols anew ...
+    with pytest.raises(PermissionDenied, match="never leased"):  # ... as a new agent: not the old job's holder
+        fleet.record_result(result(job, "a"))
     with pytest.raises(NotFound):
         fleet.forget_device("nobody")
 
@@ -232,8 +235,8 @@ def test_a_squatter_holding_a_job_past_max_job_s_loses_it_and_is_suspended(fleet
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 3})
     clock.advance(1)
     fleet.register_agent(hello("real", "host-x"))  # the squatter is now the one idle longest
-    job = fleet.next_job("squat")
-    assert job is not None and fleet.next_job("real") is None  # the host is busy
+    job = take(fleet, "squat")
+    assert job is not None and take(fleet, "real") is None  # the host is busy
     for _ in range(200):  # heartbeats every 2 s: the lease is never extended past max_job_s
         clock.advance(2)
         fleet.heartbeats({"squat": job["job_id"]})
@@ -244,8 +247,8 @@ def test_a_squatter_holding_a_job_past_max_job_s_loses_it_and_is_suspended(fleet
     assert row["state"] == "pending" and "max_job_s" in row["error"]
     squat = {d["agent_id"]: d for d in fleet.list_devices()}["squat"]
     assert squat["state"] == "suspended" and "max_job_s" in squat["suspended_reason"]
-    assert fleet.next_job("squat") is None
-    assert fleet.next_job("real") is not None  # the host works again
+    assert take(fleet, "squat") is None
+    assert take(fleet, "real") is not None  # the host works again
 
 
 def test_heartbeats_name_agents_the_fleet_does_not_know(fleet):
@@ -258,7 +261,7 @@ def test_busy_state_is_the_stores_lease(fleet):
     """Fails if who-holds-what is kept apart from the store's leases (three copies drifted before)."""
     fleet.register_agent(hello("a", "h1"))
     fleet.submit_sweep({**NO_SAMPLE, "models": ["net-onnx"], "repeats": 2})
-    job = fleet.next_job("a")
+    job = take(fleet, "a")
     assert fleet.current_job("a") == job["job_id"] and fleet.assign(["a"]) == []
     fleet.store.release_job(job["job_id"], "test", 3)  # the store says it is free: so is the agent
     assert fleet.current_job("a") is None
@@ -267,30 +270,77 @@ def test_busy_state_is_the_stores_lease(fleet):
 
 # ------------------------------------------------------------------ store upgrade
 
-def test_a_version_2_store_is_upgraded_in_place(tmp_path):
-    """Fails if an existing deployment's store cannot be opened by this version (or loses its holders)."""
-    path = tmp_path / "old.sqlite"
-    s = Store(path)
-    s.close()
+def _old_store(path, version: int) -> sqlite3.Connection:
+    """A store file as version ``version`` left it: made by today's Store, then taken back (the job_holders and
+    job_failures tables of v4 dropped, the JSON columns they replaced put back; for v2 also the identity and
+    token tables and ``holders_json`` gone). Returns an open connection to fill in jobs; commit and close it."""
+    Store(path).close()
     db = sqlite3.connect(str(path))
-    db.executescript("""
-        DROP TABLE agent_identities; DROP TABLE agent_tokens;
-        CREATE TABLE jobs2 AS SELECT * FROM jobs; DROP TABLE jobs;
-        UPDATE meta SET value='2' WHERE key='schema_version';
-    """)
-    db.execute("ALTER TABLE jobs2 RENAME TO jobs")
-    db.execute("ALTER TABLE jobs DROP COLUMN holders_json")
+    db.executescript("DROP TABLE job_holders; DROP TABLE job_failures;"
+                     " ALTER TABLE jobs ADD COLUMN failed_agents_json TEXT NOT NULL DEFAULT '[]';")
+    if version == 2:
+        db.executescript("DROP TABLE agent_identities; DROP TABLE agent_tokens;")
+    else:
+        db.execute("ALTER TABLE jobs ADD COLUMN holders_json TEXT NOT NULL DEFAULT '[]'")
+    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
     db.execute("INSERT INTO sweeps(sweep_id, name, spec_json, platform_ids_json, priority, created_unix)"
                " VALUES ('s', 's', '{}', '[]', 0, 0)")
-    db.execute("INSERT INTO jobs(job_id, sweep_id, seq, model_sha256, platform_id, repeat_index, state, agent_id,"
-               " updated_unix) VALUES ('j', 's', 0, 'm', 'p', 0, 'leased', 'a', 0)")
+    return db
+
+
+def _add_job(db: sqlite3.Connection, job_id: str, seq: int, state: str, agent_id, **json_columns) -> None:
+    columns = ", ".join(json_columns)
+    db.execute(f"INSERT INTO jobs(job_id, sweep_id, seq, model_sha256, platform_id, repeat_index, state, agent_id,"
+               f" updated_unix{', ' + columns if columns else ''}) VALUES (?, 's', ?, 'm', 'p', 0, ?, ?, 0"
+               f"{', ?' * len(json_columns)})", (job_id, seq, state, agent_id, *map(json.dumps, json_columns.values())))
+
+
+def _version(s: Store) -> str:
+    return s._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+
+
+def test_a_version_2_store_is_upgraded_in_place(tmp_path):
+    """Fails if an existing deployment's store cannot be opened by this version (or loses its holders or the
+    agents its jobs failed on)."""
+    path = tmp_path / "old.sqlite"
+    db = _old_store(path, 2)
+    _add_job(db, "j", 0, "leased", "a")
+    _add_job(db, "k", 1, "pending", None, failed_agents_json=["x"])
     db.commit()
     db.close()
     s = Store(path)
     try:
-        assert json.loads(s.get_job("j")["holders_json"]) == ["a"]
+        assert s.held_by("j", "a") and not s.held_by("j", "b")
+        assert s.next_pending_job(["p"], "x") is None and s.next_pending_job(["p"], "y")["job_id"] == "k"
         assert s.identity_secret("a") is None
-        assert s._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == \
-            str(SCHEMA_VERSION)
+        assert _version(s) == str(SCHEMA_VERSION)
     finally:
         s.close()
+
+
+def test_a_version_3_store_moves_holders_and_failures_into_tables(tmp_path):
+    """Fails if upgrading a v3 store loses who held a job (their results would be refused as forged) or the
+    agents a job failed on (it would go back to them), or if the upgraded store is read from the old JSON."""
+    path = tmp_path / "v3.sqlite"
+    db = _old_store(path, 3)
+    _add_job(db, "j", 0, "leased", "b", holders_json=["a", "b"])
+    _add_job(db, "k", 1, "pending", None, holders_json=["c"], failed_agents_json=["x", "y"])
+    db.commit()
+    db.close()
+    s = Store(path)
+    try:
+        assert _version(s) == str(SCHEMA_VERSION) == "4"
+        # the retired JSON columns stay in the file but are never read again: empty them, nothing changes
+        s._db.execute("UPDATE jobs SET holders_json='[\"x\"]', failed_agents_json='[]'")
+        assert "holders_json" not in s.get_job("j") and "failed_agents_json" not in s.get_job("k")
+        assert [s.held_by("j", a) for a in "abcx"] == [True, True, False, False] and s.held_by("k", "c")
+        assert s.next_pending_job(["p"], "x") is None and s.next_pending_job(["p"], "y") is None
+        assert s.next_pending_job(["p"], "z")["job_id"] == "k"
+        assert s.lease_job("k", "z", expires_unix=10.0, now=1.0) and s.held_by("k", "z")
+    finally:
+        s.close()
+    again = Store(path)  # opening an upgraded store again changes nothing
+    try:
+        assert _version(again) == "4" and again.held_by("k", "z")
+    finally:
+        again.close()

@@ -16,7 +16,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
 
-from fleetmeter.modeler.zoo import cli as zoo_cli  # noqa: E402
+from fleetmeter import zoo_cli  # noqa: E402
 from fleetmeter.modeler.zoo.arch import (  # noqa: E402
     META_FAMILY,
     META_HYPERPARAMETERS,

@@ -26,7 +26,7 @@ schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
 from fleetmeter.modeler.features import extract_features  # noqa: E402
-from fleetmeter.modeler.zoo import cli as zoo_cli  # noqa: E402
+from fleetmeter import zoo_cli  # noqa: E402
 from fleetmeter.modeler.zoo.arch import (  # noqa: E402
     META_FAMILY,
     META_HYPERPARAMETERS,

@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from fleetmeter.modeler.features import extract_features  # noqa: E402
-from fleetmeter.modeler.zoo import cli as zoo_cli  # noqa: E402
+from fleetmeter import zoo_cli  # noqa: E402
 from fleetmeter.modeler.zoo.arch import ArchitectureError  # noqa: E402
 from fleetmeter.modeler.zoo.build import build_zoo  # noqa: E402
 from fleetmeter.modeler.zoo.fam_nasbench201 import (  # noqa: E402

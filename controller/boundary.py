@@ -23,7 +23,8 @@ from typing import Optional
 
 import grpc
 
-from fleetmeter.errors import FleetmeterError, trailing_metadata_for
+from fleetmeter._rpc import status_code_for, trailing_metadata_for
+from fleetmeter.errors import FleetmeterError
 
 from .identity import AgentDoor, RefusalLog, same
 
@@ -44,7 +45,7 @@ def _token_from(metadata) -> Optional[str]:
 
 async def _map_errors(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     if isinstance(exc, FleetmeterError):
-        await context.abort(exc.code, str(exc) or exc.code.name, trailing_metadata_for(exc))
+        await context.abort(status_code_for(exc), str(exc) or exc.code_name, trailing_metadata_for(exc))
     log.error("internal error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error in the controller (details in its log)")
 

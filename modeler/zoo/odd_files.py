@@ -58,7 +58,7 @@ def write_large_onnx(path: PathLike, size_bytes: int, *, seed: int = 0) -> int:
         initializer=[numpy_helper.from_array(weight, name="W")],
     )
     model = helper.make_model(
-        graph, producer_name="fleetmeter.zoo.special", opset_imports=[helper.make_opsetid("", OPSET)]
+        graph, producer_name="fleetmeter.zoo.odd_files", opset_imports=[helper.make_opsetid("", OPSET)]
     )
     model.ir_version = IR_VERSION
     model.metadata_props.add(key="fleetmeter.family", value="special.large")
@@ -81,7 +81,7 @@ def write_unsupported_op_onnx(path: PathLike) -> int:
     )
     model = helper.make_model(
         graph,
-        producer_name="fleetmeter.zoo.special",
+        producer_name="fleetmeter.zoo.odd_files",
         opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(UNSUPPORTED_OP_DOMAIN, 1)],
     )
     model.ir_version = IR_VERSION
@@ -101,7 +101,7 @@ def write_unsupported_op_tflite(path: PathLike) -> int:
     x = g.tensor("x", [1, 4])
     y = g.tensor("y", [1, 4])
     g.op(g.schema.BuiltinOperator.CUSTOM, [x], [y], custom=UNSUPPORTED_OP_TYPE, custom_options=b"")
-    data = g.to_bytes([x], [y], description="fleetmeter.zoo.special: unsupported custom op",
+    data = g.to_bytes([x], [y], description="fleetmeter.zoo.odd_files: unsupported custom op",
                       metadata=(("fleetmeter.family", "special.unsupported_op"),))
     atomic_write(path, data)
     return len(data)

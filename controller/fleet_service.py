@@ -6,14 +6,14 @@ mapped to status codes by the boundary interceptor.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import AsyncIterator, BinaryIO
 
+from fleetmeter.blobs import BlobStore, is_sha256
 from fleetmeter.errors import FailedPrecondition, InvalidArgument
+from fleetmeter.modelfile import ModelDigest
 from fleetmeter.v1 import fleet_pb2, fleet_pb2_grpc
 
-from .blobs import BlobStore, is_sha256
 from .convert import (agent_token_to_proto, device_to_proto, measurement_from_dict, model_to_proto, platform_to_proto,
                       progress_to_proto, spec_to_dict, sweep_to_proto)
 from .engine import ActorRef
@@ -160,7 +160,7 @@ async def _receive_model(request_iterator, f: BinaryIO) -> tuple:
     Refuses (InvalidArgument) as soon as the stream is wrong: no header first, two headers, a malformed
     header, more bytes than the header announced or than :data:`MAX_MODEL_BYTES`.
     """
-    header, size, digest = None, 0, hashlib.sha256()
+    header, size, digest = None, 0, ModelDigest()
     async for msg in request_iterator:
         kind = msg.WhichOneof("part")
         if kind == "header":
@@ -190,4 +190,4 @@ async def _receive_model(request_iterator, f: BinaryIO) -> tuple:
             f.write(msg.chunk)
     if header is None:
         raise InvalidArgument("UploadModel: empty upload (no header)")
-    return header, size, digest.hexdigest()
+    return header, size, digest.sha256

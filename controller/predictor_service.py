@@ -41,10 +41,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence
 
+from fleetmeter.blobs import BlobStore, is_sha256
 from fleetmeter.errors import FailedPrecondition, FleetmeterError, InvalidArgument, ModelNotFound, NotFound
 from fleetmeter.v1 import predictor_pb2, predictor_pb2_grpc
 
-from .blobs import BlobStore, is_sha256
 from .engine import ActorRef
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,8 @@ def request_shapes(request: predictor_pb2.PredictRequest) -> Dict[str, tuple]:
 
 
 def _json(obj: Any) -> str:
-    from fleetmeter.modeler.registry import _check_finite
-
-    return json.dumps(_check_finite(obj), sort_keys=True, allow_nan=False)
+    registry = _modeler()[2]
+    return json.dumps(registry.json_safe(obj), sort_keys=True, allow_nan=False)
 
 
 def prediction_to_proto(record: Dict[str, Any]) -> predictor_pb2.Prediction:
@@ -282,7 +281,7 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
                 yield await self._predict(request)
             except FleetmeterError as exc:
                 yield predictor_pb2.PredictResponse(request_id=request.request_id, error=str(exc),
-                                                    error_code=exc.code.name,
+                                                    error_code=exc.code_name,
                                                     model_not_found=isinstance(exc, ModelNotFound))
 
     async def ListPredictors(self, request, context):

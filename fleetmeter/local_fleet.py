@@ -16,7 +16,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
+
+from fleetmeter.errors import Unavailable
+
+if TYPE_CHECKING:
+    from fleetmeter._net import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +53,17 @@ class Proc:
 
 
 class LocalFleet:
+    """A controller and agents under ``root`` (data dirs and ``logs/``), each a subprocess in its own session.
+
+    ``agent_token`` / ``api_token`` reach the processes as ``$FLEETMETER_AGENT_TOKEN`` /
+    ``$FLEETMETER_API_TOKEN``; no other inherited ``FLEETMETER_*`` variable does (the fleet is
+    self-contained). ``tls``: what this object's own client presents when the controller serves TLS
+    (started with ``--tls-cert``/``--tls-key``, and ``--tls-ca`` for mutual TLS, as extra arguments of
+    :meth:`start_controller`); agents get their ``--tls-*`` flags as extra arguments of :meth:`start_agent`.
+    """
+
     def __init__(self, root: str | Path, *, agent_token: Optional[str] = None, api_token: Optional[str] = None,
-                 lease_timeout_s: float = 30.0, heartbeat_s: float = 2.0) -> None:
+                 lease_timeout_s: float = 30.0, heartbeat_s: float = 2.0, tls: Optional["TlsFiles"] = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
@@ -57,6 +71,7 @@ class LocalFleet:
         self.api_token = api_token
         self.lease_timeout_s = lease_timeout_s
         self.heartbeat_s = heartbeat_s
+        self.tls = tls
         self.controller: Optional[Proc] = None
         self.address: Optional[str] = None
         self.agents: dict[str, Proc] = {}
@@ -65,27 +80,28 @@ class LocalFleet:
     def data_dir(self) -> Path:
         return self.root / "controller"
 
-    def _env(self) -> dict:
-        env = dict(os.environ)
-        env.pop("FLEETMETER_CONTROLLER", None)
+    def env(self) -> dict[str, str]:
+        """The environment the fleet's processes run with (also right for a CLI call against this fleet): this
+        one's, less every ``FLEETMETER_*`` variable, plus the fleet's tokens."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETMETER_")}
         env["PYTHONUNBUFFERED"] = "1"
         for key, value in (("FLEETMETER_AGENT_TOKEN", self.agent_token), ("FLEETMETER_API_TOKEN", self.api_token)):
             if value:
                 env[key] = value
-            else:
-                env.pop(key, None)
         return env
 
     def _spawn(self, name: str, argv: list[str]) -> Proc:
         log_path = self.root / "logs" / f"{name}.log"
         out = open(log_path, "ab")
         popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=self._env(), start_new_session=True)
+                                 env=self.env(), start_new_session=True)
         out.close()
         return Proc(name, popen, log_path)
 
     # ------------------------------------------------------------ controller
     def start_controller(self, listen: Optional[str] = None, timeout_s: float = 180.0, *args: str) -> str:
+        """Start ``fleetmeter controller`` (extra flags in ``args``) and wait until its health check answers;
+        returns its address. ``listen`` defaults to the previous address (a restart), else a free port."""
         listen = listen or self.address or "127.0.0.1:0"
         addr_file = self.data_dir / "controller.json"
         addr_file.unlink(missing_ok=True)
@@ -97,12 +113,18 @@ class LocalFleet:
         def ready() -> bool:
             if not self.controller.alive():
                 raise RuntimeError("the controller exited during start-up:\n" + self.controller.log_tail())
-            return addr_file.exists()
+            try:  # the file appears before its content: ready once it parses
+                self.address = json.loads(addr_file.read_text())["address"]
+            except (OSError, ValueError, KeyError):
+                return False
+            return True
 
-        wait_until(ready, timeout_s, "the controller to start")
-        self.address = json.loads(addr_file.read_text())["address"]
-        with self.client() as c:
-            c.wait_ready(timeout_s)
+        try:
+            wait_until(ready, timeout_s, "the controller to start")
+            with self.client() as c:
+                c.wait_ready(timeout_s)  # Unavailable when it does not answer (e.g. TLS the client cannot speak)
+        except (TimeoutError, Unavailable) as exc:
+            raise type(exc)(f"{exc}; controller log:\n{self.controller.log_tail()}") from None
         return self.address
 
     def stop_controller(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> None:
@@ -135,12 +157,17 @@ class LocalFleet:
                 connected = {d.name for d in c.list_devices() if d.connected}
             return set(names) <= connected
 
-        wait_until(ready, timeout_s, f"agents {names} to connect", poll_s=0.2)
+        try:
+            wait_until(ready, timeout_s, f"agents {names} to connect", poll_s=0.2)
+        except TimeoutError as exc:
+            tails = "".join(f"\n{n} log:\n{self.agents[n].log_tail()}" for n in names if n in self.agents)
+            raise TimeoutError(f"{exc}{tails}") from None
 
     def client(self):
+        """A :class:`~fleetmeter.client.Client` of this fleet's controller (its API token, ``tls``)."""
         from fleetmeter.client import Client
 
-        return Client(self.address, self.api_token)
+        return Client(self.address, self.api_token, self.tls)
 
     def close(self) -> None:
         for name in list(self.agents):

@@ -9,13 +9,15 @@
 Formats: ``onnx``, ``tflite`` (float32) and ``tflite-int8`` (full-integer
 post-training quantization: int8 weights per channel, int8 activations
 calibrated on seeded inputs, float input/output; every family supports it;
-see :mod:`.tflite_quant`).
+see :mod:`fleetmeter.modeler.zoo.tflite_quant`).
 
 :func:`add_zoo_commands` adds the ``zoo`` command to the ``fleetmeter``
 parser's subparsers; each subcommand sets ``func(args) -> int`` like the
 other commands. ``zoo build`` fans out over a local Ray (started and stopped
 here, through :class:`fleetmeter.controller.engine.RayEngine`) unless
-``--no-ray`` is given.
+``--no-ray`` is given. This module is CLI (top layer): the zoo itself
+(:func:`fleetmeter.modeler.zoo.build.build_zoo`) only takes an injected
+``map_fn`` and never sees Ray or the controller.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def add_zoo_commands(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_zoo_families(args: argparse.Namespace) -> int:
-    from .families import describe_families
+    from fleetmeter.modeler.zoo.families import describe_families
 
     described = describe_families()
     if args.json:
@@ -95,7 +97,7 @@ def cmd_zoo_families(args: argparse.Namespace) -> int:
 
 
 def _family_names(values: List[str]) -> List[str]:
-    from .families import get_family
+    from fleetmeter.modeler.zoo.families import get_family
 
     names = [n.strip() for v in values for n in v.split(",") if n.strip()]
     for name in names:
@@ -113,7 +115,7 @@ def _pinned_archs(families: List[str], archs: List[str], indices: List[int]) -> 
         return []
     if families != ["nasbench201"]:
         raise ValueError("--arch / --arch-index name NAS-Bench-201 cells: use them with --family nasbench201 alone")
-    from .fam_nasbench201 import arch_from_index, index_of_arch
+    from fleetmeter.modeler.zoo.fam_nasbench201 import arch_from_index, index_of_arch
 
     chosen = [index_of_arch(a) for a in archs] + [index_of_arch(arch_from_index(i)) for i in indices]
     return [(f"nasbench201-arch{i:05d}", {"arch_index": i}) for i in dict.fromkeys(chosen)]
@@ -141,7 +143,7 @@ def _ray_map() -> tuple:
 def cmd_zoo_build(args: argparse.Namespace) -> int:
     from fleetmeter._term import ProgressBar
 
-    from .build import build_zoo, parse_formats
+    from fleetmeter.modeler.zoo.build import build_zoo, parse_formats
 
     families = _family_names(args.family)
     formats = parse_formats(args.formats)
