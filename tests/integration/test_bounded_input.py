@@ -20,7 +20,7 @@ import pytest
 from fleetmeter import _net
 from fleetmeter._hashing import sha256_file
 from fleetmeter.client import FleetClient
-from fleetmeter.controller import api as api_module
+from fleetmeter.controller import fleet_service as api_module
 from fleetmeter.controller.engine import LocalEngine
 from fleetmeter.controller.fleet import FleetConfig
 from fleetmeter.controller.server import Controller, ControllerConfig
