@@ -333,7 +333,22 @@ def build_parser() -> argparse.ArgumentParser:
                "from --api-token or $FLEETMETER_API_TOKEN. " + PLAINTEXT_NOTE)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from fleetmeter.predict_cli import add_predictor_commands
+    from fleetmeter.zoo_cli import add_zoo_commands
 
+    _add_controller_command(sub)
+    _add_fleet_listings(sub)
+    _add_agents_commands(sub)
+    _add_models_commands(sub)
+    _add_sweep_commands(sub)
+    _add_data_commands(sub)
+    add_zoo_commands(sub)
+    add_predictor_commands(sub, _caller_flags)
+    _add_demo_command(sub)
+    return parser
+
+
+def _add_controller_command(sub) -> None:
     p = sub.add_parser("controller", help="run the controller (Ray + gRPC services)",
                        description="Start the controller: a local Ray instance (or --ray-address), the fleet "
                                    "registry and scheduler, the SQLite store, and the agent- and caller-facing "
@@ -370,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "measurements; 0 keeps the normal priority")
     p.set_defaults(func=cmd_controller)
 
+
+def _add_fleet_listings(sub) -> None:
     for name, func, help_ in (("devices", cmd_devices, "list the agents and their state"),
                               ("platforms", cmd_platforms, "list platforms (hardware + runtime + threads)")):
         p = sub.add_parser(name, help=help_, description=help_)
@@ -387,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
             forget.add_argument("--json", action="store_true", help="machine-readable output")
             _caller_flags(forget)
 
+
+def _add_agents_commands(sub) -> None:
     agents = sub.add_parser("agents", help="agent credentials (per-agent tokens)").add_subparsers(
         dest="agents_command", required=True, metavar="SUBCOMMAND")
     tokens = agents.add_parser(
@@ -412,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     _caller_flags(p)
     p.set_defaults(func=cmd_agents_token)
 
+
+def _add_models_commands(sub) -> None:
     models = sub.add_parser("models", help="upload and list models").add_subparsers(
         dest="models_command", required=True, metavar="SUBCOMMAND")
     p = models.add_parser("add", help="upload .onnx / .tflite files (content-addressed by sha256)")
@@ -424,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     _caller_flags(p)
     p.set_defaults(func=cmd_models_list)
 
+
+def _add_sweep_commands(sub) -> None:
     sweep = sub.add_parser("sweep", help="submit and follow measurement sweeps").add_subparsers(
         dest="sweep_command", required=True, metavar="SUBCOMMAND")
     p = sweep.add_parser("submit", help="models × platforms × threads × repeats → jobs",
@@ -453,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
         _caller_flags(p)
         p.set_defaults(func=cmd_sweep_control, verb=verb)
 
+
+def _add_data_commands(sub) -> None:
     p = sub.add_parser("results", help="measurements (one row per measurement)")
     p.add_argument("--sweep", default=None, help="only this sweep")
     p.add_argument("--platform", default=None, help="only this platform id")
@@ -473,12 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     _caller_flags(p)
     p.set_defaults(func=cmd_import)
 
-    from fleetmeter.zoo_cli import add_zoo_commands
-    from fleetmeter.predict_cli import add_predictor_commands
 
-    add_zoo_commands(sub)
-    add_predictor_commands(sub, _caller_flags)
-
+def _add_demo_command(sub) -> None:
     p = sub.add_parser("demo", help="controller + 3 local agents measure the built-in models",
                        description="Start a controller and three local agents (onnxruntime 1 thread, onnxruntime "
                                    "2 threads, LiteRT 1 thread), measure the built-in models, print a table of "
@@ -489,7 +510,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-duration-ms", type=float, default=300.0,
                    help="minimum timed duration per measurement (default: %(default)s)")
     p.set_defaults(func=cmd_demo)
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
