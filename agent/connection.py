@@ -16,6 +16,7 @@ import os
 import platform as _platform
 import queue
 import random
+import secrets
 import threading
 import time
 import uuid
@@ -41,6 +42,8 @@ FETCH_RETRY_S = 120.0
 # Errors that mean "the controller is not there (yet)": retried quickly, a connection attempt costs it nothing.
 _QUICK_RETRY = (grpc.StatusCode.UNAVAILABLE,)
 QUICK_RETRY_MAX_S = 2.0
+# How long a new assignment waits for the previous job's thread, which has sent its result and is finishing.
+FINISHING_JOB_WAIT_S = 10.0
 
 
 def _private_file(path: Path, make) -> str:
@@ -62,8 +65,6 @@ def _agent_id(data_dir: Path) -> str:
 def _agent_secret(data_dir: Path) -> str:
     """This install's secret (0600): the controller binds the agent id to it at enrolment and refuses a
     hello for the id without it, so an agent token alone cannot take over this agent's identity."""
-    import secrets
-
     return _private_file(data_dir / "agent_secret", lambda: secrets.token_urlsafe(32))
 
 
@@ -297,7 +298,7 @@ class Agent:
         if self._worker is not None and self._worker.is_alive() and not self._job_id:
             # The previous job's result is sent (that is why the controller assigned a new one) and its
             # thread is only finishing up: wait for it instead of dropping the assignment.
-            self._worker.join(timeout=10.0)
+            self._worker.join(timeout=FINISHING_JOB_WAIT_S)
         if self._worker is not None and self._worker.is_alive():
             log.warning("job %s assigned while %s still runs; ignored (its lease will expire)",
                         job.job_id, self._job_id or "the previous job")

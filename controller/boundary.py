@@ -54,7 +54,8 @@ def _passes_through(exc: BaseException) -> bool:
     return isinstance(exc, (asyncio.CancelledError, grpc.aio.AbortError)) or not isinstance(exc, Exception)
 
 
-MISSING = "missing token: send 'authorization: Bearer <token>' metadata"
+MISSING = ("missing token: agents set --agent-token or $FLEETMETER_AGENT_TOKEN, callers --api-token or "
+           "$FLEETMETER_API_TOKEN (sent as 'authorization: Bearer <token>' metadata)")
 Denial = Optional[tuple[grpc.StatusCode, str]]
 
 
@@ -72,7 +73,8 @@ class BoundaryInterceptor(grpc.aio.ServerInterceptor):
             if given is not None and same(given, self.api_token):
                 return (grpc.StatusCode.PERMISSION_DENIED,
                         "this is the API token; agents authenticate with an agent token (--agent-token)")
-            return grpc.StatusCode.UNAUTHENTICATED, MISSING if given is None else "wrong agent token"
+            return grpc.StatusCode.UNAUTHENTICATED, MISSING if given is None else (
+                "wrong agent token (check --agent-token / $FLEETMETER_AGENT_TOKEN on the agent)")
         if not self.api_token:
             return None
         if given is None:
@@ -82,7 +84,7 @@ class BoundaryInterceptor(grpc.aio.ServerInterceptor):
         if self.door.kind(given) in ("shared", "agent"):
             return (grpc.StatusCode.PERMISSION_DENIED,
                     "this is an agent token; callers authenticate with the API token (--api-token)")
-        return grpc.StatusCode.UNAUTHENTICATED, "wrong token"
+        return grpc.StatusCode.UNAUTHENTICATED, "wrong token (check --api-token / $FLEETMETER_API_TOKEN)"
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)

@@ -40,7 +40,7 @@ from typing import Callable, Optional
 from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 from . import limits, quality
-from .identity import same, sha256_text
+from .identity import new_agent_token, same, sha256_text
 from .platforms import RUNTIME_FOR_FORMAT, make_platform
 from .reference import ReferenceCanary
 from .store import Store
@@ -100,6 +100,11 @@ class FleetConfig:
             raise ValueError("reference_interval_s must be >= 0 (0 turns the drift canary off)")
         if not self.max_jobs_per_sweep >= 1:
             raise ValueError(f"max_jobs_per_sweep must be >= 1, got {self.max_jobs_per_sweep}")
+
+
+def _public(token: dict) -> dict:
+    """A token row as it may leave the controller: without its hash."""
+    return {k: v for k, v in token.items() if k != "token_sha256"}
 
 
 class Fleet:
@@ -183,11 +188,8 @@ class Fleet:
         if not secret:
             raise Unauthenticated(f"hello of agent {agent_id} carries no agent_secret (an agent older than this "
                                   "controller: upgrade fleetmeter on the device)")
-        token = None
-        if token_sha256:
-            token = self.store.token_by_hash(token_sha256)
-            if token is None or token["revoked_unix"]:
-                raise Unauthenticated("unknown or revoked agent token")
+        token = self._active_token(token_sha256) if token_sha256 else None
+        if token is not None:
             if token["agent_id"] and token["agent_id"] != agent_id:
                 raise PermissionDenied(f"this agent token belongs to agent {token['agent_id']}, not {agent_id}")
         own = {t["token_id"] for t in self.store.list_tokens() if t["agent_id"] == agent_id and not t["revoked_unix"]}
@@ -205,20 +207,23 @@ class Fleet:
             self.store.use_token(token["token_id"], agent_id, now=self.clock())
         return token
 
-    def check_agent_token(self, token_sha256: str) -> dict:
-        """The active per-agent token with this hash (its row, without the hash), else Unauthenticated."""
+    def _active_token(self, token_sha256: str) -> dict:
         token = self.store.token_by_hash(token_sha256)
         if token is None or token["revoked_unix"]:
-            raise Unauthenticated("unknown or revoked agent token")
-        return {k: v for k, v in token.items() if k != "token_sha256"}
+            raise Unauthenticated("unknown or revoked agent token: ask an operator for a new one "
+                                  "(fleetmeter agents token create) or use the shared agent token")
+        return token
+
+    def check_agent_token(self, token_sha256: str) -> dict:
+        """The active per-agent token with this hash (its row, without the hash), else Unauthenticated."""
+        return _public(self._active_token(token_sha256))
 
     # ------------------------------------------------------------ credentials (operators)
     def create_agent_token(self, name: str = "", agent_id: str = "") -> dict:
         """Issue a per-agent token: ``{"token": row, "secret": the token}`` (only its hash is kept)."""
-        from .identity import new_agent_token
-
-        if agent_id:
-            limits.validate_hello({"agent_id": agent_id})
+        if agent_id and not limits.AGENT_ID_PATTERN.fullmatch(agent_id):
+            raise InvalidArgument(f"agent_id must be 1-128 characters of letters, digits and . _ : - starting with "
+                                  f"a letter or digit, got {agent_id[:64]!r}")
         if len(name) > 256:
             raise InvalidArgument("name: at most 256 characters")
         token_id, secret = new_agent_token()
@@ -227,14 +232,14 @@ class Fleet:
         return {"token": self.check_agent_token(sha256_text(secret)), "secret": secret}
 
     def list_agent_tokens(self) -> list[dict]:
-        return [{k: v for k, v in t.items() if k != "token_sha256"} for t in self.store.list_tokens()]
+        return [_public(t) for t in self.store.list_tokens()]
 
     def revoke_agent_token(self, token_id: str) -> dict:
         token = self.store.revoke_token(token_id, now=self.clock())
         if token is None:
             raise NotFound(f"unknown agent token {token_id!r} (see: fleetmeter agents token list)")
         log.info("agent token %s revoked", token_id)
-        return {k: v for k, v in token.items() if k != "token_sha256"}
+        return _public(token)
 
     def has_agent_tokens(self) -> bool:
         return self.store.has_active_tokens()

@@ -72,6 +72,7 @@ class _Session:
         self.auth = auth
         self.token_id = token_id            # the per-agent token its stream uses ("" for none)
         self.reported_job = hello.get("current_job_id") or ""   # what its last heartbeat said it runs
+        self.unstored: dict[str, str] = {}  # measurement_id → job_id of its results not yet stored
         self.out: asyncio.Queue = asyncio.Queue()
         self.ready = False                  # welcomed: may be given work
         self.closed = False
@@ -89,7 +90,6 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
         self._results: asyncio.Queue = asyncio.Queue()   # (session, record) awaiting the store
         self._beats: dict[str, str] = {}                  # agent_id → the job it reports
         self._tokens_ok: dict[str, float] = {}            # token sha256 → when the store last confirmed it
-        self._waiting: list = []                          # (session, record) to be tried again shortly
         self.heartbeat_flush_s = 0.5
 
     async def refresh_door(self) -> None:
@@ -182,6 +182,7 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
                 elif kind == "result":
                     record = measurement_to_dict(msg.result.measurement)
                     record["agent_id"] = session.agent_id  # who sent it is the stream's identity, not the message's
+                    session.unstored[record["measurement_id"]] = record["job_id"]
                     self._results.put_nowait((session, record))
                 else:
                     log.warning("agent %s sent an unexpected %s; ignored", session.agent_id, kind)
@@ -196,12 +197,10 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
         """Results not stored this time: tried again while their agent's stream lives (the agent re-sends its
         spool when it reconnects, so those of a closed stream are dropped here, never acknowledged)."""
         live = [(session, record) for session, record in items if not session.closed]
-        self._waiting.extend(live)
 
         async def again() -> None:
             await asyncio.sleep(RESULT_RETRY_S)
             for item in live:
-                self._waiting.remove(item)
                 self._results.put_nowait(item)
 
         if live:
@@ -223,6 +222,7 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
                 if outcome == "error":
                     failed.append((session, record))
                     continue
+                session.unstored.pop(record["measurement_id"], None)
                 rejected = outcome[len("rejected: "):] if outcome.startswith("rejected: ") else ""
                 session.out.put_nowait(agent_pb2.ControllerMessage(ack=agent_pb2.Ack(
                     measurement_id=record["measurement_id"], job_id=record["job_id"], rejected=rejected)))
@@ -246,16 +246,13 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
     async def _say_hello_again(self, agent_ids: list[str]) -> None:
         """The fleet actor restarted and lost its table of agents: register the live sessions again, with
         the job each last reported and the jobs of its results still on their way to the store."""
-        pending: dict[str, list[str]] = {}
-        for session, record in list(self._results._queue) + self._waiting:  # noqa: SLF001 - a read-only look
-            pending.setdefault(session.agent_id, []).append(record.get("job_id") or "")
         again = 0
         for agent_id in agent_ids:
             session = self.sessions.get(agent_id)
             if session is None or session.closed:
                 continue
             hello = {**session.hello, "current_job_id": session.reported_job,
-                     "spooled_job_ids": [j for j in pending.get(agent_id, []) if j]}
+                     "spooled_job_ids": sorted({j for j in session.unstored.values() if j})}
             try:
                 await self.fleet.call("register_agent", hello, session.auth)
                 again += 1

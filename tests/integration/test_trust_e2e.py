@@ -13,7 +13,6 @@ import secrets
 import sqlite3
 import subprocess
 import sys
-import time
 
 import grpc
 import pytest
@@ -137,7 +136,8 @@ def test_hijack_of_a_connected_agent_id_is_refused_and_the_real_agent_stays(trus
             assert err.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
         finally:
             thief.close()
-    time.sleep(1.0)
+    # The refusal comes before anything is written (the hello is answered only after the fleet checked it), so
+    # a taken-over id would already show here: another name and host on the real agent's record.
     after = _device(fleet, "real")
     assert after.connected and after.name == "real" and after.info.host_id == real.info.host_id
 
@@ -177,10 +177,8 @@ def test_a_squatter_on_the_real_host_cannot_starve_it(trust_fleet):
         _sweep(fleet, sha, squat_platform, repeats=1)
         job = squatter.wait_for(lambda m: m.WhichOneof("kind") == "job", 60).job
         squatter.job_id = job.job_id  # and it heartbeats this job forever, never sending a result
-        started = time.monotonic()
         sweep_id = _sweep(fleet, sha, real.platform_ids[0], repeats=2)
-        _wait_done(fleet, sweep_id, timeout_s=MAX_JOB_S + 90)
-        assert time.monotonic() - started < MAX_JOB_S + 90
+        _wait_done(fleet, sweep_id, timeout_s=MAX_JOB_S + 90)  # the host is not starved: bounded by max_job_s
         [row] = _rows(fleet, "SELECT state, error FROM jobs WHERE job_id=?", job.job_id)
         assert "max_job_s" in (row["error"] or ""), row
         squat = _device(fleet, "squatter")
@@ -220,10 +218,11 @@ def test_per_agent_token_create_bind_list_revoke(trust_fleet):
     revoked = cli("agents", "token", "revoke", created["token_id"])
     assert revoked["state"] == "revoked"
     wait_until(lambda: not _device(fleet, "tok").connected, 15, "the revoked agent to be disconnected")
-    time.sleep(3.0)  # it keeps trying; it must stay out
+    log = fleet.root / "logs" / "tok.log"
+    # It tries again with the revoked token (reconnecting at once, as after any lost stream) and is refused:
+    wait_until(lambda: "controller refused this agent" in log.read_text(), 30, "the agent's next attempt refused")
     assert not _device(fleet, "tok").connected
     fleet.stop_agent("tok")
-    assert "controller refused this agent" in (fleet.root / "logs" / "tok.log").read_text()
     forgotten = cli("devices", "forget", tok_id)
     assert forgotten["agent_id"] == tok_id
     assert all(d.agent_id != tok_id for d in fleet.client().list_devices())

@@ -180,8 +180,8 @@ def test_a_real_hello_passes():
     limits.validate_hello({"agent_id": "ag-1"})  # the minimum the fleet checks alone
 
 
-def _hello(**overrides) -> dict:
-    d = convert.hello_to_dict(hello_proto())
+def _set_paths(d: dict, overrides: dict) -> dict:
+    """``d`` with each dotted path (``device.gpus.0``) set to its value."""
     for key, value in overrides.items():
         target = d
         *path, last = key.split(".")
@@ -189,6 +189,10 @@ def _hello(**overrides) -> dict:
             target = target[int(part)] if isinstance(target, list) else target[part]
         target[last] = value
     return d
+
+
+def _hello(**overrides) -> dict:
+    return _set_paths(convert.hello_to_dict(hello_proto()), overrides)
 
 
 @pytest.mark.parametrize("overrides, field", [
@@ -251,14 +255,7 @@ def sweep(**overrides) -> dict:
         inputs=[common_pb2.InputOverride(name="input", shape=[1, 3, 224, 224]),
                 common_pb2.InputOverride(name="rate", fill=16000)],
         cooldown_s=1.0, max_start_temp_c=60, max_thermal_wait_s=120, reading=common_pb2.ReadingSettings(sessions=3))
-    d = convert.spec_to_dict(spec)
-    for key, value in overrides.items():
-        target = d
-        *path, last = key.split(".")
-        for part in path:
-            target = target[int(part)] if isinstance(target, list) else target[part]
-        target[last] = value
-    return d
+    return _set_paths(convert.spec_to_dict(spec), overrides)
 
 
 def test_good_sweeps_pass():
