@@ -37,13 +37,13 @@ files hold the same folded weights. A ``BatchNorm`` that cannot be folded
 (DenseNet's pre-activation after a concat) stays a separate op: ONNX
 ``BatchNormalization``, TFLite ``MUL`` + ``ADD`` with precomputed scale/shift.
 
-Adding a layer kind: a frozen dataclass in :mod:`.layers` (with ``name`` and
-``inputs`` as its last two fields, listed in its ``_LAYER_TYPES``), a case in
-:func:`_infer_shape` (and in :func:`_arity` unless it reads one tensor), its
-parameter shapes in :func:`param_shapes` and initial values in
+Adding a layer kind: a frozen dataclass in :mod:`.layers` (a subclass of its
+``_Layer``, listed in its ``Layer`` union), a shape rule in
+:data:`_SHAPE_RULES` (and a case in :func:`_arity` unless it reads one
+tensor), its parameter shapes in :func:`param_shapes` and initial values in
 :func:`init_weights`, its cost in :meth:`Architecture.mac_count`, and one
-handler in each emitter. An emitter that meets a layer kind it lacks raises
-:class:`UnsupportedLayerError`.
+emitter function registered in each emitter. An emitter that meets a layer
+kind it lacks raises :class:`UnsupportedLayerError`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ import math
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -175,97 +175,162 @@ def _spatial(shape: Shape, layer: Any) -> Shape:
     return shape
 
 
+def _conv_shape(layer: Conv2D, ins: Sequence[Shape]) -> Shape:
+    h, w, c = _spatial(ins[0], layer)
+    if c % layer.groups:
+        raise ArchitectureError(f"{layer.name!r}: in_ch {c} not divisible by groups {layer.groups}")
+    return (
+        _out_size(h, layer.kernel[0], layer.stride[0], layer.dilation[0], layer.padding),
+        _out_size(w, layer.kernel[1], layer.stride[1], layer.dilation[1], layer.padding),
+        layer.out_ch,
+    )
+
+
+def _pool_shape(layer: Any, ins: Sequence[Shape]) -> Shape:
+    h, w, c = _spatial(ins[0], layer)
+    return (
+        _out_size(h, layer.kernel[0], layer.stride[0], 1, layer.padding),
+        _out_size(w, layer.kernel[1], layer.stride[1], 1, layer.padding),
+        c,
+    )
+
+
+def _global_pool_shape(layer: GlobalAvgPool, ins: Sequence[Shape]) -> Shape:
+    if len(ins[0]) == 2 and not layer.keepdims:
+        return (ins[0][1],)  # mean over the tokens of a sequence
+    c = _spatial(ins[0], layer)[2]
+    return (1, 1, c) if layer.keepdims else (c,)
+
+
+def _dense_shape(layer: Dense, ins: Sequence[Shape]) -> Shape:
+    if len(ins[0]) not in (1, 2):
+        raise ArchitectureError(f"Dense {layer.name!r} needs a vector input, got {ins[0]} (add Flatten)")
+    return ins[0][:-1] + (layer.units,)
+
+
+def _add_shape(layer: Add, ins: Sequence[Shape]) -> Shape:
+    if len(ins) != 2 or ins[0] != ins[1]:
+        raise ArchitectureError(f"Add {layer.name!r} needs two inputs of one shape, got {list(ins)}")
+    return ins[0]
+
+
+def _concat_shape(layer: Concat, ins: Sequence[Shape]) -> Shape:
+    if len(ins) < 2:
+        raise ArchitectureError(f"Concat {layer.name!r} needs at least two inputs")
+    lead = {s[:-1] for s in ins}
+    if len(lead) != 1 or len({len(s) for s in ins}) != 1:
+        raise ArchitectureError(f"Concat {layer.name!r}: shapes differ outside the channel axis: {list(ins)}")
+    return ins[0][:-1] + (sum(s[-1] for s in ins),)
+
+
+def _flatten_shape(layer: Flatten, ins: Sequence[Shape]) -> Shape:
+    _spatial(ins[0], layer)
+    return (math.prod(ins[0]),)
+
+
+def _reshape_shape(layer: Reshape, ins: Sequence[Shape]) -> Shape:
+    if math.prod(layer.shape) != math.prod(ins[0]):
+        raise ArchitectureError(f"Reshape {layer.name!r}: {ins[0]} has no {layer.shape} view")
+    return layer.shape
+
+
+def _same_shape(layer: Any, ins: Sequence[Shape]) -> Shape:
+    return ins[0]
+
+
+def _resize_shape(layer: Resize, ins: Sequence[Shape]) -> Shape:
+    h, w, c = _spatial(ins[0], layer)
+    return h * layer.scale, w * layer.scale, c
+
+
+def _conv_transpose_shape(layer: ConvTranspose2D, ins: Sequence[Shape]) -> Shape:
+    h, w, _ = _spatial(ins[0], layer)
+    if layer.padding == "same":
+        return h * layer.stride[0], w * layer.stride[1], layer.out_ch
+    return ((h - 1) * layer.stride[0] + layer.kernel[0], (w - 1) * layer.stride[1] + layer.kernel[1],
+            layer.out_ch)
+
+
+def _pad_shape(layer: Pad, ins: Sequence[Shape]) -> Shape:
+    h, w, c = _spatial(ins[0], layer)
+    return h + layer.top + layer.bottom, w + layer.left + layer.right, c
+
+
+def _batchnorm_shape(layer: BatchNorm, ins: Sequence[Shape]) -> Shape:
+    if len(ins[0]) not in (1, 3):
+        raise ArchitectureError(f"BatchNorm {layer.name!r} needs an (h, w, c) or (n,) input, got {ins[0]}")
+    return ins[0]
+
+
+def _mul_shape(layer: Mul, ins: Sequence[Shape]) -> Shape:
+    a, b = ins
+    if b != a and not (len(a) == 3 and b == (1, 1, a[2])):
+        raise ArchitectureError(f"Mul {layer.name!r} needs two inputs of one shape or (h, w, c) * (1, 1, c), "
+                                f"got {list(ins)}")
+    return a
+
+
+def _slice_shape(layer: Slice, ins: Sequence[Shape]) -> Shape:
+    if layer.start + layer.size > ins[0][-1]:
+        raise ArchitectureError(f"Slice {layer.name!r}: [{layer.start}, {layer.start + layer.size}) is outside "
+                                f"the last axis of {ins[0]}")
+    return ins[0][:-1] + (layer.size,)
+
+
+def _shuffle_shape(layer: ChannelShuffle, ins: Sequence[Shape]) -> Shape:
+    if _spatial(ins[0], layer)[2] % layer.groups:
+        raise ArchitectureError(f"ChannelShuffle {layer.name!r}: {ins[0][2]} channels not divisible by "
+                                f"{layer.groups} groups")
+    return ins[0]
+
+
+def _layernorm_shape(layer: LayerNorm, ins: Sequence[Shape]) -> Shape:
+    if len(ins[0]) not in (1, 2):
+        raise ArchitectureError(f"LayerNorm {layer.name!r} needs a (seq, dim) or (n,) input, got {ins[0]}")
+    return ins[0]
+
+
+def _attention_shape(layer: Attention, ins: Sequence[Shape]) -> Shape:
+    if any(len(s) != 2 for s in ins) or len(set(ins)) != 1:
+        raise ArchitectureError(f"Attention {layer.name!r} needs q, k, v of one (seq, dim) shape, got {list(ins)}")
+    if ins[0][1] % layer.heads:
+        raise ArchitectureError(f"Attention {layer.name!r}: dim {ins[0][1]} not divisible by {layer.heads} heads")
+    return ins[0]
+
+
+#: Output shape of each layer kind from its input shapes; raises ArchitectureError when they do not fit.
+_SHAPE_RULES: Dict[type, Callable[[Any, Sequence[Shape]], Shape]] = {
+    Input: lambda layer, ins: layer.shape,
+    Conv2D: _conv_shape,
+    MaxPool: _pool_shape,
+    AvgPool: _pool_shape,
+    GlobalAvgPool: _global_pool_shape,
+    Dense: _dense_shape,
+    Add: _add_shape,
+    Concat: _concat_shape,
+    Flatten: _flatten_shape,
+    Reshape: _reshape_shape,
+    Softmax: _same_shape,
+    Activation: _same_shape,
+    Scale: _same_shape,
+    PReLU: _same_shape,
+    Resize: _resize_shape,
+    ConvTranspose2D: _conv_transpose_shape,
+    Pad: _pad_shape,
+    BatchNorm: _batchnorm_shape,
+    Mul: _mul_shape,
+    Slice: _slice_shape,
+    ChannelShuffle: _shuffle_shape,
+    LayerNorm: _layernorm_shape,
+    Attention: _attention_shape,
+}
+
+
 def _infer_shape(layer: Any, ins: Sequence[Shape]) -> Shape:
-    if isinstance(layer, Input):
-        return layer.shape
-    if isinstance(layer, Conv2D):
-        h, w, c = _spatial(ins[0], layer)
-        if c % layer.groups:
-            raise ArchitectureError(f"{layer.name!r}: in_ch {c} not divisible by groups {layer.groups}")
-        return (
-            _out_size(h, layer.kernel[0], layer.stride[0], layer.dilation[0], layer.padding),
-            _out_size(w, layer.kernel[1], layer.stride[1], layer.dilation[1], layer.padding),
-            layer.out_ch,
-        )
-    if isinstance(layer, (MaxPool, AvgPool)):
-        h, w, c = _spatial(ins[0], layer)
-        return (
-            _out_size(h, layer.kernel[0], layer.stride[0], 1, layer.padding),
-            _out_size(w, layer.kernel[1], layer.stride[1], 1, layer.padding),
-            c,
-        )
-    if isinstance(layer, GlobalAvgPool):
-        if len(ins[0]) == 2 and not layer.keepdims:
-            return (ins[0][1],)  # mean over the tokens of a sequence
-        c = _spatial(ins[0], layer)[2]
-        return (1, 1, c) if layer.keepdims else (c,)
-    if isinstance(layer, Dense):
-        if len(ins[0]) not in (1, 2):
-            raise ArchitectureError(f"Dense {layer.name!r} needs a vector input, got {ins[0]} (add Flatten)")
-        return ins[0][:-1] + (layer.units,)
-    if isinstance(layer, Add):
-        if len(ins) != 2 or ins[0] != ins[1]:
-            raise ArchitectureError(f"Add {layer.name!r} needs two inputs of one shape, got {list(ins)}")
-        return ins[0]
-    if isinstance(layer, Concat):
-        if len(ins) < 2:
-            raise ArchitectureError(f"Concat {layer.name!r} needs at least two inputs")
-        lead = {s[:-1] for s in ins}
-        if len(lead) != 1 or len({len(s) for s in ins}) != 1:
-            raise ArchitectureError(f"Concat {layer.name!r}: shapes differ outside the channel axis: {list(ins)}")
-        return ins[0][:-1] + (sum(s[-1] for s in ins),)
-    if isinstance(layer, Flatten):
-        _spatial(ins[0], layer)
-        return (math.prod(ins[0]),)
-    if isinstance(layer, Reshape):
-        if math.prod(layer.shape) != math.prod(ins[0]):
-            raise ArchitectureError(f"Reshape {layer.name!r}: {ins[0]} has no {layer.shape} view")
-        return layer.shape
-    if isinstance(layer, (Softmax, Activation, Scale, PReLU)):
-        return ins[0]
-    if isinstance(layer, Resize):
-        h, w, c = _spatial(ins[0], layer)
-        return h * layer.scale, w * layer.scale, c
-    if isinstance(layer, ConvTranspose2D):
-        h, w, _ = _spatial(ins[0], layer)
-        if layer.padding == "same":
-            return h * layer.stride[0], w * layer.stride[1], layer.out_ch
-        return ((h - 1) * layer.stride[0] + layer.kernel[0], (w - 1) * layer.stride[1] + layer.kernel[1],
-                layer.out_ch)
-    if isinstance(layer, Pad):
-        h, w, c = _spatial(ins[0], layer)
-        return h + layer.top + layer.bottom, w + layer.left + layer.right, c
-    if isinstance(layer, BatchNorm):
-        if len(ins[0]) not in (1, 3):
-            raise ArchitectureError(f"BatchNorm {layer.name!r} needs an (h, w, c) or (n,) input, got {ins[0]}")
-        return ins[0]
-    if isinstance(layer, Mul):
-        a, b = ins
-        if b != a and not (len(a) == 3 and b == (1, 1, a[2])):
-            raise ArchitectureError(f"Mul {layer.name!r} needs two inputs of one shape or (h, w, c) * (1, 1, c), "
-                                    f"got {list(ins)}")
-        return a
-    if isinstance(layer, Slice):
-        if layer.start + layer.size > ins[0][-1]:
-            raise ArchitectureError(f"Slice {layer.name!r}: [{layer.start}, {layer.start + layer.size}) is outside "
-                                    f"the last axis of {ins[0]}")
-        return ins[0][:-1] + (layer.size,)
-    if isinstance(layer, ChannelShuffle):
-        if _spatial(ins[0], layer)[2] % layer.groups:
-            raise ArchitectureError(f"ChannelShuffle {layer.name!r}: {ins[0][2]} channels not divisible by "
-                                    f"{layer.groups} groups")
-        return ins[0]
-    if isinstance(layer, LayerNorm):
-        if len(ins[0]) not in (1, 2):
-            raise ArchitectureError(f"LayerNorm {layer.name!r} needs a (seq, dim) or (n,) input, got {ins[0]}")
-        return ins[0]
-    if isinstance(layer, Attention):
-        if any(len(s) != 2 for s in ins) or len(set(ins)) != 1:
-            raise ArchitectureError(f"Attention {layer.name!r} needs q, k, v of one (seq, dim) shape, got {list(ins)}")
-        if ins[0][1] % layer.heads:
-            raise ArchitectureError(f"Attention {layer.name!r}: dim {ins[0][1]} not divisible by {layer.heads} heads")
-        return ins[0]
-    raise UnsupportedLayerError(f"no shape rule for {type(layer).__name__}")
+    rule = _SHAPE_RULES.get(type(layer))
+    if rule is None:
+        raise UnsupportedLayerError(f"no shape rule for {type(layer).__name__}")
+    return rule(layer, ins)
 
 
 def _arity(layer: Any) -> Optional[int]:

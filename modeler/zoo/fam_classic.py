@@ -13,18 +13,8 @@ from typing import Any, Dict, Mapping
 
 from .arch import Add, Architecture, AvgPool, BatchNorm, Concat, Conv2D, Dense, Flatten, GlobalAvgPool, MaxPool
 from .blocks import Net, classifier, conv_bn
-from .sampling import (
-    INPUT_SIZE,
-    NUM_CLASSES,
-    Choice,
-    Family,
-    IntRange,
-    Sampler,
-    Uniform,
-    make_divisible,
-    scale_channels,
-    stem_kind,
-)
+from .sampling import (INPUT_SIZE, NUM_CLASSES, Choice, Family, IntRange, Sampler, Uniform, make_divisible,
+                       scale_channels, stem_kind)
 
 __all__ = ["RESNET", "VGG", "SQUEEZENET", "DENSENET", "GOOGLENET"]
 

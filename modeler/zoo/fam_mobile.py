@@ -13,17 +13,7 @@ from typing import Any, Dict, List, Mapping
 
 from .arch import Add, Architecture, ChannelShuffle, Concat, MaxPool, Slice
 from .blocks import Net, classifier, conv_bn, inverted_residual, squeeze_excite
-from .sampling import (
-    INPUT_SIZE,
-    NUM_CLASSES,
-    Choice,
-    Family,
-    IntRange,
-    Sampler,
-    Uniform,
-    make_divisible,
-    stem_kind,
-)
+from .sampling import INPUT_SIZE, NUM_CLASSES, Choice, Family, IntRange, Sampler, Uniform, make_divisible, stem_kind
 
 __all__ = ["MOBILE_MAX_MACS", "MOBILENETV1", "MOBILENETV2", "MOBILENETV3", "SHUFFLENETV2", "MNASNET", "EFFICIENTNET"]
 
@@ -35,6 +25,21 @@ _WIDTH_MULT = Uniform(0.25, 1.0, 0.125, help="times every channel count (rounded
 
 def _stem_stride(hp: Mapping[str, Any]) -> int:
     return 2 if hp["stem"] == "imagenet" else 1
+
+
+def _stem_hp(input_size: int, width_mult: float, stem_channels: int) -> Dict[str, Any]:
+    """The input and stem hyper-parameters of a width-multiplied network."""
+    return {"input_size": input_size, "stem": stem_kind(input_size), "width_mult": width_mult,
+            "stem_width": make_divisible(stem_channels * width_mult)}
+
+
+def _head(net: Net, x: str, name: str, family: str, hp: Mapping[str, Any], width: int, activation: str = "relu",
+          hidden: int = 0) -> Architecture:
+    """The end of a mobile network: a 1x1 conv to ``width`` channels, the classifier (with a ``hidden``-unit
+    dense layer when set), and the finished architecture."""
+    x = conv_bn(net, x, width, 1, "head", activation=activation)
+    classifier(net, x, hp["num_classes"], hidden=hidden, activation=activation)
+    return net.finish(name, family, hp)
 
 
 # ------------------------------------------------------------------ MobileNetV1
@@ -54,11 +59,8 @@ def _v1_sample(s: Sampler) -> Dict[str, Any]:
     blocks = list(_V1_BLOCKS) + [(512, 1)] * middle + [(1024, 2), (1024, 1)]
     kernels = s.draws("kernel", len(blocks))
     return {
-        "input_size": input_size,
-        "stem": stem_kind(input_size),
-        "width_mult": width_mult,
+        **_stem_hp(input_size, width_mult, 32),
         "middle_blocks": middle,
-        "stem_width": make_divisible(32 * width_mult),
         # [out_ch, stride, kernel] per depthwise-separable block
         "blocks": [[make_divisible(c * width_mult), st, k] for (c, st), k in zip(blocks, kernels)],
         "num_classes": s.draw("num_classes"),
@@ -105,27 +107,33 @@ def _v2_sample(s: Sampler) -> Dict[str, Any]:
             depth = 1
         stages.append([make_divisible(c * width_mult), depth, stride, expansion, kernel])
     return {
-        "input_size": input_size,
-        "stem": stem_kind(input_size),
-        "width_mult": width_mult,
-        "stem_width": make_divisible(32 * width_mult),
+        **_stem_hp(input_size, width_mult, 32),
         "stages": stages,  # [out_ch, depth, first stride, expansion, kernel]
         "last_width": make_divisible(1280 * max(1.0, width_mult)),
         "num_classes": s.draw("num_classes"),
     }
 
 
-def _v2_build(name: str, hp: Mapping[str, Any]) -> Architecture:
+def _mbconv_build(name: str, family: str, hp: Mapping[str, Any], activation: str, se_ratio: float = 0.0
+                  ) -> Architecture:
+    """MobileNetV2 and EfficientNet: a stem, ``hp["stages"]`` of MBConv blocks
+    (``[out_ch, depth, first stride, expansion, kernel]``; squeeze-excite
+    ``se_ratio`` times a block's input width, none at 0), a 1x1 head conv and
+    the classifier, with ``activation`` throughout."""
     net = Net(hp["input_size"], hp["input_size"], 3)
-    x = conv_bn(net, net.x, hp["stem_width"], 3, "stem", stride=_stem_stride(hp), activation="relu6")
+    x = conv_bn(net, net.x, hp["stem_width"], 3, "stem", stride=_stem_stride(hp), activation=activation)
     channels = hp["stem_width"]
     for si, (out_ch, depth, stride, expansion, kernel) in enumerate(hp["stages"]):
         for bi in range(depth):
+            se = max(1, int(channels * se_ratio)) if se_ratio else 0
             x, channels = inverted_residual(net, x, channels, out_ch, f"stage{si + 1}.block{bi + 1}",
-                                            expand=expansion, kernel=kernel, stride=stride if bi == 0 else 1)
-    x = conv_bn(net, x, hp["last_width"], 1, "head", activation="relu6")
-    classifier(net, x, hp["num_classes"])
-    return net.finish(name, "mobilenetv2", hp)
+                                            expand=expansion, kernel=kernel, stride=stride if bi == 0 else 1,
+                                            activation=activation, se_channels=se, se_activation=activation)
+    return _head(net, x, name, family, hp, hp["last_width"], activation)
+
+
+def _v2_build(name: str, hp: Mapping[str, Any]) -> Architecture:
+    return _mbconv_build(name, "mobilenetv2", hp, "relu6")
 
 
 MOBILENETV2 = Family("mobilenetv2", "MobileNetV2 (Sandler et al. 2018): inverted residuals with linear bottlenecks",
@@ -171,11 +179,8 @@ def _v3_sample(s: Sampler) -> Dict[str, Any]:
         in_ch = out_ch
     last_conv, last_fc = _V3_HEAD[variant]
     return {
-        "input_size": input_size,
-        "stem": stem_kind(input_size),
+        **_stem_hp(input_size, width_mult, 16),
         "variant": variant,
-        "width_mult": width_mult,
-        "stem_width": make_divisible(16 * width_mult),
         "blocks": blocks,  # [out_ch, hidden (expanded) channels, kernel, stride, squeeze-excite, activation]
         "last_conv": make_divisible(last_conv * width_mult),
         "last_fc": last_fc,
@@ -199,9 +204,7 @@ def _v3_build(name: str, hp: Mapping[str, Any]) -> Architecture:
         if stride == 1 and channels == out_ch:
             y = net.add(Add(name=f"{p}.add", inputs=(x, y)))
         x, channels = y, out_ch
-    x = conv_bn(net, x, hp["last_conv"], 1, "head", activation="hardswish")
-    classifier(net, x, hp["num_classes"], hidden=hp["last_fc"], activation="hardswish")
-    return net.finish(name, "mobilenetv3", hp)
+    return _head(net, x, name, "mobilenetv3", hp, hp["last_conv"], "hardswish", hidden=hp["last_fc"])
 
 
 MOBILENETV3 = Family("mobilenetv3", "MobileNetV3 (Howard et al. 2019): large/small tables with hard-swish, "
@@ -254,9 +257,7 @@ def _shuffle_build(name: str, hp: Mapping[str, Any]) -> Architecture:
             net.add(Concat(name=f"{p}.concat", inputs=(left, right)))
             x = net.add(ChannelShuffle(2, name=f"{p}.shuffle"))
             channels = out_ch
-    x = conv_bn(net, x, hp["last_width"], 1, "head")
-    classifier(net, x, hp["num_classes"])
-    return net.finish(name, "shufflenetv2", hp)
+    return _head(net, x, name, "shufflenetv2", hp, hp["last_width"])
 
 
 SHUFFLENETV2 = Family("shufflenetv2", "ShuffleNetV2 (Ma et al. 2018): channel split, depthwise branch, concat and "
@@ -284,8 +285,7 @@ def _mnas_sample(s: Sampler) -> Dict[str, Any]:
         depth, se = s.draw("depth"), s.draw("se")
         blocks = [[s.draw("kernel"), s.draw("expansion")] for _ in range(depth)]
         stages.append({"out_ch": make_divisible(c * width_mult), "stride": stride, "se": se, "blocks": blocks})
-    return {"input_size": input_size, "stem": stem_kind(input_size), "width_mult": width_mult,
-            "stem_width": make_divisible(32 * width_mult), "sep_width": make_divisible(16 * width_mult),
+    return {**_stem_hp(input_size, width_mult, 32), "sep_width": make_divisible(16 * width_mult),
             "stages": stages,  # blocks: [kernel, expansion]
             "last_width": 1280, "num_classes": s.draw("num_classes")}
 
@@ -303,9 +303,7 @@ def _mnas_build(name: str, hp: Mapping[str, Any]) -> Architecture:
                                             expand=expansion, kernel=kernel,
                                             stride=stage["stride"] if bi == 0 else 1, activation="relu",
                                             se_channels=se)
-    x = conv_bn(net, x, hp["last_width"], 1, "head")
-    classifier(net, x, hp["num_classes"])
-    return net.finish(name, "mnasnet", hp)
+    return _head(net, x, name, "mnasnet", hp, hp["last_width"])
 
 
 MNASNET = Family("mnasnet", "MnasNet / ProxylessNAS-style: MBConv blocks with per-block kernel (3/5/7) and "
@@ -352,18 +350,7 @@ def _efficient_sample(s: Sampler) -> Dict[str, Any]:
 
 
 def _efficient_build(name: str, hp: Mapping[str, Any]) -> Architecture:
-    net = Net(hp["input_size"], hp["input_size"], 3)
-    x = conv_bn(net, net.x, hp["stem_width"], 3, "stem", stride=_stem_stride(hp), activation="swish")
-    channels = hp["stem_width"]
-    for si, (out_ch, depth, stride, expansion, kernel) in enumerate(hp["stages"]):
-        for bi in range(depth):
-            se = max(1, int(channels * hp["se_ratio"])) if hp["se_ratio"] else 0
-            x, channels = inverted_residual(net, x, channels, out_ch, f"stage{si + 1}.block{bi + 1}",
-                                            expand=expansion, kernel=kernel, stride=stride if bi == 0 else 1,
-                                            activation="swish", se_channels=se, se_activation="swish")
-    x = conv_bn(net, x, hp["last_width"], 1, "head", activation="swish")
-    classifier(net, x, hp["num_classes"])
-    return net.finish(name, "efficientnet", hp)
+    return _mbconv_build(name, "efficientnet", hp, "swish", hp["se_ratio"])
 
 
 EFFICIENTNET = Family("efficientnet", "EfficientNet (Tan & Le 2019): B0's MBConv-SE blocks with swish, "

@@ -27,46 +27,18 @@ sequences and vectors); ``Pad`` is ``Pad`` (constant zero).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 
 from ._files import atomic_write
-from .arch import (
-    GENERATOR_VERSION,
-    Activation,
-    Add,
-    Architecture,
-    Attention,
-    AvgPool,
-    BatchNorm,
-    ChannelShuffle,
-    Concat,
-    Conv2D,
-    ConvTranspose2D,
-    Dense,
-    Flatten,
-    GlobalAvgPool,
-    Input,
-    LayerNorm,
-    MaxPool,
-    Mul,
-    Pad,
-    PReLU,
-    Scale,
-    Reshape,
-    Resize,
-    Shape,
-    Slice,
-    Softmax,
-    UnsupportedLayerError,
-    Weights,
-    metadata_entries,
-    resolve_weights,
-    same_padding,
-)
+from .arch import GENERATOR_VERSION, Architecture, Shape, Weights, metadata_entries, resolve_weights, same_padding
 from .fold import fold_batchnorm
+from .layers import (Activation, Add, Attention, AvgPool, BatchNorm, ChannelShuffle, Concat, Conv2D, ConvTranspose2D,
+                     Dense, Flatten, GlobalAvgPool, Input, LayerNorm, MaxPool, Mul, Pad, PReLU, Reshape, Resize, Scale,
+                     Slice, Softmax, UnsupportedLayerError)
 
 __all__ = ["OPSET", "IR_VERSION", "PRODUCER_NAME", "onnx_shape", "build_onnx", "onnx_bytes", "write_onnx"]
 
@@ -179,130 +151,191 @@ def _pool_pads(layer: Any, in_shape: Shape) -> List[int]:
     return [ph[0], pw[0], ph[1], pw[1]]
 
 
-def _emit_layer(g: _GraphWriter, arch: Architecture, layer: Any, weights: Weights) -> None:
-    name = layer.name
-    ins = list(layer.inputs)
-    in_shapes = arch.in_shapes(layer)
-    if isinstance(layer, Conv2D):
-        w = weights[name]
-        inputs = [ins[0], g.const(f"{name}/kernel", w["kernel"])]
-        if layer.bias:
-            inputs.append(g.const(f"{name}/bias", w["bias"]))
-        g.maybe_activation(
-            layer.activation, "Conv", inputs, name,
-            kernel_shape=list(layer.kernel), strides=list(layer.stride), dilations=list(layer.dilation),
-            pads=_pool_pads(layer, in_shapes[0]), group=layer.groups,
-        )
-    elif isinstance(layer, MaxPool):
-        g.node("MaxPool", ins, name, name=name, kernel_shape=list(layer.kernel), strides=list(layer.stride),
-               pads=_pool_pads(layer, in_shapes[0]))
-    elif isinstance(layer, AvgPool):
-        g.node("AveragePool", ins, name, name=name, kernel_shape=list(layer.kernel), strides=list(layer.stride),
-               pads=_pool_pads(layer, in_shapes[0]), count_include_pad=0)
-    elif isinstance(layer, GlobalAvgPool):
-        if len(in_shapes[0]) == 2:  # mean over the tokens of [1, seq, dim]
-            g.node("ReduceMean", ins, name, name=name, axes=[1], keepdims=0)
-        elif layer.keepdims:
-            g.node("GlobalAveragePool", ins, name, name=name)
-        else:
-            pooled = g.node("GlobalAveragePool", ins, f"{name}/pooled", name=name)
-            g.node("Flatten", [pooled], name, name=f"{name}/flatten", axis=1)
-    elif isinstance(layer, Dense) and len(in_shapes[0]) == 2:
-        w = weights[name]
-        kernel = g.const(f"{name}/kernel_t", np.ascontiguousarray(w["kernel"].T))
-        if not layer.bias:
-            g.maybe_activation(layer.activation, "MatMul", [ins[0], kernel], name)
-        else:
-            product = g.node("MatMul", [ins[0], kernel], f"{name}/matmul", name=f"{name}/matmul")
-            g.maybe_activation(layer.activation, "Add", [product, g.const(f"{name}/bias", w["bias"])], name)
-    elif isinstance(layer, Dense):
-        w = weights[name]
-        inputs = [ins[0], g.const(f"{name}/kernel", w["kernel"])]
-        if layer.bias:
-            inputs.append(g.const(f"{name}/bias", w["bias"]))
-        g.maybe_activation(layer.activation, "Gemm", inputs, name, transB=1)
-    elif isinstance(layer, Add):
-        g.maybe_activation(layer.activation, "Add", ins, name)
-    elif isinstance(layer, Concat):
-        axis = _last_axis(in_shapes[0])  # NCHW channels, or the feature axis of [1, n] / [1, seq, dim]
-        g.node("Concat", ins, name, name=name, axis=axis)
-    elif isinstance(layer, Flatten):
-        x = g.to_nhwc(ins[0], in_shapes[0], name)
-        g.node("Flatten", [x], name, name=name, axis=1)
-    elif isinstance(layer, Reshape):
-        src, dst = in_shapes[0], layer.shape
-        x = g.to_nhwc(ins[0], src, name)
-        if len(dst) == 1 or _layout_free(dst):
-            target = onnx_shape(dst)
-            g.node("Reshape", [x, g.const(f"{name}/shape", np.array(target, dtype=np.int64))], name, name=name)
-        else:
-            h, w, c = dst
-            nhwc = g.node("Reshape", [x, g.const(f"{name}/shape", np.array([1, h, w, c], dtype=np.int64))],
-                          f"{name}/reshaped", name=name)
-            g.node("Transpose", [nhwc], name, name=f"{name}/to_nchw", perm=[0, 3, 1, 2])
-    elif isinstance(layer, Softmax):
-        axis = 1 if len(in_shapes[0]) == 3 else -1
-        g.node("Softmax", ins, name, name=name, axis=axis)
-    elif isinstance(layer, Activation):
-        g.activation(layer.kind, ins[0], name, name=name)
-    elif isinstance(layer, BatchNorm):
-        w = weights[name]
-        inputs = [ins[0]] + [g.const(f"{name}/{key}", w[key]) for key in ("gamma", "beta", "mean", "variance")]
-        g.maybe_activation(layer.activation, "BatchNormalization", inputs, name, epsilon=layer.epsilon)
-    elif isinstance(layer, Mul):
-        g.node("Mul", ins, name, name=name)
-    elif isinstance(layer, Scale):
-        g.node("Mul", [ins[0], g.scalar(layer.factor)], name, name=name)
-    elif isinstance(layer, Slice):
-        axis = _last_axis(in_shapes[0])
-        consts = [g.const(f"{name}/{key}", np.array([value], dtype=np.int64))
-                  for key, value in (("starts", layer.start), ("ends", layer.start + layer.size), ("axes", axis))]
-        g.node("Slice", [ins[0], *consts], name, name=name)
-    elif isinstance(layer, ChannelShuffle):
-        h, w, c = in_shapes[0]
-        grouped = g.reshape(ins[0], [1, layer.groups, c // layer.groups, h * w], f"{name}/grouped", f"{name}/group")
-        swapped = g.node("Transpose", [grouped], f"{name}/swapped", name=f"{name}/transpose", perm=[0, 2, 1, 3])
-        g.reshape(swapped, onnx_shape(in_shapes[0]), name, name)
-    elif isinstance(layer, LayerNorm):
-        w = weights[name]
-        g.node("LayerNormalization", [ins[0], g.const(f"{name}/gamma", w["gamma"]), g.const(f"{name}/beta", w["beta"])],
-               name, name=name, axis=-1, epsilon=layer.epsilon)
-    elif isinstance(layer, Attention):
-        _emit_attention(g, layer, in_shapes[0])
-    elif isinstance(layer, Resize):
-        scales = g.const(f"{name}/scales", np.array([1.0, 1.0, layer.scale, layer.scale], dtype=np.float32))
-        if layer.mode == "nearest":
-            attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-        else:
-            attrs = dict(mode="linear", coordinate_transformation_mode="half_pixel")
-        g.node("Resize", [ins[0], "", scales], name, name=name, **attrs)
-    elif isinstance(layer, ConvTranspose2D):
-        w = weights[name]
-        inputs = [ins[0], g.const(f"{name}/kernel", w["kernel"])]
-        if layer.bias:
-            inputs.append(g.const(f"{name}/bias", w["bias"]))
-        out_h, out_w, _ = arch.shapes[name]
-        pads = [0, 0, 0, 0]
-        if layer.padding == "same":
-            (top, bottom), (left, right) = (same_padding(out_h, layer.kernel[0], layer.stride[0]),
-                                            same_padding(out_w, layer.kernel[1], layer.stride[1]))
-            pads = [top, left, bottom, right]
-        g.node("ConvTranspose", inputs, name, name=name, kernel_shape=list(layer.kernel),
-               strides=list(layer.stride), pads=pads)
-    elif isinstance(layer, PReLU):
-        alpha = weights[name]["alpha"]
-        slope = alpha.reshape(-1, 1, 1) if len(in_shapes[0]) == 3 else alpha
-        g.node("PRelu", [ins[0], g.const(f"{name}/alpha", slope)], name, name=name)
-    elif isinstance(layer, Pad):
-        pads = np.array([0, 0, layer.top, layer.left, 0, 0, layer.bottom, layer.right], dtype=np.int64)
-        g.node("Pad", [ins[0], g.const(f"{name}/pads", pads)], name, name=name, mode="constant")
+def _param_inputs(g: _GraphWriter, layer: Any, weights: Weights) -> List[str]:
+    """``[input, kernel]`` plus the bias when the layer has one."""
+    name, w = layer.name, weights[layer.name]
+    inputs = [layer.inputs[0], g.const(f"{name}/kernel", w["kernel"])]
+    if layer.bias:
+        inputs.append(g.const(f"{name}/bias", w["bias"]))
+    return inputs
+
+
+@functools.singledispatch
+def _emit_layer(layer: Any, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    """Add the nodes of ``layer`` to ``g``: one function registered per layer kind (Input has none)."""
+    raise UnsupportedLayerError(f"the ONNX emitter has no rule for {type(layer).__name__}")
+
+
+@_emit_layer.register(Conv2D)
+def _emit_conv(layer: Conv2D, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    g.maybe_activation(
+        layer.activation, "Conv", _param_inputs(g, layer, weights), layer.name,
+        kernel_shape=list(layer.kernel), strides=list(layer.stride), dilations=list(layer.dilation),
+        pads=_pool_pads(layer, arch.in_shapes(layer)[0]), group=layer.groups,
+    )
+
+
+@_emit_layer.register(MaxPool)
+@_emit_layer.register(AvgPool)
+def _emit_pool(layer: Union[MaxPool, AvgPool], g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    op, attrs = ("MaxPool", {}) if isinstance(layer, MaxPool) else ("AveragePool", {"count_include_pad": 0})
+    g.node(op, layer.inputs, layer.name, name=layer.name, kernel_shape=list(layer.kernel),
+           strides=list(layer.stride), pads=_pool_pads(layer, arch.in_shapes(layer)[0]), **attrs)
+
+
+@_emit_layer.register(GlobalAvgPool)
+def _emit_global_pool(layer: GlobalAvgPool, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    name, ins = layer.name, layer.inputs
+    if len(arch.in_shapes(layer)[0]) == 2:  # mean over the tokens of [1, seq, dim]
+        g.node("ReduceMean", ins, name, name=name, axes=[1], keepdims=0)
+    elif layer.keepdims:
+        g.node("GlobalAveragePool", ins, name, name=name)
     else:
-        raise UnsupportedLayerError(f"the ONNX emitter has no rule for {type(layer).__name__}")
+        pooled = g.node("GlobalAveragePool", ins, f"{name}/pooled", name=name)
+        g.node("Flatten", [pooled], name, name=f"{name}/flatten", axis=1)
 
 
-def _emit_attention(g: _GraphWriter, layer: Attention, shape: Shape) -> None:
+@_emit_layer.register(Dense)
+def _emit_dense(layer: Dense, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    name = layer.name
+    if len(arch.in_shapes(layer)[0]) != 2:
+        g.maybe_activation(layer.activation, "Gemm", _param_inputs(g, layer, weights), name, transB=1)
+        return
+    w = weights[name]  # a sequence: MatMul (+ Add)
+    kernel = g.const(f"{name}/kernel_t", np.ascontiguousarray(w["kernel"].T))
+    if not layer.bias:
+        g.maybe_activation(layer.activation, "MatMul", [layer.inputs[0], kernel], name)
+    else:
+        product = g.node("MatMul", [layer.inputs[0], kernel], f"{name}/matmul", name=f"{name}/matmul")
+        g.maybe_activation(layer.activation, "Add", [product, g.const(f"{name}/bias", w["bias"])], name)
+
+
+@_emit_layer.register(Add)
+def _emit_add(layer: Add, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    g.maybe_activation(layer.activation, "Add", layer.inputs, layer.name)
+
+
+@_emit_layer.register(Concat)
+def _emit_concat(layer: Concat, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    axis = _last_axis(arch.in_shapes(layer)[0])  # NCHW channels, or the feature axis of [1, n] / [1, seq, dim]
+    g.node("Concat", layer.inputs, layer.name, name=layer.name, axis=axis)
+
+
+@_emit_layer.register(Flatten)
+def _emit_flatten(layer: Flatten, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    x = g.to_nhwc(layer.inputs[0], arch.in_shapes(layer)[0], layer.name)
+    g.node("Flatten", [x], layer.name, name=layer.name, axis=1)
+
+
+@_emit_layer.register(Reshape)
+def _emit_reshape(layer: Reshape, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    name, dst = layer.name, layer.shape
+    x = g.to_nhwc(layer.inputs[0], arch.in_shapes(layer)[0], name)
+    if len(dst) == 1 or _layout_free(dst):
+        g.node("Reshape", [x, g.const(f"{name}/shape", np.array(onnx_shape(dst), dtype=np.int64))], name, name=name)
+    else:
+        h, w, c = dst
+        nhwc = g.node("Reshape", [x, g.const(f"{name}/shape", np.array([1, h, w, c], dtype=np.int64))],
+                      f"{name}/reshaped", name=name)
+        g.node("Transpose", [nhwc], name, name=f"{name}/to_nchw", perm=[0, 3, 1, 2])
+
+
+@_emit_layer.register(Softmax)
+def _emit_softmax(layer: Softmax, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    axis = 1 if len(arch.in_shapes(layer)[0]) == 3 else -1
+    g.node("Softmax", layer.inputs, layer.name, name=layer.name, axis=axis)
+
+
+@_emit_layer.register(Activation)
+def _emit_activation(layer: Activation, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    g.activation(layer.kind, layer.inputs[0], layer.name, name=layer.name)
+
+
+@_emit_layer.register(BatchNorm)
+def _emit_batchnorm(layer: BatchNorm, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    name, w = layer.name, weights[layer.name]
+    inputs = [layer.inputs[0]] + [g.const(f"{name}/{key}", w[key]) for key in ("gamma", "beta", "mean", "variance")]
+    g.maybe_activation(layer.activation, "BatchNormalization", inputs, name, epsilon=layer.epsilon)
+
+
+@_emit_layer.register(Mul)
+def _emit_mul(layer: Mul, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    g.node("Mul", layer.inputs, layer.name, name=layer.name)
+
+
+@_emit_layer.register(Scale)
+def _emit_scale(layer: Scale, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    g.node("Mul", [layer.inputs[0], g.scalar(layer.factor)], layer.name, name=layer.name)
+
+
+@_emit_layer.register(Slice)
+def _emit_slice(layer: Slice, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    name, axis = layer.name, _last_axis(arch.in_shapes(layer)[0])
+    consts = [g.const(f"{name}/{key}", np.array([value], dtype=np.int64))
+              for key, value in (("starts", layer.start), ("ends", layer.start + layer.size), ("axes", axis))]
+    g.node("Slice", [layer.inputs[0], *consts], name, name=name)
+
+
+@_emit_layer.register(ChannelShuffle)
+def _emit_shuffle(layer: ChannelShuffle, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    name, shape = layer.name, arch.in_shapes(layer)[0]
+    h, w, c = shape
+    grouped = g.reshape(layer.inputs[0], [1, layer.groups, c // layer.groups, h * w], f"{name}/grouped",
+                        f"{name}/group")
+    swapped = g.node("Transpose", [grouped], f"{name}/swapped", name=f"{name}/transpose", perm=[0, 2, 1, 3])
+    g.reshape(swapped, onnx_shape(shape), name, name)
+
+
+@_emit_layer.register(LayerNorm)
+def _emit_layernorm(layer: LayerNorm, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    name, w = layer.name, weights[layer.name]
+    g.node("LayerNormalization",
+           [layer.inputs[0], g.const(f"{name}/gamma", w["gamma"]), g.const(f"{name}/beta", w["beta"])],
+           name, name=name, axis=-1, epsilon=layer.epsilon)
+
+
+@_emit_layer.register(Resize)
+def _emit_resize(layer: Resize, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    name = layer.name
+    scales = g.const(f"{name}/scales", np.array([1.0, 1.0, layer.scale, layer.scale], dtype=np.float32))
+    if layer.mode == "nearest":
+        attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    else:
+        attrs = dict(mode="linear", coordinate_transformation_mode="half_pixel")
+    g.node("Resize", [layer.inputs[0], "", scales], name, name=name, **attrs)
+
+
+@_emit_layer.register(ConvTranspose2D)
+def _emit_conv_transpose(layer: ConvTranspose2D, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    inputs = _param_inputs(g, layer, weights)
+    out_h, out_w, _ = arch.shapes[layer.name]
+    pads = [0, 0, 0, 0]
+    if layer.padding == "same":
+        (top, bottom), (left, right) = (same_padding(out_h, layer.kernel[0], layer.stride[0]),
+                                        same_padding(out_w, layer.kernel[1], layer.stride[1]))
+        pads = [top, left, bottom, right]
+    g.node("ConvTranspose", inputs, layer.name, name=layer.name, kernel_shape=list(layer.kernel),
+           strides=list(layer.stride), pads=pads)
+
+
+@_emit_layer.register(PReLU)
+def _emit_prelu(layer: PReLU, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    alpha = weights[layer.name]["alpha"]
+    slope = alpha.reshape(-1, 1, 1) if len(arch.in_shapes(layer)[0]) == 3 else alpha
+    g.node("PRelu", [layer.inputs[0], g.const(f"{layer.name}/alpha", slope)], layer.name, name=layer.name)
+
+
+@_emit_layer.register(Pad)
+def _emit_pad(layer: Pad, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
+    pads = np.array([0, 0, layer.top, layer.left, 0, 0, layer.bottom, layer.right], dtype=np.int64)
+    g.node("Pad", [layer.inputs[0], g.const(f"{layer.name}/pads", pads)], layer.name, name=layer.name,
+           mode="constant")
+
+
+@_emit_layer.register(Attention)
+def _emit_attention(layer: Attention, g: _GraphWriter, arch: Architecture, weights: Weights) -> None:
     name, (q, k, v) = layer.name, layer.inputs
-    seq, dim = shape
+    seq, dim = arch.in_shapes(layer)[0]
     heads, head_dim = layer.heads, dim // layer.heads
     split = [1, seq, heads, head_dim]
     heads_first = {}
@@ -332,7 +365,7 @@ def build_onnx(arch: Architecture, *, seed: int = 0, weights: Optional[Weights] 
     g = _GraphWriter()
     for layer in arch.layers:
         if not isinstance(layer, Input):
-            _emit_layer(g, arch, layer, resolved)
+            _emit_layer(layer, g, arch, resolved)
     graph = helper.make_graph(
         g.nodes,
         arch.name,

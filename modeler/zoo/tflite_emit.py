@@ -38,6 +38,7 @@ TRANSPOSE_CONV with a bias: 3).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -46,39 +47,11 @@ import numpy as np
 from fleetmeter.modelfile import TFLITE_IDENTIFIER
 
 from ._files import atomic_write
-from .arch import (
-    GENERATOR_VERSION,
-    Activation,
-    Add,
-    Architecture,
-    Attention,
-    AvgPool,
-    BatchNorm,
-    ChannelShuffle,
-    Concat,
-    Conv2D,
-    ConvTranspose2D,
-    Dense,
-    Flatten,
-    GlobalAvgPool,
-    Input,
-    LayerNorm,
-    MaxPool,
-    Mul,
-    Pad,
-    PReLU,
-    Scale,
-    Reshape,
-    Resize,
-    Shape,
-    Slice,
-    Softmax,
-    UnsupportedLayerError,
-    Weights,
-    metadata_entries,
-    resolve_weights,
-)
+from .arch import GENERATOR_VERSION, Architecture, Shape, Weights, metadata_entries, resolve_weights
 from .fold import batchnorm_scale_shift, fold_batchnorm
+from .layers import (Activation, Add, Attention, AvgPool, BatchNorm, ChannelShuffle, Concat, Conv2D, ConvTranspose2D,
+                     Dense, Flatten, GlobalAvgPool, Input, LayerNorm, MaxPool, Mul, Pad, PReLU, Reshape, Resize, Scale,
+                     Slice, Softmax, UnsupportedLayerError)
 
 __all__ = ["FILE_IDENTIFIER", "SCHEMA_VERSION", "tflite_shape", "build_tflite", "write_tflite", "TfliteGraph",
            "float_graph"]
@@ -306,9 +279,14 @@ def _activation(g: TfliteGraph, kind: str, x: int, out: int, name: str, shape: S
         raise UnsupportedLayerError(f"activation {kind!r}")
 
 
+def _int32(g: TfliteGraph, name: str, values: Sequence[int]) -> int:
+    """A new constant int32 vector tensor (shapes, axes, sizes)."""
+    return g.tensor(name, [len(values)], np.array(values, dtype=np.int32), dtype="int32")
+
+
 def _reshape(g: TfliteGraph, x: int, shape: Sequence[int], out: int, name: str) -> int:
     s = g.schema
-    target = g.tensor(f"{name}/shape", [len(shape)], np.array(shape, dtype=np.int32), dtype="int32")
+    target = _int32(g, f"{name}/shape", shape)
     options = s.ReshapeOptionsT()
     options.newShape = list(shape)
     g.op(s.BuiltinOperator.RESHAPE, [x, target], [out], s.BuiltinOptions.ReshapeOptions, options)
@@ -317,14 +295,14 @@ def _reshape(g: TfliteGraph, x: int, shape: Sequence[int], out: int, name: str) 
 
 def _transpose(g: TfliteGraph, x: int, perm: Sequence[int], out: int, name: str) -> int:
     s = g.schema
-    perm_t = g.tensor(f"{name}/perm", [len(perm)], np.array(perm, dtype=np.int32), dtype="int32")
+    perm_t = _int32(g, f"{name}/perm", perm)
     g.op(s.BuiltinOperator.TRANSPOSE, [x, perm_t], [out], s.BuiltinOptions.TransposeOptions, s.TransposeOptionsT())
     return out
 
 
 def _mean(g: TfliteGraph, x: int, axes: Sequence[int], keepdims: bool, out: int, name: str) -> int:
     s = g.schema
-    axes_t = g.tensor(f"{name}/axes", [len(axes)], np.array(axes, dtype=np.int32), dtype="int32")
+    axes_t = _int32(g, f"{name}/axes", axes)
     options = s.ReducerOptionsT()
     options.keepDims = keepdims
     g.op(s.BuiltinOperator.MEAN, [x, axes_t], [out], s.BuiltinOptions.ReducerOptions, options)
@@ -335,158 +313,208 @@ def _padding(s: Any, padding: str) -> int:
     return s.Padding.SAME if padding == "same" else s.Padding.VALID
 
 
-def _emit_layer(g: TfliteGraph, arch: Architecture, layer: Any, weights: Weights) -> None:
-    s = g.schema
-    op_codes = s.BuiltinOperator
-    opts = s.BuiltinOptions
-    name = layer.name
-    x = [g.index(i) for i in layer.inputs]
-    in_shapes = arch.in_shapes(layer)
-    out = g.tensor(name, tflite_shape(arch.shapes[name]))
+def _out_shape(arch: Architecture, layer: Any) -> List[int]:
+    return tflite_shape(arch.shapes[layer.name])
 
-    if isinstance(layer, Conv2D):
-        kernel = weights[name]["kernel"]  # OIHW
-        in_ch = in_shapes[0][2]
-        depthwise = layer.groups == in_ch and layer.groups > 1
-        if depthwise:
-            filt = g.tensor(f"{name}/kernel", [1, *layer.kernel, layer.out_ch], np.transpose(kernel, (1, 2, 3, 0)))
-        else:
-            filt = g.tensor(f"{name}/kernel", [layer.out_ch, *layer.kernel, in_ch // layer.groups],
-                            np.transpose(kernel, (0, 2, 3, 1)))
-        # TFLite's float conv kernels require a bias; bias=False gets zeros (as the converter does).
-        bias_data = weights[name]["bias"] if layer.bias else np.zeros(layer.out_ch, dtype=np.float32)
-        bias = g.tensor(f"{name}/bias", [layer.out_ch], bias_data)
-        common = dict(
-            padding=_padding(s, layer.padding),
-            strideH=layer.stride[0],
-            strideW=layer.stride[1],
-            dilationHFactor=layer.dilation[0],
-            dilationWFactor=layer.dilation[1],
-        )
-        if depthwise:
-            options = s.DepthwiseConv2DOptionsT()
-            options.depthMultiplier = layer.out_ch // in_ch
-            code, kind = op_codes.DEPTHWISE_CONV_2D, opts.DepthwiseConv2DOptions
-        else:
-            options = s.Conv2DOptionsT()
-            code, kind = op_codes.CONV_2D, opts.Conv2DOptions
-        target, options.fusedActivationFunction = _target(g, out, name, tflite_shape(arch.shapes[name]),
-                                                          layer.activation)
-        for key, value in common.items():
-            setattr(options, key, value)
-        g.op(code, [x[0], filt, bias], [target], kind, options)
-    elif isinstance(layer, (MaxPool, AvgPool)):
-        options = s.Pool2DOptionsT()
-        options.padding = _padding(s, layer.padding)
-        options.strideH, options.strideW = layer.stride
-        options.filterHeight, options.filterWidth = layer.kernel
-        code = op_codes.MAX_POOL_2D if isinstance(layer, MaxPool) else op_codes.AVERAGE_POOL_2D
-        g.op(code, x, [out], opts.Pool2DOptions, options)
-    elif isinstance(layer, GlobalAvgPool):
-        axes = [1] if len(in_shapes[0]) == 2 else [1, 2]  # tokens of [1, seq, dim] / h, w of NHWC
-        _mean(g, x[0], axes, bool(layer.keepdims), out, name)
-    elif isinstance(layer, Dense):
-        w = weights[name]
-        kernel = g.tensor(f"{name}/kernel", list(w["kernel"].shape), w["kernel"])
-        bias = g.tensor(f"{name}/bias", [layer.units], w["bias"]) if layer.bias else -1
-        options = s.FullyConnectedOptionsT()
-        target, options.fusedActivationFunction = _target(g, out, name, tflite_shape(arch.shapes[name]),
-                                                          layer.activation)
-        sequence = len(in_shapes[0]) == 2
-        options.keepNumDims = sequence
-        g.op(op_codes.FULLY_CONNECTED, [x[0], kernel, bias], [target], opts.FullyConnectedOptions, options,
-             version=5 if sequence else 1)
-    elif isinstance(layer, Add):
-        target, fused = _target(g, out, name, tflite_shape(arch.shapes[name]), layer.activation)
-        _binary(g, op_codes.ADD, x[0], x[1], target, fused)
-    elif isinstance(layer, Concat):
-        options = s.ConcatenationOptionsT()
-        options.axis = len(arch.shapes[name])  # last axis of [1, ...]
-        g.op(op_codes.CONCATENATION, x, [out], opts.ConcatenationOptions, options)
-    elif isinstance(layer, (Flatten, Reshape)):
-        target = tflite_shape(arch.shapes[name])
-        shape = g.tensor(f"{name}/shape", [len(target)], np.array(target, dtype=np.int32), dtype="int32")
-        options = s.ReshapeOptionsT()
-        options.newShape = target
-        g.op(op_codes.RESHAPE, [x[0], shape], [out], opts.ReshapeOptions, options)
-    elif isinstance(layer, Softmax):
-        options = s.SoftmaxOptionsT()
-        options.beta = 1.0
-        g.op(op_codes.SOFTMAX, x, [out], opts.SoftmaxOptions, options)
-    elif isinstance(layer, Activation):
-        _activation(g, layer.kind, x[0], out, name, tflite_shape(arch.shapes[name]))
-    elif isinstance(layer, BatchNorm):
-        shape = tflite_shape(arch.shapes[name])
-        scale, shift = batchnorm_scale_shift(weights[name], layer.epsilon)
-        scaled = _binary(g, op_codes.MUL, x[0], g.tensor(f"{name}/scale", [len(scale)], scale.astype(np.float32)),
-                         g.tensor(f"{name}/scaled", shape))
-        target, fused = _target(g, out, name, shape, layer.activation)
-        _binary(g, op_codes.ADD, scaled, g.tensor(f"{name}/shift", [len(shift)], shift.astype(np.float32)),
-                target, fused)
-    elif isinstance(layer, Mul):
-        _binary(g, op_codes.MUL, x[0], x[1], out)
-    elif isinstance(layer, Scale):
-        _binary(g, op_codes.MUL, x[0], _scalar(g, layer.factor), out)
-    elif isinstance(layer, Slice):
-        shape = tflite_shape(in_shapes[0])
-        begin = [0] * (len(shape) - 1) + [layer.start]
-        size = shape[:-1] + [layer.size]
-        begin_t = g.tensor(f"{name}/begin", [len(begin)], np.array(begin, dtype=np.int32), dtype="int32")
-        size_t = g.tensor(f"{name}/size", [len(size)], np.array(size, dtype=np.int32), dtype="int32")
-        g.op(op_codes.SLICE, [x[0], begin_t, size_t], [out], opts.SliceOptions, s.SliceOptionsT())
-    elif isinstance(layer, ChannelShuffle):
-        h, w, c = in_shapes[0]
-        groups = layer.groups
-        grouped = _reshape(g, x[0], [1, h * w, groups, c // groups],
-                           g.tensor(f"{name}/grouped", [1, h * w, groups, c // groups]), f"{name}/group")
-        swapped = _transpose(g, grouped, [0, 1, 3, 2], g.tensor(f"{name}/swapped", [1, h * w, c // groups, groups]),
-                             f"{name}/transpose")
-        _reshape(g, swapped, tflite_shape(in_shapes[0]), out, name)
-    elif isinstance(layer, LayerNorm):
-        _emit_layer_norm(g, layer, x[0], out, tflite_shape(in_shapes[0]), weights[name])
-    elif isinstance(layer, Attention):
-        _emit_attention(g, layer, x, out, in_shapes[0])
-    elif isinstance(layer, Resize):
-        out_h, out_w, _ = arch.shapes[name]
-        size = g.tensor(f"{name}/size", [2], np.array([out_h, out_w], dtype=np.int32), dtype="int32")
-        if layer.mode == "nearest":
-            options = s.ResizeNearestNeighborOptionsT()
-            options.alignCorners, options.halfPixelCenters = False, False
-            g.op(op_codes.RESIZE_NEAREST_NEIGHBOR, [x[0], size], [out], opts.ResizeNearestNeighborOptions, options)
-        else:
-            options = s.ResizeBilinearOptionsT()
-            options.alignCorners, options.halfPixelCenters = False, True
-            g.op(op_codes.RESIZE_BILINEAR, [x[0], size], [out], opts.ResizeBilinearOptions, options, version=3)
-    elif isinstance(layer, ConvTranspose2D):
-        w = weights[name]
-        out_shape = tflite_shape(arch.shapes[name])
-        shape_t = g.tensor(f"{name}/output_shape", [4], np.array(out_shape, dtype=np.int32), dtype="int32")
-        filt = g.tensor(f"{name}/kernel", [layer.out_ch, *layer.kernel, in_shapes[0][2]],
-                        np.transpose(w["kernel"], (1, 2, 3, 0)))  # IOHW -> OHWI
-        bias_data = w["bias"] if layer.bias else np.zeros(layer.out_ch, dtype=np.float32)
-        bias = g.tensor(f"{name}/bias", [layer.out_ch], bias_data)
-        options = s.TransposeConvOptionsT()
-        options.padding = _padding(s, layer.padding)
-        options.strideH, options.strideW = layer.stride
-        g.op(op_codes.TRANSPOSE_CONV, [shape_t, filt, x[0], bias], [out], opts.TransposeConvOptions, options,
-             version=3)
-    elif isinstance(layer, PReLU):
-        alpha = weights[name]["alpha"]
-        shape = [1, 1, len(alpha)] if len(in_shapes[0]) == 3 else [len(alpha)]
-        g.op(op_codes.PRELU, [x[0], g.tensor(f"{name}/alpha", shape, alpha.reshape(shape))], [out])
-    elif isinstance(layer, Pad):
-        paddings = np.array([[0, 0], [layer.top, layer.bottom], [layer.left, layer.right], [0, 0]], dtype=np.int32)
-        pad_t = g.tensor(f"{name}/paddings", [4, 2], paddings, dtype="int32")
-        g.op(op_codes.PAD, [x[0], pad_t], [out], opts.PadOptions, s.PadOptionsT())
+
+def _zero_or_bias(g: TfliteGraph, layer: Any, weights: Weights) -> int:
+    """The bias tensor; TFLite's float conv kernels require one, so bias=False gets zeros (as the converter does)."""
+    data = weights[layer.name]["bias"] if layer.bias else np.zeros(layer.out_ch, dtype=np.float32)
+    return g.tensor(f"{layer.name}/bias", [layer.out_ch], data)
+
+
+@functools.singledispatch
+def _emit_op(layer: Any, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    """Add the ops of ``layer`` to ``g``, reading tensors ``x`` and writing ``out`` (already created; see
+    :func:`_target` for activations that do not fuse): one function registered per layer kind (Input has none)."""
+    raise UnsupportedLayerError(f"the TFLite emitter has no rule for {type(layer).__name__}")
+
+
+@_emit_op.register(Conv2D)
+def _emit_conv(layer: Conv2D, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    s, name = g.schema, layer.name
+    kernel = weights[name]["kernel"]  # OIHW
+    in_ch = arch.in_shapes(layer)[0][2]
+    depthwise = layer.groups == in_ch and layer.groups > 1
+    if depthwise:
+        filt = g.tensor(f"{name}/kernel", [1, *layer.kernel, layer.out_ch], np.transpose(kernel, (1, 2, 3, 0)))
+        options = s.DepthwiseConv2DOptionsT()
+        options.depthMultiplier = layer.out_ch // in_ch
+        code, kind = s.BuiltinOperator.DEPTHWISE_CONV_2D, s.BuiltinOptions.DepthwiseConv2DOptions
     else:
-        raise UnsupportedLayerError(f"the TFLite emitter has no rule for {type(layer).__name__}")
-    if getattr(layer, "activation", None) not in _FUSABLE:  # _target wrote <name>/pre_act
-        _activation(g, layer.activation, g.index(f"{name}/pre_act"), out, name, tflite_shape(arch.shapes[name]))
+        filt = g.tensor(f"{name}/kernel", [layer.out_ch, *layer.kernel, in_ch // layer.groups],
+                        np.transpose(kernel, (0, 2, 3, 1)))
+        options = s.Conv2DOptionsT()
+        code, kind = s.BuiltinOperator.CONV_2D, s.BuiltinOptions.Conv2DOptions
+    bias = _zero_or_bias(g, layer, weights)
+    target, options.fusedActivationFunction = _target(g, out, name, _out_shape(arch, layer), layer.activation)
+    options.padding = _padding(s, layer.padding)
+    options.strideH, options.strideW = layer.stride
+    options.dilationHFactor, options.dilationWFactor = layer.dilation
+    g.op(code, [x[0], filt, bias], [target], kind, options)
 
 
-def _emit_layer_norm(g: TfliteGraph, layer: LayerNorm, x: int, out: int, shape: List[int], w: Dict) -> None:
-    ops = g.schema.BuiltinOperator
-    name = layer.name
+@_emit_op.register(MaxPool)
+@_emit_op.register(AvgPool)
+def _emit_pool(layer: Union[MaxPool, AvgPool], g: TfliteGraph, arch: Architecture, weights: Weights,
+               x: List[int], out: int) -> None:
+    s = g.schema
+    options = s.Pool2DOptionsT()
+    options.padding = _padding(s, layer.padding)
+    options.strideH, options.strideW = layer.stride
+    options.filterHeight, options.filterWidth = layer.kernel
+    code = s.BuiltinOperator.MAX_POOL_2D if isinstance(layer, MaxPool) else s.BuiltinOperator.AVERAGE_POOL_2D
+    g.op(code, x, [out], s.BuiltinOptions.Pool2DOptions, options)
+
+
+@_emit_op.register(GlobalAvgPool)
+def _emit_global_pool(layer: GlobalAvgPool, g: TfliteGraph, arch: Architecture, weights: Weights,
+                      x: List[int], out: int) -> None:
+    axes = [1] if len(arch.in_shapes(layer)[0]) == 2 else [1, 2]  # tokens of [1, seq, dim] / h, w of NHWC
+    _mean(g, x[0], axes, bool(layer.keepdims), out, layer.name)
+
+
+@_emit_op.register(Dense)
+def _emit_dense(layer: Dense, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    s, name, w = g.schema, layer.name, weights[layer.name]
+    kernel = g.tensor(f"{name}/kernel", list(w["kernel"].shape), w["kernel"])
+    bias = g.tensor(f"{name}/bias", [layer.units], w["bias"]) if layer.bias else -1
+    options = s.FullyConnectedOptionsT()
+    target, options.fusedActivationFunction = _target(g, out, name, _out_shape(arch, layer), layer.activation)
+    sequence = len(arch.in_shapes(layer)[0]) == 2
+    options.keepNumDims = sequence
+    g.op(s.BuiltinOperator.FULLY_CONNECTED, [x[0], kernel, bias], [target], s.BuiltinOptions.FullyConnectedOptions,
+         options, version=5 if sequence else 1)
+
+
+@_emit_op.register(Add)
+def _emit_add(layer: Add, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    target, fused = _target(g, out, layer.name, _out_shape(arch, layer), layer.activation)
+    _binary(g, g.schema.BuiltinOperator.ADD, x[0], x[1], target, fused)
+
+
+@_emit_op.register(Concat)
+def _emit_concat(layer: Concat, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    s = g.schema
+    options = s.ConcatenationOptionsT()
+    options.axis = len(arch.shapes[layer.name])  # last axis of [1, ...]
+    g.op(s.BuiltinOperator.CONCATENATION, x, [out], s.BuiltinOptions.ConcatenationOptions, options)
+
+
+@_emit_op.register(Flatten)
+@_emit_op.register(Reshape)
+def _emit_reshape(layer: Union[Flatten, Reshape], g: TfliteGraph, arch: Architecture, weights: Weights,
+                  x: List[int], out: int) -> None:
+    _reshape(g, x[0], _out_shape(arch, layer), out, layer.name)
+
+
+@_emit_op.register(Softmax)
+def _emit_softmax(layer: Softmax, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    s = g.schema
+    options = s.SoftmaxOptionsT()
+    options.beta = 1.0
+    g.op(s.BuiltinOperator.SOFTMAX, x, [out], s.BuiltinOptions.SoftmaxOptions, options)
+
+
+@_emit_op.register(Activation)
+def _emit_activation(layer: Activation, g: TfliteGraph, arch: Architecture, weights: Weights,
+                     x: List[int], out: int) -> None:
+    _activation(g, layer.kind, x[0], out, layer.name, _out_shape(arch, layer))
+
+
+@_emit_op.register(BatchNorm)
+def _emit_batchnorm(layer: BatchNorm, g: TfliteGraph, arch: Architecture, weights: Weights,
+                    x: List[int], out: int) -> None:
+    ops, name, shape = g.schema.BuiltinOperator, layer.name, _out_shape(arch, layer)
+    scale, shift = batchnorm_scale_shift(weights[name], layer.epsilon)
+    scaled = _binary(g, ops.MUL, x[0], g.tensor(f"{name}/scale", [len(scale)], scale.astype(np.float32)),
+                     g.tensor(f"{name}/scaled", shape))
+    target, fused = _target(g, out, name, shape, layer.activation)
+    _binary(g, ops.ADD, scaled, g.tensor(f"{name}/shift", [len(shift)], shift.astype(np.float32)), target, fused)
+
+
+@_emit_op.register(Mul)
+def _emit_mul(layer: Mul, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    _binary(g, g.schema.BuiltinOperator.MUL, x[0], x[1], out)
+
+
+@_emit_op.register(Scale)
+def _emit_scale(layer: Scale, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    _binary(g, g.schema.BuiltinOperator.MUL, x[0], _scalar(g, layer.factor), out)
+
+
+@_emit_op.register(Slice)
+def _emit_slice(layer: Slice, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    s, name = g.schema, layer.name
+    shape = tflite_shape(arch.in_shapes(layer)[0])
+    begin_t = _int32(g, f"{name}/begin", [0] * (len(shape) - 1) + [layer.start])
+    size_t = _int32(g, f"{name}/size", shape[:-1] + [layer.size])
+    g.op(s.BuiltinOperator.SLICE, [x[0], begin_t, size_t], [out], s.BuiltinOptions.SliceOptions, s.SliceOptionsT())
+
+
+@_emit_op.register(ChannelShuffle)
+def _emit_shuffle(layer: ChannelShuffle, g: TfliteGraph, arch: Architecture, weights: Weights,
+                  x: List[int], out: int) -> None:
+    name, (h, w, c), groups = layer.name, arch.in_shapes(layer)[0], layer.groups
+    grouped = _reshape(g, x[0], [1, h * w, groups, c // groups],
+                       g.tensor(f"{name}/grouped", [1, h * w, groups, c // groups]), f"{name}/group")
+    swapped = _transpose(g, grouped, [0, 1, 3, 2], g.tensor(f"{name}/swapped", [1, h * w, c // groups, groups]),
+                         f"{name}/transpose")
+    _reshape(g, swapped, tflite_shape(arch.in_shapes(layer)[0]), out, name)
+
+
+@_emit_op.register(Resize)
+def _emit_resize(layer: Resize, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    s = g.schema
+    out_h, out_w, _ = arch.shapes[layer.name]
+    size = _int32(g, f"{layer.name}/size", [out_h, out_w])
+    if layer.mode == "nearest":
+        options = s.ResizeNearestNeighborOptionsT()
+        options.alignCorners, options.halfPixelCenters = False, False
+        g.op(s.BuiltinOperator.RESIZE_NEAREST_NEIGHBOR, [x[0], size], [out],
+             s.BuiltinOptions.ResizeNearestNeighborOptions, options)
+    else:
+        options = s.ResizeBilinearOptionsT()
+        options.alignCorners, options.halfPixelCenters = False, True
+        g.op(s.BuiltinOperator.RESIZE_BILINEAR, [x[0], size], [out], s.BuiltinOptions.ResizeBilinearOptions, options,
+             version=3)
+
+
+@_emit_op.register(ConvTranspose2D)
+def _emit_conv_transpose(layer: ConvTranspose2D, g: TfliteGraph, arch: Architecture, weights: Weights,
+                         x: List[int], out: int) -> None:
+    s, name = g.schema, layer.name
+    shape_t = _int32(g, f"{name}/output_shape", _out_shape(arch, layer))
+    filt = g.tensor(f"{name}/kernel", [layer.out_ch, *layer.kernel, arch.in_shapes(layer)[0][2]],
+                    np.transpose(weights[name]["kernel"], (1, 2, 3, 0)))  # IOHW -> OHWI
+    bias = _zero_or_bias(g, layer, weights)
+    options = s.TransposeConvOptionsT()
+    options.padding = _padding(s, layer.padding)
+    options.strideH, options.strideW = layer.stride
+    g.op(s.BuiltinOperator.TRANSPOSE_CONV, [shape_t, filt, x[0], bias], [out], s.BuiltinOptions.TransposeConvOptions,
+         options, version=3)
+
+
+@_emit_op.register(PReLU)
+def _emit_prelu(layer: PReLU, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    alpha = weights[layer.name]["alpha"]
+    shape = [1, 1, len(alpha)] if len(arch.in_shapes(layer)[0]) == 3 else [len(alpha)]
+    g.op(g.schema.BuiltinOperator.PRELU, [x[0], g.tensor(f"{layer.name}/alpha", shape, alpha.reshape(shape))], [out])
+
+
+@_emit_op.register(Pad)
+def _emit_pad(layer: Pad, g: TfliteGraph, arch: Architecture, weights: Weights, x: List[int], out: int) -> None:
+    s = g.schema
+    paddings = np.array([[0, 0], [layer.top, layer.bottom], [layer.left, layer.right], [0, 0]], dtype=np.int32)
+    pad_t = g.tensor(f"{layer.name}/paddings", [4, 2], paddings, dtype="int32")
+    g.op(s.BuiltinOperator.PAD, [x[0], pad_t], [out], s.BuiltinOptions.PadOptions, s.PadOptionsT())
+
+
+@_emit_op.register(LayerNorm)
+def _emit_layer_norm(layer: LayerNorm, g: TfliteGraph, arch: Architecture, weights: Weights,
+                     inputs: List[int], out: int) -> None:
+    ops, name, w = g.schema.BuiltinOperator, layer.name, weights[layer.name]
+    x, shape = inputs[0], tflite_shape(arch.in_shapes(layer)[0])
     reduced = shape[:-1] + [1]
     axis = [len(shape) - 1]
     mean = _mean(g, x, axis, True, g.tensor(f"{name}/mean", reduced), f"{name}/mean")
@@ -502,11 +530,13 @@ def _emit_layer_norm(g: TfliteGraph, layer: LayerNorm, x: int, out: int, shape: 
     _binary(g, ops.ADD, scaled, g.tensor(f"{name}/beta", [shape[-1]], w["beta"]), out)
 
 
-def _emit_attention(g: TfliteGraph, layer: Attention, x: List[int], out: int, shape: Shape) -> None:
+@_emit_op.register(Attention)
+def _emit_attention(layer: Attention, g: TfliteGraph, arch: Architecture, weights: Weights,
+                    x: List[int], out: int) -> None:
     s = g.schema
     ops = s.BuiltinOperator
     name = layer.name
-    seq, dim = shape
+    seq, dim = arch.in_shapes(layer)[0]
     heads, head_dim = layer.heads, dim // layer.heads
     split, per_head = [1, seq, heads, head_dim], [1, heads, seq, head_dim]
     heads_first = []
@@ -533,6 +563,14 @@ def _emit_attention(g: TfliteGraph, layer: Attention, x: List[int], out: int, sh
     context = batch_matmul(probs, v, f"{name}/context", per_head, adj_y=False)
     merged = _transpose(g, context, [0, 2, 1, 3], g.tensor(f"{name}/merged", split), f"{name}/merge")
     _reshape(g, merged, [1, seq, dim], out, name)
+
+
+def _emit_layer(g: TfliteGraph, arch: Architecture, layer: Any, weights: Weights) -> None:
+    """The output tensor of ``layer``, its ops (:func:`_emit_op`), then its activation when that did not fuse."""
+    out = g.tensor(layer.name, _out_shape(arch, layer))
+    _emit_op(layer, g, arch, weights, [g.index(i) for i in layer.inputs], out)
+    if getattr(layer, "activation", None) not in _FUSABLE:  # _target wrote <name>/pre_act
+        _activation(g, layer.activation, g.index(f"{layer.name}/pre_act"), out, layer.name, _out_shape(arch, layer))
 
 
 def build_tflite(arch: Architecture, *, seed: int = 0, weights: Optional[Weights] = None) -> bytes:

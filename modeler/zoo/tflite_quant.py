@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -253,22 +253,8 @@ def _new_tensor(g: TfliteGraph, name: str, like: Any, tensor_type: int, quantiza
     return len(g.tensors) - 1
 
 
-def quantize_graph(g: TfliteGraph, inputs: List[int], outputs: List[int], ranges: Mapping[int, Range]
-                   ) -> Tuple[List[int], List[int]]:
-    """Rewrite the float graph ``g`` into its int8 form in place; return the new ``(inputs, outputs)``.
-
-    ``ranges`` are the calibrated ``(min, max)`` of the activation tensors
-    (:func:`calibration_ranges`). See the module docstring for the scheme.
-    """
-    s = g.schema
-    types = s.TensorType
-    names = _op_names(g)
-    activations = {i for i, t in enumerate(g.tensors) if t.buffer == 0 and t.type == types.FLOAT32}
-    missing = sorted(i for i in activations if i not in ranges)
-    if missing:
-        raise QuantizationError(f"no calibration range for tensors {[g.tensors[i].name for i in missing]}")
-
-    # One (scale, zero point) per class of tensors the same-scale ops tie together.
+def _same_scale_classes(g: TfliteGraph, names: Sequence[str], activations: Set[int]) -> _UnionFind:
+    """The activation tensors the same-scale ops tie together, as union-find classes."""
     classes = _UnionFind()
     for op, name in zip(g.operators, names):
         if name in _SAME_SCALE:
@@ -276,6 +262,12 @@ def quantize_graph(g: TfliteGraph, inputs: List[int], outputs: List[int], ranges
             tied = [t for k, t in enumerate(op.inputs) if (slots is None or k in slots) and t in activations]
             for t in tied + [o for o in op.outputs if o in activations]:
                 classes.union(tied[0], t)
+    return classes
+
+
+def _fixed_params(g: TfliteGraph, names: Sequence[str], activations: Set[int], classes: _UnionFind
+                  ) -> Dict[int, Tuple[float, int]]:
+    """``{class root: (scale, zero point)}`` of the classes TFLite fixes (LOGISTIC and SOFTMAX outputs)."""
     fixed: Dict[int, Tuple[float, int]] = {}
     for op, name in zip(g.operators, names):
         if name in _FIXED_OUTPUT:
@@ -284,6 +276,14 @@ def quantize_graph(g: TfliteGraph, inputs: List[int], outputs: List[int], ranges
                 raise QuantizationError(f"{name} output {g.tensors[op.outputs[0]].name!r} must keep TFLite's fixed "
                                         f"int8 scale but a same-scale op ties it to other tensors")
             fixed[root] = _FIXED_OUTPUT[name]
+    return fixed
+
+
+def _quantize_activations(g: TfliteGraph, names: Sequence[str], activations: Set[int], ranges: Mapping[int, Range]
+                          ) -> None:
+    """Make every activation tensor int8 with one (scale, zero point) per same-scale class."""
+    classes = _same_scale_classes(g, names, activations)
+    fixed = _fixed_params(g, names, activations, classes)
     class_range: Dict[int, Range] = {}
     for t in sorted(activations):
         root = classes.find(t)
@@ -293,56 +293,84 @@ def quantize_graph(g: TfliteGraph, inputs: List[int], outputs: List[int], ranges
     params = {root: fixed.get(root) or _activation_params(*r) for root, r in class_range.items()}
     for t in sorted(activations):
         scale, zero_point = params[classes.find(t)]
-        g.tensors[t].type = types.INT8
+        g.tensors[t].type = g.schema.TensorType.INT8
         g.tensors[t].quantization = _quant(g, [scale], [zero_point])
 
-    # Constants: per-channel weights with int32 biases, everything else per tensor.
+
+def _int32_bias(g: TfliteGraph, op: Any, weighted: Tuple[int, int, int, int], w_scales: np.ndarray) -> Optional[int]:
+    """Quantize ``op``'s float bias (if any) to int32 at ``input scale * weight scale``; return its index."""
+    bias = op.inputs[weighted[2]] if len(op.inputs) > weighted[2] else -1
+    if bias < 0:
+        return None
+    in_scale = np.float64(g.tensors[op.inputs[weighted[3]]].quantization.scale[0])
+    b_scales = (in_scale * w_scales).astype(np.float32).astype(np.float64)
+    b = _float_data(g, g.tensors[bias]).astype(np.float64)
+    q = np.clip(np.round(b / b_scales), -(2 ** 31 - 1), 2 ** 31 - 1).astype(np.int32)
+    _set_data(g, g.tensors[bias], q, g.schema.TensorType.INT32, _quant(g, b_scales, [0] * len(b_scales)))
+    return bias
+
+
+def _quantize_constants(g: TfliteGraph, names: Sequence[str]) -> None:
+    """Per-channel weights with int32 biases, every other float constant per tensor."""
     done = set()
     for op, name in zip(g.operators, names):
         weighted = _WEIGHTED.get(name)
         for k, t in enumerate(op.inputs):
-            if t < 0 or t in done or g.tensors[t].buffer == 0 or g.tensors[t].type != types.FLOAT32:
+            if t < 0 or t in done or g.tensors[t].buffer == 0 or g.tensors[t].type != g.schema.TensorType.FLOAT32:
                 continue
-            tensor = g.tensors[t]
             if weighted and k == weighted[0]:
-                w_scales = _per_channel_weights(g, tensor, weighted[1])
-                bias = op.inputs[weighted[2]] if len(op.inputs) > weighted[2] else -1
-                if bias >= 0:
-                    in_scale = np.float64(g.tensors[op.inputs[weighted[3]]].quantization.scale[0])
-                    b_scales = (in_scale * w_scales).astype(np.float32).astype(np.float64)
-                    b = _float_data(g, g.tensors[bias]).astype(np.float64)
-                    q = np.clip(np.round(b / b_scales), -(2 ** 31 - 1), 2 ** 31 - 1).astype(np.int32)
-                    _set_data(g, g.tensors[bias], q, types.INT32, _quant(g, b_scales, [0] * len(b_scales)))
+                bias = _int32_bias(g, op, weighted, _per_channel_weights(g, g.tensors[t], weighted[1]))
+                if bias is not None:
                     done.add(bias)
             elif weighted and k == weighted[2]:
                 continue  # a bias: quantized with its weights (always listed before it)
             else:
-                _per_tensor_constant(g, tensor)
+                _per_tensor_constant(g, g.tensors[t])
             done.add(t)
 
-    for name, code in zip(names, [g.operator_codes[op.opcodeIndex] for op in g.operators]):
-        code.version = max(code.version, _INT8_VERSION.get(name, 1))
 
-    # Float edges: QUANTIZE after each input, DEQUANTIZE before each output.
-    ops = s.BuiltinOperator
+def _float_twin(g: TfliteGraph, index: int) -> int:
+    """A new float32 tensor that takes over the name of int8 tensor ``index`` (renamed ``NAME/int8``)."""
+    tensor = g.tensors[index]
+    float_index = _new_tensor(g, tensor.name, tensor, g.schema.TensorType.FLOAT32)
+    tensor.name = f"{tensor.name}/int8"
+    return float_index
+
+
+def _float_edges(g: TfliteGraph, inputs: List[int], outputs: List[int]) -> Tuple[List[int], List[int]]:
+    """QUANTIZE after each graph input, DEQUANTIZE before each output; the new float ``(inputs, outputs)``."""
+    s = g.schema
     head, new_inputs = [], []
     for i in inputs:
-        tensor = g.tensors[i]
-        float_index = _new_tensor(g, tensor.name, tensor, types.FLOAT32)
-        tensor.name = f"{tensor.name}/int8"
-        head.append(s.OperatorT(opcodeIndex=g.opcode(ops.QUANTIZE, version=_INT8_VERSION["QUANTIZE"]),
-                                inputs=[float_index], outputs=[i]))
-        new_inputs.append(float_index)
+        new_inputs.append(_float_twin(g, i))
+        head.append(s.OperatorT(opcodeIndex=g.opcode(s.BuiltinOperator.QUANTIZE, version=_INT8_VERSION["QUANTIZE"]),
+                                inputs=[new_inputs[-1]], outputs=[i]))
     new_outputs = []
     for o in outputs:
-        tensor = g.tensors[o]
-        float_index = _new_tensor(g, tensor.name, tensor, types.FLOAT32)
-        tensor.name = f"{tensor.name}/int8"
-        g.operators.append(s.OperatorT(opcodeIndex=g.opcode(ops.DEQUANTIZE, version=_INT8_VERSION["DEQUANTIZE"]),
-                                       inputs=[o], outputs=[float_index]))
-        new_outputs.append(float_index)
+        new_outputs.append(_float_twin(g, o))
+        code = g.opcode(s.BuiltinOperator.DEQUANTIZE, version=_INT8_VERSION["DEQUANTIZE"])
+        g.operators.append(s.OperatorT(opcodeIndex=code, inputs=[o], outputs=[new_outputs[-1]]))
     g.operators[:0] = head
     return new_inputs, new_outputs
+
+
+def quantize_graph(g: TfliteGraph, inputs: List[int], outputs: List[int], ranges: Mapping[int, Range]
+                   ) -> Tuple[List[int], List[int]]:
+    """Rewrite the float graph ``g`` into its int8 form in place; return the new ``(inputs, outputs)``.
+
+    ``ranges`` are the calibrated ``(min, max)`` of the activation tensors
+    (:func:`calibration_ranges`). See the module docstring for the scheme.
+    """
+    names = _op_names(g)
+    activations = {i for i, t in enumerate(g.tensors) if t.buffer == 0 and t.type == g.schema.TensorType.FLOAT32}
+    missing = sorted(i for i in activations if i not in ranges)
+    if missing:
+        raise QuantizationError(f"no calibration range for tensors {[g.tensors[i].name for i in missing]}")
+    _quantize_activations(g, names, activations, ranges)
+    _quantize_constants(g, names)
+    for name, code in zip(names, [g.operator_codes[op.opcodeIndex] for op in g.operators]):
+        code.version = max(code.version, _INT8_VERSION.get(name, 1))
+    return _float_edges(g, inputs, outputs)
 
 
 # --------------------------------------------------------------------------

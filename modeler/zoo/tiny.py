@@ -10,21 +10,8 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
-from .arch import (
-    Activation,
-    Add,
-    Architecture,
-    AvgPool,
-    Concat,
-    Conv2D,
-    Dense,
-    Flatten,
-    GlobalAvgPool,
-    Input,
-    MaxPool,
-    Reshape,
-    Softmax,
-)
+from .arch import (Activation, Add, Architecture, AvgPool, Concat, Conv2D, Dense, Flatten, GlobalAvgPool, Input,
+                   MaxPool, Reshape, Softmax)
 
 __all__ = [
     "convnet",
@@ -41,15 +28,8 @@ __all__ = [
 BUILTIN_SEED = 0
 
 
-def convnet(
-    name: str = "convnet",
-    *,
-    input_size: int = 32,
-    in_ch: int = 3,
-    widths: Sequence[int] = (16, 32, 32),
-    dense_units: int = 64,
-    num_classes: int = 10,
-) -> Architecture:
+def convnet(name: str = "convnet", *, input_size: int = 32, in_ch: int = 3, widths: Sequence[int] = (16, 32, 32),
+            dense_units: int = 64, num_classes: int = 10) -> Architecture:
     """VGG-style stack: [3x3 conv + ReLU + 2x2 max-pool] per width, flatten, MLP head."""
     layers: List = [Input(input_size, input_size, in_ch)]
     for i, width in enumerate(widths):
@@ -61,15 +41,9 @@ def convnet(
     return Architecture(name, "convnet", tuple(layers), hp)
 
 
-def mobilenet_v1(
-    name: str = "mobilenet_v1",
-    *,
-    input_size: int = 64,
-    in_ch: int = 3,
-    stem_width: int = 16,
-    blocks: Sequence[Tuple[int, int]] = ((32, 1), (64, 2), (64, 1), (128, 2)),
-    num_classes: int = 10,
-) -> Architecture:
+def mobilenet_v1(name: str = "mobilenet_v1", *, input_size: int = 64, in_ch: int = 3, stem_width: int = 16,
+                 blocks: Sequence[Tuple[int, int]] = ((32, 1), (64, 2), (64, 1), (128, 2)), num_classes: int = 10
+                 ) -> Architecture:
     """MobileNetV1: a strided stem, then depthwise-separable blocks ``(out_ch, stride)``."""
     layers: List = [
         Input(input_size, input_size, in_ch),
@@ -88,16 +62,9 @@ def mobilenet_v1(
     return Architecture(name, "mobilenet_v1", tuple(layers), hp)
 
 
-def resnet(
-    name: str = "resnet",
-    *,
-    input_size: int = 32,
-    in_ch: int = 3,
-    stem_width: int = 16,
-    stages: Sequence[Tuple[int, int]] = ((16, 1), (32, 2)),
-    blocks_per_stage: int = 2,
-    num_classes: int = 10,
-) -> Architecture:
+def resnet(name: str = "resnet", *, input_size: int = 32, in_ch: int = 3, stem_width: int = 16,
+           stages: Sequence[Tuple[int, int]] = ((16, 1), (32, 2)), blocks_per_stage: int = 2, num_classes: int = 10
+           ) -> Architecture:
     """ResNet with basic blocks; ``stages`` are ``(width, first stride)``.
 
     A block whose stride or width changes uses a 1x1 projection shortcut.
@@ -124,15 +91,9 @@ def resnet(
     return Architecture(name, "resnet", tuple(layers), hp)
 
 
-def squeezenet(
-    name: str = "squeezenet",
-    *,
-    input_size: int = 64,
-    in_ch: int = 3,
-    stem_width: int = 32,
-    fires: Sequence[Tuple[int, int, bool]] = ((8, 16, False), (8, 16, True), (16, 32, False)),
-    num_classes: int = 10,
-) -> Architecture:
+def squeezenet(name: str = "squeezenet", *, input_size: int = 64, in_ch: int = 3, stem_width: int = 32,
+               fires: Sequence[Tuple[int, int, bool]] = ((8, 16, False), (8, 16, True), (16, 32, False)),
+               num_classes: int = 10) -> Architecture:
     """SqueezeNet: fire modules ``(squeeze, expand, pool_after)``; expand 1x1 and 3x3 are concatenated."""
     layers: List = [
         Input(input_size, input_size, in_ch),
@@ -162,9 +123,8 @@ def squeezenet(
     return Architecture(name, "squeezenet", tuple(layers), hp)
 
 
-def mlp(
-    name: str = "mlp", *, in_features: int = 256, hidden: Sequence[int] = (256, 256, 128), num_classes: int = 10
-) -> Architecture:
+def mlp(name: str = "mlp", *, in_features: int = 256, hidden: Sequence[int] = (256, 256, 128), num_classes: int = 10
+        ) -> Architecture:
     """Multi-layer perceptron on a vector input."""
     layers: List = [Input(in_features)]
     for i, units in enumerate(hidden):
@@ -174,16 +134,8 @@ def mlp(
     return Architecture(name, "mlp", tuple(layers), hp)
 
 
-def dilated_convnet(
-    name: str = "dilated_convnet",
-    *,
-    input_size: int = 32,
-    in_ch: int = 3,
-    width: int = 16,
-    dilation: int = 2,
-    groups: int = 4,
-    num_classes: int = 10,
-) -> Architecture:
+def dilated_convnet(name: str = "dilated_convnet", *, input_size: int = 32, in_ch: int = 3, width: int = 16,
+                    dilation: int = 2, groups: int = 4, num_classes: int = 10) -> Architecture:
     """A grab-bag of less common options: bias-free and dilated convs, average
     pooling, depth multiplier 2, grouped 1x1 conv, standalone ReLU6, reshape."""
     layers: List = [

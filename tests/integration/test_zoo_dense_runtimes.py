@@ -13,45 +13,18 @@ import math
 import numpy as np
 import pytest
 
-ort = pytest.importorskip("onnxruntime")
-litert = pytest.importorskip("ai_edge_litert.interpreter")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("ai_edge_litert.interpreter")
 
 from fleetmeter.modeler.features import LAYOUT_OPS, extract_features  # noqa: E402
-from fleetmeter.modeler.zoo.arch import (  # noqa: E402
-    Architecture,
-    ConvTranspose2D,
-    Input,
-    Pad,
-    PReLU,
-    Resize,
-    init_weights,
-    same_padding,
-)
+from fleetmeter.modeler.zoo.arch import (Architecture, ConvTranspose2D, Input, Pad, PReLU, Resize,  # noqa: E402
+                                          init_weights, same_padding)
 from fleetmeter.modeler.zoo.families import derive_seed, get_family  # noqa: E402
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402
 from fleetmeter.modeler.zoo.tflite_emit import build_tflite  # noqa: E402
+from _support import normal_input, zoo_input, zoo_outputs  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-
-def _both(arch: Architecture, x: np.ndarray, seed: int = 0):
-    """Outputs of the ONNX and TFLite files for NHWC ``x``, both NHWC (or as stored for vectors)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(onnx_bytes(build_onnx(arch, seed=seed)), options,
-                                   providers=["CPUExecutionProvider"])
-    y_onnx = session.run(None, {session.get_inputs()[0].name: x.transpose(0, 3, 1, 2)})[0]
-    if y_onnx.ndim == 4:
-        y_onnx = y_onnx.transpose(0, 2, 3, 1)
-    interpreter = litert.Interpreter(model_content=build_tflite(arch, seed=seed), num_threads=1)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    return y_onnx, interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
-def _input(shape, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((1, *shape)).astype(np.float32)
 
 
 # -- numpy references ----------------------------------------------------------------------------------
@@ -92,9 +65,9 @@ def _np_conv_transpose(x: np.ndarray, kernel: np.ndarray, bias, stride, padding:
 @pytest.mark.parametrize("scale,mode", [(2, "nearest"), (3, "nearest"), (2, "bilinear"), (4, "bilinear")])
 def test_resize_matches_numpy(scale, mode):
     arch = Architecture("r", "test", (Input(5, 7, 3), Resize(scale, mode)))
-    x = _input((5, 7, 3))
+    x = normal_input((1, 5, 7, 3))
     expected = _np_nearest(x, scale) if mode == "nearest" else _np_bilinear(x, scale)
-    for y in _both(arch, x):
+    for y in zoo_outputs(arch, x):
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -103,20 +76,20 @@ def test_resize_matches_numpy(scale, mode):
 def test_conv_transpose_matches_numpy(kernel, stride, padding):
     arch = Architecture("t", "test", (Input(5, 6, 4), ConvTranspose2D(3, kernel, stride, padding, name="deconv")))
     w = {k: v.astype(np.float64) for k, v in init_weights(arch)["deconv"].items()}
-    x = _input((5, 6, 4))
+    x = normal_input((1, 5, 6, 4))
     out_hw = arch.shapes["deconv"][:2]
     expected = _np_conv_transpose(x.astype(np.float64), w["kernel"], w["bias"], arch.layers[1].stride, padding,
                                   out_hw)
-    for y in _both(arch, x):
+    for y in zoo_outputs(arch, x):
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_prelu_and_pad_match_numpy():
     arch = Architecture("p", "test", (Input(4, 5, 6), PReLU(name="prelu"), Pad(2, 0, 1, 3, name="pad")))
     alpha = init_weights(arch)["prelu"]["alpha"].astype(np.float64)
-    x = _input((4, 5, 6)).astype(np.float64)
+    x = normal_input((1, 4, 5, 6)).astype(np.float64)
     expected = np.pad(np.where(x > 0, x, alpha * x), ((0, 0), (2, 1), (0, 3), (0, 0)))
-    for y in _both(arch, x.astype(np.float32)):
+    for y in zoo_outputs(arch, x.astype(np.float32)):
         np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
 
 
@@ -126,8 +99,8 @@ def test_prelu_and_pad_match_numpy():
 @pytest.mark.parametrize("name,index", [("unet", i) for i in range(4)] + [("detector", i) for i in range(4)])
 def test_sampled_dense_models_agree_across_runtimes_and_formats(name, index):
     arch = get_family(name).sample(derive_seed(0, name, index), name=f"{name}-{index:04d}")
-    x = _input(arch.input_layers[0].shape)
-    y_onnx, y_tflite = _both(arch, x, seed=index)
+    x = zoo_input(arch)
+    y_onnx, y_tflite = zoo_outputs(arch, x, seed=index)
     assert y_onnx.shape == (1, *arch.shapes[arch.outputs[0]]) and np.std(y_onnx) > 0
     scale = float(np.max(np.abs(y_onnx)))
     np.testing.assert_allclose(y_tflite, y_onnx, rtol=1e-3, atol=1e-3 * scale)

@@ -15,74 +15,20 @@ import sys
 import numpy as np
 import pytest
 
-ort = pytest.importorskip("onnxruntime")
-litert = pytest.importorskip("ai_edge_litert.interpreter")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("ai_edge_litert.interpreter")
 
-from fleetmeter.modeler.zoo.arch import (  # noqa: E402
-    Activation,
-    Add,
-    Architecture,
-    Attention,
-    BatchNorm,
-    ChannelShuffle,
-    Concat,
-    Conv2D,
-    Dense,
-    GlobalAvgPool,
-    Input,
-    LayerNorm,
-    Mul,
-    Slice,
-    Softmax,
-    init_weights,
-)
+from fleetmeter.modeler.zoo.arch import (Activation, Add, Architecture, Attention, BatchNorm,  # noqa: E402
+                                          ChannelShuffle, Concat, Conv2D, Dense, GlobalAvgPool, Input, LayerNorm, Mul,
+                                          Slice, Softmax, init_weights)
 from fleetmeter.modeler.zoo.build import build_zoo  # noqa: E402
-from fleetmeter.modeler.zoo.families import FAMILIES, SMALL_FIXED, derive_seed, family_names, get_family  # noqa: E402
-from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402
-from fleetmeter.modeler.zoo.tflite_emit import build_tflite  # noqa: E402
+from fleetmeter.modeler.zoo.families import FAMILIES, derive_seed, family_names  # noqa: E402
+from _support import (litert_interpreter, normal_input, ort_session, run_tflite, small_zoo_sample,  # noqa: E402
+                      zoo_input, zoo_outputs)
 
 pytestmark = pytest.mark.integration
 
 NAMES = family_names()
-
-
-def _session(model):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                providers=["CPUExecutionProvider"])
-
-
-def _interpreter(model):
-    if isinstance(model, bytes):
-        interpreter = litert.Interpreter(model_content=model, num_threads=1)
-    else:
-        interpreter = litert.Interpreter(model_path=str(model), num_threads=1)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _run_onnx(session, x):
-    """``x`` in logical layout (NHWC / [1, seq, dim] / [1, n]); output in the same layout."""
-    y = session.run(None, {session.get_inputs()[0].name: x.transpose(0, 3, 1, 2) if x.ndim == 4 else x})[0]
-    return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
-
-
-def _run_tflite(interpreter, x):
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
-def _input(arch: Architecture, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((1, *arch.input_layers[0].shape)).astype(np.float32)
-
-
-def _both(arch: Architecture, x: np.ndarray, seed: int = 0):
-    onnx_out = _run_onnx(_session(onnx_bytes(build_onnx(arch, seed=seed))), x)
-    tflite_out = _run_tflite(_interpreter(build_tflite(arch, seed=seed)), x)
-    return onnx_out, tflite_out
 
 
 def _assert_close(actual, expected, rel=1e-4):
@@ -99,9 +45,9 @@ def _assert_close(actual, expected, rel=1e-4):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_small_sample_of_every_family_runs_in_both_runtimes_and_agrees(name):
-    arch = get_family(name).sample(1, name=f"{name}-small", **SMALL_FIXED[name])
-    x = _input(arch)
-    y_onnx, y_tflite = _both(arch, x)
+    arch = small_zoo_sample(name)
+    x = zoo_input(arch)
+    y_onnx, y_tflite = zoo_outputs(arch, x)
     assert y_onnx.shape == (1, *arch.shapes[arch.outputs[0]])
     assert np.std(y_onnx) > 0, "a constant output proves nothing"
     _assert_close(y_tflite, y_onnx)
@@ -110,7 +56,7 @@ def test_small_sample_of_every_family_runs_in_both_runtimes_and_agrees(name):
 @pytest.mark.parametrize("family", FAMILIES, ids=NAMES)
 def test_a_full_size_sample_of_every_family_runs_in_both_runtimes(family):
     arch = family.sample(derive_seed(0, family.name, 0), name=f"{family.name}-0000")
-    y_onnx, y_tflite = _both(arch, _input(arch))
+    y_onnx, y_tflite = zoo_outputs(arch, zoo_input(arch))
     _assert_close(y_tflite, y_onnx, rel=1e-3)
 
 
@@ -135,7 +81,7 @@ def test_activations_match_numpy(kind):
     arch = Architecture(kind, "test", (Input(64), Activation(kind)))
     x = (np.linspace(-6, 6, 64, dtype=np.float32))[None, :]
     expected = NP_ACTIVATIONS[kind](x.astype(np.float64))
-    for y in _both(arch, x):
+    for y in zoo_outputs(arch, x):
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -147,14 +93,14 @@ def test_batchnorm_folded_and_standalone_match_numpy():
         Concat(name="both", inputs=("folded", "standalone")),
     ))
     w = {k: {p: v.astype(np.float64) for p, v in lw.items()} for k, lw in init_weights(arch).items()}
-    x = _input(arch)
+    x = zoo_input(arch)
 
     def bn(t, p, eps):
         return (t - p["mean"]) / np.sqrt(p["variance"] + eps) * p["gamma"] + p["beta"]
 
     conv = x.astype(np.float64) @ w["conv"]["kernel"][:, :, 0, 0].T
     expected = np.concatenate([np.maximum(bn(conv, w["folded"], 1e-3), 0), bn(x, w["standalone"], 1e-2)], axis=-1)
-    for y in _both(arch, x):
+    for y in zoo_outputs(arch, x):
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -166,11 +112,11 @@ def test_squeeze_excite_mul_slice_and_channel_shuffle_match_numpy():
         Slice(3, 6, name="part"),
         ChannelShuffle(3, name="shuffled"),
     ))
-    x = _input(arch).astype(np.float64)
+    x = zoo_input(arch).astype(np.float64)
     gate = 1 / (1 + np.exp(-x.mean(axis=(1, 2), keepdims=True)))
     part = (x * gate)[..., 3:9]
     expected = part.reshape(1, 4, 5, 3, 2).transpose(0, 1, 2, 4, 3).reshape(1, 4, 5, 6)  # torch's shuffle, NHWC
-    for y in _both(arch, _input(arch)):
+    for y in zoo_outputs(arch, zoo_input(arch)):
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -189,7 +135,7 @@ def test_transformer_block_matches_numpy():
         GlobalAvgPool(name="pool"),
     ))
     w = {k: {p: v.astype(np.float64) for p, v in lw.items()} for k, lw in init_weights(arch).items()}
-    x = _input(arch)
+    x = zoo_input(arch)
     t = x[0].astype(np.float64)
     ln = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-5) * w["ln"]["gamma"] + w["ln"]["beta"]
     qkv = ln @ w["qkv"]["kernel"].T + w["qkv"]["bias"]
@@ -200,7 +146,7 @@ def test_transformer_block_matches_numpy():
     context = (probs @ v).transpose(1, 0, 2).reshape(seq, dim)
     h = t + context @ w["proj"]["kernel"].T + w["proj"]["bias"]
     expected = _np_gelu(h @ w["fc1"]["kernel"].T + w["fc1"]["bias"]).mean(axis=0)[None, :]
-    for y in _both(arch, x):
+    for y in zoo_outputs(arch, x):
         np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -210,7 +156,7 @@ def test_separate_projections_softmax_and_token_concat_agree():
         Dense(24, name="v", inputs=("input",), activation="relu"), Attention(3, name="a", inputs=("q", "k", "v")),
         Concat(name="cat", inputs=("a", "input")), LayerNorm(), Softmax(),
     ))
-    y_onnx, y_tflite = _both(arch, _input(arch))
+    y_onnx, y_tflite = zoo_outputs(arch, zoo_input(arch))
     _assert_close(y_tflite, y_onnx, rel=1e-5)
 
 
@@ -236,10 +182,10 @@ def test_zoo_build_is_byte_identical_across_processes_and_its_metadata_reaches_t
         info = row["info"]
         assert row["sha256"] == e["sha256"] and row["format"] == e["format"] and info["family"] == e["family"]
         assert json.loads(info["metadata"]["fleetmeter.hyperparameters"]) == e["hyperparameters"]
-        x = np.random.default_rng(0).standard_normal(e["input_shape"]).astype(np.float32)
+        x = normal_input(e["input_shape"])
         if e["format"] == "onnx":
-            session = _session(path)
+            session = ort_session(path)
             y = session.run(None, {e["input_name"]: x})[0]
         else:
-            y = _run_tflite(_interpreter(path), x)
+            y = run_tflite(litert_interpreter(path), x)
         assert list(y.shape) == e["output_shape"] and np.all(np.isfinite(y))

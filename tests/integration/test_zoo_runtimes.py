@@ -12,78 +12,30 @@ import os
 import numpy as np
 import pytest
 
-ort = pytest.importorskip("onnxruntime")
-litert = pytest.importorskip("ai_edge_litert.interpreter")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("ai_edge_litert.interpreter")
 
 from fleetmeter.modeler.builtin import list_builtin_models  # noqa: E402
 from fleetmeter.modeler.zoo import odd_files as special  # noqa: E402
-from fleetmeter.modeler.zoo.arch import (  # noqa: E402
-    Activation,
-    Add,
-    Architecture,
-    AvgPool,
-    Concat,
-    Conv2D,
-    Dense,
-    Flatten,
-    GlobalAvgPool,
-    Input,
-    MaxPool,
-    Reshape,
-    Softmax,
-)
+from fleetmeter.modeler.zoo.arch import (Activation, Add, Architecture, AvgPool, Concat, Conv2D, Dense,  # noqa: E402
+                                          Flatten, GlobalAvgPool, Input, MaxPool, Reshape, Softmax)
 from fleetmeter.modeler.zoo.make_builtin import default_out_dir, main, render_builtin_models  # noqa: E402
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402
 from fleetmeter.modeler.zoo.tflite_emit import build_tflite  # noqa: E402
 from fleetmeter.modeler.zoo.tiny import builtin_architectures  # noqa: E402
+from _support import litert_interpreter, normal_input, ort_session, run_onnx, run_tflite  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 RTOL, ATOL = 1e-4, 1e-5
 
 
-def _ort_session(model):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def _tflite_interpreter(model):
-    if isinstance(model, bytes):
-        interpreter = litert.Interpreter(model_content=model, num_threads=1)
-    else:
-        interpreter = litert.Interpreter(model_path=str(model), num_threads=1)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _nhwc_input(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def _to_nchw(x):
-    return x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
-
-
-def _run_tflite(interpreter, x_nhwc):
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x_nhwc)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
-def _run_onnx(session, x_nhwc):
-    y = session.run(None, {session.get_inputs()[0].name: _to_nchw(x_nhwc)})[0]
-    return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
-
-
 def _assert_same_function(arch: Architecture, seeds=(0, 1)):
-    session = _ort_session(onnx_bytes(build_onnx(arch)))
-    interpreter = _tflite_interpreter(build_tflite(arch))
+    session = ort_session(onnx_bytes(build_onnx(arch)))
+    interpreter = litert_interpreter(build_tflite(arch))
     for seed in seeds:
-        x = _nhwc_input((1, *arch.input_layers[0].shape), seed)
-        y_onnx, y_tflite = _run_onnx(session, x), _run_tflite(interpreter, x)
+        x = normal_input((1, *arch.input_layers[0].shape), seed)
+        y_onnx, y_tflite = run_onnx(session, x), run_tflite(interpreter, x)
         assert y_onnx.shape == y_tflite.shape == (1, *arch.shapes[arch.outputs[0]])
         assert np.all(np.isfinite(y_onnx))
         assert np.std(y_onnx) > 0, "a constant output proves nothing"
@@ -103,12 +55,12 @@ def _builtin_pairs():
 @pytest.mark.parametrize("name,pair", _builtin_pairs(), ids=[n for n, _ in _builtin_pairs()])
 def test_builtin_files_run_in_both_runtimes_and_agree(name, pair):
     onnx_model, tflite_model = pair["onnx"], pair["tflite"]
-    session = _ort_session(onnx_model.path)
-    interpreter = _tflite_interpreter(tflite_model.path)
+    session = ort_session(onnx_model.path)
+    interpreter = litert_interpreter(tflite_model.path)
     assert tuple(session.get_inputs()[0].shape) == onnx_model.input_shape
     assert tuple(interpreter.get_input_details()[0]["shape"]) == tflite_model.input_shape
-    x = _nhwc_input(tflite_model.input_shape)
-    y_onnx, y_tflite = _run_onnx(session, x), _run_tflite(interpreter, x)
+    x = normal_input(tflite_model.input_shape)
+    y_onnx, y_tflite = run_onnx(session, x), run_tflite(interpreter, x)
     np.testing.assert_allclose(y_tflite, y_onnx, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(y_onnx.sum(), 1.0, rtol=1e-5)  # every built-in ends in a softmax
 
@@ -172,7 +124,7 @@ def test_large_onnx_has_the_requested_size_and_runs(tmp_path, size_bytes):
     written = special.write_large_onnx(path, size_bytes)
     assert written == os.path.getsize(path)
     assert abs(written - size_bytes) <= 0.05 * size_bytes
-    session = _ort_session(path)
+    session = ort_session(path)
     y = session.run(None, {"x": np.ones((1, special.LARGE_MODEL_INPUT_FEATURES), np.float32)})[0]
     assert y.shape[0] == 1 and y.shape[1] * special.LARGE_MODEL_INPUT_FEATURES * 4 >= 0.9 * size_bytes
     assert np.all(np.isfinite(y))
@@ -184,14 +136,14 @@ def test_unsupported_op_onnx_fails_to_load_naming_the_op(tmp_path):
     path = tmp_path / "unsupported.onnx"
     special.write_unsupported_op_onnx(path)
     with pytest.raises(Exception, match=special.UNSUPPORTED_OP_TYPE):
-        _ort_session(path)
+        ort_session(path)
 
 
 def test_unsupported_op_tflite_fails_to_prepare_naming_the_op(tmp_path):
     path = tmp_path / "unsupported.tflite"
     special.write_unsupported_op_tflite(path)
     with pytest.raises(Exception, match=special.UNSUPPORTED_OP_TYPE):
-        _tflite_interpreter(path)
+        litert_interpreter(path)
 
 
 @pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
@@ -199,6 +151,6 @@ def test_corrupt_model_is_rejected_by_both_runtimes(tmp_path, suffix):
     path = tmp_path / f"corrupt{suffix}"
     special.write_corrupt_model(path)
     with pytest.raises(Exception):
-        _ort_session(path)
+        ort_session(path)
     with pytest.raises(Exception):
-        _tflite_interpreter(path)
+        litert_interpreter(path)

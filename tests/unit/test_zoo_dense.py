@@ -19,22 +19,12 @@ onnx = pytest.importorskip("onnx")
 schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
 
 from fleetmeter.modeler.features import extract_features  # noqa: E402
-from fleetmeter.modeler.zoo.arch import (  # noqa: E402
-    Architecture,
-    ArchitectureError,
-    Conv2D,
-    ConvTranspose2D,
-    Dense,
-    Input,
-    Pad,
-    PReLU,
-    Resize,
-    init_weights,
-    param_shapes,
-)
+from fleetmeter.modeler.zoo.arch import (Architecture, ArchitectureError, Conv2D, ConvTranspose2D, Dense,  # noqa: E402
+                                          Input, Pad, PReLU, Resize, init_weights, param_shapes)
 from fleetmeter.modeler.zoo.families import derive_seed, get_family  # noqa: E402
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes, onnx_shape  # noqa: E402
 from fleetmeter.modeler.zoo.tflite_emit import build_tflite  # noqa: E402
+from _support import int8_relative_error, litert_interpreter, tflite_model, tflite_op_name, tflite_ops  # noqa: E402
 
 #: Every new layer once, with options that make the emitted attributes differ from the defaults.
 DENSE_LAYERS = (
@@ -52,17 +42,6 @@ DENSE_OUTPUTS = ("nearest", "bilinear", "deconv_valid")
 
 def _arch() -> Architecture:
     return Architecture("dense", "test", DENSE_LAYERS, outputs=DENSE_OUTPUTS)
-
-
-def _tflite_model(data: bytes):
-    return schema.ModelT.InitFromPackedBuf(data, 0)
-
-
-_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-
-def _tflite_ops(model) -> list:
-    return [_OP_NAMES[model.operatorCodes[op.opcodeIndex].builtinCode] for op in model.subgraphs[0].operators]
 
 
 def _tensor_value(model, index: int) -> np.ndarray:
@@ -154,13 +133,13 @@ def test_onnx_ops_attributes_and_shapes():
 def test_tflite_ops_options_versions_and_weight_layout():
     arch = _arch()
     weights = init_weights(arch, seed=1)
-    model = _tflite_model(build_tflite(arch, seed=1))
-    ops = _tflite_ops(model)
+    model = tflite_model(build_tflite(arch, seed=1))
+    ops = tflite_ops(model)
     assert ops == ["PAD", "CONV_2D", "PRELU", "TRANSPOSE_CONV", "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR",
                    "TRANSPOSE_CONV"]
     sub = model.subgraphs[0]
     by_op = dict(zip(["pad", "down", "prelu", "deconv", "nearest", "bilinear", "deconv_valid"], sub.operators))
-    versions = {_OP_NAMES[c.builtinCode]: c.version for c in model.operatorCodes}
+    versions = {tflite_op_name(c.builtinCode): c.version for c in model.operatorCodes}
     assert versions["RESIZE_BILINEAR"] == 3, "half_pixel_centers needs version 3"
     assert versions["TRANSPOSE_CONV"] == 3, "a bias input needs version 3"
     assert versions["RESIZE_NEAREST_NEIGHBOR"] == versions["PAD"] == versions["PRELU"] == 1
@@ -255,15 +234,14 @@ INT8_CASES = {
 @pytest.mark.parametrize("case", sorted(INT8_CASES))
 def test_new_layers_quantize_to_int8_accurately(case):
     """Held to 5% like every layer kind in test_zoo_int8 (shallow networks, random weights)."""
-    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    pytest.importorskip("ai_edge_litert.interpreter")
     from fleetmeter.modeler.zoo.tflite_quant import build_tflite_int8
 
     arch = Architecture(case, "test", INT8_CASES[case])
     data = build_tflite_int8(arch, seed=0)
-    model = _tflite_model(data)
-    ops = _tflite_ops(model)
-    interpreter = litert.Interpreter(model_content=data, num_threads=1)
-    interpreter.allocate_tensors()
+    model = tflite_model(data)
+    ops = tflite_ops(model)
+    interpreter = litert_interpreter(data)
     sub = model.subgraphs[0]
     float_islands = [sub.tensors[i].name.decode() for op in sub.operators[1:-1] for i in op.outputs
                      if sub.tensors[i].type != schema.TensorType.INT8]
@@ -278,16 +256,5 @@ def test_new_layers_quantize_to_int8_accurately(case):
         np.testing.assert_allclose(b["quantization_parameters"]["scales"],
                                    x["quantization_parameters"]["scales"][0] * w_scales, rtol=1e-6)
 
-    float_interpreter = litert.Interpreter(model_content=build_tflite(arch, seed=0), num_threads=1)
-    float_interpreter.allocate_tensors()
-    rng = np.random.default_rng(12345)  # not the calibration inputs
-    ys = {id(interpreter): [], id(float_interpreter): []}
-    for _ in range(4):
-        x = rng.standard_normal((1, 9, 10, 4)).astype(np.float32)
-        for it in (interpreter, float_interpreter):
-            it.set_tensor(it.get_input_details()[0]["index"], x)
-            it.invoke()
-            ys[id(it)].append(it.get_tensor(it.get_output_details()[0]["index"]).copy())
-    yq, yf = np.stack(ys[id(interpreter)]), np.stack(ys[id(float_interpreter)])
-    error = float(np.linalg.norm(yq - yf) / np.linalg.norm(yf))
+    error, _, _ = int8_relative_error(arch, seed=0)
     assert error < 0.05, error

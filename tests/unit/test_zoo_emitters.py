@@ -17,49 +17,17 @@ schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
 
 import fleetmeter.modeler.zoo as zoo  # noqa: E402
 from fleetmeter.modeler.builtin import get_builtin_model, list_builtin_models  # noqa: E402
-from fleetmeter.modeler.zoo.arch import (  # noqa: E402
-    GENERATOR_VERSION,
-    META_FAMILY,
-    META_GENERATOR_VERSION,
-    META_HYPERPARAMETERS,
-    META_SEED,
-    Add,
-    Architecture,
-    ArchitectureError,
-    AvgPool,
-    Concat,
-    Conv2D,
-    Dense,
-    Flatten,
-    GlobalAvgPool,
-    Input,
-    MaxPool,
-    Reshape,
-    Softmax,
-    init_weights,
-    same_padding,
-)
+from fleetmeter.modeler.zoo.arch import (GENERATOR_VERSION, META_FAMILY, META_GENERATOR_VERSION,  # noqa: E402
+                                          META_HYPERPARAMETERS, META_SEED, Add, Architecture, ArchitectureError,
+                                          AvgPool, Concat, Conv2D, Dense, Flatten, GlobalAvgPool, Input, MaxPool,
+                                          Reshape, Softmax, init_weights, same_padding)
 from fleetmeter.modeler.zoo.onnx_emit import IR_VERSION, OPSET, build_onnx, onnx_bytes, onnx_shape  # noqa: E402
 from fleetmeter.modeler.zoo.tflite_emit import build_tflite  # noqa: E402
 from fleetmeter.modeler.zoo.tiny import builtin_architectures, convnet, resnet  # noqa: E402
+from _support import tflite_metadata, tflite_model, tflite_ops  # noqa: E402
 
 ARCHS = builtin_architectures()
 ARCH_IDS = [a.name for a in ARCHS]
-
-
-def _tflite_model(data: bytes):
-    return schema.ModelT.InitFromPackedBuf(data, 0)
-
-
-def _tflite_metadata(data: bytes) -> dict:
-    model = _tflite_model(data)
-    return {m.name.decode(): bytes(model.buffers[m.buffer].data).decode() for m in model.metadata}
-
-
-def _tflite_ops(data: bytes) -> list:
-    model = _tflite_model(data)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    return [names[model.operatorCodes[op.opcodeIndex].builtinCode] for op in model.subgraphs[0].operators]
 
 
 # -- public API -------------------------------------------------------------
@@ -241,7 +209,7 @@ def test_onnx_is_valid_and_its_shapes_match_ours(arch):
 def test_metadata_is_recorded_in_both_formats(arch):
     model = build_onnx(arch, seed=5)
     props = {p.key: p.value for p in model.metadata_props}
-    tfl = _tflite_metadata(build_tflite(arch, seed=5))
+    tfl = tflite_metadata(build_tflite(arch, seed=5))
     for meta in (props, tfl):
         assert meta[META_FAMILY] == arch.family
         assert json.loads(meta[META_HYPERPARAMETERS]) == arch.hyperparameters
@@ -260,7 +228,7 @@ def test_metadata_has_no_seed_when_weights_are_given():
 def test_tflite_structure(arch):
     data = build_tflite(arch)
     assert data[4:8] == b"TFL3"
-    model = _tflite_model(data)
+    model = tflite_model(data)
     assert model.version == 3
     sub = model.subgraphs[0]
     tensors = sub.tensors
@@ -281,8 +249,8 @@ def test_tflite_op_mapping_and_weight_layout():
         Input(8, 8, 4), Conv2D(8, 3, groups=4, activation="relu6", name="dw"), Conv2D(6, (1, 3), name="pw"),
         MaxPool(2), GlobalAvgPool(), Dense(3, activation="relu", name="fc"), Softmax()))
     data = build_tflite(arch)
-    assert _tflite_ops(data) == ["DEPTHWISE_CONV_2D", "CONV_2D", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"]
-    model = _tflite_model(data)
+    assert tflite_ops(data) == ["DEPTHWISE_CONV_2D", "CONV_2D", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"]
+    model = tflite_model(data)
     sub = model.subgraphs[0]
     ops = sub.operators
     assert ops[0].builtinOptions.depthMultiplier == 2
@@ -306,6 +274,21 @@ def test_onnx_flatten_transposes_only_when_layouts_differ():
     assert [n.op_type for n in spatial.graph.node] == ["Transpose", "Flatten"]
     pooled = build_onnx(Architecture("t", "test", (Input(4, 4, 3), GlobalAvgPool(keepdims=True), Flatten())))
     assert [n.op_type for n in pooled.graph.node] == ["GlobalAveragePool", "Flatten"]
+
+
+def test_every_layer_kind_has_a_shape_rule_and_a_rule_in_both_emitters():
+    # A kind missing here would only fail when a sampled model first used it.
+    from fleetmeter.modeler.zoo import arch as arch_module, onnx_emit, tflite_emit
+    from fleetmeter.modeler.zoo.layers import _LAYER_TYPES, UnsupportedLayerError
+
+    kinds = set(_LAYER_TYPES.values())
+    assert set(arch_module._SHAPE_RULES) == kinds
+    assert set(onnx_emit._emit_layer.registry) - {object} == kinds - {Input}
+    assert set(tflite_emit._emit_op.registry) - {object} == kinds - {Input}
+    with pytest.raises(UnsupportedLayerError, match="ONNX emitter has no rule for Input"):
+        onnx_emit._emit_layer(Input(4), None, None, {})
+    with pytest.raises(UnsupportedLayerError, match="TFLite emitter has no rule for Input"):
+        tflite_emit._emit_op(Input(4), None, None, {}, [], 0)
 
 
 # -- built-in index ----------------------------------------------------------------

@@ -6,7 +6,6 @@ live in tests/integration/test_zoo_families_runtimes.py.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 
@@ -17,40 +16,17 @@ onnx = pytest.importorskip("onnx")
 schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
 
 from fleetmeter import zoo_cli  # noqa: E402
-from fleetmeter.modeler.zoo.arch import (  # noqa: E402
-    META_FAMILY,
-    META_HYPERPARAMETERS,
-    Activation,
-    Architecture,
-    ArchitectureError,
-    Attention,
-    BatchNorm,
-    ChannelShuffle,
-    Conv2D,
-    Dense,
-    GlobalAvgPool,
-    Input,
-    LayerNorm,
-    Mul,
-    Slice,
-    init_weights,
-    param_shapes,
-)
+from fleetmeter.modeler.zoo.arch import (META_FAMILY, META_HYPERPARAMETERS, Activation, Architecture,  # noqa: E402
+                                          ArchitectureError, Attention, BatchNorm, ChannelShuffle, Conv2D, Dense,
+                                          GlobalAvgPool, Input, LayerNorm, Mul, Slice, init_weights, param_shapes)
 from fleetmeter.modeler.zoo.build import INDEX_FILE, build_zoo, parse_formats  # noqa: E402
-from fleetmeter.modeler.zoo.families import (  # noqa: E402
-    FAMILIES,
-    SMALL_FIXED,
-    SamplingError,
-    derive_seed,
-    describe_families,
-    family_names,
-    get_family,
-    resolve_families,
-)
+from fleetmeter.modeler.zoo.families import (FAMILIES, SamplingError, derive_seed, describe_families,  # noqa: E402
+                                             family_names, get_family, resolve_families)
 from fleetmeter.modeler.zoo.fold import batchnorm_scale_shift, fold_batchnorm  # noqa: E402
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes, onnx_shape  # noqa: E402
 from fleetmeter.modeler.zoo.sampling import Choice, Family, IntRange, Sampler, Uniform  # noqa: E402
 from fleetmeter.modeler.zoo.tflite_emit import build_tflite  # noqa: E402
+from _support import run_zoo_cli, small_zoo_sample, tflite_metadata, tflite_model, tflite_ops  # noqa: E402
 
 REQUIRED_FAMILIES = {"resnet", "vgg", "mobilenetv1", "mobilenetv2", "mobilenetv3", "shufflenetv2", "squeezenet",
                      "mnasnet", "densenet", "googlenet", "efficientnet", "transformer", "unet", "detector"}
@@ -58,25 +34,6 @@ REQUIRED_FAMILIES = {"resnet", "vgg", "mobilenetv1", "mobilenetv2", "mobilenetv3
 DENSE_FAMILIES = {"unet", "detector"}
 NAMES = family_names()
 SEEDS_PER_FAMILY = 20
-
-
-def _small(name: str, seed: int = 1) -> Architecture:
-    return get_family(name).sample(seed, name=f"{name}-small", **SMALL_FIXED[name])
-
-
-def _tflite_model(data: bytes):
-    return schema.ModelT.InitFromPackedBuf(data, 0)
-
-
-def _tflite_ops(data: bytes) -> list:
-    model = _tflite_model(data)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    return [names[model.operatorCodes[op.opcodeIndex].builtinCode] for op in model.subgraphs[0].operators]
-
-
-def _tflite_metadata(data: bytes) -> dict:
-    model = _tflite_model(data)
-    return {m.name.decode(): bytes(model.buffers[m.buffer].data).decode() for m in model.metadata}
 
 
 # -- sampling primitives ---------------------------------------------------------------------------
@@ -193,10 +150,10 @@ def test_samples_are_valid_in_range_within_budget_and_rebuildable(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_small_samples_emit_valid_deterministic_files_with_metadata(name):
-    arch = _small(name)
+    arch = small_zoo_sample(name)
     onnx_data, tflite_data = onnx_bytes(build_onnx(arch, seed=4)), build_tflite(arch, seed=4)
-    assert onnx_data == onnx_bytes(build_onnx(_small(name), seed=4))
-    assert tflite_data == build_tflite(_small(name), seed=4)
+    assert onnx_data == onnx_bytes(build_onnx(small_zoo_sample(name), seed=4))
+    assert tflite_data == build_tflite(small_zoo_sample(name), seed=4)
     assert onnx_data != onnx_bytes(build_onnx(arch, seed=5)) and tflite_data != build_tflite(arch, seed=5)
 
     model = onnx.load_from_string(onnx_data)
@@ -208,9 +165,9 @@ def test_small_samples_emit_valid_deterministic_files_with_metadata(name):
     for layer in folded.layers[1:]:  # ONNX's shape inference agrees with ours on every layer
         assert dims[layer.name] == onnx_shape(folded.shapes[layer.name]), layer.name
 
-    tfl = _tflite_model(tflite_data)
+    tfl = tflite_model(tflite_data)
     assert all(code.customCode is None for code in tfl.operatorCodes), "builtin ops only"
-    for meta in ({p.key: p.value for p in model.metadata_props}, _tflite_metadata(tflite_data)):
+    for meta in ({p.key: p.value for p in model.metadata_props}, tflite_metadata(tflite_data)):
         assert meta[META_FAMILY] == name
         assert json.loads(meta[META_HYPERPARAMETERS]) == arch.hyperparameters
 
@@ -301,7 +258,7 @@ def test_batchnorm_stays_separate_when_folding_would_change_the_graph():
         folded, _ = fold_batchnorm(arch, init_weights(arch))
         assert folded is arch, why
         assert "BatchNormalization" in [n.op_type for n in build_onnx(arch).graph.node], why
-        ops = ",".join(_tflite_ops(build_tflite(arch)))
+        ops = ",".join(tflite_ops(build_tflite(arch)))
         assert "MUL,ADD" in ops and "CONV_2D,ADD" not in ops, why  # scale, then shift
 
 
@@ -311,9 +268,9 @@ def test_tflite_op_mapping_for_the_newer_layers():
                                       Activation("hardsigmoid", name="hsig"), Activation("swish", name="sw"),
                                       Activation("sigmoid", name="sig"), ChannelShuffle(2), Slice(0, 4)))
     data = build_tflite(acts)
-    assert _tflite_ops(data) == ["CONV_2D", "CONV_2D", "HARD_SWISH", "ADD", "MUL", "LOGISTIC", "MUL", "LOGISTIC",
+    assert tflite_ops(data) == ["CONV_2D", "CONV_2D", "HARD_SWISH", "ADD", "MUL", "LOGISTIC", "MUL", "LOGISTIC",
                                  "RESHAPE", "TRANSPOSE", "RESHAPE", "SLICE"]
-    tensors = {t.name.decode() for t in _tflite_model(data).subgraphs[0].tensors}
+    tensors = {t.name.decode() for t in tflite_model(data).subgraphs[0].tensors}
     assert "hs/pre_act" in tensors and "relu/pre_act" not in tensors  # relu stays fused into its conv
 
     tokens = Architecture("t", "test", (
@@ -321,11 +278,11 @@ def test_tflite_op_mapping_for_the_newer_layers():
         Dense(32, name="v", inputs=("ln",)), Attention(2, inputs=("q", "k", "v")), Dense(32, activation="gelu"),
         GlobalAvgPool(), Dense(3)))
     data = build_tflite(tokens)
-    ops = _tflite_ops(data)
+    ops = tflite_ops(data)
     assert ops[:9] == ["MEAN", "SUB", "MUL", "MEAN", "ADD", "RSQRT", "MUL", "MUL", "ADD"]  # LayerNorm, decomposed
     assert ops.count("BATCH_MATMUL") == 2 and ops.count("TRANSPOSE") == 4 and "SOFTMAX" in ops
     assert ops[-4:] == ["FULLY_CONNECTED", "GELU", "MEAN", "FULLY_CONNECTED"]
-    model = _tflite_model(data)
+    model = tflite_model(data)
     fc = [c for c in model.operatorCodes if c.builtinCode == schema.BuiltinOperator.FULLY_CONNECTED]
     assert [c.version for c in fc] == [5], "keep_num_dims needs FULLY_CONNECTED version 5"
     assert model.subgraphs[0].operators[-1].builtinOptions.keepNumDims is False
@@ -390,27 +347,19 @@ def test_building_families_one_at_a_time_merges_the_index(tmp_path):
 # -- CLI ---------------------------------------------------------------------------------------------
 
 
-def _run_cli(argv):
-    parser = argparse.ArgumentParser(prog="fleetmeter")
-    add = parser.add_subparsers(dest="command", required=True)
-    zoo_cli.add_zoo_commands(add)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
 def test_zoo_families_json_lists_every_family_and_its_ranges(capsys):
-    assert _run_cli(["zoo", "families", "--json"]) == 0
+    assert run_zoo_cli(["zoo", "families", "--json"]) == 0
     described = json.loads(capsys.readouterr().out)
     assert set(described) == set(NAMES)
     assert described["transformer"]["ranges"]["depth"]["int"] == [1, 6]
-    assert _run_cli(["zoo", "families"]) == 0
+    assert run_zoo_cli(["zoo", "families"]) == 0
     human = capsys.readouterr().out
     assert all(f"{name}:" in human for name in NAMES)
 
 
 def test_zoo_build_no_ray_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(zoo_cli, "_ray_map", lambda: pytest.fail("--no-ray must not start Ray"))
-    rc = _run_cli(["zoo", "build", "--family", "mobilenetv3", "--count", "1", "--seed", "1", "--formats",
+    rc = run_zoo_cli(["zoo", "build", "--family", "mobilenetv3", "--count", "1", "--seed", "1", "--formats",
                    "onnx,tflite", "--out", str(tmp_path), "--no-ray", "--json"])
     assert rc == 0
     entries = json.loads(capsys.readouterr().out)
@@ -431,7 +380,7 @@ def test_zoo_build_fans_out_through_the_engine_and_stops_it(tmp_path, capsys, mo
         return FakeEngine(), lambda fn, items: mapped.append(len(items)) or [fn(i) for i in items]
 
     monkeypatch.setattr(zoo_cli, "_ray_map", fake_ray_map)
-    assert _run_cli(["zoo", "build", "--family", "squeezenet", "--count", "2", "--formats", "onnx",
+    assert run_zoo_cli(["zoo", "build", "--family", "squeezenet", "--count", "2", "--formats", "onnx",
                      "--out", str(tmp_path)]) == 0
     assert mapped == [2] and FakeEngine.stopped
     out = capsys.readouterr()
@@ -447,5 +396,5 @@ def test_zoo_build_rejects_bad_arguments_as_value_errors(tmp_path, argv, message
     # fleetmeter's main() turns ValueError into exit status 2 with the message.
     base = ["zoo", "build", "--count", "1", "--out", str(tmp_path), "--no-ray"]
     with pytest.raises(ValueError, match=message):
-        _run_cli(base + argv)
+        run_zoo_cli(base + argv)
     assert not list(tmp_path.iterdir())

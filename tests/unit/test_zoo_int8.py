@@ -15,7 +15,6 @@ layer to blame), plus top-1 agreement on most inputs.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 
@@ -23,41 +22,20 @@ import numpy as np
 import pytest
 
 schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
-litert = pytest.importorskip("ai_edge_litert.interpreter")
+pytest.importorskip("ai_edge_litert.interpreter")
 
 from fleetmeter.modeler.features import extract_features  # noqa: E402
 from fleetmeter import zoo_cli  # noqa: E402
-from fleetmeter.modeler.zoo.arch import (  # noqa: E402
-    META_FAMILY,
-    META_HYPERPARAMETERS,
-    META_SEED,
-    Activation,
-    Add,
-    Architecture,
-    Attention,
-    AvgPool,
-    BatchNorm,
-    ChannelShuffle,
-    Concat,
-    Conv2D,
-    Dense,
-    GlobalAvgPool,
-    Input,
-    LayerNorm,
-    MaxPool,
-    Mul,
-    Slice,
-    Softmax,
-    init_weights,
-)
+from fleetmeter.modeler.zoo.arch import (META_FAMILY, META_HYPERPARAMETERS, META_SEED, Activation, Add,  # noqa: E402
+                                          Architecture, Attention, AvgPool, BatchNorm, ChannelShuffle, Concat, Conv2D,
+                                          Dense, GlobalAvgPool, Input, LayerNorm, MaxPool, Mul, Slice, Softmax,
+                                          init_weights)
 from fleetmeter.modeler.zoo.build import INDEX_FILE, build_zoo, parse_formats  # noqa: E402
-from fleetmeter.modeler.zoo.families import SMALL_FIXED, describe_families, family_names, get_family  # noqa: E402
+from fleetmeter.modeler.zoo.families import describe_families, family_names  # noqa: E402
 from fleetmeter.modeler.zoo.tflite_emit import build_tflite  # noqa: E402
-from fleetmeter.modeler.zoo.tflite_quant import (  # noqa: E402
-    META_CALIBRATION,
-    META_QUANTIZATION,
-    build_tflite_int8,
-)
+from fleetmeter.modeler.zoo.tflite_quant import META_CALIBRATION, META_QUANTIZATION, build_tflite_int8  # noqa: E402
+from _support import (int8_relative_error, litert_interpreter, run_zoo_cli, small_zoo_sample,  # noqa: E402
+                      tflite_metadata, tflite_model, tflite_ops)
 
 NAMES = family_names()
 #: Families whose random-weight samples amplify per-layer quantization noise the most (see the module docstring).
@@ -65,72 +43,26 @@ DEEP_UNNORMALIZED = {"mobilenetv2", "mobilenetv3", "efficientnet", "transformer"
 BATCH = 4
 
 
-def _small(name: str) -> Architecture:
-    return get_family(name).sample(1, name=f"{name}-small", **SMALL_FIXED[name])
-
-
-def _interpreter(data: bytes):
-    interpreter = litert.Interpreter(model_content=data, num_threads=1)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _outputs(data: bytes, xs) -> np.ndarray:
-    interpreter = _interpreter(data)
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    ys = []
-    for x in xs:
-        interpreter.set_tensor(inp["index"], x)
-        interpreter.invoke()
-        ys.append(interpreter.get_tensor(out["index"]).copy())
-    return np.stack(ys)
-
-
-def _inputs(arch: Architecture, n: int = BATCH):
-    rng = np.random.default_rng(12345)  # not the calibration inputs
-    return [rng.standard_normal((1, *arch.input_layers[0].shape)).astype(np.float32) for _ in range(n)]
-
-
-def _relative_error(arch: Architecture, seed: int = 4):
-    xs = _inputs(arch)
-    yf, yq = _outputs(build_tflite(arch, seed=seed), xs), _outputs(build_tflite_int8(arch, seed=seed), xs)
-    return float(np.linalg.norm(yq - yf) / np.linalg.norm(yf)), yf, yq
-
-
-def _model(data: bytes):
-    return schema.ModelT.InitFromPackedBuf(data, 0)
-
-
-def _ops(model) -> list:
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    return [names[model.operatorCodes[op.opcodeIndex].builtinCode] for op in model.subgraphs[0].operators]
-
-
-def _metadata(data: bytes) -> dict:
-    model = _model(data)
-    return {m.name.decode(): bytes(model.buffers[m.buffer].data).decode() for m in model.metadata}
-
-
 # -- every family ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_family_quantizes_runs_in_litert_and_agrees_with_float(name):
-    arch = _small(name)
+    arch = small_zoo_sample(name)
     data = build_tflite_int8(arch, seed=4)
     float_data = build_tflite(arch, seed=4)
-    assert data == build_tflite_int8(_small(name), seed=4), "same description and seed, same bytes"
+    assert data == build_tflite_int8(small_zoo_sample(name), seed=4), "same description and seed, same bytes"
     assert data != build_tflite_int8(arch, seed=5)
     assert len(data) < 0.5 * len(float_data)
 
     # Float at the edges, int8 everywhere else (int32 only for biases and shape/axes constants).
-    interpreter = _interpreter(data)
+    interpreter = litert_interpreter(data)
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert inp["dtype"] == np.float32 and out["dtype"] == np.float32
     assert inp["name"] == arch.input_layers[0].name and out["name"] == arch.outputs[0]
-    model = _model(data)
+    model = tflite_model(data)
     sub = model.subgraphs[0]
-    ops = _ops(model)
+    ops = tflite_ops(model)
     assert ops[0] == "QUANTIZE" and ops[-1] == "DEQUANTIZE" and ops.count("QUANTIZE") == 1
     assert ops.count("DEQUANTIZE") == 1
     edges = {sub.inputs[0], sub.outputs[0]}
@@ -159,13 +91,13 @@ def test_every_family_quantizes_runs_in_litert_and_agrees_with_float(name):
             assert b["dtype"] == np.int32
             np.testing.assert_allclose(b["quantization_parameters"]["scales"], x_scale * q["scales"], rtol=1e-6)
 
-    meta = _metadata(data)
+    meta = tflite_metadata(data)
     assert meta[META_QUANTIZATION] == "int8" and "standard-normal" in meta[META_CALIBRATION]
     assert meta[META_FAMILY] == name and json.loads(meta[META_HYPERPARAMETERS]) == arch.hyperparameters
     assert meta[META_SEED] == "4"
-    assert META_QUANTIZATION not in _metadata(float_data), "float files are unchanged"
+    assert META_QUANTIZATION not in tflite_metadata(float_data), "float files are unchanged"
 
-    error, yf, yq = _relative_error(arch)
+    error, yf, yq = int8_relative_error(arch, seed=4, samples=BATCH)
     assert error < (0.4 if name in DEEP_UNNORMALIZED else 0.1), error
     if len(arch.shapes[arch.outputs[0]]) == 3:  # a per-pixel map (unet): the per-pixel decision, on most pixels
         if yf.shape[-1] > 1:
@@ -206,21 +138,21 @@ LAYER_CASES = {
 @pytest.mark.parametrize("case", sorted(LAYER_CASES))
 def test_each_layer_kind_quantizes_accurately(case):
     arch = Architecture(case, "test", LAYER_CASES[case])
-    error, _, _ = _relative_error(arch, seed=0)
+    error, _, _ = int8_relative_error(arch, seed=0)
     assert error < 0.05, error
 
 
 def test_explicit_weights_give_the_same_file_without_a_seed_in_metadata():
     arch = Architecture("t", "test", LAYER_CASES["tokens"])
     with_weights = build_tflite_int8(arch, seed=3, weights=init_weights(arch, seed=3))
-    meta = _metadata(with_weights)
+    meta = tflite_metadata(with_weights)
     assert META_SEED not in meta and meta[META_QUANTIZATION] == "int8"
     # Only the metadata differs: the quantized graph is the same.
-    assert _ops(_model(with_weights)) == _ops(_model(build_tflite_int8(arch, seed=3)))
+    assert tflite_ops(with_weights) == tflite_ops(build_tflite_int8(arch, seed=3))
 
 
 def test_int8_features_count_the_same_kernels_as_float():
-    arch = _small("mobilenetv3")
+    arch = small_zoo_sample("mobilenetv3")
     f, q = extract_features(build_tflite(arch, seed=1)), extract_features(build_tflite_int8(arch, seed=1))
     q_types = [n.op_type for n in q.nodes]
     assert q_types[0] == "quantize" and q_types[-1] == "dequantize"
@@ -253,24 +185,17 @@ def test_build_zoo_writes_int8_files_and_records_quantization(tmp_path):
         assert e["size_bytes"] == len(data) and e["sha256"] == hashlib.sha256(data).hexdigest()
     int8 = entries[1]
     assert int8["input_shape"] == entries[0]["input_shape"] and int8["size_bytes"] < entries[0]["size_bytes"] / 2
-    assert _metadata((tmp_path / int8["file"]).read_bytes())[META_QUANTIZATION] == "int8"
+    assert tflite_metadata((tmp_path / int8["file"]).read_bytes())[META_QUANTIZATION] == "int8"
     again = build_zoo("squeezenet", 1, 3, "tflite-int8", tmp_path / "again")
     assert again[0]["sha256"] == int8["sha256"], "a model depends only on (seed, family, index)"
 
 
-def _run_cli(argv):
-    parser = argparse.ArgumentParser(prog="fleetmeter")
-    zoo_cli.add_zoo_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
 def test_zoo_cli_lists_and_builds_int8(tmp_path, capsys, monkeypatch):
     assert all("tflite-int8" in info["formats"] for info in describe_families().values())
-    assert _run_cli(["zoo", "families", "--json"]) == 0
+    assert run_zoo_cli(["zoo", "families", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["resnet"]["formats"] == ["onnx", "tflite", "tflite-int8"]
     monkeypatch.setattr(zoo_cli, "_ray_map", lambda: pytest.fail("--no-ray must not start Ray"))
-    assert _run_cli(["zoo", "build", "--family", "vgg", "--count", "1", "--formats", "tflite-int8", "--out",
+    assert run_zoo_cli(["zoo", "build", "--family", "vgg", "--count", "1", "--formats", "tflite-int8", "--out",
                      str(tmp_path), "--no-ray", "--json"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["file"] == "vgg-0000.int8.tflite" and entry["quantization"] == "int8"

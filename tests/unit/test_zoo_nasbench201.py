@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
 from fleetmeter.modeler.features import extract_features  # noqa: E402
-from fleetmeter import zoo_cli  # noqa: E402
 from fleetmeter.modeler.zoo.arch import ArchitectureError  # noqa: E402
 from fleetmeter.modeler.zoo.build import build_zoo  # noqa: E402
 from fleetmeter.modeler.zoo.fam_nasbench201 import (  # noqa: E402
@@ -26,6 +25,7 @@ from fleetmeter.modeler.zoo.fam_nasbench201 import (  # noqa: E402
 from fleetmeter.modeler.zoo.families import get_family  # noqa: E402
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402
 from fleetmeter.modeler.zoo.tflite_emit import build_tflite  # noqa: E402
+from _support import ort_session, run_zoo_cli  # noqa: E402
 
 ALL_CONV3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 NO_PARAMS = "|skip_connect~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
@@ -67,7 +67,7 @@ def test_every_edge_is_computed_none_as_a_multiply_by_zero_skip_as_no_op():
     assert ops.count("Add") == 3 * 15 + 2
     # A cell disconnected from its input still builds (its output is a computed zero) and runs.
     disconnected = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
-    sess = ort.InferenceSession(onnx_bytes(build_onnx(build_nasbench201("nb", {"arch": disconnected}))))
+    sess = ort_session(onnx_bytes(build_onnx(build_nasbench201("nb", {"arch": disconnected}))))
     (out,) = sess.run(None, {sess.get_inputs()[0].name: np.ones((1, 3, 32, 32), np.float32)})
     assert out.shape == (1, 10)
 
@@ -117,20 +117,15 @@ def test_onnx_and_tflite_agree_on_the_work(tmp_path):
 
 
 def test_zoo_build_addresses_cells_by_arch_string_and_index(tmp_path, capsys):
-    parser = zoo_cli.argparse.ArgumentParser()
-    zoo_cli.add_zoo_commands(parser.add_subparsers())
-    args = parser.parse_args(["zoo", "build", "--family", "nasbench201", "--arch", MIXED, "--arch-index", "7",
-                              "--formats", "onnx", "--out", str(tmp_path), "--no-ray", "--json"])
-    assert args.func(args) == 0
+    assert run_zoo_cli(["zoo", "build", "--family", "nasbench201", "--arch", MIXED, "--arch-index", "7",
+                        "--formats", "onnx", "--out", str(tmp_path), "--no-ray", "--json"]) == 0
     entries = json.loads(capsys.readouterr().out)
     by_name = {e["name"]: e for e in entries}
     assert set(by_name) == {f"nasbench201-arch{index_of_arch(MIXED):05d}", "nasbench201-arch00007"}
     assert by_name["nasbench201-arch00007"]["hyperparameters"]["arch"] == arch_from_index(7)
     with pytest.raises(ValueError, match="nasbench201 alone"):
-        args = parser.parse_args(["zoo", "build", "--family", "resnet", "--arch-index", "1", "--out", str(tmp_path)])
-        args.func(args)
+        run_zoo_cli(["zoo", "build", "--family", "resnet", "--arch-index", "1", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="--count is required"):
-        args = parser.parse_args(["zoo", "build", "--family", "nasbench201", "--out", str(tmp_path)])
-        args.func(args)
+        run_zoo_cli(["zoo", "build", "--family", "nasbench201", "--out", str(tmp_path)])
     sampled = build_zoo("nasbench201", 2, 0, "onnx", tmp_path / "s")
     assert [e["name"] for e in sampled] == ["nasbench201-0000", "nasbench201-0001"]
