@@ -35,6 +35,7 @@ import numpy as np
 
 from fleetmeter._hashing import sha256_file
 
+from ._checks import require_finite, require_ints
 from .runtimes import RunFailure, Runtime, classify_failure, get_runtime, make_inputs, runtime_for_model
 
 from .stats import summarize
@@ -110,14 +111,8 @@ class BenchSettings:
     stable_rel_tol: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("warmup_runs", "min_runs", "max_runs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"BenchSettings.{name} must be an int, got {value!r}")
-        for name in ("min_duration_ms", "max_duration_ms", "stable_rel_tol"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"BenchSettings.{name} must be a finite number, got {value!r}")
+        require_ints(self, ("warmup_runs", "min_runs", "max_runs"))
+        require_finite(self, ("min_duration_ms", "max_duration_ms", "stable_rel_tol"))
         if self.warmup_runs < 0:
             raise ValueError(f"BenchSettings.warmup_runs must be >= 0, got {self.warmup_runs}")
         if self.min_runs < 1:
@@ -358,6 +353,173 @@ def _energy(
     return per_inference_mj, avg_power_w
 
 
+def _initial_state(
+    path: str,
+    runtime: Union[str, Runtime, None],
+    threads: int,
+    seed: int,
+    settings: BenchSettings,
+    power_sensor: Optional[PowerSensor],
+) -> Dict[str, Any]:
+    """The result's fields known before anything is measured."""
+    return {
+        "model_path": path,
+        "threads": threads,
+        "seed": seed,
+        "settings": settings.to_dict(),
+        "warmup_runs": settings.warmup_runs,
+        "power_sensor": getattr(power_sensor, "name", None) if power_sensor is not None else None,
+        "cpu_affinity": _cpu_affinity(),
+        "started_at_unix": time.time(),
+        "model_sha256": "",
+        "runtime": runtime if isinstance(runtime, str) else getattr(runtime, "name", "") or "",
+        "runtime_version": None,
+        "samples_ms": [],
+        "temps_c_before": {},
+        "temps_c_after": {},
+    }
+
+
+_RESULT_DEFAULTS: Mapping[str, Any] = {
+    "load_ms": None,
+    "first_run_ms": None,
+    "peak_rss_bytes": None,
+    "latency_ms": None,
+    "energy_mj_per_inference": None,
+    "avg_power_w": None,
+    "failure_kind": None,
+    "failure_message": None,
+}
+
+
+def _finish(state: Dict[str, Any], failure: Optional[RunFailure] = None) -> BenchResult:
+    """Stamp the end time and build the result; a failure drops the latency and energy figures."""
+    state["finished_at_unix"] = time.time()
+    if failure is not None:
+        state["failure_kind"] = failure.kind
+        state["failure_message"] = failure.message
+        state["latency_ms"] = None
+        state["energy_mj_per_inference"] = None
+        state["avg_power_w"] = None
+        logger.info("benchmark of %s failed (%s): %s", state["model_path"], failure.kind, failure.message)
+    result = BenchResult(**{**_RESULT_DEFAULTS, **state})
+    if failure is None:
+        logger.info(
+            "benchmark of %s: median %.4f ms over %d runs (%s)",
+            result.model_path,
+            result.latency_ms["median"] if result.latency_ms else float("nan"),
+            len(result.samples_ms),
+            result.stop_reason,
+        )
+    return result
+
+
+def _identify_model(state: Dict[str, Any], path: str) -> None:
+    """Size and sha256 of the model file (outside every timed region). Raises RunFailure."""
+    try:
+        state["model_size_bytes"] = os.path.getsize(path)
+        state["model_sha256"] = sha256_file(path)
+    except OSError as exc:
+        raise RunFailure("load_error", f"cannot read model file {path}: {exc.strerror or exc}") from exc
+
+
+def _resolve_runtime(state: Dict[str, Any], runtime: Union[str, Runtime, None], path: str) -> Runtime:
+    """The runtime object for ``runtime`` (a name, an object, or None: by file). Raises RunFailure."""
+    try:
+        if runtime is None or isinstance(runtime, str):
+            name = runtime or runtime_for_model(path)
+            state["runtime"] = name
+            rt: Runtime = get_runtime(name)
+        else:
+            rt = runtime
+    except ValueError as exc:  # unknown runtime name or undetectable format
+        kind = "runtime_missing" if runtime else "load_error"
+        raise RunFailure(kind, str(exc)) from exc
+    state["runtime"] = rt.name
+    state["runtime_version"] = rt.version
+    return rt
+
+
+def _warm_up(
+    session: Any, feeds: Any, settings: BenchSettings, clock: Clock, state: Dict[str, Any]
+) -> Callable[[], None]:
+    """Bind the inputs, time the first run on its own, then run the untimed warm-ups.
+
+    Returns the one-inference callable the timed loop uses."""
+    bind = getattr(session, "bind", None)
+    run_once = bind(feeds) if bind is not None else (lambda: session.run(feeds))
+    t0 = clock()
+    run_once()
+    state["first_run_ms"] = (clock() - t0) * 1000.0
+    for _ in range(settings.warmup_runs):
+        run_once()
+    return run_once
+
+
+def _start_sensor(sensor: Optional[PowerSensor], name: Optional[str]) -> bool:
+    """Open the sensor's window; whether it started (a sensor fault must not lose the measurement)."""
+    if sensor is None:
+        return False
+    try:
+        sensor.start()
+        return True
+    except Exception:
+        logger.warning("power sensor %s failed to start", name, exc_info=True)
+        return False
+
+
+def _stop_sensor(sensor: PowerSensor, name: Optional[str]) -> Optional[EnergyWindow]:
+    try:
+        return sensor.stop()
+    except Exception:
+        logger.warning("power sensor %s failed to stop", name, exc_info=True)
+        return None
+
+
+def _timed_sessions(
+    run_once: Callable[[], None],
+    settings: BenchSettings,
+    clock: Clock,
+    power_sensor: Optional[PowerSensor],
+    guard: Optional[WindowGuard],
+    state: Dict[str, Any],
+) -> None:
+    """The timed loop, with the power sensor's window around the guard's around exactly it;
+    records the samples, their summary and the energy."""
+    gc.collect()  # start the timed loop with no garbage pending
+    window = None
+    sensor_started = _start_sensor(power_sensor, state["power_sensor"])
+    try:
+        if guard is not None:
+            guard.start()
+        outcome = measure_latency(run_once, settings, clock)
+        if guard is not None:
+            state["interference"] = guard.stop().to_dict()
+    finally:
+        if sensor_started:
+            window = _stop_sensor(power_sensor, state["power_sensor"])
+    state["samples_ms"] = outcome.samples_ms
+    state["stop_reason"] = outcome.stop_reason
+    state["latency_ms"] = summarize(outcome.samples_ms).to_dict()
+    energy, power = _energy(power_sensor if sensor_started else None, window, len(outcome.samples_ms))
+    state["energy_mj_per_inference"] = energy
+    state["avg_power_w"] = power
+
+
+def _read_after_run(state: Dict[str, Any], read_temps: Optional[Callable[[], Dict[str, float]]]) -> None:
+    state["peak_rss_bytes"] = read_peak_rss_bytes()
+    state["temps_c_after"] = _read_temps(read_temps)
+
+
+def _close(session: Any) -> None:
+    if session is None:
+        return
+    try:
+        session.close()
+    except Exception:
+        logger.warning("closing the session failed", exc_info=True)
+
+
 def run_benchmark(
     model_path: "os.PathLike[str] | str",
     *,
@@ -404,65 +566,12 @@ def run_benchmark(
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an int >= 1, got {threads!r}")
     path = os.fspath(model_path)
-    state: Dict[str, Any] = {
-        "model_path": path,
-        "threads": threads,
-        "seed": seed,
-        "settings": settings.to_dict(),
-        "warmup_runs": settings.warmup_runs,
-        "power_sensor": getattr(power_sensor, "name", None) if power_sensor is not None else None,
-        "cpu_affinity": _cpu_affinity(),
-        "started_at_unix": time.time(),
-        "model_sha256": "",
-        "runtime": runtime if isinstance(runtime, str) else getattr(runtime, "name", "") or "",
-        "runtime_version": None,
-        "samples_ms": [],
-        "temps_c_before": {},
-        "temps_c_after": {},
-    }
-
-    def finish(failure: Optional[RunFailure] = None) -> BenchResult:
-        state["finished_at_unix"] = time.time()
-        if failure is not None:
-            state["failure_kind"] = failure.kind
-            state["failure_message"] = failure.message
-            state["latency_ms"] = None
-            state["energy_mj_per_inference"] = None
-            state["avg_power_w"] = None
-            logger.info("benchmark of %s failed (%s): %s", path, failure.kind, failure.message)
-        defaults = {
-            "load_ms": None,
-            "first_run_ms": None,
-            "peak_rss_bytes": None,
-            "latency_ms": None,
-            "energy_mj_per_inference": None,
-            "avg_power_w": None,
-            "failure_kind": None,
-            "failure_message": None,
-        }
-        return BenchResult(**{**defaults, **state})
-
-    # -- identify the model (outside every timed region)
+    state = _initial_state(path, runtime, threads, seed, settings, power_sensor)
     try:
-        state["model_size_bytes"] = os.path.getsize(path)
-        state["model_sha256"] = sha256_file(path)
-    except OSError as exc:
-        return finish(RunFailure("load_error", f"cannot read model file {path}: {exc.strerror or exc}"))
-
-    try:
-        if runtime is None or isinstance(runtime, str):
-            name = runtime or runtime_for_model(path)
-            state["runtime"] = name
-            rt: Runtime = get_runtime(name)
-        else:
-            rt = runtime
+        _identify_model(state, path)
+        rt = _resolve_runtime(state, runtime, path)
     except RunFailure as failure:
-        return finish(failure)
-    except ValueError as exc:  # unknown runtime name or undetectable format
-        kind = "runtime_missing" if runtime else "load_error"
-        return finish(RunFailure(kind, str(exc)))
-    state["runtime"] = rt.name
-    state["runtime_version"] = rt.version
+        return _finish(state, failure)
 
     state["temps_c_before"] = _read_temps(read_temps)
     state["peak_rss_reset"] = reset_peak_rss()
@@ -480,60 +589,13 @@ def run_benchmark(
         state["input_shapes"] = {k: [int(d) for d in v.shape] for k, v in feeds.items()}
 
         phase = "run"
-        bind = getattr(session, "bind", None)
-        run_once = bind(feeds) if bind is not None else (lambda: session.run(feeds))
-        t0 = clock()
-        run_once()
-        state["first_run_ms"] = (clock() - t0) * 1000.0
-        for _ in range(settings.warmup_runs):
-            run_once()
-
-        gc.collect()  # start the timed loop with no garbage pending
-        window = None
-        sensor_started = False
-        if power_sensor is not None:
-            try:
-                power_sensor.start()
-                sensor_started = True
-            except Exception:
-                logger.warning("power sensor %s failed to start", state["power_sensor"], exc_info=True)
-        try:
-            if guard is not None:
-                guard.start()
-            outcome = measure_latency(run_once, settings, clock)
-            if guard is not None:
-                state["interference"] = guard.stop().to_dict()
-        finally:
-            if sensor_started:
-                try:
-                    window = power_sensor.stop()
-                except Exception:
-                    logger.warning("power sensor %s failed to stop", state["power_sensor"], exc_info=True)
-        state["samples_ms"] = outcome.samples_ms
-        state["stop_reason"] = outcome.stop_reason
-        state["latency_ms"] = summarize(outcome.samples_ms).to_dict()
-        energy, power = _energy(power_sensor if sensor_started else None, window, len(outcome.samples_ms))
-        state["energy_mj_per_inference"] = energy
-        state["avg_power_w"] = power
+        run_once = _warm_up(session, feeds, settings, clock, state)
+        _timed_sessions(run_once, settings, clock, power_sensor, guard, state)
     except Exception as exc:  # every failure of the model becomes data
         logger.debug("benchmark failed in phase %s", phase, exc_info=True)
-        state["peak_rss_bytes"] = read_peak_rss_bytes()
-        state["temps_c_after"] = _read_temps(read_temps)
-        return finish(classify_failure(exc, phase))
+        _read_after_run(state, read_temps)
+        return _finish(state, classify_failure(exc, phase))
     finally:
-        if session is not None:
-            try:
-                session.close()
-            except Exception:
-                logger.warning("closing the session failed", exc_info=True)
-    state["peak_rss_bytes"] = read_peak_rss_bytes()
-    state["temps_c_after"] = _read_temps(read_temps)
-    result = finish()
-    logger.info(
-        "benchmark of %s: median %.4f ms over %d runs (%s)",
-        path,
-        result.latency_ms["median"] if result.latency_ms else float("nan"),
-        len(result.samples_ms),
-        result.stop_reason,
-    )
-    return result
+        _close(session)
+    _read_after_run(state, read_temps)
+    return _finish(state)

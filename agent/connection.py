@@ -26,6 +26,7 @@ from typing import Optional
 import grpc
 
 from fleetmeter import _net, fields
+from fleetmeter.records import fill
 from fleetmeter._version import __version__
 from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
@@ -441,64 +442,15 @@ def _session_run(result: dict):
                       interference=result.get("interference"), failure_kind=result.get("failure_kind"))
 
 
-_INTERFERENCE_FIGURES = tuple(f.name for f in common_pb2.Interference.DESCRIPTOR.fields
-                              if f.has_presence and f.type == f.TYPE_DOUBLE)
-
-
-def interference_to_proto(d: Optional[dict]) -> Optional[common_pb2.Interference]:
-    if not d:
-        return None
-    msg = common_pb2.Interference(window_s=float(d.get("window_s") or 0.0), disturbed=bool(d.get("disturbed")),
-                                  speed_wait_s=float(d.get("speed_wait_s") or 0.0),
-                                  reasons=[str(r) for r in d.get("reasons") or []])
-    for key in _INTERFERENCE_FIGURES:
-        if d.get(key) is not None:
-            setattr(msg, key, float(d[key]))
-    return msg
-
-
 def result_to_measurement(r: dict, **base) -> common_pb2.Measurement:
-    """A ``BenchResult.to_json_dict()`` → the wire ``Measurement`` (ids from ``base``)."""
+    """A reading's result (``reading.combine``: a ``BenchResult`` dict plus sessions, spread, interference and
+    flags) → the wire ``Measurement``, by the one record rule of ``fleetmeter.records``. The ids come from
+    ``base``: an empty value in ``r`` never overrides one; the agent's own keys (the model's local path, the
+    runtime config, the seed ...) stay on the device."""
     m = common_pb2.Measurement(**base)
-    m.runtime = r.get("runtime") or m.runtime
-    m.runtime_version = r.get("runtime_version") or ""
-    m.threads = int(r.get("threads") or m.threads)
-    if r.get("latency_ms"):
-        lat = r["latency_ms"]
-        m.latency_ms.CopyFrom(common_pb2.LatencySummary(
-            **{k: lat[k] for k in ("median", "mean", "p90", "p99", "std", "min", "max", "n") if k in lat},
-            cv=lat.get("cv") or (lat["std"] / lat["mean"] if lat.get("mean") else 0.0)))
-    m.samples_ms.extend(r.get("samples_ms") or [])
-    for key in ("load_ms", "first_run_ms"):
-        if r.get(key) is not None:
-            setattr(m, key, float(r[key]))
-    m.peak_rss_bytes = int(r.get("peak_rss_bytes") or 0)
-    if r.get("energy_mj_per_inference") is not None:
-        m.energy_mj_per_inference = float(r["energy_mj_per_inference"])
-    if r.get("avg_power_w") is not None:
-        m.avg_power_w = float(r["avg_power_w"])
-    m.power_sensor = r.get("power_sensor") or ""
-    m.temps_c_before.update(r.get("temps_c_before") or {})
-    m.temps_c_after.update(r.get("temps_c_after") or {})
-    m.failure_kind = r.get("failure_kind") or ""
-    m.failure_message = r.get("failure_message") or ""
-    m.warmup_runs = int(r.get("warmup_runs") or 0)
-    m.started_at_unix = float(r.get("started_at_unix") or m.started_at_unix or 0.0)
-    m.finished_at_unix = float(r.get("finished_at_unix") or time.time())
-    for sess in r.get("sessions") or []:
-        summary = common_pb2.SessionSummary(
-            index=int(sess["index"]), median_ms=float(sess.get("median_ms") or 0.0), n=int(sess.get("n") or 0),
-            load_ms=float(sess.get("load_ms") or 0.0), started_at_unix=float(sess.get("started_at_unix") or 0.0),
-            finished_at_unix=float(sess.get("finished_at_unix") or 0.0), accepted=bool(sess.get("accepted")),
-            stop_reason=sess.get("stop_reason") or "", failure_kind=sess.get("failure_kind") or "")
-        if sess.get("interference"):
-            summary.interference.CopyFrom(interference_to_proto(sess["interference"]))
-        m.sessions.append(summary)
-    if r.get("session_spread") is not None:
-        m.session_spread = float(r["session_spread"])
-    if r.get("interference"):
-        m.interference.CopyFrom(interference_to_proto(r["interference"]))
-    m.flags.extend(r.get("flags") or [])
+    fill(m, {k: v for k, v in r.items() if not (k in base and not v)}, ignore_unknown=True)
+    if not m.finished_at_unix:
+        m.finished_at_unix = time.time()
     return m
 
 

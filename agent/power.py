@@ -31,13 +31,14 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 from fleetmeter.agent import sysfs
 
 __all__ = [
     "DEFAULT_PERIOD_S",
     "AndroidBatterySensor",
+    "CounterSensor",
     "EnergyWindow",
     "Ina3221Rail",
     "Ina3221Sensor",
@@ -257,6 +258,60 @@ class SampledPowerSensor:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+class CounterSensor:
+    """Base of the sensors that read a cumulative energy counter.
+
+    ``start()`` reads the counter, ``stop()`` reads it again and returns the
+    difference as an :class:`EnergyWindow`. A subclass gives ``_read()`` (the
+    raw reading; it raises one of ``_read_errors()``, logged and answered with
+    None) and ``_energy_j(start, end)`` (None, logged, when the difference
+    cannot be trusted).
+    """
+
+    kind = "counter"
+
+    def __init__(self, name: str, clock: Clock) -> None:
+        self.name = name
+        self._clock = clock
+        self._t0: float | None = None
+        self._start: Any = None
+
+    def _read(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _read_errors(self) -> type[BaseException] | tuple[type[BaseException], ...]:
+        return (OSError, ValueError)
+
+    def _energy_j(self, start: Any, end: Any) -> float | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _read_or_none(self) -> Any:
+        try:
+            return self._read()
+        except self._read_errors() as exc:
+            logger.warning("%s: cannot read energy counter: %s", self.name, exc)
+            return None
+
+    def start(self) -> None:
+        self._start = self._read_or_none()
+        self._t0 = self._clock()
+
+    def stop(self) -> EnergyWindow | None:
+        end = self._read_or_none()
+        t1 = self._clock()
+        start, t0 = self._start, self._t0
+        self._start, self._t0 = None, None
+        if start is None or end is None or t0 is None:
+            return None
+        energy_j = self._energy_j(start, end)
+        if energy_j is None:
+            return None
+        return EnergyWindow(energy_j=energy_j, elapsed_s=max(t1 - t0, 0.0))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
 # --------------------------------------------------------------------------- #
 # RAPL powercap (Intel, AMD)
 # --------------------------------------------------------------------------- #
@@ -272,7 +327,7 @@ class RaplZone:
     max_energy_range_uj: int
 
 
-class RaplSensor:
+class RaplSensor(CounterSensor):
     """Counter sensor summing RAPL package zones (µJ counters with wrap-around).
 
     A wrap (end < start) is corrected by adding ``max_energy_range_uj``; more
@@ -280,38 +335,20 @@ class RaplSensor:
     ~262 kJ, i.e. over an hour at 60 W).
     """
 
-    kind = "counter"
     scope = "package"
 
     def __init__(self, zones: list[RaplZone], *, clock: Clock = time.monotonic) -> None:
         if not zones:
             raise ValueError("RaplSensor needs at least one zone")
         self.zones = list(zones)
-        self.name = "rapl:" + "+".join(z.name for z in self.zones)
-        self._clock = clock
-        self._t0: float | None = None
-        self._start_uj: list[int] | None = None
+        super().__init__("rapl:" + "+".join(z.name for z in self.zones), clock)
 
-    def _read_all(self) -> list[int] | None:
-        try:
-            return [sysfs.read_int(z.energy_path) for z in self.zones]
-        except (OSError, ValueError) as exc:
-            logger.warning("%s: cannot read energy counter: %s", self.name, exc)
-            return None
+    def _read(self) -> list[int]:
+        return [sysfs.read_int(z.energy_path) for z in self.zones]
 
-    def start(self) -> None:
-        self._start_uj = self._read_all()
-        self._t0 = self._clock()
-
-    def stop(self) -> EnergyWindow | None:
-        end_uj = self._read_all()
-        t1 = self._clock()
-        start_uj, t0 = self._start_uj, self._t0
-        self._start_uj, self._t0 = None, None
-        if start_uj is None or end_uj is None or t0 is None:
-            return None
+    def _energy_j(self, start: list[int], end: list[int]) -> float | None:
         total_uj = 0
-        for zone, a, b in zip(self.zones, start_uj, end_uj):
+        for zone, a, b in zip(self.zones, start, end):
             delta = b - a
             if delta < 0:
                 delta += zone.max_energy_range_uj
@@ -320,14 +357,11 @@ class RaplSensor:
                                self.name, zone.name, a, b)
                 return None
             total_uj += delta
-        return EnergyWindow(energy_j=total_uj / 1e6, elapsed_s=max(t1 - t0, 0.0))
+        return total_uj / 1e6
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "scope": self.scope,
                 "source": ",".join(os.path.dirname(z.energy_path) for z in self.zones)}
-
-    def __repr__(self) -> str:
-        return f"RaplSensor(name={self.name!r})"
 
 
 def _discover_rapl(root: str, clock: Clock) -> list[RaplSensor]:
@@ -379,52 +413,33 @@ def _nvml_error(nvml: Any) -> type[BaseException]:
     return err if isinstance(err, type) and issubclass(err, BaseException) else Exception
 
 
-class NvmlEnergySensor:
+class NvmlEnergySensor(CounterSensor):
     """Counter sensor: ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since driver load)."""
 
-    kind = "counter"
     scope = "gpu"
 
     def __init__(self, nvml: Any, index: int, handle: Any, *,
                  clock: Clock = time.monotonic) -> None:
+        super().__init__(f"nvml:{index}", clock)
         self._nvml = nvml
         self.index = index
         self._handle = handle
-        self.name = f"nvml:{index}"
-        self._clock = clock
-        self._t0: float | None = None
-        self._start_mj: int | None = None
 
-    def _read_mj(self) -> int | None:
-        try:
-            return int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
-        except _nvml_error(self._nvml) as exc:
-            logger.warning("%s: cannot read energy counter: %s", self.name, exc)
-            return None
+    def _read(self) -> int:
+        return int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
 
-    def start(self) -> None:
-        self._start_mj = self._read_mj()
-        self._t0 = self._clock()
+    def _read_errors(self) -> type[BaseException]:
+        return _nvml_error(self._nvml)
 
-    def stop(self) -> EnergyWindow | None:
-        end_mj = self._read_mj()
-        t1 = self._clock()
-        start_mj, t0 = self._start_mj, self._t0
-        self._start_mj, self._t0 = None, None
-        if start_mj is None or end_mj is None or t0 is None:
+    def _energy_j(self, start: int, end: int) -> float | None:
+        if end < start:
+            logger.warning("%s: energy counter went backwards (%d -> %d mJ)", self.name, start, end)
             return None
-        if end_mj < start_mj:
-            logger.warning("%s: energy counter went backwards (%d -> %d mJ)",
-                           self.name, start_mj, end_mj)
-            return None
-        return EnergyWindow(energy_j=(end_mj - start_mj) / 1e3, elapsed_s=max(t1 - t0, 0.0))
+        return (end - start) / 1e3
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "scope": self.scope,
                 "source": "nvmlDeviceGetTotalEnergyConsumption"}
-
-    def __repr__(self) -> str:
-        return f"NvmlEnergySensor(name={self.name!r})"
 
 
 class NvmlPowerSensor(SampledPowerSensor):
@@ -570,50 +585,55 @@ class Ina3221Sensor(SampledPowerSensor):
         return ",".join(r.source() for r in self.rails)
 
 
+def _usable(rail: Ina3221Rail, where: str) -> bool:
+    """Whether the rail reads now (found at ``where``); why not is logged at debug."""
+    try:
+        rail.read_power_w()
+    except (OSError, ValueError) as exc:
+        logger.debug("INA3221 rail %s at %s not usable: %s", rail.label, where, exc)
+        return False
+    return True
+
+
+def _channel_files(root: str, device_glob: str, file_glob: str) -> Iterator[tuple[str, str]]:
+    """``(device dir, file)`` for each file matching ``file_glob`` in each device dir matching
+    ``device_glob`` (an absolute device path), both in natural order."""
+    for dev in sorted(glob.glob(sysfs.under(root, device_glob)), key=sysfs.natural_key):
+        for path in sorted(glob.glob(os.path.join(dev, file_glob)), key=sysfs.natural_key):
+            yield dev, path
+
+
 def _ina3221_hwmon_rails(root: str) -> list[Ina3221Rail]:
     rails = []
-    pattern = sysfs.under(root, "/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*")
-    for hw in sorted(glob.glob(pattern), key=sysfs.natural_key):
-        for label_path in sorted(glob.glob(os.path.join(hw, "in*_label")), key=sysfs.natural_key):
-            m = re.match(r"^in(\d+)_label$", os.path.basename(label_path))
-            if not m:
-                continue
-            n = m.group(1)
-            label = sysfs.try_read_text(label_path)
-            # "sum of shunt voltages" channels carry a shunt, not a bus, voltage.
-            if not label or label.lower().startswith("sum"):
-                continue
-            enable = sysfs.try_read_text(os.path.join(hw, f"in{n}_enable"))
-            if enable is not None and enable.strip() == "0":
-                continue
-            v_path = os.path.join(hw, f"in{n}_input")
-            i_path = os.path.join(hw, f"curr{n}_input")
-            rail = Ina3221Rail(label=label, voltage_mv_path=v_path, current_ma_path=i_path)
-            try:
-                rail.read_power_w()
-            except (OSError, ValueError) as exc:
-                logger.debug("INA3221 rail %s at %s not usable: %s", label, hw, exc)
-                continue
+    for hw, label_path in _channel_files(root, "/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*", "in*_label"):
+        m = re.match(r"^in(\d+)_label$", os.path.basename(label_path))
+        if not m:
+            continue
+        n = m.group(1)
+        label = sysfs.try_read_text(label_path)
+        # "sum of shunt voltages" channels carry a shunt, not a bus, voltage.
+        if not label or label.lower().startswith("sum"):
+            continue
+        enable = sysfs.try_read_text(os.path.join(hw, f"in{n}_enable"))
+        if enable is not None and enable.strip() == "0":
+            continue
+        v_path = os.path.join(hw, f"in{n}_input")
+        i_path = os.path.join(hw, f"curr{n}_input")
+        rail = Ina3221Rail(label=label, voltage_mv_path=v_path, current_ma_path=i_path)
+        if _usable(rail, hw):
             rails.append(rail)
     return rails
 
 
 def _ina3221_iio_rails(root: str) -> list[Ina3221Rail]:
     rails = []
-    pattern = sysfs.under(root, "/sys/bus/i2c/drivers/ina3221x/*/iio:device*")
-    for dev in sorted(glob.glob(pattern), key=sysfs.natural_key):
-        for name_path in sorted(glob.glob(os.path.join(dev, "rail_name_*")), key=sysfs.natural_key):
-            n = name_path.rsplit("_", 1)[-1]
-            label = sysfs.try_read_text(name_path)
-            if not label or not n.isdigit():
-                continue
-            rail = Ina3221Rail(label=label,
-                               power_mw_path=os.path.join(dev, f"in_power{n}_input"))
-            try:
-                rail.read_power_w()
-            except (OSError, ValueError) as exc:
-                logger.debug("INA3221 (iio) rail %s at %s not usable: %s", label, dev, exc)
-                continue
+    for dev, name_path in _channel_files(root, "/sys/bus/i2c/drivers/ina3221x/*/iio:device*", "rail_name_*"):
+        n = name_path.rsplit("_", 1)[-1]
+        label = sysfs.try_read_text(name_path)
+        if not label or not n.isdigit():
+            continue
+        rail = Ina3221Rail(label=label, power_mw_path=os.path.join(dev, f"in_power{n}_input"))
+        if _usable(rail, dev):
             rails.append(rail)
     return rails
 

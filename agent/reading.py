@@ -42,6 +42,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from ._checks import require_finite, require_ints
+
 __all__ = ["ReadingSettings", "Reading", "SessionRun", "choose_sessions", "combine", "measure_reading",
            "relative_spread", "session_record"]
 
@@ -70,20 +72,13 @@ class ReadingSettings:
     max_speed_wait_s: float = 1.5
 
     def __post_init__(self) -> None:
-        for name in ("sessions", "max_sessions", "max_disturbed_reruns"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"ReadingSettings.{name} must be an int >= 0, got {value!r}")
+        require_ints(self, ("sessions", "max_sessions", "max_disturbed_reruns"), at_least=0)
         if self.sessions < 1:
             raise ValueError(f"ReadingSettings.sessions must be >= 1, got {self.sessions}")
         if self.max_sessions and self.max_sessions < self.sessions:
             raise ValueError(f"ReadingSettings.max_sessions ({self.max_sessions}) < sessions ({self.sessions})")
-        for name in ("max_session_spread", "max_other_cpu_cores", "max_steal_share", "session_min_duration_ms",
-                     "max_probe_slowdown", "max_speed_wait_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value < 0:
-                raise ValueError(f"ReadingSettings.{name} must be a finite number >= 0, got {value!r}")
+        require_finite(self, ("max_session_spread", "max_other_cpu_cores", "max_steal_share",
+                              "session_min_duration_ms", "max_probe_slowdown", "max_speed_wait_s"), at_least=0)
 
     @property
     def session_cap(self) -> int:

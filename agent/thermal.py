@@ -22,7 +22,7 @@ import logging
 import os
 import re
 from collections import Counter
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from fleetmeter.agent import sysfs
 
@@ -46,19 +46,22 @@ def _read_temp_c(path: str) -> float | None:
     return temp_c
 
 
-def _thermal_zones(root: str) -> dict[str, float]:
-    zones: list[tuple[int, str, str]] = []  # (index, type, zone dir)
-    for zdir in glob.glob(sysfs.under(root, "/sys/class/thermal/thermal_zone*")):
-        m = re.search(r"thermal_zone(\d+)$", zdir)
+def _numbered_dirs(root: str, prefix: str, name_file: str) -> Iterator[tuple[int, str, str]]:
+    """``(n, dir, name)`` for each ``<prefix><n>`` directory (``prefix`` is an absolute device path)
+    whose ``name_file`` reads; the others are skipped (logged at debug)."""
+    for path in glob.glob(sysfs.under(root, prefix + "*")):
+        m = re.search(re.escape(os.path.basename(prefix)) + r"(\d+)$", path)
         if not m:
             continue
-        try:
-            ztype = sysfs.read_text(os.path.join(zdir, "type"))
-        except OSError as exc:
-            logger.debug("thermal zone %s: no type: %s", zdir, exc)
-            continue
-        zones.append((int(m.group(1)), ztype or f"thermal_zone{m.group(1)}", zdir))
-    zones.sort()
+        name = sysfs.try_read_text(os.path.join(path, name_file))
+        if name is not None:
+            yield int(m.group(1)), path, name
+
+
+def _thermal_zones(root: str) -> dict[str, float]:
+    zones = sorted(  # (index, type, zone dir)
+        (index, ztype or f"thermal_zone{index}", zdir)
+        for index, zdir, ztype in _numbered_dirs(root, "/sys/class/thermal/thermal_zone", "type"))
     counts = Counter(t for _, t, _ in zones)
     out: dict[str, float] = {}
     for index, ztype, zdir in zones:
@@ -72,24 +75,14 @@ def _thermal_zones(root: str) -> dict[str, float]:
 
 def _hwmon(root: str) -> dict[str, float]:
     found: list[tuple[str, int, float]] = []
-    for hw in glob.glob(sysfs.under(root, "/sys/class/hwmon/hwmon*")):
-        m = re.search(r"hwmon(\d+)$", hw)
-        if not m:
-            continue
-        try:
-            name = sysfs.read_text(os.path.join(hw, "name"))
-        except OSError:
-            continue
+    for hw_index, hw, name in _numbered_dirs(root, "/sys/class/hwmon/hwmon", "name"):
         for inp in sorted(glob.glob(os.path.join(hw, "temp*_input")), key=sysfs.natural_key):
             stem = os.path.basename(inp)[: -len("_input")]
             temp_c = _read_temp_c(inp)
             if temp_c is None:
                 continue
-            try:
-                label = sysfs.read_text(os.path.join(hw, f"{stem}_label")) or stem
-            except OSError:
-                label = stem
-            found.append((f"{name}/{label}", int(m.group(1)), temp_c))
+            label = sysfs.try_read_text(os.path.join(hw, f"{stem}_label")) or stem
+            found.append((f"{name}/{label}", hw_index, temp_c))
     found.sort(key=lambda x: (x[1], sysfs.natural_key(x[0])))
     counts = Counter(k for k, _, _ in found)
     return {(k if counts[k] == 1 else f"{k}#hwmon{i}"): t for k, i, t in found}

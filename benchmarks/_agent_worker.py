@@ -15,15 +15,16 @@ does with the jobs it gets.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runtime", choices=["onnxruntime", "litert"])
-    p.add_argument("model")
+    p = _common.model_worker_parser(__doc__)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)

@@ -5,15 +5,17 @@ The scripts are run as ``python benchmarks/NAME.py``, so this directory is on
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
 import platform
 import statistics
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -126,6 +128,41 @@ def median(values: Sequence[float]) -> float:
 def add_out_dir_argument(parser) -> None:
     parser.add_argument("--out-dir", type=Path, default=None,
                         help=f"where to write the JSON (default: {OUT_DIR.relative_to(REPO)})")
+
+
+def submit_and_wait(client: Any, spec: Any, *, timeout_s: float, report_every_s: float) -> Tuple[str, Any]:
+    """Submit the sweep ``spec`` and wait until it ends, printing its progress every ``report_every_s``.
+
+    Returns the sweep id and its final ``SweepProgress``."""
+    sweep = client.submit_sweep(spec)
+    last = time.monotonic()
+    for p in client.watch_sweep(sweep.sweep_id, timeout_s=timeout_s):
+        if time.monotonic() - last > report_every_s:
+            last = time.monotonic()
+            print(f"  {spec.name}: {p.done + p.failed}/{p.total} (failed {p.failed}, eta {p.eta_s:.0f} s)",
+                  flush=True)
+    return sweep.sweep_id, client.get_sweep(sweep.sweep_id).progress
+
+
+def write_and_close(name: str, payload: Dict[str, Any], out_dir: Optional[Path] = None) -> Path:
+    """A timed benchmark's end: :func:`write_json`, then how busy the machine was and where the JSON went.
+
+    ``payload`` holds ``machine`` (:func:`machine_info`) and a ``summary`` with ``load_average_at_end``
+    and ``wall_s``."""
+    path = write_json(name, payload, out_dir)
+    machine, summary = payload["machine"], payload["summary"]
+    print(f"load average (1/5/15 min): {machine['load_average_at_start']} at start, "
+          f"{summary['load_average_at_end']} at end")
+    print(f"wrote {path} in {summary['wall_s']:.0f} s")
+    return path
+
+
+def model_worker_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line every model worker starts with: ``{onnxruntime,litert} MODEL``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runtime", choices=["onnxruntime", "litert"])
+    p.add_argument("model")
+    return p
 
 
 def worker_env() -> Dict[str, str]:

@@ -15,18 +15,19 @@ Same process, same session, same inputs: any difference is the harness.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import statistics
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runtime", choices=["onnxruntime", "litert"])
-    p.add_argument("model")
+    p = _common.model_worker_parser(__doc__)
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--block-ms", type=float, default=5.0)
     args = p.parse_args(argv)

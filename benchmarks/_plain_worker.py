@@ -51,6 +51,28 @@ def _inputs_like_fleetmeter(specs, seed):
     return feeds
 
 
+def _timed_block(call, args: tuple, runs: int, warmup: int) -> list:
+    """``call(*args)`` once (not a sample: the agent times its first run separately), ``warmup`` times
+    untimed, then ``runs`` times with the garbage collector off, each timed alone; the samples in ms."""
+    call(*args)
+    for _ in range(warmup):
+        call(*args)
+    clock = time.perf_counter
+    samples = []
+    append = samples.append
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(runs):
+            t0 = clock()
+            call(*args)
+            t1 = clock()
+            append((t1 - t0) * 1000.0)
+    finally:
+        gc.enable()
+    return samples
+
+
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
                "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32",
                "tensor(int64)": "int64", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
@@ -68,23 +90,7 @@ def block_onnxruntime(model: str, runs: int, warmup: int, threads: int, seed: in
     specs = [(i.name, [d if isinstance(d, int) and d >= 0 else None for d in (i.shape or [])],
               _ORT_DTYPES[i.type]) for i in sess.get_inputs()]
     feeds = _inputs_like_fleetmeter(specs, seed)
-    run = sess.run
-    run(None, feeds)  # first run: not a sample (the agent times it separately)
-    for _ in range(warmup):
-        run(None, feeds)
-    clock = time.perf_counter
-    samples = []
-    append = samples.append
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(runs):
-            t0 = clock()
-            run(None, feeds)
-            t1 = clock()
-            append((t1 - t0) * 1000.0)
-    finally:
-        gc.enable()
+    samples = _timed_block(sess.run, (None, feeds), runs, warmup)
     return samples, ort.__version__, {k: list(v.shape) for k, v in feeds.items()}
 
 
@@ -103,23 +109,7 @@ def block_litert(model: str, runs: int, warmup: int, threads: int, seed: int):
     feeds = _inputs_like_fleetmeter(specs, seed)
     for d in details:
         interp.set_tensor(d["index"], feeds[d["name"]])
-    invoke = interp.invoke
-    invoke()  # first run
-    for _ in range(warmup):
-        invoke()
-    clock = time.perf_counter
-    samples = []
-    append = samples.append
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(runs):
-            t0 = clock()
-            invoke()
-            t1 = clock()
-            append((t1 - t0) * 1000.0)
-    finally:
-        gc.enable()
+    samples = _timed_block(interp.invoke, (), runs, warmup)
     return samples, getattr(ai_edge_litert, "__version__", "unknown"), {k: list(v.shape) for k, v in feeds.items()}
 
 

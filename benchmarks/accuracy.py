@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_info, table, write_json  # noqa: E402
+from _common import machine_info, submit_and_wait, table, write_json  # noqa: E402
 
 from fleetmeter.local_fleet import LocalFleet  # noqa: E402
 from fleetmeter.v1 import common_pb2, fleet_pb2  # noqa: E402
@@ -44,15 +44,10 @@ TOKENS_FILE = "tokens.json"
 
 def _sweep(client, shas, settings, name, profile=False, reading=None):
     platform_ids = sorted({pid for d in client.list_devices() for pid in d.platform_ids})
-    sweep = client.submit_sweep(fleet_pb2.SweepSpec(
+    spec = fleet_pb2.SweepSpec(
         name=name, models=shas, settings=settings, profile_operators=profile, reading=reading,
-        platforms=fleet_pb2.PlatformSelector(platform_ids=platform_ids)))
-    last = time.monotonic()
-    for p in client.watch_sweep(sweep.sweep_id, timeout_s=8 * 3600):
-        if time.monotonic() - last > 60:
-            last = time.monotonic()
-            print(f"  {name}: {p.done + p.failed}/{p.total} (failed {p.failed}, eta {p.eta_s:.0f} s)", flush=True)
-    return client.get_sweep(sweep.sweep_id).progress
+        platforms=fleet_pb2.PlatformSelector(platform_ids=platform_ids))
+    return submit_and_wait(client, spec, timeout_s=8 * 3600, report_every_s=60)[1]
 
 
 def measure(fleet: LocalFleet, args, report: dict) -> None:

@@ -72,7 +72,7 @@ def read_store(db_path: Path, sweep_id: str) -> List[Dict[str, Any]]:
     return out
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Agent job end -> stored record latency, and sweep throughput.",
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke mode: 12 jobs on 2 agents")
@@ -81,20 +81,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--min-duration-ms", type=float, default=20.0, help="per-job timed duration (default 20)")
     p.add_argument("--model", default="tiny_mlp", help="built-in ONNX model to sweep (default tiny_mlp)")
     _common.add_out_dir_argument(p)
-    args = p.parse_args(argv)
-    n_jobs = args.jobs or (12 if args.quick else 150)
-    n_agents = args.agents or (2 if args.quick else 3)
+    return p.parse_args(argv)
 
+
+def run_sweep(model_path: Path, settings: Any, n_jobs: int, n_agents: int) -> Dict[str, Any]:
+    """Start a controller and ``n_agents`` agents, sweep the model ``n_jobs`` times, read the stored rows.
+
+    Returns ``rows`` (:func:`read_store`), ``sweep_s`` (submit -> done, monotonic), ``submitted_unix``
+    and ``done_unix``."""
     from fleetmeter.local_fleet import LocalFleet
-    from fleetmeter.modeler.builtin import get_builtin_model
-    from fleetmeter.v1 import common_pb2, fleet_pb2
+    from fleetmeter.v1 import fleet_pb2
 
-    model = get_builtin_model(args.model, "onnx")
-    settings = common_pb2.BenchSettings(warmup_runs=2, min_runs=5, min_duration_ms=args.min_duration_ms,
-                                        max_runs=30000, max_duration_ms=max(1000.0, 10 * args.min_duration_ms),
-                                        stable_rel_tol=0.05)
-    started = time.monotonic()
-    machine = _common.machine_info()
     with tempfile.TemporaryDirectory(prefix="fleetmeter-ctl-latency-") as tmp:
         fleet = LocalFleet(Path(tmp) / "fleet")
         try:
@@ -106,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             fleet.wait_agents_connected(names)
             with fleet.client() as client:
                 platform_ids = sorted({pid for d in client.list_devices() for pid in d.platform_ids})
-                sha = client.upload_model(model.path, name=model.path.name).model.sha256
+                sha = client.upload_model(model_path, name=model_path.name).model.sha256
                 print(f"controller_latency: {n_agents} agents on {len(platform_ids)} platform(s); "
                       f"sweep of {n_jobs} jobs", file=sys.stderr)
                 spec = fleet_pb2.SweepSpec(name="controller-latency", models=[sha],
@@ -130,11 +127,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             rows = read_store(fleet.data_dir / "fleetmeter.sqlite", sweep.sweep_id)
         finally:
             fleet.close()
+    return {"rows": rows, "sweep_s": sweep_s, "submitted_unix": submitted_unix, "done_unix": done_unix}
 
-    ok = [r for r in rows if not r["failure_kind"] and r["finished_at_unix"]]
-    if len(ok) < n_jobs:
-        raise RuntimeError(f"only {len(ok)} of {n_jobs} jobs produced a measurement "
-                           f"(failures: {[r['failure_kind'] for r in rows if r['failure_kind']]})")
+
+def summarize_jobs(ok: List[Dict[str, Any]], n_agents: int, sweep_s: float) -> Dict[str, Any]:
+    """Latency, throughput and the gaps between jobs, from the stored rows of the jobs that succeeded."""
     lat_ms = [(r["received_unix"] - r["finished_at_unix"]) * 1000.0 for r in ok]
     job_ms = [(r["finished_at_unix"] - r["started_at_unix"]) * 1000.0 for r in ok]
     gaps_ms: List[float] = []
@@ -149,11 +146,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     seq = sorted(ok, key=lambda r: r["started_at_unix"])
     host_gaps_ms = [(b["started_at_unix"] - a["finished_at_unix"]) * 1000.0 for a, b in zip(seq, seq[1:])]
     stored_to_next_ms = [(b["started_at_unix"] - a["received_unix"]) * 1000.0 for a, b in zip(seq, seq[1:])]
-    overlaps = sum(1 for g in host_gaps_ms if g < 0)
     busy_s = sum(job_ms) / 1000.0
     first_start = min(r["started_at_unix"] for r in ok)
     last_received = max(r["received_unix"] for r in ok)
-    summary = {
+    return {
         "jobs": len(ok), "agents": n_agents,
         "latency_ms": pct(lat_ms),
         "throughput_jobs_per_s": len(ok) / sweep_s,
@@ -164,28 +160,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "host_gap_ms": pct(host_gaps_ms) if host_gaps_ms else None,
         "stored_to_next_start_ms": pct(stored_to_next_ms) if stored_to_next_ms else None,
         "per_agent_gap_ms": pct(gaps_ms) if gaps_ms else None,
-        "overlapping_jobs_on_host": overlaps,
+        "overlapping_jobs_on_host": sum(1 for g in host_gaps_ms if g < 0),
         "host_busy_fraction": busy_s / sweep_s,
         "jobs_per_agent": per_agent,
         "negative_latencies": sum(1 for x in lat_ms if x < 0),
-        "wall_s": round(time.monotonic() - started, 1),
-        "load_average_at_end": _common.loadavg(),
     }
-    payload = {
-        "benchmark": NAME, "quick": args.quick, "machine": machine,
-        "settings": {"jobs": n_jobs, "agents": n_agents, "model": model.path.name,
-                     "bench_settings": {"warmup_runs": settings.warmup_runs, "min_runs": settings.min_runs,
-                                        "min_duration_ms": settings.min_duration_ms,
-                                        "max_duration_ms": settings.max_duration_ms,
-                                        "stable_rel_tol": settings.stable_rel_tol},
-                     "agent_command": "fleetmeter-agent run --runtime onnxruntime --threads 1 --no-power",
-                     "latency_definition": "measurements.received_unix - record_json.finished_at_unix",
-                     "submitted_unix": submitted_unix, "done_unix": done_unix},
-        "summary": summary,
-        "jobs": [{**r, "latency_ms": (r["received_unix"] - r["finished_at_unix"]) * 1000.0} for r in ok],
-    }
-    path = _common.write_json(NAME, payload, args.out_dir)
 
+
+def print_report(summary: Dict[str, Any]) -> None:
     lat = summary["latency_ms"]
     print(_common.table(["METRIC", "p50", "p90", "p99", "max", "n"], [
         ("job end on agent -> stored (ms)", *(f"{lat[k]:.1f}" for k in ("p50", "p90", "p99", "max")), lat["n"]),
@@ -196,15 +178,53 @@ def main(argv: Optional[List[str]] = None) -> int:
                               ("  of which stored -> next job start (ms)", "stored_to_next_start_ms"))
            if summary[key]]),
     ]))
-    print(f"\nthroughput: {summary['throughput_jobs_per_s']:.1f} jobs/s end to end ({len(ok)} jobs in "
-          f"{sweep_s:.1f} s, submit -> done, {n_agents} agents on one host; a job was running "
-          f"{summary['host_busy_fraction'] * 100:.0f}% of that time)")
-    print(f"the scheduler ran jobs one at a time on this host: {overlaps} overlapping job pair(s)")
+    print(f"\nthroughput: {summary['throughput_jobs_per_s']:.1f} jobs/s end to end ({summary['jobs']} jobs in "
+          f"{summary['sweep_wall_s']:.1f} s, submit -> done, {summary['agents']} agents on one host; a job was "
+          f"running {summary['host_busy_fraction'] * 100:.0f}% of that time)")
+    print(f"the scheduler ran jobs one at a time on this host: {summary['overlapping_jobs_on_host']} "
+          f"overlapping job pair(s)")
     if lat["n"] < 100:
         print(f"note: with {lat['n']} jobs, p99 is an interpolation between the two largest values")
-    print(f"load average (1/5/15 min): {machine['load_average_at_start']} at start, "
-          f"{summary['load_average_at_end']} at end")
-    print(f"wrote {path} in {summary['wall_s']:.0f} s")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parse_args(argv)
+    n_jobs = args.jobs or (12 if args.quick else 150)
+    n_agents = args.agents or (2 if args.quick else 3)
+
+    from fleetmeter.modeler.builtin import get_builtin_model
+    from fleetmeter.v1 import common_pb2
+
+    model = get_builtin_model(args.model, "onnx")
+    settings = common_pb2.BenchSettings(warmup_runs=2, min_runs=5, min_duration_ms=args.min_duration_ms,
+                                        max_runs=30000, max_duration_ms=max(1000.0, 10 * args.min_duration_ms),
+                                        stable_rel_tol=0.05)
+    started = time.monotonic()
+    machine = _common.machine_info()
+    sweep = run_sweep(model.path, settings, n_jobs, n_agents)
+    rows = sweep["rows"]
+    ok = [r for r in rows if not r["failure_kind"] and r["finished_at_unix"]]
+    if len(ok) < n_jobs:
+        raise RuntimeError(f"only {len(ok)} of {n_jobs} jobs produced a measurement "
+                           f"(failures: {[r['failure_kind'] for r in rows if r['failure_kind']]})")
+    summary = summarize_jobs(ok, n_agents, sweep["sweep_s"])
+    summary["wall_s"] = round(time.monotonic() - started, 1)
+    summary["load_average_at_end"] = _common.loadavg()
+    payload = {
+        "benchmark": NAME, "quick": args.quick, "machine": machine,
+        "settings": {"jobs": n_jobs, "agents": n_agents, "model": model.path.name,
+                     "bench_settings": {"warmup_runs": settings.warmup_runs, "min_runs": settings.min_runs,
+                                        "min_duration_ms": settings.min_duration_ms,
+                                        "max_duration_ms": settings.max_duration_ms,
+                                        "stable_rel_tol": settings.stable_rel_tol},
+                     "agent_command": "fleetmeter-agent run --runtime onnxruntime --threads 1 --no-power",
+                     "latency_definition": "measurements.received_unix - record_json.finished_at_unix",
+                     "submitted_unix": sweep["submitted_unix"], "done_unix": sweep["done_unix"]},
+        "summary": summary,
+        "jobs": [{**r, "latency_ms": (r["received_unix"] - r["finished_at_unix"]) * 1000.0} for r in ok],
+    }
+    print_report(summary)
+    _common.write_and_close(NAME, payload, args.out_dir)
     return 0
 
 

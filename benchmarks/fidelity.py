@@ -204,7 +204,7 @@ def _iqr(values: List[float]) -> Tuple[float, float]:
     return _common.percentile(values, 25), _common.percentile(values, 75)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Agent vs plain-loop latency fidelity (target: +-3 %).",
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -222,65 +222,51 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--no-overhead", action="store_true",
                    help="skip the in-process per-call overhead diagnostic (skipped in --quick)")
     _common.add_out_dir_argument(p)
-    args = p.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 24)
-    target_ms = args.target_ms or (20.0 if args.quick else 60.0)
-    min_runs = args.min_runs or (10 if args.quick else 20)
+    return p.parse_args(argv)
 
-    started = time.monotonic()
-    machine = _common.machine_info()
-    worker_core, own_cores, pin_note = choose_cores(args.no_pin)
-    print(f"fidelity: {pin_note}", file=sys.stderr)
 
-    with tempfile.TemporaryDirectory(prefix="fleetmeter-fidelity-") as tmp:
-        models = collect_models(Path(tmp), args.quick, not args.no_zoo)
-        print(f"fidelity: {len(models)} model files, {rounds} alternating agent/plain block pairs each",
-              file=sys.stderr)
-        for i, m in enumerate(models):
-            m.update(measure_model(m, rounds, target_ms, min_runs, args.max_runs, args.warmup, worker_core))
-            if not (args.quick or args.no_overhead) and m["calibration_median_ms"] < OVERHEAD_MAX_MS:
-                m["overhead"] = measure_overhead(m, worker_core)
-            print(f"fidelity: [{i + 1}/{len(models)}] {m['name']}.{m['format']} done "
-                  f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
+def model_result(m: Dict[str, Any], warmup: int, rounds: int) -> Dict[str, Any]:
+    """One model file's comparison: the agent/plain ratio of the block medians, and the blocks themselves."""
+    a = [x["median"] for x in m["agent"]]
+    b = [x["median"] for x in m["plain"]]
+    ratios = [x / y for x, y in zip(a, b)]
+    min_ratios = [x["min"] / y["min"] for x, y in zip(m["agent"], m["plain"])]
+    rmed = _common.median(ratios)
+    q1, q3 = _iqr(ratios)
+    plain_med = _common.median(b)
+    pq1, pq3 = _iqr(b)
+    return {
+        "model": m["name"], "format": m["format"], "runtime": m["runtime"], "source": m["source"],
+        "runs_per_block": m["runs"], "warmup_runs": warmup, "rounds": rounds,
+        "calibration_median_ms": m["calibration_median_ms"],
+        "agent_median_ms": _common.median(a), "plain_median_ms": plain_med,
+        "ratio_median": rmed, "ratio_q1": q1, "ratio_q3": q3, "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "deviation_pct": (rmed - 1.0) * 100.0,
+        "pooled_ratio": _common.median(a) / plain_med,
+        # Ratio of the per-block minimum latencies: much less sensitive to other load on the machine.
+        "min_ratio_median": _common.median(min_ratios),
+        # How much the plain loop itself moves between blocks: the noise floor of this comparison.
+        "plain_block_iqr_pct": (pq3 - pq1) / plain_med * 100.0,
+        "within_target": abs(rmed - 1.0) * 100.0 <= TARGET_PCT,
+        "agent_medians_ms": a, "plain_medians_ms": b, "ratios": ratios,
+        "agent_n": sorted({x["n"] for x in m["agent"]}), "plain_n": sorted({x["n"] for x in m["plain"]}),
+        "agent_cpu_affinity": m["agent"][0]["cpu_affinity"], "plain_cpu_affinity": m["plain"][0]["cpu_affinity"],
+        "same_input_shapes": m["agent"][0]["input_shapes"] == m["plain"][0]["input_shapes"],
+        "agent_stop_reason": m["agent"][0]["stop_reason"],
+        "agent_power_sensor": m["agent"][0]["power_sensor"],
+        "overhead": m.get("overhead"),
+    }
 
-    results = []
-    for m in models:
-        a = [x["median"] for x in m["agent"]]
-        b = [x["median"] for x in m["plain"]]
-        ratios = [x / y for x, y in zip(a, b)]
-        min_ratios = [x["min"] / y["min"] for x, y in zip(m["agent"], m["plain"])]
-        rmed = _common.median(ratios)
-        q1, q3 = _iqr(ratios)
-        plain_med = _common.median(b)
-        pq1, pq3 = _iqr(b)
-        results.append({
-            "model": m["name"], "format": m["format"], "runtime": m["runtime"], "source": m["source"],
-            "runs_per_block": m["runs"], "warmup_runs": args.warmup, "rounds": rounds,
-            "calibration_median_ms": m["calibration_median_ms"],
-            "agent_median_ms": _common.median(a), "plain_median_ms": plain_med,
-            "ratio_median": rmed, "ratio_q1": q1, "ratio_q3": q3, "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "deviation_pct": (rmed - 1.0) * 100.0,
-            "pooled_ratio": _common.median(a) / plain_med,
-            # Ratio of the per-block minimum latencies: much less sensitive to other load on the machine.
-            "min_ratio_median": _common.median(min_ratios),
-            # How much the plain loop itself moves between blocks: the noise floor of this comparison.
-            "plain_block_iqr_pct": (pq3 - pq1) / plain_med * 100.0,
-            "within_target": abs(rmed - 1.0) * 100.0 <= TARGET_PCT,
-            "agent_medians_ms": a, "plain_medians_ms": b, "ratios": ratios,
-            "agent_n": sorted({x["n"] for x in m["agent"]}), "plain_n": sorted({x["n"] for x in m["plain"]}),
-            "agent_cpu_affinity": m["agent"][0]["cpu_affinity"], "plain_cpu_affinity": m["plain"][0]["cpu_affinity"],
-            "same_input_shapes": m["agent"][0]["input_shapes"] == m["plain"][0]["input_shapes"],
-            "agent_stop_reason": m["agent"][0]["stop_reason"],
-            "agent_power_sensor": m["agent"][0]["power_sensor"],
-            "overhead": m.get("overhead"),
-        })
+
+def summarize(results: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """How many model files are within the target, the deviations, the median ratio per runtime."""
     devs = [abs(r["deviation_pct"]) for r in results]
 
     def by_runtime(rt: str) -> Optional[float]:
         vals = [r["ratio_median"] for r in results if r["runtime"] == rt]
         return _common.median(vals) if vals else None
 
-    summary = {
+    return {
         "model_files": len(results),
         "within_target": sum(r["within_target"] for r in results),
         "all_within_target": all(r["within_target"] for r in results),
@@ -289,23 +275,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "median_abs_deviation_pct": _common.median(devs),
         "onnxruntime_ratio_median": by_runtime("onnxruntime"),
         "litert_ratio_median": by_runtime("litert"),
-        "wall_s": round(time.monotonic() - started, 1),
-        "load_average_at_end": _common.loadavg(),
     }
-    payload = {
-        "benchmark": NAME, "quick": args.quick, "machine": machine,
-        "settings": {"rounds": rounds, "target_block_ms": target_ms, "warmup_runs": args.warmup,
-                     "min_runs_per_block": min_runs, "max_runs_per_block": args.max_runs, "threads": 1, "seed": 0,
-                     "order": "per model: one agent and one plain worker process; a calibration block and one "
-                              "discarded block each, then `rounds` pairs of blocks, A B in even pairs, B A in odd",
-                     "agent_side": "benchmarks/_agent_worker.py: run_benchmark() with the arguments "
-                                   "`fleetmeter-agent bench` passes, fixed run count per block",
-                     "plain_side": "benchmarks/_plain_worker.py: perf_counter around sess.run / invoke()"},
-        "pinning": {"worker_cpu": worker_core, "script_cpus": own_cores, "note": pin_note},
-        "results": results, "summary": summary,
-    }
-    path = _common.write_json(NAME, payload, args.out_dir)
 
+
+def print_report(results: List[Dict[str, Any]], summary: Dict[str, Any], rounds: int, pin_note: str) -> None:
     rows = [(r["model"], r["format"], r["runs_per_block"], f"{r['agent_median_ms']:.4f}",
              f"{r['plain_median_ms']:.4f}", f"{r['ratio_median']:.3f}",
              f"{r['ratio_q1']:.3f}..{r['ratio_q3']:.3f}", f"{r['ratio_min']:.2f}..{r['ratio_max']:.2f}",
@@ -328,9 +301,48 @@ def main(argv: Optional[List[str]] = None) -> int:
                          f"{med['agent']:.2f}", f"{o['agent_minus_bare_us']:+.2f}",
                          f"{o['agent_minus_bare_us'] / med['bare'] * 100:+.1f}%"))
         print(_common.table(["MODEL", "FMT", "BARE us", "SET+INVOKE us", "AGENT us", "AGENT-BARE", "REL"], orow))
-    print(f"load average (1/5/15 min): {machine['load_average_at_start']} at start, "
-          f"{summary['load_average_at_end']} at end")
-    print(f"wrote {path} in {summary['wall_s']:.0f} s")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 24)
+    target_ms = args.target_ms or (20.0 if args.quick else 60.0)
+    min_runs = args.min_runs or (10 if args.quick else 20)
+
+    started = time.monotonic()
+    machine = _common.machine_info()
+    worker_core, own_cores, pin_note = choose_cores(args.no_pin)
+    print(f"fidelity: {pin_note}", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory(prefix="fleetmeter-fidelity-") as tmp:
+        models = collect_models(Path(tmp), args.quick, not args.no_zoo)
+        print(f"fidelity: {len(models)} model files, {rounds} alternating agent/plain block pairs each",
+              file=sys.stderr)
+        for i, m in enumerate(models):
+            m.update(measure_model(m, rounds, target_ms, min_runs, args.max_runs, args.warmup, worker_core))
+            if not (args.quick or args.no_overhead) and m["calibration_median_ms"] < OVERHEAD_MAX_MS:
+                m["overhead"] = measure_overhead(m, worker_core)
+            print(f"fidelity: [{i + 1}/{len(models)}] {m['name']}.{m['format']} done "
+                  f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
+
+    results = [model_result(m, args.warmup, rounds) for m in models]
+    summary = summarize(results)
+    summary["wall_s"] = round(time.monotonic() - started, 1)
+    summary["load_average_at_end"] = _common.loadavg()
+    payload = {
+        "benchmark": NAME, "quick": args.quick, "machine": machine,
+        "settings": {"rounds": rounds, "target_block_ms": target_ms, "warmup_runs": args.warmup,
+                     "min_runs_per_block": min_runs, "max_runs_per_block": args.max_runs, "threads": 1, "seed": 0,
+                     "order": "per model: one agent and one plain worker process; a calibration block and one "
+                              "discarded block each, then `rounds` pairs of blocks, A B in even pairs, B A in odd",
+                     "agent_side": "benchmarks/_agent_worker.py: run_benchmark() with the arguments "
+                                   "`fleetmeter-agent bench` passes, fixed run count per block",
+                     "plain_side": "benchmarks/_plain_worker.py: perf_counter around sess.run / invoke()"},
+        "pinning": {"worker_cpu": worker_core, "script_cpus": own_cores, "note": pin_note},
+        "results": results, "summary": summary,
+    }
+    print_report(results, summary, rounds, pin_note)
+    _common.write_and_close(NAME, payload, args.out_dir)
     return 0
 
 

@@ -151,7 +151,7 @@ def breakdown(repeats: int, settle_s: float) -> List[Dict[str, Any]]:
     return rows
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Idle RSS of a connected agent vs bare Python + runtimes "
                                             f"(target: <= +{TARGET_MIB:g} MiB).",
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,15 +161,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--samples", type=int, default=None, help="RSS readings per process (default 5; quick 3)")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-import breakdown")
     _common.add_out_dir_argument(p)
-    args = p.parse_args(argv)
-    settle_s = args.settle_s if args.settle_s is not None else (1.0 if args.quick else 5.0)
-    n_samples = args.samples or (3 if args.quick else 5)
-    interval_s = 0.5 if args.quick else 1.0
+    return p.parse_args(argv)
 
+
+def measure_connected_agent(settle_s: float, n_samples: int, interval_s: float) -> Dict[str, Any]:
+    """Steps 1-2: a controller, one connected agent and the baseline process, each read ``n_samples`` times.
+
+    Returns ``agent_samples``, ``base_samples`` (:func:`read_status` each) and ``idle_s`` (connected ->
+    last reading)."""
     from fleetmeter.local_fleet import LocalFleet
 
-    started = time.monotonic()
-    machine = _common.machine_info()
     with tempfile.TemporaryDirectory(prefix="fleetmeter-footprint-") as tmp:
         fleet = LocalFleet(Path(tmp) / "fleet")
         baseline = None
@@ -199,18 +200,56 @@ def main(argv: Optional[List[str]] = None) -> int:
                 baseline.stdin.close()
                 baseline.wait(30)
             fleet.close()
-    agent_sum = summarize(agent_samples)
-    base_sum = summarize(base_samples)
+    return {"agent_samples": agent_samples, "base_samples": base_samples, "idle_s": idle_s}
+
+
+def breakdown_with_agent(quick: bool, agent_sum: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Step 3: the cumulative import steps, the connected agent last, each with its delta to the one before."""
+    print("footprint: breakdown (one fresh process per cumulative step) ...", file=sys.stderr)
+    steps = breakdown(1 if quick else 3, 0.2 if quick else 1.0)
+    steps.append({"step": "real agent, connected and idle (fleetmeter-agent run)", "code": "",
+                  **agent_sum})
+    for prev, s in zip([None] + steps[:-1], steps):
+        s["delta_mib"] = None if prev is None else s["vmrss_mib"] - prev["vmrss_mib"]
+        s["delta_anon_mib"] = None if prev is None else s["rss_anon_mib"] - prev["rss_anon_mib"]
+    return steps
+
+
+def _mib(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def print_report(agent_sum: Dict[str, Any], base_sum: Dict[str, Any], steps: List[Dict[str, Any]],
+                 summary: Dict[str, Any]) -> None:
+    f = _mib
+    print(_common.table(["PROCESS", "VmRSS MiB", "RssAnon", "RssFile", "Pss", "THREADS"], [
+        ("agent (connected, idle)", f(agent_sum["vmrss_mib"]), f(agent_sum["rss_anon_mib"]),
+         f(agent_sum["rss_file_mib"]), f(agent_sum["pss_mib"]), agent_sum["threads"]),
+        ("baseline (python + onnxruntime + LiteRT)", f(base_sum["vmrss_mib"]), f(base_sum["rss_anon_mib"]),
+         f(base_sum["rss_file_mib"]), f(base_sum["pss_mib"]), base_sum["threads"]),
+    ]))
+    verdict = "within" if summary["within_target"] else f"OVER by {summary['over_target_by_mib']:.1f} MiB"
+    print(f"\nagent - baseline: {summary['difference_mib']:+.1f} MiB VmRSS "
+          f"({summary['difference_anon_mib']:+.1f} MiB anonymous); target <= +{TARGET_MIB:g} MiB: {verdict}")
+    if steps:
+        print("\nBreakdown (cumulative; each step a fresh process; DELTA = added by that step):")
+        print(_common.table(["STEP", "VmRSS MiB", "DELTA", "ANON DELTA", "THREADS"], [
+            (s["step"], f(s["vmrss_mib"]), f(s["delta_mib"]), f(s["delta_anon_mib"]), s["threads"]) for s in steps]))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parse_args(argv)
+    settle_s = args.settle_s if args.settle_s is not None else (1.0 if args.quick else 5.0)
+    n_samples = args.samples or (3 if args.quick else 5)
+    interval_s = 0.5 if args.quick else 1.0
+
+    started = time.monotonic()
+    machine = _common.machine_info()
+    measured = measure_connected_agent(settle_s, n_samples, interval_s)
+    agent_sum = summarize(measured["agent_samples"])
+    base_sum = summarize(measured["base_samples"])
     diff = agent_sum["vmrss_mib"] - base_sum["vmrss_mib"]
-    steps: List[Dict[str, Any]] = []
-    if not args.no_breakdown:
-        print("footprint: breakdown (one fresh process per cumulative step) ...", file=sys.stderr)
-        steps = breakdown(1 if args.quick else 3, 0.2 if args.quick else 1.0)
-        steps.append({"step": "real agent, connected and idle (fleetmeter-agent run)", "code": "",
-                      **agent_sum})
-        for prev, s in zip([None] + steps[:-1], steps):
-            s["delta_mib"] = None if prev is None else s["vmrss_mib"] - prev["vmrss_mib"]
-            s["delta_anon_mib"] = None if prev is None else s["rss_anon_mib"] - prev["rss_anon_mib"]
+    steps: List[Dict[str, Any]] = [] if args.no_breakdown else breakdown_with_agent(args.quick, agent_sum)
 
     summary = {
         "agent_vmrss_mib": agent_sum["vmrss_mib"],
@@ -229,30 +268,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         "benchmark": NAME, "quick": args.quick, "machine": machine,
         "settings": {"settle_s": settle_s, "samples": n_samples, "interval_s": interval_s, "unit": "MiB",
                      "agent_command": "fleetmeter-agent run --controller ADDR --name footprint-agent --data-dir DIR",
-                     "baseline_code": BASELINE_CODE, "agent_idle_s_at_last_reading": round(idle_s, 1)},
+                     "baseline_code": BASELINE_CODE,
+                     "agent_idle_s_at_last_reading": round(measured["idle_s"], 1)},
         "agent": agent_sum, "baseline": base_sum, "breakdown": steps, "summary": summary,
     }
-    path = _common.write_json(NAME, payload, args.out_dir)
-
-    def f(x):
-        return "-" if x is None else f"{x:.1f}"
-
-    print(_common.table(["PROCESS", "VmRSS MiB", "RssAnon", "RssFile", "Pss", "THREADS"], [
-        ("agent (connected, idle)", f(agent_sum["vmrss_mib"]), f(agent_sum["rss_anon_mib"]),
-         f(agent_sum["rss_file_mib"]), f(agent_sum["pss_mib"]), agent_sum["threads"]),
-        ("baseline (python + onnxruntime + LiteRT)", f(base_sum["vmrss_mib"]), f(base_sum["rss_anon_mib"]),
-         f(base_sum["rss_file_mib"]), f(base_sum["pss_mib"]), base_sum["threads"]),
-    ]))
-    verdict = "within" if summary["within_target"] else f"OVER by {summary['over_target_by_mib']:.1f} MiB"
-    print(f"\nagent - baseline: {diff:+.1f} MiB VmRSS ({summary['difference_anon_mib']:+.1f} MiB anonymous); "
-          f"target <= +{TARGET_MIB:g} MiB: {verdict}")
-    if steps:
-        print("\nBreakdown (cumulative; each step a fresh process; DELTA = added by that step):")
-        print(_common.table(["STEP", "VmRSS MiB", "DELTA", "ANON DELTA", "THREADS"], [
-            (s["step"], f(s["vmrss_mib"]), f(s["delta_mib"]), f(s["delta_anon_mib"]), s["threads"]) for s in steps]))
-    print(f"load average (1/5/15 min): {machine['load_average_at_start']} at start, "
-          f"{summary['load_average_at_end']} at end")
-    print(f"wrote {path} in {summary['wall_s']:.0f} s")
+    print_report(agent_sum, base_sum, steps, summary)
+    _common.write_and_close(NAME, payload, args.out_dir)
     return 0
 
 

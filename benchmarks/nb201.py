@@ -161,7 +161,8 @@ def one_hot_baseline(train: Sequence[Dict[str, str]], test: Sequence[Dict[str, s
 
 def run_device(device: str, train_rows: Sequence[Dict[str, str]], test_rows: Sequence[Dict[str, str]],
                imported: Dict[str, Any], seed: int, ablation: bool) -> Dict[str, Any]:
-    from fleetmeter.modeler.train import METHOD_KEYS, METHODS, TrainTask, run_train_task, train_predictor
+    from fleetmeter.modeler.methods import METHOD_KEYS, METHODS, train_predictor
+    from fleetmeter.modeler.train import TrainTask, run_train_task
 
     t0 = time.monotonic()
     train = samples_for(device, train_rows, imported)

@@ -65,7 +65,7 @@ def _training_features(per_family: int) -> List[Any]:
 def _registry(root: Path, feats: List[Any]) -> None:
     from fleetmeter.modeler.dataset import Sample
     from fleetmeter.modeler.registry import Registry
-    from fleetmeter.modeler.train import train_predictor
+    from fleetmeter.modeler.methods import train_predictor
 
     reg = Registry(root)
     for k, platform in enumerate(PLATFORMS):

@@ -23,11 +23,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Dict, List, Tuple
 
-from fleetmeter.local_fleet import LocalFleet
-from fleetmeter.modeler.zoo.build import build_zoo
-from fleetmeter.modeler.zoo.families import family_names
-from fleetmeter.v1 import common_pb2, fleet_pb2
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import submit_and_wait  # noqa: E402
+
+from fleetmeter.local_fleet import LocalFleet  # noqa: E402
+from fleetmeter.modeler.zoo.build import build_zoo  # noqa: E402
+from fleetmeter.modeler.zoo.families import family_names  # noqa: E402
+from fleetmeter.v1 import common_pb2, fleet_pb2  # noqa: E402
 
 AGENTS = (("ort-t1", ("--runtime", "onnxruntime", "--threads", "1")),
           ("ort-t2", ("--runtime", "onnxruntime", "--threads", "2")),
@@ -35,18 +40,13 @@ AGENTS = (("ort-t1", ("--runtime", "onnxruntime", "--threads", "1")),
 
 
 def _sweep(client, shas, platform_ids, settings, repeats=1, name="real", cooldown_s=0.0):
-    sweep = client.submit_sweep(fleet_pb2.SweepSpec(
+    spec = fleet_pb2.SweepSpec(
         name=name, models=shas, repeats=repeats, settings=settings, cooldown_s=cooldown_s,
-        platforms=fleet_pb2.PlatformSelector(platform_ids=platform_ids)))
-    last = time.monotonic()
-    for p in client.watch_sweep(sweep.sweep_id, timeout_s=6 * 3600):
-        if time.monotonic() - last > 30:
-            last = time.monotonic()
-            print(f"  {name}: {p.done + p.failed}/{p.total} (failed {p.failed}, eta {p.eta_s:.0f} s)", flush=True)
-    return sweep.sweep_id, client.get_sweep(sweep.sweep_id).progress
+        platforms=fleet_pb2.PlatformSelector(platform_ids=platform_ids))
+    return submit_and_wait(client, spec, timeout_s=6 * 3600, report_every_s=30)
 
 
-def main(argv=None) -> int:
+def _parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=500, help="zoo architectures (each in ONNX and TFLite)")
     parser.add_argument("--noise-models", type=int, default=50)
@@ -60,28 +60,75 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.models, args.noise_models = 12, 6
+    return args
+
+
+def build_files(zoo_dir: Path, args: argparse.Namespace, report: dict) -> Tuple[List[str], Dict[str, Dict[str, Path]]]:
+    """Step 1: the zoo; the architectures to sweep, in order, and each one's file per format."""
     families = family_names()
-    per_family = math.ceil(args.models / len(families))
+    t0 = time.monotonic()
+    entries = build_zoo(families, math.ceil(args.models / len(families)), 1, ("onnx", "tflite"), zoo_dir)
+    report["zoo_build_s"] = round(time.monotonic() - t0, 1)
+    by_arch: Dict[str, Dict[str, Path]] = collections.defaultdict(dict)
+    # Round-robin over families (index 0 of every family, then index 1, ...), so any prefix — the
+    # noise subset too — spans every family.
+    order = sorted({(e["index"], e["family"], e["name"]) for e in entries})
+    names_in_order = [name for _, _, name in order]
+    if args.noise_only:
+        keep = set(names_in_order[: args.noise_models])
+        entries = [e for e in entries if e["name"] in keep]
+    for e in entries:
+        by_arch[e["name"]][e["format"]] = zoo_dir / e["file"]
+    archs = [n for n in names_in_order if n in by_arch][: args.models]
+    report["models"] = len(archs)
+    return archs, by_arch
+
+
+def full_sweep(c, sha_of: dict, platform_ids: List[str], names: Dict[str, str], settings, args, report: dict) -> None:
+    """Step 3: every file over every platform; wall time, counts and failures grouped by reason."""
+    t0 = time.monotonic()
+    sweep_id, progress = _sweep(c, sorted(set(sha_of.values())), platform_ids, settings,
+                                cooldown_s=args.cooldown_s)
+    report["sweep_wall_s"] = round(time.monotonic() - t0, 1)
+    ms = c.list_measurements(sweep_id=sweep_id)
+    fails = collections.Counter(f"{names.get(m.platform_id, m.platform_id)}: {m.failure_kind}: "
+                                f"{m.failure_message[:120]}" for m in ms if m.failure_kind)
+    report["sweep"] = {"jobs": progress.total, "done": progress.done, "failed": progress.failed,
+                       "measurements": len(ms), "failures": dict(fails.most_common(20)),
+                       "jobs_per_s": round(progress.total / report["sweep_wall_s"], 2)}
+    print(json.dumps(report["sweep"], indent=2), flush=True)
+
+
+def noise_study(c, shas: List[str], platform_ids: List[str], names: Dict[str, str], settings, args,
+                report: dict) -> None:
+    """Step 4: the noise subset twice; per platform, how often the two medians differ by > 5 % and > 10 %."""
+    t0 = time.monotonic()
+    noise_id, _ = _sweep(c, shas, platform_ids, settings, repeats=2, name="noise", cooldown_s=args.cooldown_s)
+    report["noise_wall_s"] = round(time.monotonic() - t0, 1)
+    medians = collections.defaultdict(list)
+    for m in c.list_measurements(sweep_id=noise_id):
+        if not m.failure_kind:
+            medians[(m.platform_id, m.model_sha256)].append(m.latency_ms.median)
+    noise = {}
+    for pid in platform_ids:
+        diffs = [abs(v[0] - v[1]) / ((v[0] + v[1]) / 2) for (p, _), v in medians.items()
+                 if p == pid and len(v) == 2]
+        if diffs:
+            noise[names.get(pid, pid)] = {
+                "models": len(diffs), "share_over_5pct": round(sum(d > 0.05 for d in diffs) / len(diffs), 3),
+                "share_over_10pct": round(sum(d > 0.10 for d in diffs) / len(diffs), 3),
+                "median_rel_diff": round(sorted(diffs)[len(diffs) // 2], 4), "platform_id": pid}
+    report["noise"] = noise
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
     settings = common_pb2.BenchSettings(warmup_runs=3, min_runs=10, min_duration_ms=args.min_duration_ms,
                                         max_duration_ms=max(2000.0, 10 * args.min_duration_ms))
     report: dict = {"models_requested": args.models, "pin": args.pin, "cooldown_s": args.cooldown_s,
                     "settings": {"warmup_runs": 3, "min_runs": 10, "min_duration_ms": args.min_duration_ms}}
     with tempfile.TemporaryDirectory(prefix="fleetmeter-real-") as tmp:
-        t0 = time.monotonic()
-        entries = build_zoo(families, per_family, 1, ("onnx", "tflite"), Path(tmp) / "zoo")
-        report["zoo_build_s"] = round(time.monotonic() - t0, 1)
-        by_arch = collections.defaultdict(dict)
-        # Round-robin over families (index 0 of every family, then index 1, ...), so any prefix — the
-        # noise subset too — spans every family.
-        order = sorted({(e["index"], e["family"], e["name"]) for e in entries})
-        names_in_order = [name for _, _, name in order]
-        if args.noise_only:
-            keep = set(names_in_order[: args.noise_models])
-            entries = [e for e in entries if e["name"] in keep]
-        for e in entries:
-            by_arch[e["name"]][e["format"]] = Path(tmp) / "zoo" / e["file"]
-        archs = [n for n in names_in_order if n in by_arch][: args.models]
-        report["models"] = len(archs)
+        archs, by_arch = build_files(Path(tmp) / "zoo", args, report)
         fleet = LocalFleet(Path(tmp) / "fleet", agent_token=secrets.token_hex(8), api_token=secrets.token_hex(8))
         try:
             fleet.start_controller()
@@ -100,38 +147,10 @@ def main(argv=None) -> int:
                 report["upload_s"] = round(time.monotonic() - t0, 1)
                 report["files"] = len(sha_of)
                 if not args.noise_only:
-                    t0 = time.monotonic()
-                    sweep_id, progress = _sweep(c, sorted(set(sha_of.values())), platform_ids, settings,
-                                                cooldown_s=args.cooldown_s)
-                    report["sweep_wall_s"] = round(time.monotonic() - t0, 1)
-                    ms = c.list_measurements(sweep_id=sweep_id)
-                    fails = collections.Counter(f"{names.get(m.platform_id, m.platform_id)}: {m.failure_kind}: "
-                                                f"{m.failure_message[:120]}" for m in ms if m.failure_kind)
-                    report["sweep"] = {"jobs": progress.total, "done": progress.done, "failed": progress.failed,
-                                       "measurements": len(ms), "failures": dict(fails.most_common(20)),
-                                       "jobs_per_s": round(progress.total / report["sweep_wall_s"], 2)}
-                    print(json.dumps(report["sweep"], indent=2), flush=True)
-
+                    full_sweep(c, sha_of, platform_ids, names, settings, args, report)
                 noise_archs = archs[: args.noise_models]
                 noise_shas = sorted({sha_of[(a, f)] for a in noise_archs for f in by_arch[a]})
-                t0 = time.monotonic()
-                noise_id, _ = _sweep(c, noise_shas, platform_ids, settings, repeats=2, name="noise",
-                                     cooldown_s=args.cooldown_s)
-                report["noise_wall_s"] = round(time.monotonic() - t0, 1)
-                medians = collections.defaultdict(list)
-                for m in c.list_measurements(sweep_id=noise_id):
-                    if not m.failure_kind:
-                        medians[(m.platform_id, m.model_sha256)].append(m.latency_ms.median)
-                noise = {}
-                for pid in platform_ids:
-                    diffs = [abs(v[0] - v[1]) / ((v[0] + v[1]) / 2) for (p, _), v in medians.items()
-                             if p == pid and len(v) == 2]
-                    if diffs:
-                        noise[names.get(pid, pid)] = {
-                            "models": len(diffs), "share_over_5pct": round(sum(d > 0.05 for d in diffs) / len(diffs), 3),
-                            "share_over_10pct": round(sum(d > 0.10 for d in diffs) / len(diffs), 3),
-                            "median_rel_diff": round(sorted(diffs)[len(diffs) // 2], 4), "platform_id": pid}
-                report["noise"] = noise
+                noise_study(c, noise_shas, platform_ids, names, settings, args, report)
         finally:
             fleet.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

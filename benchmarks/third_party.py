@@ -98,32 +98,25 @@ MODELS: Tuple[ThirdParty, ...] = (
                "voice activity, 16 chunks as a sequence (LSTM)", {"input": (16, 576)}),
     ThirdParty("whisper-silero-v6", "faster_whisper", "assets/silero_vad_v6.onnx",
                "faster-whisper's VAD, 16 chunks (LSTM)", {"input": (16, 576)}),
-    ThirdParty("mp-face-det-short", "mediapipe", "modules/face_detection/face_detection_short_range.tflite",
-               "BlazeFace short range, 128x128"),
-    ThirdParty("mp-face-det-full", "mediapipe", "modules/face_detection/face_detection_full_range_sparse.tflite",
-               "BlazeFace full range (sparse weights: DENSIFY), 192x192"),
-    ThirdParty("mp-face-landmark", "mediapipe", "modules/face_landmark/face_landmark.tflite",
-               "face mesh, 192x192"),
-    ThirdParty("mp-iris", "mediapipe", "modules/iris_landmark/iris_landmark.tflite", "iris landmarks, 64x64"),
-    ThirdParty("mp-palm-lite", "mediapipe", "modules/palm_detection/palm_detection_lite.tflite",
-               "palm detection lite, 192x192"),
-    ThirdParty("mp-palm-full", "mediapipe", "modules/palm_detection/palm_detection_full.tflite",
-               "palm detection full, 192x192"),
-    ThirdParty("mp-hand-lite", "mediapipe", "modules/hand_landmark/hand_landmark_lite.tflite",
-               "hand landmarks lite, 224x224"),
-    ThirdParty("mp-hand-full", "mediapipe", "modules/hand_landmark/hand_landmark_full.tflite",
-               "hand landmarks full, 224x224"),
-    ThirdParty("mp-hand-recrop", "mediapipe", "modules/holistic_landmark/hand_recrop.tflite",
-               "holistic hand re-crop, 256x256"),
-    ThirdParty("mp-pose-det", "mediapipe", "modules/pose_detection/pose_detection.tflite",
-               "pose detection (sparse weights), 224x224"),
-    ThirdParty("mp-pose-landmark", "mediapipe", "modules/pose_landmark/pose_landmark_full.tflite",
-               "pose landmarks full, 256x256"),
-    ThirdParty("mp-selfie", "mediapipe", "modules/selfie_segmentation/selfie_segmentation.tflite",
-               "selfie segmentation (custom transposed conv), 256x256"),
-    ThirdParty("mp-selfie-landscape", "mediapipe",
-               "modules/selfie_segmentation/selfie_segmentation_landscape.tflite",
-               "selfie segmentation landscape, 144x256"),
+    *(ThirdParty(name, "mediapipe", f"modules/{file}", what) for name, file, what in (
+        # mediapipe's models have static inputs: (name, file under modules/, what)
+        ("mp-face-det-short", "face_detection/face_detection_short_range.tflite", "BlazeFace short range, 128x128"),
+        ("mp-face-det-full", "face_detection/face_detection_full_range_sparse.tflite",
+         "BlazeFace full range (sparse weights: DENSIFY), 192x192"),
+        ("mp-face-landmark", "face_landmark/face_landmark.tflite", "face mesh, 192x192"),
+        ("mp-iris", "iris_landmark/iris_landmark.tflite", "iris landmarks, 64x64"),
+        ("mp-palm-lite", "palm_detection/palm_detection_lite.tflite", "palm detection lite, 192x192"),
+        ("mp-palm-full", "palm_detection/palm_detection_full.tflite", "palm detection full, 192x192"),
+        ("mp-hand-lite", "hand_landmark/hand_landmark_lite.tflite", "hand landmarks lite, 224x224"),
+        ("mp-hand-full", "hand_landmark/hand_landmark_full.tflite", "hand landmarks full, 224x224"),
+        ("mp-hand-recrop", "holistic_landmark/hand_recrop.tflite", "holistic hand re-crop, 256x256"),
+        ("mp-pose-det", "pose_detection/pose_detection.tflite", "pose detection (sparse weights), 224x224"),
+        ("mp-pose-landmark", "pose_landmark/pose_landmark_full.tflite", "pose landmarks full, 256x256"),
+        ("mp-selfie", "selfie_segmentation/selfie_segmentation.tflite",
+         "selfie segmentation (custom transposed conv), 256x256"),
+        ("mp-selfie-landscape", "selfie_segmentation/selfie_segmentation_landscape.tflite",
+         "selfie segmentation landscape, 144x256"),
+    )),
 )
 
 
@@ -278,7 +271,7 @@ def expected_names(loaded: Any, features: Any) -> List[str]:
     return sorted(set(names))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--packages", type=Path, default=Path("/tmp/thirdparty/site"),
                         help="the --target folder the model packages were pip-installed into")
@@ -295,53 +288,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="zoo families to train on besides the 12 classic ones, e.g. unet,detector (the op "
                              "types real models use); same count per family")
     parser.add_argument("--out-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {args.cpu if args.cpu is not None else cpus[-1]})
-    args.data.mkdir(parents=True, exist_ok=True)
-    families = tuple(ZOO_FAMILIES) + tuple(f.strip() for f in args.extra_families.split(",") if f.strip())
-    report: Dict[str, Any] = {"machine": machine_info(), "settings": {
-        "threads": 1, "zoo_models": args.zoo_models, "zoo_families": list(families), "zoo_seed": 7,
-        "min_duration_ms": args.min_duration_ms, "warmup_runs": 3, "min_runs": 10,
-        "pinned_cpu": sorted(os.sched_getaffinity(0))}}
+    return parser.parse_args(argv)
 
-    # 1-2. files
+
+def third_party_files(packages: Path) -> List[Tuple[ThirdParty, Path, str]]:
+    """(model, file, reading key) for each of :data:`MODELS`; the key is the sha256, plus the shapes if any."""
     third = []
     for m in MODELS:
-        path = locate(m, args.packages)
+        path = locate(m, packages)
         shapes = ",".join(f"{k}={'x'.join(map(str, v))}" for k, v in sorted(m.shapes.items()))
         third.append((m, path, f"{_sha(path)}@{shapes}" if shapes else _sha(path)))
-    per_family = math.ceil(args.zoo_models / len(ZOO_FAMILIES))
-    zoo = [e for e in build_zoo(args.data, per_family, families) if e["format"] in PLATFORMS]
-    zoo_files = [(e, args.data / "zoo" / e["file"]) for e in zoo]
+    return third
 
-    # 3. measure
-    readings = Readings(args.data / "readings.json")
-    jobs = [(PLATFORMS[m.path.rsplit(".", 1)[-1]], path, sha, m.shapes, m.fills) for m, path, sha in third]
-    jobs += [(PLATFORMS[e["format"]], path, e["sha256"], {}, {}) for e, path in zoo_files]
-    missing = measure_all(jobs, readings, args.max_measure_s, args.min_duration_ms, args.repeats)
-    if missing:
-        print(f"{missing} readings still missing: run the same command again to continue", flush=True)
-        return 3
 
-    # 4. train on the zoo, predict the third-party models
-    from fleetmeter.modeler.dataset import Sample
-    from fleetmeter.modeler.features import COVERAGE_KEYS, extract_features
-    from fleetmeter.modeler.registry import Registry
-    from fleetmeter.modeler.serving import PredictorPool
-    from fleetmeter.modeler.train import TrainTask, run_train_task
-
+def noise_bounds(readings: Readings, zoo_files: Sequence[Tuple[Dict[str, Any], Path]]) -> Dict[str, Any]:
+    """Per platform: how far the zoo's repeat passes agree, and the noise ceiling they imply."""
     from fleetmeter.modeler.metrics import noise_ceiling
 
-    report["repeat_agreement"] = {platform: repeat_agreement(
-        readings, platform, [e["sha256"] for e, _ in zoo_files if e["format"] == fmt])
-        for fmt, platform in PLATFORMS.items()}
-    report["noise_ceiling"] = {platform: noise_ceiling({
-        e["sha256"]: [r["latency_ms"] for r in readings.passes(platform, e["sha256"]) if r["latency_ms"]]
-        for e, _ in zoo_files if e["format"] == fmt}) for fmt, platform in PLATFORMS.items()}
-    registry = Registry(tempfile.mkdtemp(prefix="registry-", dir=args.data))
-    report["platforms"] = {}
+    return {
+        "repeat_agreement": {platform: repeat_agreement(
+            readings, platform, [e["sha256"] for e, _ in zoo_files if e["format"] == fmt])
+            for fmt, platform in PLATFORMS.items()},
+        "noise_ceiling": {platform: noise_ceiling({
+            e["sha256"]: [r["latency_ms"] for r in readings.passes(platform, e["sha256"]) if r["latency_ms"]]
+            for e, _ in zoo_files if e["format"] == fmt}) for fmt, platform in PLATFORMS.items()},
+    }
+
+
+def train_on_zoo(readings: Readings, zoo_files: Sequence[Tuple[Dict[str, Any], Path]], registry: Any,
+                 seed: int) -> Dict[str, Any]:
+    """Train and save each platform's latency predictor on the zoo readings; what each training chose."""
+    from fleetmeter.modeler.dataset import Sample
+    from fleetmeter.modeler.features import extract_features
+    from fleetmeter.modeler.train import TrainTask, run_train_task
+
+    out = {}
     for fmt, platform in PLATFORMS.items():
         samples = []
         for e, path in zoo_files:
@@ -351,16 +332,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                       values={"latency_ms": reading["latency_ms"]},
                                       features=extract_features(path).model, model_name=e["name"]))
         t0 = time.monotonic()
-        result = run_train_task(TrainTask(platform, "latency_ms", tuple(samples), seed=args.seed,
+        result = run_train_task(TrainTask(platform, "latency_ms", tuple(samples), seed=seed,
                                           leave_family_out=False))
         registry.save_result(result)
         fb = result.metrics.get("work_fallback", {})
-        report["platforms"][platform] = {
+        out[platform] = {
             "n_train": len(samples), "train_s": round(time.monotonic() - t0, 1),
             "served": result.metrics.get("served") or {}, "chosen_because": result.chosen_because,
             "zoo_random_split": {k: result.metrics["random_split"].get(k) for k in result.metrics["random_split"]
                                  if isinstance(result.metrics["random_split"].get(k), dict)},
             "work_fallback": fb.get("model"), "work_fallback_zoo_held_out": fb.get("random_split")}
+    return out
+
+
+def predict_third_party(third: Sequence[Tuple[ThirdParty, Path, str]], readings: Readings,
+                        registry: Any) -> List[Dict[str, Any]]:
+    """One row per third-party model: measured, predicted (served, raw, work fallback), what was not understood."""
+    from fleetmeter.modeler.features import COVERAGE_KEYS, extract_features
+    from fleetmeter.modeler.serving import PredictorPool
+
     pool = PredictorPool(registry)
     rows = []
     for m, path, sha in third:
@@ -384,26 +374,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "coverage": {k: features.model.get(k, 0.0) for k in COVERAGE_KEYS},
             "warnings": record["warnings"], "not_understood": names,
             "unnamed": [n for n in names if n not in text]})
+    return rows
 
-    # 5. report
+
+def accuracy_report(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Accuracy pooled and per platform, of the raw predictor and of the work fallback; the targets."""
     ok = [r for r in rows if r["measured_ms"]]
-    report["models"] = rows
-    report["failed_to_measure"] = [r["name"] for r in rows if not r["measured_ms"]]
-    report["accuracy"] = {"pooled": summary([r["predicted_ms"] for r in ok], [r["measured_ms"] for r in ok],
-                                            [(r["lower_ms"], r["upper_ms"]) for r in ok])}
-    report["accuracy_raw_predictor"] = summary([r["predictor_raw_ms"] for r in ok], [r["measured_ms"] for r in ok])
-    report["accuracy_work_fallback"] = summary([r["work_fallback_ms"] for r in ok], [r["measured_ms"] for r in ok])
+    out: Dict[str, Any] = {"failed_to_measure": [r["name"] for r in rows if not r["measured_ms"]]}
+    out["accuracy"] = {"pooled": summary([r["predicted_ms"] for r in ok], [r["measured_ms"] for r in ok],
+                                         [(r["lower_ms"], r["upper_ms"]) for r in ok])}
+    out["accuracy_raw_predictor"] = summary([r["predictor_raw_ms"] for r in ok], [r["measured_ms"] for r in ok])
+    out["accuracy_work_fallback"] = summary([r["work_fallback_ms"] for r in ok], [r["measured_ms"] for r in ok])
     for platform in PLATFORMS.values():
         part = [r for r in ok if r["platform"] == platform]
         if part:
-            report["accuracy"][platform] = summary([r["predicted_ms"] for r in part],
-                                                   [r["measured_ms"] for r in part],
-                                                   [(r["lower_ms"], r["upper_ms"]) for r in part])
-    report["all_unknowns_named"] = all(not r["unnamed"] for r in rows)
-    acc = report["accuracy"]["pooled"]
-    report["targets"] = {"acc_25_at_least_0.8": acc["acc_25"] >= 0.8, "none_off_by_more_than_2x":
-                         acc["max_error_ratio"] <= 2.0, "every_unknown_named": report["all_unknowns_named"]}
-    path = write_json("third_party", report, args.out_dir)
+            out["accuracy"][platform] = summary([r["predicted_ms"] for r in part],
+                                                [r["measured_ms"] for r in part],
+                                                [(r["lower_ms"], r["upper_ms"]) for r in part])
+    out["all_unknowns_named"] = all(not r["unnamed"] for r in rows)
+    acc = out["accuracy"]["pooled"]
+    out["targets"] = {"acc_25_at_least_0.8": acc["acc_25"] >= 0.8, "none_off_by_more_than_2x":
+                      acc["max_error_ratio"] <= 2.0, "every_unknown_named": out["all_unknowns_named"]}
+    return out
+
+
+def print_report(report: Dict[str, Any], path: Path) -> None:
+    rows = report["models"]
     print(table(["MODEL", "RUNTIME", "MEASURED ms", "PREDICTED ms", "RATIO", "RAW ms", "WORK ms", "NOT UNDERSTOOD"],
                 [(r["name"], RUNTIMES[r["format"]], f"{r['measured_ms']:.3g}" if r["measured_ms"] else r["failure"],
                   f"{r['predicted_ms']:.3g}",
@@ -425,6 +421,48 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"interval coverage (pooled): {report['accuracy']['pooled'].get('interval_coverage'):.2f}")
     print(f"targets: {report['targets']}")
     print(f"wrote {path}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {args.cpu if args.cpu is not None else cpus[-1]})
+    args.data.mkdir(parents=True, exist_ok=True)
+    families = tuple(ZOO_FAMILIES) + tuple(f.strip() for f in args.extra_families.split(",") if f.strip())
+    report: Dict[str, Any] = {"machine": machine_info(), "settings": {
+        "threads": 1, "zoo_models": args.zoo_models, "zoo_families": list(families), "zoo_seed": 7,
+        "min_duration_ms": args.min_duration_ms, "warmup_runs": 3, "min_runs": 10,
+        "pinned_cpu": sorted(os.sched_getaffinity(0))}}
+
+    # 1-2. files
+    third = third_party_files(args.packages)
+    per_family = math.ceil(args.zoo_models / len(ZOO_FAMILIES))
+    zoo = [e for e in build_zoo(args.data, per_family, families) if e["format"] in PLATFORMS]
+    zoo_files = [(e, args.data / "zoo" / e["file"]) for e in zoo]
+
+    # 3. measure
+    readings = Readings(args.data / "readings.json")
+    jobs = [(PLATFORMS[m.path.rsplit(".", 1)[-1]], path, sha, m.shapes, m.fills) for m, path, sha in third]
+    jobs += [(PLATFORMS[e["format"]], path, e["sha256"], {}, {}) for e, path in zoo_files]
+    missing = measure_all(jobs, readings, args.max_measure_s, args.min_duration_ms, args.repeats)
+    if missing:
+        print(f"{missing} readings still missing: run the same command again to continue", flush=True)
+        return 3
+
+    # 4. train on the zoo, predict the third-party models
+    from fleetmeter.modeler.registry import Registry
+
+    report.update(noise_bounds(readings, zoo_files))
+    registry = Registry(tempfile.mkdtemp(prefix="registry-", dir=args.data))
+    report["platforms"] = train_on_zoo(readings, zoo_files, registry, args.seed)
+    rows = predict_third_party(third, readings, registry)
+
+    # 5. report
+    report["models"] = rows
+    report.update(accuracy_report(rows))
+    path = write_json("third_party", report, args.out_dir)
+    print_report(report, path)
     return 0
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from fleetmeter.records import AgentId, PlatformId, SweepId, TokenId
 
 from . import limits, quality
 from .identity import new_agent_token, same, sha256_text
@@ -182,7 +183,7 @@ class Fleet:
                 "heartbeat_interval_s": self.config.heartbeat_interval_s,
                 "token_id": token["token_id"] if token else ""}
 
-    def _check_identity(self, agent_id: str, secret: str, token_sha256: Optional[str]) -> Optional[dict]:
+    def _check_identity(self, agent_id: AgentId, secret: str, token_sha256: Optional[str]) -> Optional[dict]:
         """Refuse a hello that cannot prove it is ``agent_id``; enrol an id seen for the first time.
         Returns the per-agent token the stream used (bound to ``agent_id`` from now on), or ``None``."""
         if not secret:
@@ -219,7 +220,7 @@ class Fleet:
         return _public(self._active_token(token_sha256))
 
     # ------------------------------------------------------------ credentials (operators)
-    def create_agent_token(self, name: str = "", agent_id: str = "") -> dict:
+    def create_agent_token(self, name: str = "", agent_id: AgentId = "") -> dict:
         """Issue a per-agent token: ``{"token": row, "secret": the token}`` (only its hash is kept)."""
         if agent_id and not limits.AGENT_ID_PATTERN.fullmatch(agent_id):
             raise InvalidArgument(f"agent_id must be 1-128 characters of letters, digits and . _ : - starting with "
@@ -234,7 +235,7 @@ class Fleet:
     def list_agent_tokens(self) -> list[dict]:
         return [_public(t) for t in self.store.list_tokens()]
 
-    def revoke_agent_token(self, token_id: str) -> dict:
+    def revoke_agent_token(self, token_id: TokenId) -> dict:
         token = self.store.revoke_token(token_id, now=self.clock())
         if token is None:
             raise NotFound(f"unknown agent token {token_id!r} (see: fleetmeter agents token list)")
@@ -244,7 +245,7 @@ class Fleet:
     def has_agent_tokens(self) -> bool:
         return self.store.has_active_tokens()
 
-    def forget_device(self, agent_id: str) -> dict:
+    def forget_device(self, agent_id: AgentId) -> dict:
         """Remove an offline device and its enrolment; its leases return to the queue."""
         agent = self.agents.get(agent_id)
         if agent is not None and agent.connected:
@@ -264,7 +265,7 @@ class Fleet:
         log.info("device %s forgotten (%d lease(s) released)", agent_id, released)
         return {"agent_id": agent_id, "released_jobs": released}
 
-    def agent_disconnected(self, agent_id: str) -> None:
+    def agent_disconnected(self, agent_id: AgentId) -> None:
         """The stream ended. Its lease stays until it expires: the agent may come back with the result."""
         agent = self.agents.get(agent_id)
         if agent is not None:
@@ -294,7 +295,7 @@ class Fleet:
         gateway and this table derive from them."""
         return {j["agent_id"]: j["job_id"] for j in self.store.leased_jobs() if j["agent_id"]}
 
-    def current_job(self, agent_id: str) -> Optional[str]:
+    def current_job(self, agent_id: AgentId) -> Optional[str]:
         return self._held().get(agent_id)
 
     # ------------------------------------------------------------ scheduling
@@ -428,7 +429,7 @@ class Fleet:
             limit = max(1, int(sweep["spec"].get("max_device_failures") or 1))
             failed_on = self.store.failing_agents(job["sweep_id"], job["model_sha256"], job["platform_id"],
                                                   DETERMINISTIC_FAILURES) | {record["agent_id"]}
-            pool = {d["agent_id"] for d in self.store.list_devices() if job["platform_id"] in d["platform_ids"]}
+            pool = self.store.devices_on_platform(job["platform_id"])
             retry = len(failed_on) < limit and bool(pool - failed_on)
         else:
             retry = job["attempts"] < self.config.max_attempts
@@ -585,14 +586,14 @@ class Fleet:
                                   f"threads={list(threads)}); known platforms: {sorted(known) or 'none yet'}")
         return chosen
 
-    def get_sweep(self, sweep_id: str) -> dict:
+    def get_sweep(self, sweep_id: SweepId) -> dict:
         sweep = self.store.get_sweep(sweep_id)
         if sweep is None:
             raise NotFound(f"unknown sweep {sweep_id!r}")
         sweep["progress"] = self.sweep_progress(sweep_id)
         return sweep
 
-    def sweep_progress(self, sweep_id: str) -> dict:
+    def sweep_progress(self, sweep_id: SweepId) -> dict:
         """Counts by job state, overall and per platform, with an ETA from this sweep's own job times.
 
         A platform's ETA is its open jobs × its mean job time ÷ the hosts that serve it now
@@ -634,7 +635,7 @@ class Fleet:
         return {"sweep_id": sweep_id, "total": sum(counts.values()), **counts, "state": state,
                 "updated_unix": self.clock(), "eta_s": eta_s, "platforms": platforms}
 
-    def _control(self, sweep_id: str, state: str) -> dict:
+    def _control(self, sweep_id: SweepId, state: str) -> dict:
         sweep = self.store.get_sweep(sweep_id)
         if sweep is None:
             raise NotFound(f"unknown sweep {sweep_id!r}")
@@ -647,13 +648,13 @@ class Fleet:
         log.info("sweep %s → %s", sweep_id, state)
         return self.get_sweep(sweep_id)
 
-    def cancel_sweep(self, sweep_id: str) -> dict:
+    def cancel_sweep(self, sweep_id: SweepId) -> dict:
         return self._control(sweep_id, "cancelled")
 
-    def pause_sweep(self, sweep_id: str) -> dict:
+    def pause_sweep(self, sweep_id: SweepId) -> dict:
         return self._control(sweep_id, "paused")
 
-    def resume_sweep(self, sweep_id: str) -> dict:
+    def resume_sweep(self, sweep_id: SweepId) -> dict:
         return self._control(sweep_id, "active")
 
     # ------------------------------------------------------------ listings
@@ -676,17 +677,17 @@ class Fleet:
         return out
 
     def list_platforms(self) -> list[dict]:
-        devices = self.store.list_devices()
+        totals = self.store.devices_per_platform()
         out = []
         for p in self.store.list_platforms():
             pid = p["platform_id"]
             p["agents_connected"] = sum(a.connected for a in self.agents.values() if pid in a.platform_ids)
-            p["agents_total"] = sum(pid in d["platform_ids"] for d in devices)
+            p["agents_total"] = totals.get(pid, 0)
             p.update(copy.deepcopy(self.platform_quality(pid)))  # callers get their own copy, not the cache
             out.append(p)
         return out
 
-    def platform_quality(self, platform_id: str) -> dict:
+    def platform_quality(self, platform_id: PlatformId) -> dict:
         """``{"noise_ceiling": {within_5, within_10, pairs}, "reference": {...} | None}`` of one platform
         (see ``quality.platform_quality``); cached until a reading of the platform is stored."""
         cached = self._quality.get(platform_id)
@@ -702,7 +703,7 @@ class Fleet:
             self._quality[platform_id] = cached
         return cached
 
-    def _sweep_fact(self, sweep_id: str) -> dict:
+    def _sweep_fact(self, sweep_id: SweepId) -> dict:
         """What the quality rules need from a sweep's spec, which never changes (so it is parsed once, not per
         result): ``inputs_key``, its inputs' signature, and ``sweep``, enough of it for ``quality.job_kind``
         (``None`` for an unknown sweep)."""
@@ -782,3 +783,49 @@ class Fleet:
         if filters.get("sweep_id") and self.store.get_sweep(filters["sweep_id"]) is None:
             raise NotFound(f"unknown sweep {filters['sweep_id']!r}")
         return self.store.list_measurements(**filters)
+
+    # ------------------------------------------------------------ housekeeping: sweep listing, model removal
+    def list_sweeps(self, states: Optional[list[str]] = None) -> list[dict]:
+        """Sweeps as :meth:`get_sweep` gives them (with ``progress``), newest first; only those whose
+        ``progress["state"]`` is in ``states`` when given (InvalidArgument for a state that does not exist)."""
+        wanted = set(states or ())
+        unknown = sorted(wanted - set(SWEEP_PROGRESS_STATES))
+        if unknown:
+            raise InvalidArgument(f"unknown sweep state(s) {unknown}: expected some of {list(SWEEP_PROGRESS_STATES)}")
+        sweeps = [self.get_sweep(sweep_id) for sweep_id in self.store.list_sweep_ids()]
+        return [s for s in sweeps if not wanted or s["progress"]["state"] in wanted]
+
+    def delete_model(self, ref: str, force: bool = False) -> dict:
+        """Remove an uploaded model's row and its jobs; its measurements stay. ``ref``: sha256, a unique
+        prefix, or a name. Returns ``{"model", "jobs_removed", "measurements_kept"}``; the caller removes
+        the file. Refused (FailedPrecondition) for the drift canary's reference models, while jobs of it run,
+        and while jobs of it are pending unless ``force`` (which drops them)."""
+        found = self.store.find_models(ref) if ref else []
+        if not found:
+            raise NotFound(f"unknown model {ref!r} (see: fleetmeter models list)")
+        if len(found) > 1:
+            raise InvalidArgument(f"model reference {ref!r} is ambiguous: "
+                                  + ", ".join(f"{m['name']} ({m['sha256'][:12]})" for m in found)
+                                  + "; give more of the sha256")
+        model = found[0]
+        label = f"model {model['name']} ({model['sha256'][:12]})"
+        if model["sha256"] in {m["sha256"] for m in self.canary.models.values()}:
+            raise FailedPrecondition(f"{label} is the drift canary's reference model; the controller keeps it")
+        usage = self.store.model_usage(model["sha256"])
+        jobs, sweeps = usage["jobs"], ", ".join(usage["open_sweeps"])
+        if jobs["leased"]:
+            raise FailedPrecondition(f"{label} is being measured now by {jobs['leased']} running job(s) of sweep(s) "
+                                     f"{sweeps}: wait until they finish (fleetmeter sweep status SWEEP_ID), then "
+                                     "remove it")
+        if jobs["pending"] and not force:
+            raise FailedPrecondition(f"{label} is still needed by {jobs['pending']} pending job(s) of sweep(s) "
+                                     f"{sweeps}: cancel them (fleetmeter sweep cancel SWEEP_ID) or pass --force "
+                                     "to drop its pending jobs")
+        removed = self.store.delete_model(model["sha256"], drop_pending=force)
+        self._quality.clear()  # readings of this model no longer have a name
+        log.info("%s removed (%d job(s) removed, %d measurement(s) kept)", label, removed, usage["measurements"])
+        return {"model": model, "jobs_removed": removed, "measurements_kept": usage["measurements"]}
+
+
+#: The states :meth:`Fleet.sweep_progress` reports (``SweepProgress.state``), which ``list_sweeps`` filters on.
+SWEEP_PROGRESS_STATES = ("running", "paused", "cancelled", "done")

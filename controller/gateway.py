@@ -278,8 +278,14 @@ class AgentGateway(agent_pb2_grpc.AgentServiceServicer):
                 session = self.sessions.get(job["agent_id"])
                 if session is None:  # gone meanwhile: its lease expires and the job returns to the queue
                     continue
+                try:
+                    message = agent_pb2.ControllerMessage(job=assignment_to_proto(job))
+                except Exception:  # noqa: BLE001 - the dispatcher serves every agent: it must outlive one bad job
+                    log.exception("job %s could not be sent; its lease expires and it returns to the queue",
+                                  job["job_id"])
+                    continue
                 log.info("job %s → agent %s", job["job_id"], session.agent_id)
-                session.out.put_nowait(agent_pb2.ControllerMessage(job=assignment_to_proto(job)))
+                session.out.put_nowait(message)
             if not jobs:
                 await self.notifier.wait(event, IDLE_POLL_S)
 

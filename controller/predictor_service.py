@@ -43,6 +43,7 @@ from typing import Any, AsyncIterator, Dict, List, Optional, Sequence
 
 from fleetmeter.blobs import BlobStore, is_sha256
 from fleetmeter.errors import FailedPrecondition, FleetmeterError, InvalidArgument, ModelNotFound, NotFound
+from fleetmeter.modelfile import detect_format
 from fleetmeter.v1 import predictor_pb2, predictor_pb2_grpc
 
 from .engine import ActorRef
@@ -59,8 +60,8 @@ def _modeler():
     try:
         from fleetmeter.modeler import dataset, features, registry, serving, train
     except ImportError as exc:
-        raise FailedPrecondition(f"this controller cannot predict or train: {exc}; install "
-                                 "pip install 'fleetmeter[modeler]'") from exc
+        raise FailedPrecondition(f"this controller cannot predict or train: {exc}; "
+                                 "pip install 'fleetmeter[controller]'") from exc
     return dataset, features, registry, serving, train
 
 
@@ -96,7 +97,7 @@ class _SharedFeatures:
 
 class _DeclaredShapes:
     """The API's feature cache as ``sha256 -> ModelFeatures`` at the declared input shapes (what
-    :func:`~fleetmeter.modeler.kernels.load_kernel_samples` reads and fills)."""
+    :func:`~fleetmeter.modeler.kernel_match.load_kernel_samples` reads and fills)."""
 
     def __init__(self, api: "PredictorApi") -> None:
         self._api = api
@@ -148,6 +149,30 @@ def info_to_proto(entry: Dict[str, Any]) -> predictor_pb2.PredictorInfo:
     if entry.get("interval_coverage") is not None:
         info.interval_coverage = entry["interval_coverage"]
     return info
+
+
+async def _training_progress(job: "asyncio.Future[Any]", queue: asyncio.Queue
+                             ) -> AsyncIterator[predictor_pb2.TrainProgress]:
+    """``training`` progress from ``queue`` until ``job`` is done; a ``working`` one every
+    :data:`TRAIN_KEEPALIVE_S` while a long chunk runs (keeps proxies and the caller informed)."""
+    last = (0, 0)
+    while True:
+        getter = asyncio.ensure_future(queue.get())
+        done, _ = await asyncio.wait({job, getter}, timeout=TRAIN_KEEPALIVE_S,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            _, n, total = getter.result()
+            last = (n, total)
+            yield predictor_pb2.TrainProgress(stage="training", done=n, total=total)
+            continue
+        getter.cancel()
+        if not done:
+            yield predictor_pb2.TrainProgress(stage="training", done=last[0], total=last[1], message="working")
+            continue
+        break
+    while not queue.empty():
+        _, n, total = queue.get_nowait()
+        yield predictor_pb2.TrainProgress(stage="training", done=n, total=total)
 
 
 class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
@@ -224,7 +249,9 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
             if not request.model_bytes:
                 raise InvalidArgument(f"{name}: empty model (no bytes)")
             sha = hashlib.sha256(request.model_bytes).hexdigest()
-            feats, ms = self._extract(sha, request.model_bytes, name, shapes)
+            # the content's format, else the name's: a damaged .tflite is reported as not a valid TFLite model
+            feats, ms = self._extract(sha, request.model_bytes, name, shapes,
+                                      format=detect_format(request.model_bytes, name))
         elif kind == "model_graph":
             sha = request.model_graph.sha256.lower()
             if not is_sha256(sha):
@@ -318,42 +345,10 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
                 yield message
 
     async def _train(self, request, targets: Sequence[str], dataset, registry, train):
-        platforms = await self.fleet.call("list_platforms")
-        known = sorted(p["platform_id"] for p in platforms)
-        chosen: Optional[List[str]] = None
-        if request.platforms:
-            from fleetmeter.modeler.serving import resolve_platform
-
-            chosen = []
-            for name in request.platforms:
-                hit = resolve_platform(name, known)
-                if hit is None:
-                    raise NotFound(f"unknown platform {name!r} (known platforms: {', '.join(known) or 'none yet'})")
-                chosen.append(hit)
+        chosen = await self._chosen_platforms(request.platforms)
         yield predictor_pb2.TrainProgress(stage="loading", message="reading measurements")
-        measurements = await self.fleet.call("list_measurements", include_samples=False)
-        models = await self.fleet.call("list_models")
-        snapshot = _StoreSnapshot(models, measurements, await self.fleet.call("sweep_inputs"))
+        samples, by_platform, kernel_samples = await self._training_data(targets, chosen, dataset)
         loop = asyncio.get_running_loop()
-        shared = _SharedFeatures(self)  # one extraction per model for both loaders and later predictions
-        samples = await loop.run_in_executor(None, lambda: dataset.load_from_store(
-            snapshot, self.blobs.root, targets, platform_ids=chosen, cache=shared))
-        kernel_samples: Dict[str, List[Any]] = {}
-        if "latency_ms" in targets:
-            from fleetmeter.modeler.kernels import load_kernel_samples
-
-            loaded = await loop.run_in_executor(None, lambda: load_kernel_samples(
-                snapshot, self.blobs.root, platform_ids=chosen, cache=_DeclaredShapes(self)))
-            for sample in loaded:
-                kernel_samples.setdefault(sample.platform_id, []).append(sample)
-        by_platform = dataset.group_by_platform(samples)
-        if chosen:
-            for pid in chosen:
-                by_platform.setdefault(pid, [])
-        if not by_platform:
-            raise FailedPrecondition("nothing to train on: no successful measurements"
-                                     + (f" on {', '.join(chosen)}" if chosen else "")
-                                     + " (run a sweep, or `fleetmeter import` measurements first)")
         queue: asyncio.Queue = asyncio.Queue()
 
         def progress(done: int, total: int) -> None:
@@ -375,24 +370,8 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         yield predictor_pb2.TrainProgress(stage="loading", message=f"{len(samples)} samples of {n_models} models "
                                           f"on {len(by_platform)} platform(s); {n_kernel} with operator profiles")
         job = loop.run_in_executor(None, run)
-        last = (0, 0)
-        while True:
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({job, getter}, timeout=TRAIN_KEEPALIVE_S,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                _, n, total = getter.result()
-                last = (n, total)
-                yield predictor_pb2.TrainProgress(stage="training", done=n, total=total)
-                continue
-            getter.cancel()
-            if not done:  # a long chunk: say it is still going (keeps proxies and the caller informed)
-                yield predictor_pb2.TrainProgress(stage="training", done=last[0], total=last[1], message="working")
-                continue
-            break
-        while not queue.empty():
-            _, n, total = queue.get_nowait()
-            yield predictor_pb2.TrainProgress(stage="training", done=n, total=total)
+        async for update in _training_progress(job, queue):
+            yield update
         results = job.result()
         reg = registry.Registry(self.registry_root)
         out = []
@@ -410,6 +389,51 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         yield predictor_pb2.TrainProgress(stage="done", done=trained, total=len(results), results=out,
                                           message=f"trained {trained} predictor(s), skipped "
                                                   f"{len(results) - trained}")
+
+    async def _chosen_platforms(self, requested: Sequence[str]) -> Optional[List[str]]:
+        """The known platforms ``requested`` names (``None``: all); ``NotFound`` names one nobody knows."""
+        if not requested:
+            return None
+        from fleetmeter.modeler.serving import resolve_platform
+
+        known = sorted(p["platform_id"] for p in await self.fleet.call("list_platforms"))
+        chosen = []
+        for name in requested:
+            hit = resolve_platform(name, known)
+            if hit is None:
+                raise NotFound(f"unknown platform {name!r} (known platforms: {', '.join(known) or 'none yet'})")
+            chosen.append(hit)
+        return chosen
+
+    async def _training_data(self, targets: Sequence[str], chosen: Optional[List[str]], dataset):
+        """``(samples, samples by platform, kernel samples by platform)`` read from the fleet's store.
+
+        Every ``chosen`` platform is in the grouping, with no samples if it has none;
+        ``FailedPrecondition`` when there is nothing at all to train on.
+        """
+        measurements = await self.fleet.call("list_measurements", include_samples=False)
+        models = await self.fleet.call("list_models")
+        snapshot = _StoreSnapshot(models, measurements, await self.fleet.call("sweep_inputs"))
+        loop = asyncio.get_running_loop()
+        shared = _SharedFeatures(self)  # one extraction per model for both loaders and later predictions
+        samples = await loop.run_in_executor(None, lambda: dataset.load_from_store(
+            snapshot, self.blobs.root, targets, platform_ids=chosen, cache=shared))
+        kernel_samples: Dict[str, List[Any]] = {}
+        if "latency_ms" in targets:
+            from fleetmeter.modeler.kernel_match import load_kernel_samples
+
+            loaded = await loop.run_in_executor(None, lambda: load_kernel_samples(
+                snapshot, self.blobs.root, platform_ids=chosen, cache=_DeclaredShapes(self)))
+            for sample in loaded:
+                kernel_samples.setdefault(sample.platform_id, []).append(sample)
+        by_platform = dataset.group_by_platform(samples)
+        for pid in chosen or ():
+            by_platform.setdefault(pid, [])
+        if not by_platform:
+            raise FailedPrecondition("nothing to train on: no successful measurements"
+                                     + (f" on {', '.join(chosen)}" if chosen else "")
+                                     + " (run a sweep, or `fleetmeter import` measurements first)")
+        return samples, by_platform, kernel_samples
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

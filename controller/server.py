@@ -38,8 +38,11 @@ REFERENCE_FORMATS = ("onnx", "tflite")
 DEFAULT_LISTEN = "127.0.0.1:50051"
 # Callers ping every 20 s (CHANNEL_OPTIONS); gRPC servers by default count pings closer than 5 min on a
 # connection without data as abuse and send GOAWAY "too many pings", which killed long quiet streams (a
-# Train run between two progress messages). Accept them every 10 s.
-SERVER_OPTIONS = CHANNEL_OPTIONS + (("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),)
+# Train run between two progress messages). Accept them every 10 s, and never end a connection over pings:
+# on a loaded machine a caller's timers fire late and then in a burst, which counted as strikes and still
+# ended watch streams with "too many pings" (max_ping_strikes 0: no limit; dead peers are found by keepalive).
+SERVER_OPTIONS = CHANNEL_OPTIONS + (("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                                    ("grpc.http2.max_ping_strikes", 0))
 
 
 @dataclass(frozen=True)

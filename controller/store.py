@@ -23,9 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from fleetmeter.records import AgentId, JobId, ModelSha256, PlatformId, SweepId, TokenId
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Who ever held each job's lease (a result is accepted only from one of them) and the agents a job failed on
 # deterministically (it never goes back to them). Rows, not JSON lists: the scheduler filters on them.
@@ -34,6 +36,13 @@ _JOB_AGENT_TABLES = tuple(f"""CREATE TABLE IF NOT EXISTS {table} (
     agent_id TEXT NOT NULL,
     PRIMARY KEY (job_id, agent_id)
 ) WITHOUT ROWID""" for table in ("job_holders", "job_failures"))
+
+# Which platforms each device offers, as rows: the scheduler asks "which devices serve platform P".
+_DEVICE_PLATFORMS = """CREATE TABLE IF NOT EXISTS device_platforms (
+    agent_id TEXT NOT NULL REFERENCES devices(agent_id) ON DELETE CASCADE,
+    platform_id TEXT NOT NULL,
+    PRIMARY KEY (platform_id, agent_id)
+) WITHOUT ROWID"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,10 +114,15 @@ CREATE TABLE IF NOT EXISTS measurements (
     latency_median_ms REAL,
     failure_kind TEXT NOT NULL,
     received_unix REAL NOT NULL,
-    record_json TEXT NOT NULL
+    record_json TEXT NOT NULL,
+    job_kind TEXT NOT NULL DEFAULT '',
+    session_spread REAL,
+    flags_json TEXT NOT NULL DEFAULT '[]',
+    finished_at_unix REAL
 );
 CREATE INDEX IF NOT EXISTS measurements_by_sweep ON measurements(sweep_id);
 CREATE INDEX IF NOT EXISTS measurements_by_job ON measurements(job_id);
+CREATE INDEX IF NOT EXISTS measurements_by_platform ON measurements(platform_id, received_unix);
 CREATE TABLE IF NOT EXISTS agent_identities (
     agent_id TEXT PRIMARY KEY,
     secret_sha256 TEXT NOT NULL,
@@ -123,7 +137,7 @@ CREATE TABLE IF NOT EXISTS agent_tokens (
     last_used_unix REAL NOT NULL DEFAULT 0,
     revoked_unix REAL NOT NULL DEFAULT 0
 );
-""" + "".join(f"{t};\n" for t in _JOB_AGENT_TABLES)
+""" + "".join(f"{t};\n" for t in (*_JOB_AGENT_TABLES, _DEVICE_PLATFORMS))
 
 # The columns of a job row as the store hands it out. Stores upgraded from version 3 or older still carry the
 # retired JSON columns ``failed_agents_json`` and ``holders_json`` (SQLite keeps them); they are never read.
@@ -144,6 +158,19 @@ _MIGRATIONS = {
         " FROM jobs j, json_each(j.holders_json) h WHERE h.type = 'text' AND h.value != ''",
         "INSERT OR IGNORE INTO job_failures(job_id, agent_id) SELECT j.job_id, f.value"
         " FROM jobs j, json_each(j.failed_agents_json) f WHERE f.type = 'text' AND f.value != ''",
+    ],
+    4: [  # v5: a device's platforms as rows (device_platforms); a reading's quality figures as columns
+        _DEVICE_PLATFORMS,
+        "INSERT OR IGNORE INTO device_platforms(agent_id, platform_id) SELECT d.agent_id, p.value"
+        " FROM devices d, json_each(d.platform_ids_json) p WHERE p.type = 'text'",
+        "ALTER TABLE measurements ADD COLUMN job_kind TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE measurements ADD COLUMN session_spread REAL",
+        "ALTER TABLE measurements ADD COLUMN flags_json TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE measurements ADD COLUMN finished_at_unix REAL",
+        "UPDATE measurements SET job_kind = coalesce(json_extract(record_json, '$.job_kind'), ''),"
+        " session_spread = json_extract(record_json, '$.session_spread'),"
+        " flags_json = coalesce(json_extract(record_json, '$.flags'), '[]'),"
+        " finished_at_unix = json_extract(record_json, '$.finished_at_unix')",
     ],
 }
 
@@ -226,8 +253,8 @@ class Store:
             yield
 
     # ----------------------------------------------------------------- devices
-    def upsert_device(self, agent_id: str, *, name: str, host_id: str, info: dict, labels: dict,
-                      platform_ids: list[str], now: Optional[float] = None) -> None:
+    def upsert_device(self, agent_id: AgentId, *, name: str, host_id: str, info: dict, labels: dict,
+                      platform_ids: list[PlatformId], now: Optional[float] = None) -> None:
         now = _now(now)
         with self._tx() as db:
             db.execute(
@@ -238,8 +265,11 @@ class Store:
                        info_json=excluded.info_json, labels_json=excluded.labels_json,
                        platform_ids_json=excluded.platform_ids_json, last_seen_unix=excluded.last_seen_unix""",
                 (agent_id, name, host_id, _dumps(info), _dumps(labels), _dumps(platform_ids), now, now))
+            db.execute("DELETE FROM device_platforms WHERE agent_id=?", (agent_id,))
+            db.executemany("INSERT OR IGNORE INTO device_platforms(agent_id, platform_id) VALUES (?, ?)",
+                           [(agent_id, pid) for pid in platform_ids])
 
-    def touch_device(self, agent_id: str, now: Optional[float] = None) -> None:
+    def touch_device(self, agent_id: AgentId, now: Optional[float] = None) -> None:
         with self._tx() as db:
             db.execute("UPDATE devices SET last_seen_unix=? WHERE agent_id=?", (_now(now), agent_id))
 
@@ -252,10 +282,21 @@ class Store:
             "first_seen_unix": r["first_seen_unix"], "last_seen_unix": r["last_seen_unix"],
         } for r in rows]
 
-    def forget_device(self, agent_id: str) -> bool:
+    def devices_on_platform(self, platform_id: PlatformId) -> set[str]:
+        """The agent ids of every known device (connected or not) that offers ``platform_id``."""
+        rows = self._db.execute("SELECT agent_id FROM device_platforms WHERE platform_id=?", (platform_id,))
+        return {r["agent_id"] for r in rows}
+
+    def devices_per_platform(self) -> dict[str, int]:
+        """How many known devices offer each platform."""
+        rows = self._db.execute("SELECT platform_id, COUNT(*) AS n FROM device_platforms GROUP BY platform_id")
+        return {r["platform_id"]: r["n"] for r in rows}
+
+    def forget_device(self, agent_id: AgentId) -> bool:
         """Remove a device's record, its identity binding and what it held or failed (its measurements stay):
         an install that enrols under the id afterwards is a new agent. ``False`` if unknown."""
         with self._tx() as db:
+            db.execute("DELETE FROM device_platforms WHERE agent_id=?", (agent_id,))
             cur = db.execute("DELETE FROM devices WHERE agent_id=?", (agent_id,))
             found = cur.rowcount == 1
             cur = db.execute("DELETE FROM agent_identities WHERE agent_id=?", (agent_id,))
@@ -265,17 +306,17 @@ class Store:
             return found
 
     # -------------------------------------------------------------- identities
-    def identity_secret(self, agent_id: str) -> Optional[str]:
+    def identity_secret(self, agent_id: AgentId) -> Optional[str]:
         """The sha256 of the secret ``agent_id`` enrolled with, or ``None`` (not enrolled)."""
         r = self._db.execute("SELECT secret_sha256 FROM agent_identities WHERE agent_id=?", (agent_id,)).fetchone()
         return r["secret_sha256"] if r else None
 
-    def bind_identity(self, agent_id: str, secret_sha256: str, now: Optional[float] = None) -> None:
+    def bind_identity(self, agent_id: AgentId, secret_sha256: str, now: Optional[float] = None) -> None:
         with self._tx() as db:
             db.execute("INSERT INTO agent_identities(agent_id, secret_sha256, created_unix) VALUES (?, ?, ?)",
                        (agent_id, secret_sha256, _now(now)))
 
-    def create_token(self, token_id: str, name: str, token_sha256: str, agent_id: str = "",
+    def create_token(self, token_id: TokenId, name: str, token_sha256: str, agent_id: AgentId = "",
                      now: Optional[float] = None) -> None:
         with self._tx() as db:
             db.execute("INSERT INTO agent_tokens(token_id, name, token_sha256, agent_id, created_unix)"
@@ -284,7 +325,7 @@ class Store:
     def list_tokens(self) -> list[dict]:
         return [self._token(r) for r in self._db.execute("SELECT * FROM agent_tokens ORDER BY created_unix")]
 
-    def get_token(self, token_id: str) -> Optional[dict]:
+    def get_token(self, token_id: TokenId) -> Optional[dict]:
         r = self._db.execute("SELECT * FROM agent_tokens WHERE token_id=?", (token_id,)).fetchone()
         return self._token(r) if r else None
 
@@ -295,13 +336,13 @@ class Store:
     def has_active_tokens(self) -> bool:
         return self._db.execute("SELECT 1 FROM agent_tokens WHERE revoked_unix=0 LIMIT 1").fetchone() is not None
 
-    def use_token(self, token_id: str, agent_id: str, now: Optional[float] = None) -> None:
+    def use_token(self, token_id: TokenId, agent_id: AgentId, now: Optional[float] = None) -> None:
         """Bind an unbound token to ``agent_id`` and note its use."""
         with self._tx() as db:
             db.execute("UPDATE agent_tokens SET agent_id=CASE WHEN agent_id='' THEN ? ELSE agent_id END,"
                        " last_used_unix=? WHERE token_id=?", (agent_id, _now(now), token_id))
 
-    def revoke_token(self, token_id: str, now: Optional[float] = None) -> Optional[dict]:
+    def revoke_token(self, token_id: TokenId, now: Optional[float] = None) -> Optional[dict]:
         with self._tx() as db:
             db.execute("UPDATE agent_tokens SET revoked_unix=? WHERE token_id=? AND revoked_unix=0",
                        (_now(now), token_id))
@@ -327,7 +368,7 @@ class Store:
         rows = self._db.execute("SELECT * FROM platforms ORDER BY platform_id").fetchall()
         return [self._platform(r) for r in rows]
 
-    def get_platform(self, platform_id: str) -> Optional[dict]:
+    def get_platform(self, platform_id: PlatformId) -> Optional[dict]:
         r = self._db.execute("SELECT * FROM platforms WHERE platform_id=?", (platform_id,)).fetchone()
         return self._platform(r) if r else None
 
@@ -390,7 +431,7 @@ class Store:
                 [(j["job_id"], sweep["sweep_id"], j["seq"], j["model_sha256"], j["platform_id"],
                   j["repeat_index"], now) for j in jobs])
 
-    def add_jobs(self, sweep_id: str, jobs: Iterable[dict], now: Optional[float] = None) -> None:
+    def add_jobs(self, sweep_id: SweepId, jobs: Iterable[dict], now: Optional[float] = None) -> None:
         """Append pending jobs to an existing sweep (the drift canary's per-platform sweeps grow over time)."""
         now = _now(now)
         with self._tx() as db:
@@ -400,17 +441,17 @@ class Store:
                 [(j["job_id"], sweep_id, j["seq"], j["model_sha256"], j["platform_id"], j["repeat_index"], now)
                  for j in jobs])
 
-    def next_seq(self, sweep_id: str) -> int:
+    def next_seq(self, sweep_id: SweepId) -> int:
         """One past the sweep's highest job ``seq`` (0 for a sweep without jobs)."""
         r = self._db.execute("SELECT MAX(seq) FROM jobs WHERE sweep_id=?", (sweep_id,)).fetchone()
         return 0 if r[0] is None else int(r[0]) + 1
 
-    def last_job_update(self, sweep_id: str) -> Optional[float]:
+    def last_job_update(self, sweep_id: SweepId) -> Optional[float]:
         """The latest ``updated_unix`` of the sweep's jobs (``None`` without jobs)."""
         r = self._db.execute("SELECT MAX(updated_unix) FROM jobs WHERE sweep_id=?", (sweep_id,)).fetchone()
         return r[0]
 
-    def get_sweep(self, sweep_id: str) -> Optional[dict]:
+    def get_sweep(self, sweep_id: SweepId) -> Optional[dict]:
         r = self._db.execute("SELECT * FROM sweeps WHERE sweep_id=?", (sweep_id,)).fetchone()
         if r is None:
             return None
@@ -424,7 +465,7 @@ class Store:
         rows = self._db.execute("SELECT sweep_id, json_extract(spec_json, '$.inputs') AS inputs FROM sweeps")
         return {r["sweep_id"]: json.loads(r["inputs"]) for r in rows if r["inputs"] and r["inputs"] != "[]"}
 
-    def set_sweep_state(self, sweep_id: str, state: str, now: Optional[float] = None) -> None:
+    def set_sweep_state(self, sweep_id: SweepId, state: str, now: Optional[float] = None) -> None:
         """active ↔ paused, or → cancelled (pending jobs become cancelled; running ones finish)."""
         if state not in SWEEP_STATES:
             raise ValueError(f"unknown sweep state {state!r}")
@@ -434,7 +475,7 @@ class Store:
                 db.execute("UPDATE jobs SET state='cancelled', error='sweep cancelled', updated_unix=?"
                            " WHERE sweep_id=? AND state='pending'", (_now(now), sweep_id))
 
-    def platform_counts(self, sweep_id: str) -> dict[str, dict]:
+    def platform_counts(self, sweep_id: SweepId) -> dict[str, dict]:
         """Per platform: job counts by state and the mean wall time of finished jobs (``mean_job_s``)."""
         out: dict[str, dict] = {}
         for r in self._db.execute(
@@ -447,23 +488,23 @@ class Store:
                 entry["mean_job_s"] = r["mean_s"]
         return out
 
-    def sweep_counts(self, sweep_id: str) -> dict[str, int]:
+    def sweep_counts(self, sweep_id: SweepId) -> dict[str, int]:
         counts = dict.fromkeys(JOB_STATES, 0)
         for r in self._db.execute("SELECT state, COUNT(*) AS n FROM jobs WHERE sweep_id=? GROUP BY state",
                                   (sweep_id,)):
             counts[r["state"]] = r["n"]
         return counts
 
-    def get_job(self, job_id: str) -> Optional[dict]:
+    def get_job(self, job_id: JobId) -> Optional[dict]:
         r = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         return dict(r) if r else None
 
-    def held_by(self, job_id: str, agent_id: str) -> bool:
+    def held_by(self, job_id: JobId, agent_id: AgentId) -> bool:
         """Whether ``agent_id`` ever held the lease of ``job_id`` (only such an agent may send its result)."""
         return self._db.execute("SELECT 1 FROM job_holders WHERE job_id=? AND agent_id=?",
                                 (job_id, agent_id)).fetchone() is not None
 
-    def next_pending_job(self, platform_ids: Iterable[str], agent_id: str = "") -> Optional[dict]:
+    def next_pending_job(self, platform_ids: Iterable[PlatformId], agent_id: AgentId = "") -> Optional[dict]:
         """The job to run next among ``platform_ids`` of active sweeps.
 
         Highest sweep priority first; among sweeps of equal priority, the one that
@@ -493,7 +534,7 @@ class Store:
                              [sweep["sweep_id"], *args]).fetchone()
         return dict(r) if r else None
 
-    def lease_job(self, job_id: str, agent_id: str, expires_unix: float, now: Optional[float] = None,
+    def lease_job(self, job_id: JobId, agent_id: AgentId, expires_unix: float, now: Optional[float] = None,
                   new_attempt: bool = True) -> bool:
         """pending → leased, and the agent noted among the job's holders (:meth:`held_by`); ``False`` if the
         job was no longer pending. ``new_attempt=False`` re-leases a job to the agent that already ran it (its
@@ -516,7 +557,7 @@ class Store:
                            "(SELECT sweep_id FROM jobs WHERE job_id=?)", (job_id,))
             return True
 
-    def extend_lease(self, job_id: str, agent_id: str, expires_unix: float,
+    def extend_lease(self, job_id: JobId, agent_id: AgentId, expires_unix: float,
                      max_hold_s: Optional[float] = None) -> bool:
         return self.extend_leases([(job_id, agent_id)], expires_unix, max_hold_s) == 1
 
@@ -538,7 +579,7 @@ class Store:
     def leased_jobs(self) -> list[dict]:
         return [dict(r) for r in self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state='leased'")]
 
-    def release_job(self, job_id: str, reason: str, max_attempts: int, now: Optional[float] = None) -> str:
+    def release_job(self, job_id: JobId, reason: str, max_attempts: int, now: Optional[float] = None) -> str:
         """leased → pending again, or → failed once ``max_attempts`` leases were spent. Returns the new state."""
         with self._tx() as db:
             r = db.execute("SELECT attempts, state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
@@ -577,11 +618,14 @@ class Store:
             latency = record.get("latency_ms") or {}
             db.execute(
                 """INSERT INTO measurements(measurement_id, job_id, sweep_id, agent_id, platform_id, model_sha256,
-                                            latency_median_ms, failure_kind, received_unix, record_json)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                                            latency_median_ms, failure_kind, received_unix, record_json, job_kind,
+                                            session_spread, flags_json, finished_at_unix)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (record["measurement_id"], job_id if settles or job is None else None, sweep_id,
                  record["agent_id"], record["platform_id"], record["model_sha256"], latency.get("median"),
-                 record.get("failure_kind") or "", now, _dumps({**record, "sweep_id": sweep_id or ""})))
+                 record.get("failure_kind") or "", now, _dumps({**record, "sweep_id": sweep_id or ""}),
+                 record.get("job_kind") or "", record.get("session_spread"), _dumps(record.get("flags") or []),
+                 record.get("finished_at_unix")))
             failed = bool(record.get("failure_kind"))
             error = f"{record['failure_kind']}: {record.get('failure_message', '')}" if failed else None
             if settles and retry and failed:
@@ -600,7 +644,7 @@ class Store:
                          record["measurement_id"])
             return True
 
-    def failing_agents(self, sweep_id: str, model_sha256: str, platform_id: str, kinds: Iterable[str]) -> set[str]:
+    def failing_agents(self, sweep_id: SweepId, model_sha256: ModelSha256, platform_id: PlatformId, kinds: Iterable[str]) -> set[str]:
         """Distinct agents on which this model failed with one of ``kinds`` in this sweep on this platform."""
         kinds = list(kinds)
         marks = ",".join("?" * len(kinds))
@@ -609,7 +653,7 @@ class Store:
             f" AND failure_kind IN ({marks})", [sweep_id, model_sha256, platform_id, *kinds])
         return {r["agent_id"] for r in rows}
 
-    def fail_pending(self, sweep_id: str, model_sha256: str, platform_id: str, reason: str,
+    def fail_pending(self, sweep_id: SweepId, model_sha256: ModelSha256, platform_id: PlatformId, reason: str,
                      now: Optional[float] = None) -> int:
         """Mark this model's still-pending jobs on this platform failed (it cannot run there)."""
         with self._tx() as db:
@@ -618,7 +662,7 @@ class Store:
                              (reason, _now(now), sweep_id, model_sha256, platform_id))
             return cur.rowcount
 
-    def list_measurements(self, *, sweep_id: str = "", platform_id: str = "", model_sha256: str = "",
+    def list_measurements(self, *, sweep_id: SweepId = "", platform_id: PlatformId = "", model_sha256: ModelSha256 = "",
                           include_samples: bool = True) -> list[dict]:
         where, args = [], []
         for column, value in (("sweep_id", sweep_id), ("platform_id", platform_id),
@@ -637,23 +681,60 @@ class Store:
             out.append(record)
         return out
 
-    def platform_readings(self, platform_id: str) -> list[dict]:
+    def platform_readings(self, platform_id: PlatformId) -> list[dict]:
         """The platform's successful readings in the order they arrived, without samples: ``measurement_id``,
         ``sweep_id``, ``model_sha256``, ``median_ms``, ``job_kind``, ``session_spread``, ``flags`` (a list),
-        ``finished_at_unix``. Cheap: the figures come out of the JSON in SQLite, no record is parsed here."""
+        ``finished_at_unix``. Cheap: the figures are columns, no record is parsed here."""
         rows = self._db.execute(
-            "SELECT measurement_id, sweep_id, model_sha256, latency_median_ms,"
-            " json_extract(record_json, '$.job_kind') AS job_kind,"
-            " json_extract(record_json, '$.session_spread') AS session_spread,"
-            " json_extract(record_json, '$.flags') AS flags,"
-            " json_extract(record_json, '$.finished_at_unix') AS finished_at_unix, received_unix"
-            " FROM measurements WHERE platform_id=? AND failure_kind='' AND latency_median_ms > 0"
+            "SELECT measurement_id, sweep_id, model_sha256, latency_median_ms, job_kind, session_spread, flags_json,"
+            " finished_at_unix, received_unix FROM measurements"
+            " WHERE platform_id=? AND failure_kind='' AND latency_median_ms > 0"
             " ORDER BY received_unix, measurement_id", (platform_id,))
         return [{"measurement_id": r["measurement_id"], "sweep_id": r["sweep_id"] or "",
                  "model_sha256": r["model_sha256"], "median_ms": r["latency_median_ms"],
-                 "job_kind": r["job_kind"] or "", "session_spread": r["session_spread"],
-                 "flags": json.loads(r["flags"]) if r["flags"] else [],
+                 "job_kind": r["job_kind"], "session_spread": r["session_spread"],
+                 "flags": json.loads(r["flags_json"]),
                  "finished_at_unix": r["finished_at_unix"] or r["received_unix"]} for r in rows]
 
     def count_measurements(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+
+    # ------------------------------------------------------------ housekeeping: sweep listing, model removal
+    def list_sweep_ids(self) -> list[str]:
+        """Every sweep's id, newest first."""
+        return [r["sweep_id"] for r in self._db.execute("SELECT sweep_id FROM sweeps ORDER BY created_unix DESC,"
+                                                        " rowid DESC")]
+
+    def model_usage(self, sha256: str) -> dict:
+        """What still refers to a model: ``jobs`` (its jobs' count by state), ``open_sweeps`` (the sweeps with
+        a pending or leased job of it, sorted) and ``measurements`` (how many are stored)."""
+        jobs = dict.fromkeys(JOB_STATES, 0)
+        for r in self._db.execute("SELECT state, COUNT(*) AS n FROM jobs WHERE model_sha256=? GROUP BY state",
+                                  (sha256,)):
+            jobs[r["state"]] = r["n"]
+        open_sweeps = [r["sweep_id"] for r in self._db.execute(
+            "SELECT DISTINCT sweep_id FROM jobs WHERE model_sha256=? AND state IN ('pending', 'leased')"
+            " ORDER BY sweep_id", (sha256,))]
+        measurements = self._db.execute("SELECT COUNT(*) FROM measurements WHERE model_sha256=?",
+                                        (sha256,)).fetchone()[0]
+        return {"jobs": jobs, "open_sweeps": open_sweeps, "measurements": measurements}
+
+    def delete_model(self, sha256: str, drop_pending: bool = False) -> int:
+        """Remove a model's row and its jobs (the rows that point at it), atomically; measurements stay.
+
+        Its done, failed and cancelled jobs go, and with ``drop_pending`` its pending ones; a leased job (or,
+        without ``drop_pending``, a pending one) makes the model row's foreign key fail, and nothing changes
+        (``sqlite3.IntegrityError``). Returns how many jobs were removed; ``-1`` when there was no such model.
+        """
+        states = ("done", "failed", "cancelled") + (("pending",) if drop_pending else ())
+        marks = ",".join("?" * len(states))
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM models WHERE sha256=?", (sha256,)).fetchone() is None:
+                return -1
+            doomed = f"SELECT job_id FROM jobs WHERE model_sha256=? AND state IN ({marks})"
+            for table in ("job_holders", "job_failures"):
+                db.execute(f"DELETE FROM {table} WHERE job_id IN ({doomed})", (sha256, *states))
+            removed = db.execute(f"DELETE FROM jobs WHERE model_sha256=? AND state IN ({marks})",
+                                 (sha256, *states)).rowcount
+            db.execute("DELETE FROM models WHERE sha256=?", (sha256,))
+            return removed

@@ -27,6 +27,8 @@ the caller answers it by sending the model.
 """
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "FleetmeterError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
     "Unavailable", "Aborted", "Unauthenticated", "PermissionDenied", "ModelNotFound", "NOT_FOUND_KEY",
@@ -38,18 +40,29 @@ NOT_FOUND_KEY = "fleetmeter-not-found"
 
 
 class FleetmeterError(Exception):
-    """Base of every error fleetmeter raises on purpose."""
+    """Base of every error fleetmeter raises on purpose.
+
+    Each class of the tree is named after its gRPC status code, and a direct
+    subclass's ``code_name`` is that name in upper snake case
+    (``FailedPrecondition`` -> ``"FAILED_PRECONDITION"``); deeper classes
+    (:class:`ModelNotFound`) keep their parent's.
+    """
 
     #: The name of the gRPC status code this error travels as (``grpc.StatusCode[code_name]``).
     code_name = "UNKNOWN"
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if FleetmeterError in cls.__bases__:
+            cls.code_name = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).upper()
+
 
 class InvalidArgument(FleetmeterError, ValueError):
-    code_name = "INVALID_ARGUMENT"
+    """Bad input: a malformed sweep, a corrupt upload, a value out of range."""
 
 
 class NotFound(FleetmeterError, KeyError):
-    code_name = "NOT_FOUND"
+    """An unknown id: a model, a platform, a sweep."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we do not want that
         return str(self.args[0]) if self.args else ""
@@ -65,27 +78,27 @@ class ModelNotFound(NotFound):
 
 
 class FailedPrecondition(FleetmeterError):
-    code_name = "FAILED_PRECONDITION"
+    """Cannot be done as things stand: a missing runtime or delegate, nothing to train on."""
 
 
 class ResourceExhausted(FleetmeterError):
-    code_name = "RESOURCE_EXHAUSTED"
+    """Busy: try again later."""
 
 
 class Unavailable(FleetmeterError):
-    code_name = "UNAVAILABLE"
+    """Draining, cooling down, or the controller is away."""
 
 
 class Aborted(FleetmeterError):
-    code_name = "ABORTED"
+    """The lease was lost: the job is no longer this agent's."""
 
 
 class Unauthenticated(FleetmeterError):
-    code_name = "UNAUTHENTICATED"
+    """A missing or wrong token."""
 
 
 class PermissionDenied(FleetmeterError):
-    code_name = "PERMISSION_DENIED"
+    """A token of the wrong kind for what was asked."""
 
 
 _BY_CODE_NAME = {cls.code_name: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted,

@@ -48,7 +48,7 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from fleetmeter import fields
 from fleetmeter._term import key_value_arg
@@ -262,26 +262,29 @@ def _validate_platforms(platforms: Any, problems: _Problems) -> None:
         problems.add(("platforms", "labels"), f"expected a mapping of label: value, got {labels!r}")
 
 
+def _validate_fields(section: str, value: Any, what: str, limits: dict, problems: _Problems) -> bool:
+    """A mapping of settings under ``section``: no unknown key, each known one of its type and at least its
+    minimum (``limits``: key -> (type, minimum or None)). Whether ``value`` is a mapping at all."""
+    if not isinstance(value, dict):
+        problems.add((section,), f"expected a mapping of {what}")
+        return False
+    for key in sorted(set(value) - set(limits)):
+        problems.add((section, key), f"unknown setting; allowed: {', '.join(sorted(limits))}")
+    for key, (kind, minimum) in limits.items():
+        if key in value:
+            _check_type(value[key], kind, (section, key), problems, minimum=minimum)
+    return True
+
+
 def _validate_settings(settings: Any, problems: _Problems) -> None:
-    if not isinstance(settings, dict):
-        problems.add(("settings",), "expected a mapping of measurement settings")
-        return
-    for key in sorted(set(settings) - set(SETTINGS_FIELDS)):
-        problems.add(("settings", key), f"unknown setting; allowed: {', '.join(sorted(SETTINGS_FIELDS))}")
-    for key, kind in SETTINGS_FIELDS.items():
-        if key in settings:
-            _check_type(settings[key], kind, ("settings", key), problems, minimum=0)
+    _validate_fields("settings", settings, "measurement settings",
+                     {key: (kind, 0) for key, kind in SETTINGS_FIELDS.items()}, problems)
 
 
 def _validate_reading(reading: Any, problems: _Problems) -> None:
-    if not isinstance(reading, dict):
-        problems.add(("reading",), "expected a mapping of reading settings (sessions, max_session_spread ...)")
+    if not _validate_fields("reading", reading, "reading settings (sessions, max_session_spread ...)",
+                            READING_FIELDS, problems):
         return
-    for key in sorted(set(reading) - set(READING_FIELDS)):
-        problems.add(("reading", key), f"unknown setting; allowed: {', '.join(sorted(READING_FIELDS))}")
-    for key, (kind, minimum) in READING_FIELDS.items():
-        if key in reading:
-            _check_type(reading[key], kind, ("reading", key), problems, minimum=minimum)
     if isinstance(reading.get("max_steal_share"), (int, float)) and reading["max_steal_share"] > 1:
         problems.add(("reading", "max_steal_share"), f"a share: must be <= 1, got {reading['max_steal_share']!r}")
 
@@ -312,8 +315,9 @@ def _validate_inputs(inputs: Any, problems: _Problems) -> None:
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?", help="sweep file (.yaml, .toml or .json); flags add to or override it")
     p.add_argument("--name", default=None)
-    p.add_argument("--model", action="append", default=[], metavar="REF",
-                   help="model: file path (uploaded first), sha256 (prefix) or name; repeatable")
+    p.add_argument("--model", action="extend", nargs="+", default=[], metavar="REF",
+                   help="models: file paths (uploaded first; a shell glob is fine), sha256 (prefix) or names; "
+                        "repeatable. Put a sweep file before --model, which takes every argument after it")
     p.add_argument("--platform", action="append", default=[], metavar="ID", help="platform id; repeatable")
     p.add_argument("--label", action="append", type=key_value_arg, default=[], metavar="KEY=VALUE",
                    help="only platforms with this label; repeatable")
@@ -343,10 +347,40 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                         "platforms' noise ceilings (default 0.1; negative: none)")
 
 
+#: Endings of model files and of sweep files: a model reference that ends so (or holds a path separator) names
+#: a file, not an uploaded model.
+MODEL_FILE_SUFFIXES = (".onnx", ".tflite", ".lite", ".ort")
+SWEEP_FILE_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
+
+
+def _check_not_sweep_file(ref: str) -> None:
+    if ref.lower().endswith(SWEEP_FILE_SUFFIXES):
+        raise InvalidArgument(f"{ref} is a sweep file, not a model; --model takes every argument after it, so "
+                              f"put the sweep file first: fleetmeter sweep submit {ref} --model ...")
+
+
+def _check_not_missing_file(ref: str, base_dir: Optional[Path],
+                            known_names: Optional[Callable[[], Iterable[str]]]) -> None:
+    """InvalidArgument ``no such file: REF`` for a reference that looks like a path (a separator, a leading
+    ``~`` or ``.``, a model or sweep file ending) and names no file, rather than the controller's "unknown
+    model ... upload it first". A bare file name may be an uploaded model's name (uploads are named after
+    their file): fine when ``known_names()`` lists it."""
+    _check_not_sweep_file(ref)
+    looks_like_path = any(sep in ref for sep in "/\\") or ref.startswith(("~", ".")) \
+        or ref.lower().endswith(MODEL_FILE_SUFFIXES)
+    if not looks_like_path or (known_names is not None and ref in set(known_names())):
+        return
+    where = f" (relative to {base_dir}, the sweep file's folder)" if base_dir is not None else ""
+    raise InvalidArgument(f"no such file: {ref}{where}; an uploaded model is named by its sha256 (or a prefix) or "
+                          "its name (see: fleetmeter models list)")
+
+
 def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], str]] = None,
-                   zoo_cache: Optional[Path] = None) -> fleet_pb2.SweepSpec:
+                   zoo_cache: Optional[Path] = None,
+                   known_names: Optional[Callable[[], Iterable[str]]] = None) -> fleet_pb2.SweepSpec:
     """Merge the file (if any) and the flags into a ``SweepSpec``; model files (paths, globs, zoo specs)
-    are uploaded via ``upload``."""
+    are uploaded via ``upload``. A reference that looks like a file path but names no file is an error
+    (``no such file``) unless ``known_names`` (the uploaded models' names, asked for only then) lists it."""
     data = load_sweep_file(args.file) if args.file else {}
     base_dir = Path(args.file).parent if args.file else Path(".")
     refs = list(data.get("models") or []) + list(args.model)
@@ -366,8 +400,10 @@ def spec_from_args(args: argparse.Namespace, upload: Optional[Callable[[str], st
             continue
         path = next((p for p in (Path(ref), base_dir / ref) if p.is_file()), None)
         if path is not None:  # a file here: upload it (content-addressed, so a repeat is free)
+            _check_not_sweep_file(ref)
             files.append(path)
         else:  # sha256, a prefix, or the name of an uploaded model: the controller resolves it
+            _check_not_missing_file(ref, base_dir if args.file else None, known_names)
             models.append(ref)
     if files and upload is None:
         raise InvalidArgument(f"{files[0]}: model files need an upload step")

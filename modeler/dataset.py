@@ -331,31 +331,13 @@ def read_csv(path: PathLike, *, cache: Optional[FeatureCache] = None) -> List[Cs
     """
     cache = cache if cache is not None else _default_cache()
     path = Path(path)
-    base = path.parent
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CsvImportError(path, [(1, f"not UTF-8 text ({exc})")]) from exc
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        raise CsvImportError(path, [(1, "empty file: expected a header row "
-                                         f"({', '.join(CSV_REQUIRED_COLUMNS + CSV_OPTIONAL_COLUMNS)})")])
-    columns = [h.strip() for h in header]
+    columns = _csv_columns(path, next(reader, None))
     problems: List[Tuple[int, str]] = []
-    missing = [c for c in CSV_REQUIRED_COLUMNS if c not in columns]
-    unknown = [c for c in columns if c not in CSV_REQUIRED_COLUMNS + CSV_OPTIONAL_COLUMNS]
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
-    if missing:
-        problems.append((1, f"missing required column(s): {', '.join(missing)}"))
-    if unknown:
-        problems.append((1, f"unknown column(s): {', '.join(unknown)} (known: "
-                            f"{', '.join(CSV_REQUIRED_COLUMNS + CSV_OPTIONAL_COLUMNS)})"))
-    if duplicated:
-        problems.append((1, f"duplicated column(s): {', '.join(duplicated)}"))
-    if problems:
-        raise CsvImportError(path, problems)
-
     rows: List[CsvRow] = []
     shas: Dict[Path, str] = {}
     first_line: Dict[Tuple[str, str, Tuple[Tuple[str, float], ...]], int] = {}  # (sha, platform, values) → line
@@ -372,37 +354,8 @@ def read_csv(path: PathLike, *, cache: Optional[FeatureCache] = None) -> List[Cs
             reasons.append("missing value for 'platform'")
         elif platform_name_problem(platform):
             reasons.append(f"platform {platform_name_problem(platform)}")
-        values: Dict[str, float] = {}
-        for column in ("latency_ms", "energy_mj", "peak_rss_bytes"):
-            if column not in row:
-                continue
-            value, reason = _parse_number(row[column], column, required=column == "latency_ms")
-            if reason:
-                reasons.append(reason)
-            elif value is not None:
-                values[column] = value
-        model_text = row["model"].strip()
-        model_path: Optional[Path] = None
-        sha = fmt = ""
-        if not model_text:
-            reasons.append("missing value for 'model'")
-        else:
-            model_path = Path(model_text) if os.path.isabs(model_text) else base / model_text
-            fmt = MODEL_EXTENSIONS.get(model_path.suffix.lower(), "")
-            if not fmt:
-                reasons.append(f"unknown model extension {model_path.suffix or '(none)'!r} of {model_text!r} "
-                               f"(expected {' or '.join(MODEL_EXTENSIONS)})")
-            elif not model_path.is_file():
-                reasons.append(f"model file not found: {model_text}")
-            else:
-                try:
-                    sha = shas.get(model_path) or sha256_file(model_path)
-                    shas[model_path] = sha
-                    cache.get(sha, model_path)
-                except OSError as exc:
-                    reasons.append(f"model file unreadable: {model_text} ({exc.strerror or exc})")
-                except ValueError as exc:  # InvalidArgument from the feature parsers
-                    reasons.append(f"corrupt or unsupported model {model_text}: {exc}")
+        values = _csv_values(row, reasons)
+        model_path, sha, fmt = _csv_model(row["model"].strip(), path.parent, shas, cache, reasons)
         if not reasons:
             key = (sha, platform, tuple(sorted(values.items())))
             if key in first_line:
@@ -421,6 +374,69 @@ def read_csv(path: PathLike, *, cache: Optional[FeatureCache] = None) -> List[Cs
     if not rows:
         raise CsvImportError(path, [(1, "no data rows after the header")])
     return rows
+
+
+def _csv_columns(path: Path, header: Optional[List[str]]) -> List[str]:
+    """The import file's column names; :class:`CsvImportError` (line 1) for a missing, unknown or doubled one."""
+    if header is None:
+        raise CsvImportError(path, [(1, "empty file: expected a header row "
+                                         f"({', '.join(CSV_REQUIRED_COLUMNS + CSV_OPTIONAL_COLUMNS)})")])
+    columns = [h.strip() for h in header]
+    problems: List[Tuple[int, str]] = []
+    missing = [c for c in CSV_REQUIRED_COLUMNS if c not in columns]
+    unknown = [c for c in columns if c not in CSV_REQUIRED_COLUMNS + CSV_OPTIONAL_COLUMNS]
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if missing:
+        problems.append((1, f"missing required column(s): {', '.join(missing)}"))
+    if unknown:
+        problems.append((1, f"unknown column(s): {', '.join(unknown)} (known: "
+                            f"{', '.join(CSV_REQUIRED_COLUMNS + CSV_OPTIONAL_COLUMNS)})"))
+    if duplicated:
+        problems.append((1, f"duplicated column(s): {', '.join(duplicated)}"))
+    if problems:
+        raise CsvImportError(path, problems)
+    return columns
+
+
+def _csv_values(row: Mapping[str, str], reasons: List[str]) -> Dict[str, float]:
+    """The row's measured targets (``latency_ms`` required); what is wrong with them goes to ``reasons``."""
+    values: Dict[str, float] = {}
+    for column in ("latency_ms", "energy_mj", "peak_rss_bytes"):
+        if column not in row:
+            continue
+        value, reason = _parse_number(row[column], column, required=column == "latency_ms")
+        if reason:
+            reasons.append(reason)
+        elif value is not None:
+            values[column] = value
+    return values
+
+
+def _csv_model(model_text: str, base: Path, shas: Dict[Path, str], cache: FeatureCache, reasons: List[str]
+               ) -> Tuple[Optional[Path], str, str]:
+    """``(path, sha256, format)`` of the row's model file (relative to ``base``), its features parsed into
+    ``cache``; what is wrong with it goes to ``reasons``. ``shas`` remembers files already hashed."""
+    if not model_text:
+        reasons.append("missing value for 'model'")
+        return None, "", ""
+    model_path = Path(model_text) if os.path.isabs(model_text) else base / model_text
+    fmt = MODEL_EXTENSIONS.get(model_path.suffix.lower(), "")
+    sha = ""
+    if not fmt:
+        reasons.append(f"unknown model extension {model_path.suffix or '(none)'!r} of {model_text!r} "
+                       f"(expected {' or '.join(MODEL_EXTENSIONS)})")
+    elif not model_path.is_file():
+        reasons.append(f"model file not found: {model_text}")
+    else:
+        try:
+            sha = shas.get(model_path) or sha256_file(model_path)
+            shas[model_path] = sha
+            cache.get(sha, model_path)
+        except OSError as exc:
+            reasons.append(f"model file unreadable: {model_text} ({exc.strerror or exc})")
+        except ValueError as exc:  # InvalidArgument from the feature parsers
+            reasons.append(f"corrupt or unsupported model {model_text}: {exc}")
+    return model_path, sha, fmt
 
 
 def samples_from_rows(rows: Iterable[CsvRow], *, cache: Optional[FeatureCache] = None) -> List[Sample]:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -54,6 +54,11 @@ _ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 8: 8, 9: 1, 10: 2, 11: 8,
 _INT_TYPES = (6, 7)
 # AttributeProto.AttributeType values.
 _ATTR_FLOAT, _ATTR_INT, _ATTR_STRING, _ATTR_TENSOR, _ATTR_GRAPH, _ATTR_FLOATS, _ATTR_INTS = 1, 2, 3, 4, 5, 6, 7
+#: How an attribute of each scalar or list kind reads (graphs and sparse tensors have none: skipped).
+_ATTR_VALUE: Dict[int, Callable[[Any], Any]] = {
+    _ATTR_INT: lambda a: a.i, _ATTR_INTS: lambda a: list(a.ints), _ATTR_FLOAT: lambda a: a.f,
+    _ATTR_STRING: lambda a: a.s, _ATTR_FLOATS: lambda a: list(a.floats), _ATTR_TENSOR: lambda a: a.t,
+}
 #: Initializers whose TensorProto is at most this many bytes stay whole in the light model.
 _KEEP_BYTES = KEEP_BYTES
 
@@ -316,22 +321,8 @@ class _Graph:
     @staticmethod
     def attrs(node: Any) -> Dict[str, Any]:
         """Scalar and list attributes of a NodeProto or _Node (graphs and sparse tensors are skipped)."""
-        out: Dict[str, Any] = {}
-        for a in getattr(node, "proto", node).attribute:
-            kind = a.type
-            if kind == _ATTR_INT:
-                out[a.name] = a.i
-            elif kind == _ATTR_INTS:
-                out[a.name] = list(a.ints)
-            elif kind == _ATTR_FLOAT:
-                out[a.name] = a.f
-            elif kind == _ATTR_STRING:
-                out[a.name] = a.s
-            elif kind == _ATTR_FLOATS:
-                out[a.name] = list(a.floats)
-            elif kind == _ATTR_TENSOR:
-                out[a.name] = a.t
-        return out
+        return {a.name: _ATTR_VALUE[a.type](a) for a in getattr(node, "proto", node).attribute
+                if a.type in _ATTR_VALUE}
 
     # -- records ------------------------------------------------------------
     def parse(self) -> ParsedGraph:

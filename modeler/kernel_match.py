@@ -56,7 +56,7 @@ import math
 import re
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple
 
 from fleetmeter.blobs import BlobStore
 
@@ -262,65 +262,59 @@ class _Graph:
             out.extend(self.by_name[name])
         return out
 
-    def upstream_kernel(self, i: int) -> Optional[int]:
-        """The kernel that produced record ``i``'s input, looking through layout records."""
+    def _nearest_kernel(self, i: int, step: Callable[[int], Iterable[int]]) -> Optional[int]:
+        """The first kernel reached from record ``i`` breadth-first along ``step``, through layout records."""
         seen: Set[int] = set()
         frontier = [i]
         while frontier:
-            current = frontier.pop(0)
-            for t in self.nodes[current].inputs:
-                p = self.producer.get(t)
-                if p is None or p in seen:
+            for j in step(frontier.pop(0)):
+                if j in seen:
                     continue
-                seen.add(p)
-                if self.is_kernel(p):
-                    return p
-                frontier.append(p)
+                seen.add(j)
+                if self.is_kernel(j):
+                    return j
+                frontier.append(j)
         return None
 
+    def upstream_kernel(self, i: int) -> Optional[int]:
+        """The kernel that produced record ``i``'s input, looking through layout records."""
+        return self._nearest_kernel(i, lambda c: (p for p in map(self.producer.get, self.nodes[c].inputs)
+                                                  if p is not None))
+
     def downstream_kernel(self, i: int) -> Optional[int]:
-        seen: Set[int] = set()
-        frontier = [i]
-        while frontier:
-            current = frontier.pop(0)
-            for t in self.nodes[current].outputs:
-                for r in self.readers.get(t, ()):
-                    if r in seen:
-                        continue
-                    seen.add(r)
-                    if self.is_kernel(r):
-                        return r
-                    frontier.append(r)
-        return None
+        """The kernel that reads record ``i``'s output, looking through layout records."""
+        return self._nearest_kernel(i, lambda c: (r for t in self.nodes[c].outputs for r in self.readers.get(t, ())))
 
     def sole_neighbours(self, i: int) -> List[int]:
         """Kernels ORT may have fused ``i`` into: a producer whose only reader ``i`` is, or its only reader.
 
         Layout records in between are looked through when each has one reader.
         """
-        out: List[int] = []
-        for t in self.nodes[i].inputs:
+        def sole_producer(t: str) -> Optional[int]:
             p = self.producer.get(t)
-            while p is not None and len(self.readers.get(t, ())) == 1 and len(self.nodes[p].outputs) == 1:
-                if self.is_kernel(p):
-                    out.append(p)
-                    break
-                if len(self.nodes[p].inputs) != 1:
-                    break
-                t = self.nodes[p].inputs[0]
-                p = self.producer.get(t)
-        node = self.nodes[i]
-        if len(node.outputs) == 1:
-            t = node.outputs[0]
-            while len(self.readers.get(t, ())) == 1:
-                r = self.readers[t][0]
-                if self.is_kernel(r):
-                    out.append(r)
-                    break
-                if len(self.nodes[r].outputs) != 1:
-                    break
-                t = self.nodes[r].outputs[0]
-        return out
+            return p if p is not None and len(self.nodes[p].outputs) == 1 else None
+
+        up = [self._along_sole_links(t, sole_producer, lambda p: self.nodes[p].inputs) for t in self.nodes[i].inputs]
+        outputs = self.nodes[i].outputs
+        down = [self._along_sole_links(outputs[0], lambda t: self.readers[t][0], lambda r: self.nodes[r].outputs)
+                ] if len(outputs) == 1 else []
+        return [k for k in up + down if k is not None]
+
+    def _along_sole_links(self, t: str, record_of: Callable[[str], Optional[int]],
+                          onward: Callable[[int], Sequence[str]]) -> Optional[int]:
+        """The first kernel along tensors that have one reader each, from ``t``: ``record_of`` a tensor is
+        the next record (``None``: the chain ends), ``onward`` its tensors (the chain goes on through one)."""
+        while len(self.readers.get(t, ())) == 1:
+            j = record_of(t)
+            if j is None:
+                return None
+            if self.is_kernel(j):
+                return j
+            following = onward(j)
+            if len(following) != 1:
+                return None
+            t = following[0]
+        return None
 
     def siblings(self, i: int) -> List[int]:
         node = self.nodes[i]
@@ -369,7 +363,30 @@ def match_profile(features: ModelFeatures, operators: Sequence[Mapping[str, Any]
     graph = _Graph(features)
     ops = list(operators)
     times = [_median_us(o) for o in ops]
-    targets: List[List[int]] = [[] for _ in ops]  # kernel record indices each profile node's time goes to
+    # (1) by name: targets[n] are the kernel record indices profile node n's time goes to
+    targets, how, layout_hits = _match_by_name(graph, ops)
+    # (2) unresolved compute nodes by output shape, to kernels no name reached
+    _match_by_shape(graph, ops, targets, how, layout_hits)
+    groups, absorbed = _fused_groups(graph, targets)
+    # (3) layout: ours to the producing kernel; the runtime's to the nearest resolved node in execution order
+    _attach_layout(graph, ops, targets, how, layout_hits)
+    profiled_us = sum(times)
+    matched_us = sum(t for n, t in enumerate(times) if targets[n])
+    return ProfileMatch(
+        kernel_times_ms=tuple(_kernel_times_ms(graph, groups, targets, times)), profiled_ms=profiled_us / 1000.0,
+        matched_ms=matched_us / 1000.0,
+        by_name=how.count("name"), by_shape=how.count("shape"), attached=how.count("attached"), absorbed=absorbed,
+        resolved_ms=sum(t for n, t in enumerate(times) if how[n] in ("name", "shape") or (
+            targets[n] and n in layout_hits)) / 1000.0,
+        unmatched=tuple(str(ops[n].get("node_name", "")) for n in range(len(ops)) if not targets[n] and times[n]),
+        resolution=tuple(how))
+
+
+def _match_by_name(graph: _Graph, ops: Sequence[Mapping[str, Any]]
+                   ) -> Tuple[List[List[int]], List[str], Dict[int, List[int]]]:
+    """``(targets, how, layout_hits)``: each profile node's kernels and ``"name"`` where its name resolves to
+    kernels; ``layout_hits`` the profile nodes whose name resolves to our layout records only."""
+    targets: List[List[int]] = [[] for _ in ops]
     how: List[str] = [""] * len(ops)
     layout_hits: Dict[int, List[int]] = {}
     for n, op in enumerate(ops):
@@ -379,8 +396,13 @@ def match_profile(features: ModelFeatures, operators: Sequence[Mapping[str, Any]
             targets[n], how[n] = kernels, "name"
         elif hits:
             layout_hits[n] = hits
+    return targets, how, layout_hits
+
+
+def _match_by_shape(graph: _Graph, ops: Sequence[Mapping[str, Any]], targets: List[List[int]], how: List[str],
+                    layout_hits: Mapping[int, List[int]]) -> None:
+    """Each compute node still unresolved goes to the first kernel no name reached with its output shape."""
     named = {i for t in targets for i in t}
-    # (2) unresolved compute nodes by output shape, to kernels no name reached
     taken: Set[int] = set()
     for n, op in enumerate(ops):
         if how[n] or n in layout_hits or op.get("op_type") in _RUNTIME_LAYOUT_OPS:
@@ -396,7 +418,11 @@ def match_profile(features: ModelFeatures, operators: Sequence[Mapping[str, Any]
                 targets[n], how[n] = [i], "shape"
                 taken.add(i)
                 break
-    # groups: kernels sharing a profile node; then kernels no profile node reached join a neighbour ORT fused them into
+
+
+def _fused_groups(graph: _Graph, targets: Sequence[List[int]]) -> Tuple[_Groups, int]:
+    """Kernels sharing a profile node, grouped; then kernels no profile node reached join a neighbour ORT
+    fused them into. ``(groups, how many joined)``."""
     groups = _Groups()
     for kernels in targets:
         for i in kernels:
@@ -415,7 +441,13 @@ def match_profile(features: ModelFeatures, operators: Sequence[Mapping[str, Any]
                 groups.union(host, i)
                 absorbed += 1
                 changed = True
-    # (3) layout: ours to the producing kernel; the runtime's to the nearest resolved node in execution order
+    return groups, absorbed
+
+
+def _attach_layout(graph: _Graph, ops: Sequence[Mapping[str, Any]], targets: List[List[int]], how: List[str],
+                   layout_hits: Mapping[int, List[int]]) -> None:
+    """Layout nodes: ours to the producing (else the reading) kernel; the runtime's, and nodes ORT invented
+    (a decomposed HardSwish), to the nearest resolved node in execution order (:func:`_neighbour`)."""
     for n, hits in layout_hits.items():
         k = next((graph.upstream_kernel(i) for i in hits if graph.upstream_kernel(i) is not None), None)
         if k is None:
@@ -423,12 +455,17 @@ def match_profile(features: ModelFeatures, operators: Sequence[Mapping[str, Any]
         if k is not None:
             targets[n], how[n] = [k], "attached"
     resolved = [n for n in range(len(ops)) if how[n] in ("name", "shape")]
-    for n, op in enumerate(ops):  # runtime layout nodes, then nodes ORT invented (a decomposed HardSwish)
+    for n in range(len(ops)):
         if how[n] or n in layout_hits:
             continue
         m = _neighbour(ops, resolved, n)
         if m is not None:
             targets[n], how[n] = list(targets[m]), "attached"
+
+
+def _kernel_times_ms(graph: _Graph, groups: _Groups, targets: Sequence[List[int]], times: Sequence[float]
+                     ) -> List[Optional[float]]:
+    """Each kernel's time: its group's profile time, shared by :func:`kernel_work` (``None``: no time)."""
     group_us: Dict[int, float] = {}
     for kernels in targets:
         for i in kernels:
@@ -448,15 +485,7 @@ def match_profile(features: ModelFeatures, operators: Sequence[Mapping[str, Any]
         for i, w in zip(idx, weights):
             share = w / norm if norm > 0 else 1.0 / len(idx)
             kernel_times[graph.kernel_index[i]] = total_us * share / 1000.0
-    profiled_us = sum(times)
-    matched_us = sum(t for n, t in enumerate(times) if targets[n])
-    return ProfileMatch(
-        kernel_times_ms=tuple(kernel_times), profiled_ms=profiled_us / 1000.0, matched_ms=matched_us / 1000.0,
-        by_name=how.count("name"), by_shape=how.count("shape"), attached=how.count("attached"), absorbed=absorbed,
-        resolved_ms=sum(t for n, t in enumerate(times) if how[n] in ("name", "shape") or (
-            targets[n] and n in layout_hits)) / 1000.0,
-        unmatched=tuple(str(ops[n].get("node_name", "")) for n in range(len(ops)) if not targets[n] and times[n]),
-        resolution=tuple(how))
+    return kernel_times
 
 
 def _neighbour(ops: Sequence[Mapping[str, Any]], resolved: Sequence[int], n: int) -> Optional[int]:

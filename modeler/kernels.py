@@ -14,16 +14,16 @@ The training targets come from onnxruntime's per-node profiles
 (:mod:`fleetmeter.agent.profile`, stored with a measurement when its sweep
 set ``profile_operators``).
 
-From profile nodes to our kernels: :func:`match_profile` in
-:mod:`fleetmeter.modeler.kernel_match` (with :class:`KernelSample`,
-:func:`load_kernel_samples` and the rest of the profile side; every
-name is re-exported here).
+From profile nodes to our kernels: :func:`~fleetmeter.modeler.kernel_match.match_profile` in
+:mod:`fleetmeter.modeler.kernel_match` (with
+:class:`~fleetmeter.modeler.kernel_match.KernelSample`,
+:func:`~fleetmeter.modeler.kernel_match.load_kernel_samples` and the rest of the profile side).
 
 Per kernel type (:class:`KernelPredictor`): with at least
 :data:`MIN_KERNEL_SAMPLES` timed kernels, a LightGBM regressor on
-``log(time_ms)`` (:func:`fleetmeter.modeler.train.lgbm_params`, the same
+``log(time_ms)`` (:func:`fleetmeter.modeler.learners.lgbm_params`, the same
 small-data parameters as the model-level predictor) boosting from a
-log-log prior on ``work`` (:class:`~fleetmeter.modeler.train.LogLogPrior`);
+log-log prior on ``work`` (:class:`~fleetmeter.modeler.learners.LogLogPrior`);
 with fewer (``"rate"``), a global log-log curve of time over ``work``
 fitted on every timed kernel, shifted by the type's median log residual;
 a type never seen in training (``"global"``, listed by
@@ -37,10 +37,10 @@ see (session and copy costs, unmatched nodes) minus the profiler's own
 inflation of per-node times.
 
 Interval, splits and metrics are the model-level ones
-(:mod:`fleetmeter.modeler.train`): a cross-conformal interval from
+(:mod:`fleetmeter.modeler.learners`, :mod:`fleetmeter.modeler.evaluation`): a cross-conformal interval from
 out-of-fold ``|log(pred / true)|`` at the model level, the same hash-based
-:func:`~fleetmeter.modeler.train.split_random` and
-:func:`~fleetmeter.modeler.train.split_leave_family_out` (they take
+:func:`~fleetmeter.modeler.learners.split_random` and
+:func:`~fleetmeter.modeler.learners.split_leave_family_out` (they take
 :class:`KernelSample` as they take ``Sample``: only ``model_sha256``,
 ``platform_id`` and ``family`` are read), and the same report shape. The
 same samples give the same predictor, in whatever order they come.
@@ -62,11 +62,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 import numpy as np
 
 from .features import FEATURE_SCHEMA_VERSION, KERNEL_FEATURE_KEYS, ModelFeatures
-from .kernel_match import MIN_MATCHED_SHARE  # noqa: F401  (still importable from here)
-from .kernel_match import (KernelSample, ProfileMatch, kernel_sample_from_profile, kernel_work, load_kernel_samples,
-                           match_profile, merge_profiles)
-from .learners import (CV_FOLDS, INTERVAL_LEVEL, LogLogPrior, _booster_feature_names, _conformal_quantile, _folds,
-                       _lgb, lgbm_params, scored_with_interval, split_leave_family_out)
+from .kernel_match import KernelSample, kernel_work
+from .learners import (CV_FOLDS, INTERVAL_LEVEL, LogLogPrior, PredictorBase, _booster_feature_names,
+                       _conformal_quantile, _folds, _lgb, lgbm_params, scored_with_interval, split_leave_family_out)
 
 __all__ = [
     "KERNEL_CONFIG_FORMAT",
@@ -74,13 +72,6 @@ __all__ = [
     "KERNEL_COLUMNS",
     "MIN_KERNEL_SAMPLES",
     "KERNEL_ROUNDS",
-    "KernelSample",
-    "ProfileMatch",
-    "kernel_work",
-    "match_profile",
-    "merge_profiles",
-    "kernel_sample_from_profile",
-    "load_kernel_samples",
     "KernelPredictor",
     "train_kernel_predictor",
     "evaluate_kernel_split",
@@ -131,7 +122,7 @@ class _TypeModel:
 
 
 @dataclass
-class KernelPredictor:
+class KernelPredictor(PredictorBase):
     """Kernel-level latency predictor for one platform (see the module docstring).
 
     ``types`` maps a kernel type to its regressor; ``global_prior`` is the
@@ -139,7 +130,8 @@ class KernelPredictor:
     ``intercept_ms + per_kernel_ms * kernel_count`` is the overhead;
     predictions are floored at ``floor_ms``. ``interval_log`` is the
     half-width of the :data:`INTERVAL_LEVEL` interval in log space
-    (``None`` if not calibrated).
+    (``None`` if not calibrated); the training record's fields are
+    :class:`~fleetmeter.modeler.learners.PredictorBase`'s.
     """
 
     types: Dict[str, _TypeModel]
@@ -148,12 +140,6 @@ class KernelPredictor:
     per_kernel_ms: float
     floor_ms: float
     kernel_scale: float = 1.0
-    interval_log: Optional[float] = None
-    interval_level: float = INTERVAL_LEVEL
-    n_train: int = 0
-    seed: int = 0
-    feature_schema_version: int = FEATURE_SCHEMA_VERSION
-    params: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     def kernel_predictions(self, items: Sequence[KernelItem]) -> List[np.ndarray]:
         """Predicted time (ms) of every kernel of every item, in ``ModelFeatures.kernels`` order."""
@@ -405,7 +391,7 @@ def evaluate_kernel_split(train: Sequence[KernelSample], test: Sequence[KernelSa
     spearman, n, interval_coverage, interval_level, interval_log},
     "kernel_time_share", "matched_share", "unseen_kernel_types"}``: the
     ``predictor`` entry has the shape of
-    :func:`fleetmeter.modeler.train.evaluate_split`'s, so the two compare
+    :func:`fleetmeter.modeler.evaluation.evaluate_split`'s, so the two compare
     directly on the same split. ``kernel_time_share`` is the median over all
     the given models of profiled time / measured latency (below 1: overhead
     the profile does not see), ``matched_share`` the median share of
@@ -423,7 +409,7 @@ def evaluate_kernel_split(train: Sequence[KernelSample], test: Sequence[KernelSa
 def evaluate_kernel_leave_family_out(samples: Sequence[KernelSample], *, seed: int = 0) -> Dict[str, Any]:
     """Leave-one-family-out: ``{"folds": {family: report}, "pooled": report or None}``.
 
-    As :func:`fleetmeter.modeler.train.evaluate_leave_family_out`: each
+    As :func:`fleetmeter.modeler.evaluation.evaluate_leave_family_out`: each
     family's models predicted by a predictor trained on the other families;
     ``pooled`` scores them all together (``None`` with fewer than two families).
     """

@@ -1,26 +1,29 @@
-"""The learning pieces both predictor levels share (model level: :mod:`.train`, kernel level:
+"""The learning pieces both predictor levels share (model level: :mod:`.methods`, kernel level:
 :mod:`.kernels`): LightGBM and its small-data parameters, identity-hash splits and folds, the log-log
-prior, the conformal quantile and interval scoring.
+prior, the non-negative fit on relative error, the conformal quantile and interval scoring, and
+:class:`PredictorBase`, what every trained predictor records about its training.
 
 Its own module so that ``train`` (which trains the kernel-level predictor as one of its candidates)
 and ``kernels`` (which reuses these pieces) do not import each other. LightGBM is imported on first
-use (``pip install 'fleetmeter[modeler]'``).
+use (``pip install 'fleetmeter[controller]'``).
 """
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fleetmeter._extras import require
+
 from .dataset import Sample
-from .features import ModelFeatures, feature_vector
+from .features import FEATURE_SCHEMA_VERSION, ModelFeatures, feature_vector
 from .metrics import evaluate
 
 __all__ = ["INTERVAL_LEVEL", "CV_FOLDS", "FeaturesLike", "lgbm_params", "split_random", "split_leave_family_out",
-           "LogLogPrior", "scored_with_interval"]
+           "LogLogPrior", "fit_relative_nonnegative", "scored_with_interval", "PredictorBase"]
 
 #: Nominal coverage of the prediction interval.
 INTERVAL_LEVEL = 0.9
@@ -30,11 +33,9 @@ FeaturesLike = Any  # a Sample, a ModelFeatures, or a flat feature mapping
 
 
 def _lgb() -> Any:
-    try:
-        import lightgbm
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("training predictors needs LightGBM: pip install 'fleetmeter[modeler]'") from exc
-    return lightgbm
+    """The ``lightgbm`` module; :class:`~fleetmeter._extras.MissingExtra` (a ``FailedPrecondition``
+    naming ``fleetmeter[controller]``) when this install lacks it."""
+    return require("lightgbm", "training predictors")
 
 
 def _feature_dict(item: FeaturesLike) -> Mapping[str, float]:
@@ -43,6 +44,13 @@ def _feature_dict(item: FeaturesLike) -> Mapping[str, float]:
     if isinstance(item, ModelFeatures):
         return item.model
     return item
+
+
+def _targets_of(samples: Sequence[Sample], target: str) -> np.ndarray:
+    values = [s.values.get(target) for s in samples]
+    if any(v is None or not v > 0 for v in values):
+        raise ValueError(f"every sample needs a positive {target!r} (filter with samples_with(target))")
+    return np.asarray(values, dtype=float)
 
 
 # ------------------------------------------------------------------ splits
@@ -173,6 +181,29 @@ class LogLogPrior:
         return cls(feature=str(data["feature"]), slope=float(data["slope"]), intercept=float(data["intercept"]))
 
 
+def fit_relative_nonnegative(x: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> Tuple[np.ndarray, float]:
+    """``(coef, intercept)``, all >= 0, minimising ``sum(((x @ coef + intercept) - y) / y) ** 2``.
+
+    Non-negative least squares on the *relative* error (what the metrics score), columns scaled to
+    their typical share of the target, an optional ridge (not on the intercept). A column that is
+    zero everywhere gets 0.
+    """
+    from scipy.optimize import nnls
+
+    rel = x / y[:, None]
+    scale = np.abs(rel).mean(axis=0) if len(y) else np.ones(x.shape[1])
+    keep = scale > 0
+    scale[~keep] = 1.0
+    design = np.column_stack([rel / scale, 1.0 / y])
+    rhs = np.ones(len(y))
+    if ridge > 0:
+        penalty = np.sqrt(ridge * len(y)) * np.eye(design.shape[1])[:-1]
+        design = np.vstack([design, penalty])
+        rhs = np.concatenate([rhs, np.zeros(penalty.shape[0])])
+    solution, _ = nnls(design, rhs, maxiter=50 * design.shape[1])
+    return np.where(keep, solution[:-1] / scale, 0.0), float(solution[-1])
+
+
 def _coverage(true: np.ndarray, low: np.ndarray, high: np.ndarray) -> Optional[float]:
     if true.size == 0 or np.isnan(low).any():
         return None
@@ -187,3 +218,22 @@ def scored_with_interval(parts: Mapping[str, Any]) -> Dict[str, Any]:
     scored["interval_coverage"] = _coverage(true, parts["low"], parts["high"])
     scored["interval_level"] = INTERVAL_LEVEL
     return scored
+
+
+@dataclass(kw_only=True)
+class PredictorBase:
+    """What every trained predictor (model level and kernel level) records about its training.
+
+    ``interval_log`` is the half-width ``q`` of the ``interval_level``
+    prediction interval in log space (``None`` if not calibrated); ``n_train``
+    models went into it, with ``seed``, on features of ``feature_schema_version``;
+    ``params`` are its LightGBM parameters (empty without a booster). Keyword-only,
+    so a subclass lists its own fields first.
+    """
+
+    interval_log: Optional[float] = None
+    interval_level: float = INTERVAL_LEVEL
+    n_train: int = 0
+    seed: int = 0
+    feature_schema_version: int = FEATURE_SCHEMA_VERSION
+    params: Dict[str, Any] = field(default_factory=dict, repr=False)

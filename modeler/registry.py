@@ -64,13 +64,17 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound
 
 from .dataset import TARGETS
 from .features import FEATURE_SCHEMA_VERSION
-from .train import Predictor, TrainResult, WorkFallback, prior_from_dict
+from .methods import prior_from_dict
+from .predictor import Predictor
+from .train import TrainResult
+from .transfer import LinearMap, TransferMap
+from .work_fallback import WorkFallback
 
 __all__ = ["MANIFEST_SCHEMA_VERSION", "Registry", "LoadedPredictor", "platform_dir_name", "library_versions", "json_safe"]
 
@@ -81,6 +85,7 @@ MODEL_FILE = "model.txt"
 MANIFEST_FILE = "manifest.json"
 PIN_FILE = "pinned.json"
 KERNEL_DIR = "kernels"
+SOURCE_DIR = "sources"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -157,6 +162,43 @@ class LoadedPredictor:
             return None
 
 
+def _model_parts(predictor: Predictor) -> Tuple[Dict[str, str], Dict[str, Any]]:
+    """The files and manifest fields of a model-level predictor's version (a transferred one: plus its
+    sources' LightGBM texts, :func:`_transfer_parts`)."""
+    model_text = predictor.model_text()
+    files = {MODEL_FILE: model_text} if predictor.booster is not None else {}
+    fields = {"granularity": "model", "method": predictor.method, "predictor": predictor.config(),
+              "model_txt_sha256": hashlib.sha256(model_text.encode("utf-8")).hexdigest()}
+    if hasattr(predictor.prior, "source_texts"):
+        _transfer_parts(predictor.prior, files, fields)
+    return files, fields
+
+
+def _transfer_parts(base: Any, files: Dict[str, str], fields: Dict[str, Any]) -> None:
+    """A transferred predictor's sources: ``sources/s000.txt ...`` (each source's booster) listed with their
+    sha256 in ``transfer.source_files``; ``granularity`` ``"transferred"``, ``transfer.from_platforms``."""
+    listing = []
+    for i, text in enumerate(base.source_texts()):
+        name = f"{SOURCE_DIR}/s{i:03d}.txt" if text else ""
+        if text:
+            files[name] = text
+        listing.append({"file": name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest() if text else ""})
+    fields["granularity"] = "transferred"
+    fields["transfer"] = {"from_platforms": base.source_platforms, "map": base.map.method, "source_files": listing}
+
+
+def _kernel_parts(predictor: Any) -> Tuple[Dict[str, str], Dict[str, Any]]:
+    """The files and manifest fields of a kernel-level predictor's version."""
+    files: Dict[str, str] = {}
+    listing: Dict[str, Dict[str, str]] = {}
+    for i, (kind, text) in enumerate(sorted(predictor.model_texts().items())):
+        name = f"{KERNEL_DIR}/k{i:03d}.txt"
+        files[name] = text
+        listing[kind] = {"file": name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    return files, {"granularity": "kernel", "method": "kernel", "kernel_predictor": predictor.config(),
+                   "kernel_files": listing}
+
+
 class Registry:
     """Predictors under ``root`` (created on first save). Safe for concurrent writers on one file system."""
 
@@ -175,30 +217,6 @@ class Registry:
     # ------------------------------------------------------------ writing
     def save(
         self,
-        predictor: Predictor,
-        *,
-        platform_id: str,
-        training_fingerprint: str,
-        metrics: Optional[Mapping[str, Any]] = None,
-        n_samples: Optional[int] = None,
-        now: Optional[float] = None,
-        chosen_because: str = "",
-    ) -> int:
-        """Write a model-level ``predictor`` as the next version of (``platform_id``, its target); its version."""
-        model_text = predictor.model_text()
-        files = {MODEL_FILE: model_text} if predictor.booster is not None else {}
-        return self._write(platform_id, predictor.target, files, {
-            "granularity": "model",
-            "method": predictor.method,
-            "chosen_because": chosen_because,
-            "feature_schema_version": predictor.feature_schema_version,
-            "predictor": predictor.config(),
-            "n_samples": predictor.n_train if n_samples is None else int(n_samples),
-            "model_txt_sha256": hashlib.sha256(model_text.encode("utf-8")).hexdigest(),
-        }, training_fingerprint, metrics, now)
-
-    def save_kernel(
-        self,
         predictor: Any,
         *,
         platform_id: str,
@@ -208,24 +226,21 @@ class Registry:
         now: Optional[float] = None,
         chosen_because: str = "",
     ) -> int:
-        """Write a :class:`~fleetmeter.modeler.kernels.KernelPredictor` (latency) as the next version.
+        """Write a trained ``predictor`` as the next version of (``platform_id``, its target); its version.
 
-        One LightGBM text file per kernel type under ``kernels/`` (numbered:
-        kernel types hold ``+`` and ``:``), listed with their sha256 in the manifest.
+        A model-level :class:`~fleetmeter.modeler.predictor.Predictor` writes its booster as
+        ``model.txt`` (when it has one); a :class:`~fleetmeter.modeler.kernels.KernelPredictor`
+        (latency) one LightGBM text file per kernel type under ``kernels/`` (numbered: kernel types
+        hold ``+`` and ``:``), listed with their sha256 in the manifest.
         """
-        files: Dict[str, str] = {}
-        listing: Dict[str, Dict[str, str]] = {}
-        for i, (kind, text) in enumerate(sorted(predictor.model_texts().items())):
-            name = f"{KERNEL_DIR}/k{i:03d}.txt"
-            files[name] = text
-            listing[kind] = {"file": name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
-        return self._write(platform_id, "latency_ms", files, {
-            "granularity": "kernel",
-            "method": "kernel",
+        if isinstance(predictor, Predictor):
+            target, (files, fields) = predictor.target, _model_parts(predictor)
+        else:
+            target, (files, fields) = "latency_ms", _kernel_parts(predictor)
+        return self._write(platform_id, target, files, {
+            **fields,
             "chosen_because": chosen_because,
             "feature_schema_version": predictor.feature_schema_version,
-            "kernel_predictor": predictor.config(),
-            "kernel_files": listing,
             "n_samples": predictor.n_train if n_samples is None else int(n_samples),
         }, training_fingerprint, metrics, now)
 
@@ -276,7 +291,7 @@ class Registry:
                       metrics=result.metrics, n_samples=result.n_samples, now=now,
                       chosen_because=result.chosen_because)
         if result.granularity == "kernel" and result.kernel_predictor is not None:
-            return self.save_kernel(result.kernel_predictor, **common)
+            return self.save(result.kernel_predictor, **common)
         if result.predictor is None:
             return None
         return self.save(result.predictor, **common)
@@ -386,32 +401,16 @@ class Registry:
         if manifest.get("granularity", "model") == "kernel":
             return LoadedPredictor(predictor=self._load_kernel(version_dir, manifest, where), manifest=manifest)
         config = manifest["predictor"]
-        booster = None
+        model_text = None
         if config.get("has_booster", True):
             model_text = (version_dir / MODEL_FILE).read_text(encoding="utf-8")
             if hashlib.sha256(model_text.encode("utf-8")).hexdigest() != manifest.get("model_txt_sha256"):
                 raise FailedPrecondition(f"{where}: {MODEL_FILE} does not match its manifest (damaged?); retrain")
-            import lightgbm
-
-            booster = lightgbm.Booster(model_str=model_text)
-        try:
-            prior = prior_from_dict(config["prior"]) if config.get("prior") else None
-        except (KeyError, ValueError) as exc:
-            raise FailedPrecondition(f"{where}: cannot rebuild its base model ({exc}); retrain") from exc
-        predictor = Predictor(
-            target=target,
-            feature_set=str(config["feature_set"]),
-            columns=tuple(config["columns"]),
-            booster=booster,
-            prior=prior,
-            interval_log=config.get("interval_log"),
-            interval_level=float(config.get("interval_level", 0.9)),
-            n_train=int(config.get("n_train", 0)),
-            seed=int(config.get("seed", 0)),
-            feature_schema_version=int(trained_on),
-            params=dict(config.get("params") or {}),
-            method=str(config.get("method", "lgbm")),
-        )
+        prior = None
+        if (config.get("prior") or {}).get("kind") == "transfer":
+            prior = _load_transfer(version_dir, manifest, config["prior"], where)
+        predictor = _rebuild(config, model_text, target, where, prior)
+        predictor.feature_schema_version = int(trained_on)
         return LoadedPredictor(predictor=predictor, manifest=manifest)
 
     @staticmethod
@@ -428,3 +427,56 @@ class Registry:
             return KernelPredictor.from_parts(manifest["kernel_predictor"], texts)
         except (KeyError, ValueError) as exc:
             raise FailedPrecondition(f"{where}: cannot rebuild the kernel-level predictor ({exc}); retrain") from exc
+
+
+def _rebuild(config: Mapping[str, Any], model_text: Optional[str], target: str, where: str,
+             prior: Any = None) -> Predictor:
+    """A model-level :class:`Predictor` from its ``config`` (:meth:`Predictor.config`) and booster text
+    (``None``: none); ``prior`` given (a transferred one's), else rebuilt from the config."""
+    booster = None
+    if model_text is not None:
+        import lightgbm
+
+        booster = lightgbm.Booster(model_str=model_text)
+    if prior is None:
+        try:
+            prior = prior_from_dict(config["prior"]) if config.get("prior") else None
+        except (KeyError, ValueError) as exc:
+            raise FailedPrecondition(f"{where}: cannot rebuild its base model ({exc}); retrain") from exc
+    return Predictor(
+        target=target,
+        feature_set=str(config["feature_set"]),
+        columns=tuple(config["columns"]),
+        booster=booster,
+        prior=prior,
+        interval_log=config.get("interval_log"),
+        interval_level=float(config.get("interval_level", 0.9)),
+        n_train=int(config.get("n_train", 0)),
+        seed=int(config.get("seed", 0)),
+        feature_schema_version=int(config.get("feature_schema_version", FEATURE_SCHEMA_VERSION)),
+        params=dict(config.get("params") or {}),
+        method=str(config.get("method", "lgbm")),
+    )
+
+
+def _load_transfer(version_dir: Path, manifest: Mapping[str, Any], data: Mapping[str, Any], where: str) -> Any:
+    """A transferred predictor's base (:class:`~fleetmeter.modeler.transfer.TransferMap`): its sources
+    rebuilt from the manifest and ``sources/`` (each file checked against its sha256)."""
+    files = ((manifest.get("transfer") or {}).get("source_files")) or []
+    entries = data.get("sources") or []
+    if len(files) != len(entries):
+        raise FailedPrecondition(f"{where}: {len(entries)} sources but {len(files)} source files listed; retrain")
+    sources = []
+    for entry, listed in zip(entries, files):
+        text = None
+        if listed.get("file"):
+            text = (version_dir / listed["file"]).read_text(encoding="utf-8")
+            if hashlib.sha256(text.encode("utf-8")).hexdigest() != listed.get("sha256"):
+                raise FailedPrecondition(f"{where}: {listed['file']} does not match its manifest (damaged?); "
+                                         "adapt again")
+        config = entry["predictor"]
+        sources.append((str(entry["platform_id"]), _rebuild(config, text, str(config["target"]), where)))
+    try:
+        return TransferMap(target=str(data["target"]), sources=tuple(sources), map=LinearMap.from_dict(data["map"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FailedPrecondition(f"{where}: cannot rebuild its transfer map ({exc}); adapt again") from exc

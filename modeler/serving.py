@@ -42,7 +42,7 @@ from fleetmeter.errors import FailedPrecondition, InvalidArgument, NotFound
 from .dataset import TARGETS
 from .features import LOOP_OPS, ModelFeatures
 from .registry import LoadedPredictor, Registry
-from .train import WorkFallback
+from .work_fallback import WorkFallback
 
 __all__ = ["TARGET_UNITS", "PredictorPool", "unseen_ops", "not_understood", "lean_on_work", "resolve_platform"]
 
@@ -116,7 +116,7 @@ def lean_on_work(loaded: LoadedPredictor, features: ModelFeatures, platform: str
     """``(value, lower, upper, warnings)``: the prediction, made safe where the model is not understood.
 
     When :func:`not_understood` names something and the predictor was trained with a
-    :class:`~fleetmeter.modeler.train.WorkFallback`: the fallback's estimate from the model's work
+    :class:`~fleetmeter.modeler.work_fallback.WorkFallback`: the fallback's estimate from the model's work
     (MACs, bytes moved) with its measured factor ``f`` gives a floor ``estimate / f``. A prediction
     below it is replaced by the estimate, with the fallback's interval ``[estimate / f, estimate * f]``;
     one above keeps its value, its interval widened to take in the fallback's. The one warning names

@@ -34,13 +34,33 @@ def _platform_of(client, agent_name: str) -> str:
     return device.platform_ids[0]
 
 
-def _run_sweep(client, models, platform_ids, settings=FAST, timeout_s=120.0, **spec):
+def _upload_builtin(client, name: str, fmt: str = "onnx") -> str:
+    """Upload a built-in model; its sha256."""
+    return client.upload_model(get_builtin_model(name, fmt).path).model.sha256
+
+
+def _submit(client, models, platform_ids, settings=FAST, **spec):
+    """Submit a sweep of ``models`` on ``platform_ids`` (without the repeat-sample round unless asked)."""
     spec.setdefault("repeat_sample", NO_SAMPLE)
-    sweep = client.submit_sweep(fleet_pb2.SweepSpec(
+    return client.submit_sweep(fleet_pb2.SweepSpec(
         models=models, platforms=fleet_pb2.PlatformSelector(platform_ids=platform_ids), settings=settings, **spec))
-    for _ in client.watch_sweep(sweep.sweep_id, timeout_s=timeout_s):
+
+
+def _submit_builtin(client, name: str, platform_id: str, settings, fmt: str = "onnx", **spec):
+    """Upload a built-in model and submit a sweep of it on one platform; (its sha256, the sweep)."""
+    sha = _upload_builtin(client, name, fmt)
+    return sha, _submit(client, [sha], [platform_id], settings, **spec)
+
+
+def _wait(client, sweep_id: str, timeout_s: float = 120.0):
+    """The sweep, once it has ended."""
+    for _ in client.watch_sweep(sweep_id, timeout_s=timeout_s):
         pass
-    return client.get_sweep(sweep.sweep_id)
+    return client.get_sweep(sweep_id)
+
+
+def _run_sweep(client, models, platform_ids, settings=FAST, timeout_s=120.0, **spec):
+    return _wait(client, _submit(client, models, platform_ids, settings, **spec).sweep_id, timeout_s)
 
 
 def _db(fleet) -> sqlite3.Connection:
@@ -57,8 +77,8 @@ def test_agents_join_and_measure_both_runtimes(fleet):
         assert platforms[ort_pid].runtime == "onnxruntime" and platforms[ort_pid].threads == 1
         assert platforms[lite_pid].runtime == "litert"
         assert platforms[ort_pid].labels["role"] == "e2e"
-        onnx_sha = c.upload_model(get_builtin_model("tiny_convnet", "onnx").path).model.sha256
-        tfl_sha = c.upload_model(get_builtin_model("tiny_convnet", "tflite").path).model.sha256
+        onnx_sha = _upload_builtin(c, "tiny_convnet")
+        tfl_sha = _upload_builtin(c, "tiny_convnet", "tflite")
         sweep = _run_sweep(c, [onnx_sha, tfl_sha], [ort_pid, lite_pid], repeats=2)
         # 2 models × 2 platforms, but each format runs on one runtime only → 2 pairs × 2 repeats.
         assert (sweep.progress.total, sweep.progress.done, sweep.progress.failed) == (4, 4, 0)
@@ -136,7 +156,7 @@ def test_model_failing_on_device_is_a_measurement_and_agent_keeps_serving(fleet,
         (m,) = c.list_measurements(sweep_id=sweep.sweep_id)
         assert m.failure_kind == "unsupported_op"
         assert "NoSuchOp" in m.failure_message
-        good = c.upload_model(get_builtin_model("tiny_mlp", "onnx").path).model.sha256
+        good = _upload_builtin(c, "tiny_mlp")
         after = _run_sweep(c, [good], [ort])
         assert (after.progress.done, after.progress.failed) == (1, 0)
 
@@ -166,17 +186,12 @@ def test_agent_killed_mid_job_and_restarted(fleet):
     slow = common_pb2.BenchSettings(warmup_runs=1, min_runs=5, min_duration_ms=4000, max_duration_ms=8000)
     with fleet.client() as c:
         ort = _platform_of(c, "ort")
-        sha = c.upload_model(get_builtin_model("tiny_depthwise", "onnx").path).model.sha256
-        sweep = c.submit_sweep(fleet_pb2.SweepSpec(
-            models=[sha], repeat_sample=NO_SAMPLE, repeats=2, settings=slow,
-            platforms=fleet_pb2.PlatformSelector(platform_ids=[ort])))
+        _, sweep = _submit_builtin(c, "tiny_depthwise", ort, slow, repeats=2)
         wait_until(lambda: any(d.name == "ort" and d.state == "busy" for d in c.list_devices()), 60,
                    "the ort agent to start a job")
         fleet.stop_agent("ort", sig=signal.SIGKILL)
         fleet.start_agent("ort", "--runtime", "onnxruntime", "--threads", "1", "--label", "role=e2e")
-        for _ in c.watch_sweep(sweep.sweep_id, timeout_s=120):
-            pass
-        final = c.get_sweep(sweep.sweep_id)
+        final = _wait(c, sweep.sweep_id)
     assert (final.progress.done, final.progress.failed) == (2, 0)
     per_job = _job_counts(fleet, sweep.sweep_id)
     assert [(state, n) for _, state, n in per_job] == [("done", 1), ("done", 1)], per_job
@@ -188,10 +203,7 @@ def test_controller_killed_while_agent_measures_loses_nothing(fleet):
     spool = fleet.root / "agents" / "lite" / "spool"
     with fleet.client() as c:
         lite = _platform_of(c, "lite")
-        sha = c.upload_model(get_builtin_model("tiny_squeeze", "tflite").path).model.sha256
-        sweep = c.submit_sweep(fleet_pb2.SweepSpec(
-            models=[sha], repeat_sample=NO_SAMPLE, repeats=2, settings=slow,
-            platforms=fleet_pb2.PlatformSelector(platform_ids=[lite])))
+        sha, sweep = _submit_builtin(c, "tiny_squeeze", lite, slow, fmt="tflite", repeats=2)
         cached = fleet.root / "agents" / "lite" / "models" / sha
         wait_until(lambda: cached.exists() and any(d.name == "lite" and d.state == "busy" for d in c.list_devices()),
                    60, "the lite agent to download the model and start a job")
@@ -199,9 +211,7 @@ def test_controller_killed_while_agent_measures_loses_nothing(fleet):
     wait_until(lambda: any(spool.glob("*.pb")), 60, "the agent to spool its result while the controller is down")
     fleet.start_controller()  # same address, same data dir
     with fleet.client() as c:
-        for _ in c.watch_sweep(sweep.sweep_id, timeout_s=120):
-            pass
-        final = c.get_sweep(sweep.sweep_id)
+        final = _wait(c, sweep.sweep_id)
     fleet.wait_agents_connected(["ort", "lite"], timeout_s=60)  # both agents find the restarted controller
     assert (final.progress.done, final.progress.failed) == (2, 0)
     per_job = _job_counts(fleet, sweep.sweep_id)
@@ -217,10 +227,7 @@ def test_job_of_a_vanished_agent_returns_to_the_queue_when_its_lease_expires(fle
     fleet.wait_agents_connected(["doomed"])
     with fleet.client() as c:
         pool = _platform_of(c, "doomed")
-        sha = c.upload_model(get_builtin_model("tiny_convnet", "onnx").path).model.sha256
-        sweep = c.submit_sweep(fleet_pb2.SweepSpec(
-            models=[sha], repeat_sample=NO_SAMPLE, settings=slow,
-            platforms=fleet_pb2.PlatformSelector(platform_ids=[pool])))
+        _, sweep = _submit_builtin(c, "tiny_convnet", pool, slow)
         wait_until(lambda: any(d.name == "doomed" and d.state == "busy" for d in c.list_devices()), 60,
                    "the doomed agent to start the job")
         fleet.stop_agent("doomed", sig=signal.SIGKILL)
@@ -245,7 +252,7 @@ def test_operator_profiles_come_from_a_separate_pass(fleet):
     """profile_operators adds per-node kernel times; the latency samples stay those of the unprofiled loop."""
     with fleet.client() as c:
         ort = _platform_of(c, "ort")
-        sha = c.upload_model(get_builtin_model("tiny_resnet", "onnx").path).model.sha256
+        sha = _upload_builtin(c, "tiny_resnet")
         sweep = _run_sweep(c, [sha], [ort], profile_operators=True)
         assert (sweep.progress.done, sweep.progress.failed) == (1, 0)
         (m,) = c.list_measurements(sweep_id=sweep.sweep_id, include_samples=True)
@@ -259,10 +266,7 @@ def test_cancel_and_pause_a_running_sweep(fleet):
     slow = common_pb2.BenchSettings(warmup_runs=1, min_runs=5, min_duration_ms=1500, max_duration_ms=4000)
     with fleet.client() as c:
         ort = _platform_of(c, "ort")
-        sha = c.upload_model(get_builtin_model("tiny_convnet", "onnx").path).model.sha256
-        sweep = c.submit_sweep(fleet_pb2.SweepSpec(
-            models=[sha], repeat_sample=NO_SAMPLE, repeats=6, settings=slow,
-            platforms=fleet_pb2.PlatformSelector(platform_ids=[ort])))
+        _, sweep = _submit_builtin(c, "tiny_convnet", ort, slow, repeats=6)
         wait_until(lambda: c.get_sweep(sweep.sweep_id).progress.leased == 1, 60, "the first job to start")
         paused = c.pause_sweep(sweep.sweep_id)
         assert paused.progress.state == "paused"

@@ -21,12 +21,8 @@ pytest.importorskip("lightgbm")
 from fleetmeter.agent.profile import profile_operators  # noqa: E402
 from fleetmeter.agent.runtimes import OnnxRuntime, make_inputs  # noqa: E402
 from fleetmeter.modeler.features import extract_features  # noqa: E402
-from fleetmeter.modeler.kernels import (  # noqa: E402
-    KernelPredictor,
-    kernel_sample_from_profile,
-    match_profile,
-    train_kernel_predictor,
-)
+from fleetmeter.modeler.kernel_match import kernel_sample_from_profile, match_profile  # noqa: E402
+from fleetmeter.modeler.kernels import KernelPredictor, train_kernel_predictor  # noqa: E402
 from fleetmeter.modeler.metrics import spearman  # noqa: E402
 from fleetmeter.modeler.zoo.families import SMALL_FIXED, derive_seed, family_names, get_family  # noqa: E402
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402

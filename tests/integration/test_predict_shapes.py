@@ -28,7 +28,7 @@ from fleetmeter.errors import InvalidArgument, ModelNotFound, NotFound  # noqa: 
 from fleetmeter.modeler.dataset import Sample  # noqa: E402
 from fleetmeter.modeler.features import extract_features, input_shapes_key  # noqa: E402
 from fleetmeter.modeler.registry import Registry  # noqa: E402
-from fleetmeter.modeler.train import train_predictor  # noqa: E402
+from fleetmeter.modeler.methods import train_predictor  # noqa: E402
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402
 from fleetmeter.modeler.zoo.tflite_emit import build_tflite  # noqa: E402
 from fleetmeter.modeler.zoo.tiny import resnet  # noqa: E402

@@ -82,6 +82,17 @@ def _wait_done(fleet, sweep_id: str, timeout_s: float = 120.0) -> None:
     wait_until(done, timeout_s, f"sweep {sweep_id} to finish", poll_s=0.5)
 
 
+def _assert_connect_denied(fleet, token: str, name: str) -> None:
+    """A FakeAgent ``name`` holding ``token`` cannot open the agent stream: PERMISSION_DENIED."""
+    agent = FakeAgent(fleet.address, token, name)
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            agent.connect(timeout_s=15)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        agent.close()
+
+
 def _every_job_once(fleet, sweep_id: str, agent_id: str) -> None:
     jobs = _rows(fleet, "SELECT j.job_id, j.state, j.agent_id, COUNT(m.measurement_id) AS linked FROM jobs j"
                         " LEFT JOIN measurements m ON m.job_id = j.job_id WHERE j.sweep_id=? GROUP BY j.job_id",
@@ -146,13 +157,7 @@ def test_wrong_kind_tokens_are_permission_denied(trust_fleet):
     """Fails if the API token opens the agent service (errors.py: a token of the wrong kind is
     PERMISSION_DENIED) or a made-up token fetches models."""
     fleet, sha = trust_fleet
-    caller = FakeAgent(fleet.address, fleet.api_token, "api-as-agent")
-    try:
-        with pytest.raises(grpc.RpcError) as err:
-            caller.connect(timeout_s=15)
-        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    finally:
-        caller.close()
+    _assert_connect_denied(fleet, fleet.api_token, "api-as-agent")
     with grpc.insecure_channel(fleet.address) as ch:
         stub = agent_pb2_grpc.AgentServiceStub(ch)
         for token, code in (("fma_made_up", grpc.StatusCode.UNAUTHENTICATED),
@@ -208,13 +213,7 @@ def test_per_agent_token_create_bind_list_revoke(trust_fleet):
     [listed] = [t for t in cli("agents", "token", "list") if t["token_id"] == created["token_id"]]
     assert listed["agent_id"] == tok_id and "token" not in listed
     # The token opens only its own agent's id.
-    other = FakeAgent(fleet.address, created["token"], "not-tok")
-    try:
-        with pytest.raises(grpc.RpcError) as err:
-            other.connect(timeout_s=15)
-        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    finally:
-        other.close()
+    _assert_connect_denied(fleet, created["token"], "not-tok")
     revoked = cli("agents", "token", "revoke", created["token_id"])
     assert revoked["state"] == "revoked"
     wait_until(lambda: not _device(fleet, "tok").connected, 15, "the revoked agent to be disconnected")

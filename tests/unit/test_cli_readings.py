@@ -15,6 +15,8 @@ from fleetmeter.errors import InvalidArgument
 from fleetmeter.sweepspec import add_sweep_arguments, load_sweep_file, spec_from_args
 from fleetmeter.v1 import common_pb2, fleet_pb2, predictor_pb2
 
+from _support import assert_sweep_file_problems  # tests/ is on sys.path
+
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
@@ -54,21 +56,18 @@ def test_no_reading_settings_leave_every_field_unset():
 def test_reading_problems_name_line_and_field(tmp_path):
     """Fails if a bad reading setting or repeat share is accepted or reported without its line and field."""
     path = tmp_path / "bad.yaml"
-    path.write_text("models: [a]\n"                # 1
-                    "reading:\n"                   # 2
-                    "  sessions: 0\n"              # 3
-                    "  isolate: maybe\n"           # 4
-                    "  max_steal_share: 2\n"       # 5
-                    "  sesions: 3\n"               # 6
-                    "repeat_sample: 1.5\n")        # 7
-    with pytest.raises(InvalidArgument) as err:
-        load_sweep_file(path)
-    text = str(err.value)
-    for expected in (f"{path}:3: reading.sessions: must be >= 1",
-                     f"{path}:4: reading.isolate: expected true or false",
-                     f"{path}:5: reading.max_steal_share: a share: must be <= 1",
-                     f"{path}:6: reading.sesions: unknown setting", f"{path}:7: repeat_sample: a share of the pairs"):
-        assert expected in text, f"missing {expected!r} in:\n{text}"
+    assert_sweep_file_problems(path, "models: [a]\n"                # 1
+                                     "reading:\n"                   # 2
+                                     "  sessions: 0\n"              # 3
+                                     "  isolate: maybe\n"           # 4
+                                     "  max_steal_share: 2\n"       # 5
+                                     "  sesions: 3\n"               # 6
+                                     "repeat_sample: 1.5\n",        # 7
+                               (f"{path}:3: reading.sessions: must be >= 1",
+                                f"{path}:4: reading.isolate: expected true or false",
+                                f"{path}:5: reading.max_steal_share: a share: must be <= 1",
+                                f"{path}:6: reading.sesions: unknown setting",
+                                f"{path}:7: repeat_sample: a share of the pairs"))
     path.write_text("models: [a]\nreading: 3\nrepeat_sample: lots\n")
     with pytest.raises(InvalidArgument) as err:
         load_sweep_file(path)

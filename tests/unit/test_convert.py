@@ -103,7 +103,7 @@ def test_assignment_carries_reading_and_job_kind():
     a = {"job_id": "j", "sweep_id": "s", "platform_id": "p", "model_sha256": "ab" * 32, "model_size_bytes": 10,
          "model_format": "onnx", "runtime": "onnxruntime", "provider": "default", "threads": 1,
          "settings": {"min_runs": 5}, "inputs": [], "reading": {"sessions": 2, "max_steal_share": 0.1},
-         "job_kind": "reference"}
+         "job_kind": "reference", "agent_id": "ag-1"}  # as Fleet.assign returns it: with the recipient
     proto = convert.assignment_to_proto(a)
     assert isinstance(proto, agent_pb2.JobAssignment)
     assert proto.job_kind == "reference"

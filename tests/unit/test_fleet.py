@@ -11,6 +11,7 @@ from typing import Optional
 
 import pytest
 
+from fleetmeter.controller.convert import assignment_to_proto
 from fleetmeter.controller.fleet import Fleet, FleetConfig
 from fleetmeter.controller.store import Store
 from fleetmeter.errors import InvalidArgument, NotFound
@@ -89,8 +90,11 @@ def fleet(store, clock):
 
 
 def take(fleet: Fleet, agent_id: str) -> Optional[dict]:
-    """One agent asks for work the way the gateway's dispatcher does (``assign``): its job, or ``None``."""
+    """One agent asks for work the way the gateway's dispatcher does (``assign``): its job, or ``None``. Each job
+    must also become the message the gateway sends (every test here checks that on the way)."""
     jobs = fleet.assign([agent_id])
+    for job in jobs:
+        assert assignment_to_proto(job).job_id == job["job_id"]
     return jobs[0] if jobs else None
 
 

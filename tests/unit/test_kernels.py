@@ -25,19 +25,21 @@ from fleetmeter.controller.store import Store  # noqa: E402
 from fleetmeter.errors import FailedPrecondition  # noqa: E402
 from fleetmeter.modeler import kernels  # noqa: E402
 from fleetmeter.modeler.features import ModelFeatures, NodeFeatures, fuse_activations  # noqa: E402
-from fleetmeter.modeler.kernels import (  # noqa: E402
-    KernelPredictor,
+from fleetmeter.modeler.kernel_match import (  # noqa: E402
     KernelSample,
-    evaluate_kernel_leave_family_out,
-    evaluate_kernel_split,
     kernel_sample_from_profile,
     kernel_work,
     load_kernel_samples,
     match_profile,
     merge_profiles,
+)
+from fleetmeter.modeler.kernels import (  # noqa: E402
+    KernelPredictor,
+    evaluate_kernel_leave_family_out,
+    evaluate_kernel_split,
     train_kernel_predictor,
 )
-from fleetmeter.modeler.train import split_random  # noqa: E402
+from fleetmeter.modeler.learners import split_random  # noqa: E402
 
 OVERHEAD_MS = 1.0
 _RATE = {"conv2d+relu": 4.0e7, "depthwise_conv2d+relu6": 8.0e6, "add": 2.0e7}  # work units per ms

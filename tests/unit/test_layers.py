@@ -6,7 +6,7 @@ Layers, lowest first; a module may import only its own layer or a lower one::
     controller  controller/          → fleetmeter.controller       (core + modeler)
     modeler     modeler/ (+ zoo/)    → fleetmeter.modeler          (core)
     agent       agent/               → fleetmeter.agent            (core)
-    core        fleetmeter/errors.py, v1/, _*.py, modelfile.py, blobs.py, fields.py (CORE_MODULES)
+    core        fleetmeter/errors.py, v1/, _*.py, modelfile.py, blobs.py, fields.py, records.py (CORE_MODULES)
 
 Every import statement counts, including the ones inside functions: a lazy
 import hides a climb or a circle from Python, not from the design. If this
@@ -39,7 +39,7 @@ MAY_IMPORT = {
 CORE_MODULES = {
     "fleetmeter.errors", "fleetmeter._net", "fleetmeter._term", "fleetmeter._hashing", "fleetmeter._names",
     "fleetmeter._onnx_wire", "fleetmeter._rpc", "fleetmeter._version", "fleetmeter.fields", "fleetmeter.modelfile",
-    "fleetmeter.blobs",
+    "fleetmeter.blobs", "fleetmeter.records", "fleetmeter._extras",
 }
 
 

@@ -139,6 +139,16 @@ def run_window(sensor: FunctionSensor) -> EnergyWindow | None:
     return sensor.stop()
 
 
+def assert_steady_power(sensor: PowerSensor, power_w: float) -> None:
+    """One window of ``sensor`` over a constant load measures ``power_w`` for its whole length."""
+    sensor.start()
+    window = sensor.stop()
+    assert window is not None, f"{sensor.name} measured nothing"
+    assert window.elapsed_s > 0
+    assert window.avg_power_w == pytest.approx(power_w)
+    assert window.energy_j == pytest.approx(power_w * window.elapsed_s)
+
+
 def test_trapezoid_constant_power_is_exact() -> None:
     clock = FakeClock(step_s=0.01)
     sensor = FunctionSensor(lambda t: 7.5, clock)
@@ -311,12 +321,7 @@ def test_android_battery_energy_while_discharging(tmp_path: Path, current: int) 
     sensor = only(discover_power_sensors(tmp_path, nvml=False, period_s=FAST_S,
                                          clock=FakeClock(step_s=0.25)), AndroidBatterySensor)
     assert sensor.name == "android:battery"
-    sensor.start()
-    window = sensor.stop()
-    assert window is not None
-    assert window.avg_power_w == pytest.approx(2.0)
-    assert window.energy_j == pytest.approx(2.0 * window.elapsed_s)
-    assert window.elapsed_s > 0
+    assert_steady_power(sensor, 2.0)
 
 
 @pytest.mark.parametrize("status", ["Charging", "Full"])
@@ -375,11 +380,7 @@ def test_ina3221_energy_is_v_times_i_integrated(tmp_path: Path) -> None:
     make_ina_channel(tmp_path, 1, "VDD_IN", 4800, 2500)             # 12.0 W
     sensor = only(discover_power_sensors(tmp_path, nvml=False, period_s=FAST_S,
                                          clock=FakeClock(step_s=0.1)), Ina3221Sensor)
-    sensor.start()
-    window = sensor.stop()
-    assert window is not None
-    assert window.energy_j == pytest.approx(12.0 * window.elapsed_s)
-    assert window.elapsed_s > 0
+    assert_steady_power(sensor, 12.0)
 
 
 def test_ina3221_legacy_iio_layout(tmp_path: Path) -> None:
@@ -448,11 +449,7 @@ def test_nvml_falls_back_to_power_sampling(tmp_path: Path) -> None:
     assert [s.name for s in sensors] == ["nvml:0", "nvml:1"]
     sampled = only(sensors, NvmlPowerSensor)
     assert sampled.name == "nvml:1"
-    sampled.start()
-    window = sampled.stop()
-    assert window is not None
-    assert window.avg_power_w == pytest.approx(150.0)
-    assert window.energy_j == pytest.approx(150.0 * window.elapsed_s)
+    assert_steady_power(sampled, 150.0)
 
 
 def test_nvml_missing_module_means_no_sensor(tmp_path: Path,

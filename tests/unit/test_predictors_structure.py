@@ -16,15 +16,9 @@ from fleetmeter.modeler.dataset import Sample  # noqa: E402
 from fleetmeter.modeler.features import extract_features  # noqa: E402
 from fleetmeter.modeler.registry import Registry  # noqa: E402
 from fleetmeter.modeler.serving import PredictorPool  # noqa: E402
-from fleetmeter.modeler.train import (  # noqa: E402
-    METHODS,
-    AdditiveCost,
-    TrainTask,
-    _choose,
-    run_train_task,
-    standing_warnings,
-    train_predictor,
-)
+from fleetmeter.modeler.evaluation import standing_warnings  # noqa: E402
+from fleetmeter.modeler.methods import METHODS, AdditiveCost, train_predictor  # noqa: E402
+from fleetmeter.modeler.train import TrainTask, _choose, run_train_task  # noqa: E402
 from fleetmeter.modeler.zoo.fam_nasbench201 import arch_from_index, build_nasbench201  # noqa: E402
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402
 

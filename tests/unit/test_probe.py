@@ -10,28 +10,11 @@ import pytest
 from fleetmeter.agent import probe as probe_mod
 from fleetmeter.agent.probe import DeviceProbe, hardware_identity, probe_device
 
-X86_CPUINFO = """\
-processor\t: 0
-vendor_id\t: GenuineIntel
-model name\t: Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz
-physical id\t: 0
-core id\t\t: 0
-
-processor\t: 1
-model name\t: Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz
-physical id\t: 0
-core id\t\t: 0
-
-processor\t: 2
-model name\t: Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz
-physical id\t: 0
-core id\t\t: 1
-
-processor\t: 3
-model name\t: Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz
-physical id\t: 0
-core id\t\t: 1
-"""
+# 4 logical CPUs on 2 physical cores (two threads each); one socket.
+X86_CPUINFO = "\n".join(
+    f"processor\t: {i}\n" + ("vendor_id\t: GenuineIntel\n" if i == 0 else "")
+    + f"model name\t: Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz\nphysical id\t: 0\ncore id\t\t: {i // 2}\n"
+    for i in range(4))
 
 RPI_CPUINFO = """\
 processor\t: 0

@@ -17,7 +17,7 @@ from fleetmeter.modeler.dataset import Sample  # noqa: E402
 from fleetmeter.modeler.features import ModelFeatures  # noqa: E402
 from fleetmeter.modeler.registry import Registry  # noqa: E402
 from fleetmeter.modeler.serving import TARGET_UNITS, PredictorPool, resolve_platform  # noqa: E402
-from fleetmeter.modeler.train import train_predictor  # noqa: E402
+from fleetmeter.modeler.methods import train_predictor  # noqa: E402
 
 from _support import FakeClock  # noqa: E402  (tests/ is on sys.path)
 

@@ -7,7 +7,9 @@ tests/integration/test_trust_e2e.py.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -271,11 +273,14 @@ def test_busy_state_is_the_stores_lease(fleet):
 # ------------------------------------------------------------------ store upgrade
 
 def _old_store(path, version: int) -> sqlite3.Connection:
-    """A store file as version ``version`` left it: made by today's Store, then taken back (the job_holders and
-    job_failures tables of v4 dropped, the JSON columns they replaced put back; for v2 also the identity and
-    token tables and ``holders_json`` gone). Returns an open connection to fill in jobs; commit and close it."""
+    """A store file as version ``version`` left it: made by today's Store, then taken back (v5's device_platforms
+    table and reading columns dropped; v4's job_holders and job_failures tables dropped, the JSON columns they
+    replaced put back; for v2 also the identity and token tables and ``holders_json`` gone). Returns an open connection to fill in jobs; commit and close it."""
     Store(path).close()
     db = sqlite3.connect(str(path))
+    db.executescript("DROP TABLE device_platforms;" + "".join(
+        f" ALTER TABLE measurements DROP COLUMN {c};" for c in ("job_kind", "session_spread", "flags_json",
+                                                                "finished_at_unix")))
     db.executescript("DROP TABLE job_holders; DROP TABLE job_failures;"
                      " ALTER TABLE jobs ADD COLUMN failed_agents_json TEXT NOT NULL DEFAULT '[]';")
     if version == 2:
@@ -329,7 +334,7 @@ def test_a_version_3_store_moves_holders_and_failures_into_tables(tmp_path):
     db.close()
     s = Store(path)
     try:
-        assert _version(s) == str(SCHEMA_VERSION) == "4"
+        assert _version(s) == str(SCHEMA_VERSION) == "5"
         # the retired JSON columns stay in the file but are never read again: empty them, nothing changes
         s._db.execute("UPDATE jobs SET holders_json='[\"x\"]', failed_agents_json='[]'")
         assert "holders_json" not in s.get_job("j") and "failed_agents_json" not in s.get_job("k")
@@ -341,6 +346,28 @@ def test_a_version_3_store_moves_holders_and_failures_into_tables(tmp_path):
         s.close()
     again = Store(path)  # opening an upgraded store again changes nothing
     try:
-        assert _version(again) == "4" and again.held_by("k", "z")
+        assert _version(again) == "5" and again.held_by("k", "z")
     finally:
         again.close()
+
+
+def test_a_store_file_written_by_version_4_opens_upgraded(tmp_path):
+    """Fails if a real store file of the previous release (tests/unit/data/store_v4.sqlite, written by the v4
+    Store itself: two devices, two platforms, a sweep of three jobs, two readings, one a repeat sample flagged
+    unstable) cannot be opened, or loses a device's platforms or a reading's quality figures on the way to v5."""
+    path = tmp_path / "v4.sqlite"
+    shutil.copyfile(Path(__file__).parent / "data" / "store_v4.sqlite", path)
+    s = Store(path)
+    try:
+        assert _version(s) == str(SCHEMA_VERSION) == "5"
+        assert s.devices_on_platform("cpu-ort-1t") == {"agent-a", "agent-b"}
+        assert s.devices_on_platform("cpu-litert-1t") == {"agent-a"}
+        assert s.devices_per_platform() == {"cpu-ort-1t": 2, "cpu-litert-1t": 1}
+        readings = s.platform_readings("cpu-ort-1t")
+        assert [(r["job_kind"], r["session_spread"], r["flags"], r["finished_at_unix"]) for r in readings] == [
+            ("", 0.01, [], 10.0), ("repeat_sample", 0.02, ["unstable"], 11.0)]
+        assert [m["measurement_id"] for m in s.list_measurements(sweep_id="sw-1")] == ["m-0", "m-1"]
+        assert s.sweep_counts("sw-1")["done"] == 2 and s.get_job("sw-1-000002")["state"] == "pending"
+        assert s.forget_device("agent-b") and s.devices_on_platform("cpu-ort-1t") == {"agent-a"}
+    finally:
+        s.close()

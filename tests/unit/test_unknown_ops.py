@@ -21,7 +21,8 @@ from fleetmeter.modeler.dataset import Sample  # noqa: E402
 from fleetmeter.modeler.features import COVERAGE_KEYS, ModelFeatures, extract_features  # noqa: E402
 from fleetmeter.modeler.registry import LoadedPredictor, Registry  # noqa: E402
 from fleetmeter.modeler.serving import PredictorPool, lean_on_work  # noqa: E402
-from fleetmeter.modeler.train import WorkFallback, train_predictor, work_fallback_report  # noqa: E402
+from fleetmeter.modeler.methods import train_predictor  # noqa: E402
+from fleetmeter.modeler.work_fallback import WorkFallback, work_fallback_report  # noqa: E402
 
 PLATFORM = "lab-x86/onnxruntime/t1"
 
