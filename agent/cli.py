@@ -20,6 +20,8 @@ import os
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from fleetmeter._version import __version__
+
 __all__ = ["EXIT_MODEL_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "format_result", "main"]
 
 logger = logging.getLogger(__name__)
@@ -132,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v: info, -vv: debug)")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -90,16 +90,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "the agent's threads; thread: in the agent's own process (the old way; for "
                              "comparison)")
     parser.add_argument("--tls-ca", default=None,
-                        help="CA to verify the controller; enables TLS. Without TLS the connection is plain "
-                             "text: for loopback and trusted networks only")
-    parser.add_argument("--tls-cert", default=None, help="client certificate for mutual TLS")
-    parser.add_argument("--tls-key", default=None, help="client key for mutual TLS")
+                        help="CA to verify the controller; enables TLS (default: $FLEETMETER_TLS_CA). Without "
+                             "TLS the connection is plain text: for loopback and trusted networks only")
+    parser.add_argument("--tls-cert", default=None,
+                        help="client certificate for mutual TLS (default: $FLEETMETER_TLS_CERT)")
+    parser.add_argument("--tls-key", default=None, help="client key for mutual TLS (default: $FLEETMETER_TLS_KEY)")
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(
         controller=_net.controller_address(args.controller), token=_net.agent_token(args.agent_token),
-        tls=_net.TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key),
+        tls=_net.caller_tls(args.tls_ca, args.tls_cert, args.tls_key),
         data_dir=Path(args.data_dir) if args.data_dir else AgentConfig.data_dir, name=args.name,
         labels=dict(args.label), threads=tuple(args.threads or (1,)), runtimes=tuple(args.runtime or ()),
         provider=args.provider, cache_bytes=args.cache_mb * 2 ** 20, use_power_sensor=not args.no_power,

@@ -31,7 +31,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 
@@ -426,8 +426,13 @@ def _import_tflite_interpreter() -> Tuple[Any, str, str]:
 
 
 class _LiteRtSession:
-    def __init__(self, interpreter: Any, provider: str, config: Dict[str, Any]) -> None:
+    """``interpreter`` is allocated at the model's own input shapes; ``make_interpreter()`` makes another,
+    unallocated one of the same model and settings, used when the feeds come at other shapes."""
+
+    def __init__(self, interpreter: Any, provider: str, config: Dict[str, Any],
+                 make_interpreter: Callable[[], Any]) -> None:
         self._interp = interpreter
+        self._make_interpreter = make_interpreter
         self.provider = provider
         self.config = config
         details = interpreter.get_input_details()
@@ -449,18 +454,26 @@ class _LiteRtSession:
         self._interp.invoke()
 
     def _set_inputs(self, feeds: Mapping[str, np.ndarray]) -> None:
-        interp = self._interp
-        resized = False
+        shapes = {name: tuple(int(d) for d in feeds[name].shape) for name in self._index}
+        if shapes != self._current_shape:
+            self._interp = self._resized(shapes)
+            self._current_shape = shapes
         for name, index in self._index.items():
-            shape = feeds[name].shape
-            if shape != self._current_shape[name]:
-                interp.resize_tensor_input(index, list(shape), strict=False)
-                self._current_shape[name] = shape
-                resized = True
-        if resized:
-            interp.allocate_tensors()
+            self._interp.set_tensor(index, feeds[name])
+
+    def _resized(self, shapes: Mapping[str, Tuple[int, ...]]) -> Any:
+        """A fresh interpreter, its inputs resized to ``shapes`` *before* its first ``allocate_tensors()``.
+
+        Resizing an allocated interpreter makes XNNPACK reshape a runtime it planned for the old
+        shapes, which can fail ("failed to reshape runtimeNode") where one planned for the new
+        shapes from the start runs (issue 12).
+        """
+        self._interp = None  # release the old arena (and an external delegate) before the new one
+        interp = self._make_interpreter()
         for name, index in self._index.items():
-            interp.set_tensor(index, feeds[name])
+            interp.resize_tensor_input(index, list(shapes[name]), strict=False)
+        interp.allocate_tensors()
+        return interp
 
     def close(self) -> None:
         self._interp = None
@@ -472,7 +485,9 @@ class LiteRtRuntime:
     Providers: ``"xnnpack"`` (default: builtin kernels plus the XNNPACK
     default delegate), ``"cpu"`` (builtin kernels, no default delegate) and
     ``"delegate:/path/to/libdelegate.so"`` (an external delegate, e.g. GPU).
-    Interpreters use ``num_threads=threads``; tensors are allocated at load.
+    Interpreters use ``num_threads=threads``; tensors are allocated at load, at the model's own
+    input shapes. Feeds of other shapes (``--shape``) get a new interpreter resized before it
+    allocates (:meth:`_LiteRtSession._resized`).
     """
 
     name = "litert"
@@ -484,35 +499,38 @@ class LiteRtRuntime:
         return list(_LITERT_PROVIDERS)
 
     def load(self, model_path: str, threads: int, provider: Optional[str] = None) -> _LiteRtSession:
-        module = self._module
         chosen = provider or "xnnpack"
         kwargs: Dict[str, Any] = {"model_path": os.fspath(model_path), "num_threads": int(threads)}
-        if chosen == "xnnpack":
-            pass
-        elif chosen == "cpu":
-            resolver = getattr(module, "OpResolverType", None)
+        if chosen == "cpu":
+            resolver = getattr(self._module, "OpResolverType", None)
             if resolver is None:
                 raise RunFailure("runtime_missing", f"{self.module_name} cannot disable the default delegate")
             kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        elif chosen.startswith("delegate:"):
-            path = chosen[len("delegate:"):]
-            try:
-                kwargs["experimental_delegates"] = [module.load_delegate(path)]
-            except (ValueError, OSError) as exc:
-                raise RunFailure("runtime_missing", f"cannot load LiteRT delegate {path}: {exc}") from exc
-        else:
+        elif chosen != "xnnpack" and not chosen.startswith("delegate:"):
             raise RunFailure(
                 "runtime_missing",
                 f"unknown LiteRT provider {provider!r} (use xnnpack, cpu or delegate:/path/lib.so)",
             )
-        interpreter = module.Interpreter(**kwargs)
+
+        def make_interpreter() -> Any:  # an external delegate instance serves one interpreter: a new one each
+            if chosen.startswith("delegate:"):
+                kwargs["experimental_delegates"] = [self._load_delegate(chosen[len("delegate:"):])]
+            return self._module.Interpreter(**kwargs)
+
+        interpreter = make_interpreter()
         interpreter.allocate_tensors()
         config = {
             "module": self.module_name,
             "num_threads": int(threads),
             "delegate": chosen,
         }
-        return _LiteRtSession(interpreter, chosen, config)
+        return _LiteRtSession(interpreter, chosen, config, make_interpreter)
+
+    def _load_delegate(self, path: str) -> Any:
+        try:
+            return self._module.load_delegate(path)
+        except (ValueError, OSError) as exc:
+            raise RunFailure("runtime_missing", f"cannot load LiteRT delegate {path}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------

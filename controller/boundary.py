@@ -12,7 +12,8 @@ It does two things for every call:
    token issued), that service is open (for loopback and trusted networks; the controller logs a warning).
 2. Errors. A :class:`~fleetmeter.errors.FleetmeterError` becomes its status
    code with its message (and its trailing metadata: ``ModelNotFound``'s
-   ``fleetmeter-not-found: model``); anything else becomes ``INTERNAL`` with a generic
+   ``fleetmeter-not-found: model``), and so does an ``ImportError`` of an optional library
+   (``FAILED_PRECONDITION`` naming the extra to install: ``_extras.py``); anything else becomes ``INTERNAL`` with a generic
    message, and the traceback goes to the log.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Optional
 
 import grpc
 
+from fleetmeter._extras import missing_extra
 from fleetmeter._rpc import status_code_for, trailing_metadata_for
 from fleetmeter.errors import FleetmeterError
 
@@ -44,6 +46,7 @@ def _token_from(metadata) -> Optional[str]:
 
 
 async def _map_errors(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    exc = missing_extra(exc, "this controller") or exc  # an optional library it lacks: name the extra
     if isinstance(exc, FleetmeterError):
         await context.abort(status_code_for(exc), str(exc) or exc.code_name, trailing_metadata_for(exc))
     log.error("internal error in %s", method, exc_info=exc)

@@ -6,6 +6,7 @@ mapped to status codes by the boundary interceptor.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import AsyncIterator, BinaryIO
 
@@ -34,6 +35,9 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
         self.notifier = notifier
         self.engine = engine
         self.gateway = gateway  # the AgentGateway: told of token changes (it mirrors and enforces them)
+        # Held while a model's file and row change together (an upload adopting a file and adding the row, a
+        # removal deleting both), so that neither is left without the other.
+        self._model_files = asyncio.Lock()
 
     async def ListDevices(self, request, context):
         devices = await self.fleet.call("list_devices")
@@ -63,17 +67,35 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
             if header.format and header.format != model["format"]:
                 raise InvalidArgument(f"UploadModel: {name}: header says {header.format}, content is "
                                       f"{model['format']}")
-            if not self.blobs.has(sha256):
-                self.blobs.adopt_hashed(staged, sha256)
+            async with self._model_files:
+                if not self.blobs.has(sha256):
+                    self.blobs.adopt_hashed(staged, sha256)
+                stored, already = await self.fleet.call("add_model", model)
         finally:
             staged.unlink(missing_ok=True)
-        stored, already = await self.fleet.call("add_model", model)
         log.info("model %s (%s, %d bytes) %s", name, sha256[:12], size, "already present" if already else "added")
         return fleet_pb2.UploadModelResponse(model=model_to_proto(stored), already_present=already)
 
     async def ListModels(self, request, context):
         models = await self.fleet.call("list_models")
         return fleet_pb2.ListModelsResponse(models=[model_to_proto(m) for m in models])
+
+    async def DeleteModel(self, request, context):
+        """The fleet removes the row (or says why not), then the file goes."""
+        async with self._model_files:
+            result = await self.fleet.call("delete_model", request.model, request.force)
+            sha256 = result["model"]["sha256"]
+            if not self.blobs.remove(sha256):
+                log.warning("model %s had no file in the blob store", sha256[:12])
+        self.notifier.notify()  # sweeps whose pending jobs were dropped may have ended: tell their watchers
+        log.info("model %s (%s) removed by a caller", result["model"]["name"], sha256[:12])
+        return fleet_pb2.DeleteModelResponse(model=model_to_proto(result["model"]),
+                                             jobs_removed=result["jobs_removed"],
+                                             measurements_kept=result["measurements_kept"])
+
+    async def ListSweeps(self, request, context):
+        sweeps = await self.fleet.call("list_sweeps", list(request.states))
+        return fleet_pb2.ListSweepsResponse(sweeps=[sweep_to_proto(s) for s in sweeps])
 
     async def SubmitSweep(self, request, context):
         sweep = await self.fleet.call("submit_sweep", spec_to_dict(request.spec))

@@ -2,7 +2,9 @@
 
 Runs as a Ray task (CPU work off the gRPC loop). A file that is neither a
 parsable ONNX model nor a TFLite flatbuffer raises :class:`InvalidArgument`
-with the reason, and nothing is stored.
+with the reason, and nothing is stored. The format is the content's (the
+TFLite file identifier), else the name's: a damaged ``.tflite`` file is
+reported as not a valid TFLite model, not as a failed ONNX parse.
 """
 from __future__ import annotations
 
@@ -11,14 +13,15 @@ import os
 from typing import Any
 
 from fleetmeter.errors import InvalidArgument
-from fleetmeter.modelfile import detect_format, sha256_file
+from fleetmeter.modelfile import detect_format, is_tflite, not_tflite_reason, sha256_file
+
 
 def inspect_model_bytes(args: tuple[bytes, str]) -> dict[str, Any]:
     """``(data, name)`` → the model row (sha256, name, format, size_bytes, info)."""
     data, name = args
     if not data:
         raise InvalidArgument(f"{name}: empty file")
-    fmt = detect_format(data)
+    fmt = detect_format(data, name)
     info = _inspect_tflite(data, name) if fmt == "tflite" else _inspect_onnx(data, name)
     return {"sha256": hashlib.sha256(data).hexdigest(), "name": name, "format": fmt,
             "size_bytes": len(data), "info": info}
@@ -38,7 +41,7 @@ def inspect_model_file(args: tuple[str, ...]) -> dict[str, Any]:
     size = os.path.getsize(path)
     if not size:
         raise InvalidArgument(f"{name}: empty file")
-    fmt = detect_format(path, name="")  # the content alone decides, as for bytes
+    fmt = detect_format(path, name=name)  # the content decides, else a .tflite name, as for bytes
     if fmt == "tflite":
         with open(path, "rb") as f:
             info = _inspect_tflite(f.read(), name)
@@ -109,6 +112,8 @@ def _inspect_tflite(data: bytes, name: str) -> dict[str, Any]:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError as exc:  # pragma: no cover
         raise InvalidArgument("the controller cannot inspect TFLite models: pip install 'fleetmeter[controller]'") from exc
+    if not is_tflite(data):
+        raise InvalidArgument(f"{name}: {not_tflite_reason(data)}")
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
         graph = model.subgraphs[0]

@@ -65,6 +65,26 @@ def agent_token(explicit: Optional[str] = None) -> Optional[str]:
     return explicit or env("FLEETMETER_AGENT_TOKEN")
 
 
+#: A caller's TLS files when no flag or argument names them (``TlsFiles`` field -> variable).
+TLS_ENV = {"ca": "FLEETMETER_TLS_CA", "cert": "FLEETMETER_TLS_CERT", "key": "FLEETMETER_TLS_KEY"}
+
+
+def caller_tls(ca: Optional[str] = None, cert: Optional[str] = None, key: Optional[str] = None) -> TlsFiles:
+    """A caller's TLS files: each one given, else its ``FLEETMETER_TLS_*`` variable (none set: plain text).
+    ValueError naming the variable when a file it names is missing."""
+    chosen = {"ca": ca, "cert": cert, "key": key}
+    for field_name, variable in TLS_ENV.items():
+        if chosen[field_name]:
+            continue
+        chosen[field_name] = env(variable)
+        if chosen[field_name] and not Path(chosen[field_name]).is_file():
+            raise ValueError(f"TLS file not found: {chosen[field_name]} (from ${variable})")
+    if bool(chosen["cert"]) != bool(chosen["key"]):
+        raise ValueError("TLS needs both a client certificate and its key (--tls-cert / $FLEETMETER_TLS_CERT "
+                         "and --tls-key / $FLEETMETER_TLS_KEY)")
+    return TlsFiles(**chosen)
+
+
 def bearer(token: Optional[str]) -> tuple:
     return (("authorization", f"Bearer {token}"),) if token else ()
 

@@ -27,14 +27,106 @@ def escape_control(text: str) -> str:
     return _UNPRINTABLE.sub(_escape_one, text)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+#: The width tables fit when stdout is not a terminal (a pipe, a file, a log).
+DEFAULT_TABLE_WIDTH = 100
+#: The narrowest a column is shortened to (fewer characters say nothing).
+MIN_COLUMN_WIDTH = 6
+COLUMN_GAP = "  "
+#: Above this many distinct values a column is not searched for the width that keeps them apart (cost).
+MAX_DISTINCT_VALUES = 2000
+ELLIPSIS = "\u2026"
+
+
+def table_width(stream: Optional[TextIO] = None) -> int:
+    """The width tables fit: the terminal's when ``stream`` (default stdout) is one, else
+    :data:`DEFAULT_TABLE_WIDTH`."""
+    import shutil
+
+    stream = stream or sys.stdout
+    if hasattr(stream, "isatty") and stream.isatty():
+        return shutil.get_terminal_size((DEFAULT_TABLE_WIDTH, 24)).columns
+    return DEFAULT_TABLE_WIDTH
+
+
+def fit_widths(widths: Sequence[int], max_width: int, gap: int = len(COLUMN_GAP),
+               floors: Optional[Sequence[int]] = None) -> list[int]:
+    """Column widths whose sum (plus the gaps between columns) is at most ``max_width``: the widest columns
+    are narrowed first, all to one level, so narrow columns (numbers, states) keep their full values; none is
+    widened. A column is narrowed below its ``floors`` entry (the width that keeps its values apart) only when
+    the table cannot fit otherwise, and never below :data:`MIN_COLUMN_WIDTH`; when even that cannot fit, the
+    narrowest widths (the table then runs over)."""
+    budget = max_width - gap * max(len(widths) - 1, 0)
+    if sum(widths) <= budget:
+        return list(widths)
+    for bottom in ([max(f, MIN_COLUMN_WIDTH) for f in floors] if floors else None, None):
+        fitted = _level(widths, bottom or [MIN_COLUMN_WIDTH] * len(widths), budget)
+        if fitted is not None:
+            return fitted
+    return [min(w, MIN_COLUMN_WIDTH) for w in widths]
+
+
+def _level(widths: Sequence[int], bottom: Sequence[int], budget: int) -> Optional[list[int]]:
+    """``min(width, max(level, bottom))`` per column at the highest level whose sum fits ``budget``; ``None``
+    when not even the lowest level (every column at its bottom) fits."""
+    def at(level: int) -> list[int]:
+        return [min(w, max(level, b)) for w, b in zip(widths, bottom)]
+
+    low, high = 0, max(widths)
+    if sum(at(low)) > budget:
+        return None
+    while low < high:
+        level = (low + high + 1) // 2
+        if sum(at(level)) <= budget:
+            low = level
+        else:
+            high = level - 1
+    return at(low)
+
+
+def distinct_width(values: Iterable[str]) -> int:
+    """The narrowest width at which :func:`shorten` still tells ``values`` apart (0 for fewer than two
+    distinct values, or more than :data:`MAX_DISTINCT_VALUES`): what a column of ids should keep, so that two
+    platforms never look the same."""
+    distinct = set(values)
+    if not 2 <= len(distinct) <= MAX_DISTINCT_VALUES:  # many distinct values: free text, not ids
+        return 0
+    for width in range(MIN_COLUMN_WIDTH, max(map(len, distinct))):
+        if len({shorten(v, width) for v in distinct}) == len(distinct):
+            return width
+    return max(map(len, distinct))
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters: its start and end with an ellipsis between (ids such as
+    platform ids differ at their ends as often as at their starts)."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    head = (width - 1) * 3 // 5
+    tail = width - 1 - head
+    return text[:head] + ELLIPSIS + (text[-tail:] if tail else "")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], max_width: Optional[int] = None) -> str:
     """Columns padded to fit, a dashed line under the headers; every cell shown through :func:`escape_control`
-    (so a name cannot carry terminal control sequences or break the table's lines)."""
+    (so a name cannot carry terminal control sequences or break the table's lines).
+
+    The table fits ``max_width`` columns (default: :func:`table_width`, the terminal's or 100): the widest
+    columns are shortened (:func:`fit_widths`), their long cells with an ellipsis (:func:`shorten`), keeping
+    a column's values apart where the width allows (:func:`distinct_width`). ``--json`` output carries the
+    full values."""
     cells = [[escape_control(str(h)) for h in headers]] + [
         ["" if c is None else escape_control(str(c)) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    limit = table_width() if max_width is None else max_width
+    columns = list(zip(*cells))
+    widths = [max(map(len, column)) for column in columns]
+    fair = limit // max(len(widths), 1)  # only columns wider than a fair share can be narrowed: their floors
+    widths = fit_widths(widths, limit, floors=[distinct_width(column[1:]) if w > fair else 0
+                                               for w, column in zip(widths, columns)])
+    cells = [[shorten(c, w) for c, w in zip(row, widths)] for row in cells]
+    lines = [COLUMN_GAP.join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, COLUMN_GAP.join("-" * w for w in widths))
     return "\n".join(lines)
 
 
@@ -50,6 +142,16 @@ def fmt_duration(seconds: Optional[float]) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
         else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def fmt_elapsed(seconds: float) -> str:
+    """A wall time for a sentence: ``42s``, ``1m23s``, ``2h05m``."""
+    seconds = max(int(round(seconds)), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
 
 
 class ProgressBar:

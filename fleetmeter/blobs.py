@@ -69,3 +69,12 @@ class BlobStore:
                     return
                 yield data
 
+
+    def remove(self, sha256: str) -> bool:
+        """Delete the file stored under ``sha256``; ``False`` when there was none. A reader that opened it
+        before keeps reading it (POSIX unlink)."""
+        try:
+            self.path(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        return True

@@ -7,10 +7,12 @@ the controller said no (the message says why), 2 on bad usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -19,7 +21,10 @@ from fleetmeter import _net
 from fleetmeter._cli_common import INTERFERENCE_FIELDS, RESULT_COLUMNS, noise_ceiling_dict, result_rows, wait_for_sweep
 from fleetmeter._cli_common import client_from_args as _client
 from fleetmeter._cli_common import print_json as _print_json
+from fleetmeter._version import __version__
 from fleetmeter.errors import FleetmeterError, InvalidArgument
+from fleetmeter._extras import require
+from fleetmeter.frames import data_frame, fetch_result_rows, result_keys, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -204,19 +209,93 @@ def cmd_models_list(args) -> int:
     return 0
 
 
+def cmd_models_rm(args) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    with _client(args) as c:
+        out = c.delete_model(args.model, force=args.force)
+    if args.json:
+        _print_json(MessageToDict(out, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
+        return 0
+    from fleetmeter._term import escape_control
+
+    print(f"removed model {escape_control(out.model.name)} ({out.model.sha256[:12]}): {out.jobs_removed} job(s) "
+          f"removed from their sweeps; its {out.measurements_kept} measurement(s) are kept (listed under its "
+          "sha256)")
+    return 0
+
+
 def cmd_sweep_submit(args) -> int:
     from fleetmeter.sweepspec import spec_from_args
 
     with _client(args) as c:
-        spec = spec_from_args(args, upload=lambda path: c.upload_model(path).model.sha256)
+        spec = spec_from_args(args, upload=lambda path: c.upload_model(path).model.sha256,
+                              known_names=lambda: {m.name for m in c.list_models()})
         sweep = c.submit_sweep(spec)
-        if not args.json:
-            print(f"sweep {sweep.sweep_id}: {sweep.progress.total} jobs on {len(sweep.platform_ids)} platform(s)")
-        if args.wait or args.watch:
-            sweep = wait_for_sweep(c, sweep.sweep_id, quiet=args.json, per_platform=args.watch)
+        try:
+            if not args.json:
+                print(f"sweep {sweep.sweep_id}: {sweep.progress.total} jobs on {len(sweep.platform_ids)} "
+                      "platform(s)", flush=True)
+            if args.wait or args.watch:
+                sweep = _follow_sweep(c, sweep, args)
+        except KeyboardInterrupt:
+            return _stopped_following(sweep.sweep_id)
     if args.json:
         _print_json(sweep_dict(sweep))
     return 0 if sweep.progress.failed == 0 or not (args.wait or args.watch) else 1
+
+
+def _sweep_over(progress) -> bool:
+    return progress.state in ("done", "cancelled") and progress.leased == 0
+
+
+def _follow_sweep(c, sweep, args):
+    """``--wait``/``--watch``: follow ``sweep`` until it ends, then (without ``--json``) one line on stdout: how it
+    ended, how long it took (unless it was over before) and the command to run next. Returns the sweep.
+
+    The following runs in a thread while this one waits for it, so that Ctrl-C (KeyboardInterrupt, re-raised
+    here) never lands inside a gRPC call: one interrupted there is never finished, and closing its channel
+    would wait for it forever. On Ctrl-C the client is closed, which cancels the watch cleanly."""
+    was_running = not _sweep_over(sweep.progress)
+    outcome: dict = {}
+
+    def follow() -> None:
+        try:
+            outcome["sweep"] = wait_for_sweep(c, sweep.sweep_id, quiet=args.json, per_platform=args.watch)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = exc
+
+    follower = threading.Thread(target=follow, name="follow-sweep", daemon=True)
+    follower.start()
+    try:
+        while follower.is_alive():
+            follower.join(0.2)
+    except KeyboardInterrupt:
+        c.close()  # cancels the watch; the follower ends with the cancellation, which nobody needs
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    sweep = outcome["sweep"]
+    if not args.json:
+        print(sweep_summary(sweep, sweep.progress.updated_unix - sweep.created_unix if was_running else None))
+    return sweep
+
+
+def sweep_summary(sweep, elapsed_s: Optional[float] = None) -> str:
+    """``sweep SID done: 5 done, 1 failed in 1m23s — next: fleetmeter results --sweep SID``."""
+    from fleetmeter._term import fmt_elapsed
+
+    p, sid = sweep.progress, sweep.sweep_id
+    counts = f"{p.done} done, {p.failed} failed" + (f", {p.cancelled} cancelled" if p.cancelled else "")
+    took = "" if elapsed_s is None else f" in {fmt_elapsed(elapsed_s)}"
+    return f"sweep {sid} {p.state}: {counts}{took} \u2014 next: fleetmeter results --sweep {sid}"
+
+
+def _stopped_following(sweep_id: str) -> int:
+    """Ctrl-C while following: only the following stops; say so, and how to follow or cancel. Exit 130."""
+    print(f"\nstopped following; sweep {sweep_id} goes on \u2014 follow: fleetmeter sweep status {sweep_id} --wait; "
+          f"cancel: fleetmeter sweep cancel {sweep_id}", file=sys.stderr, flush=True)
+    return 130
 
 
 def sweep_dict(sweep) -> dict:
@@ -228,6 +307,14 @@ def sweep_dict(sweep) -> dict:
 def cmd_sweep_status(args) -> int:
     with _client(args) as c:
         sweep = c.get_sweep(args.sweep_id)
+        if args.wait or args.watch:
+            try:
+                sweep = _follow_sweep(c, sweep, args)
+            except KeyboardInterrupt:
+                return _stopped_following(sweep.sweep_id)
+            if args.json:
+                _print_json(sweep_dict(sweep))
+            return 0 if sweep.progress.failed == 0 else 1
     if args.json:
         _print_json(sweep_dict(sweep))
         return 0
@@ -235,6 +322,21 @@ def cmd_sweep_status(args) -> int:
 
     print(f"{sweep.name}: {sweep.progress.total} jobs")
     print(SweepWatch().render(sweep.progress))
+    return 0
+
+
+def cmd_sweep_list(args) -> int:
+    with _client(args) as c:
+        sweeps = c.list_sweeps(args.state)
+    if args.json:
+        _print_json([sweep_dict(s) for s in sweeps])
+        return 0
+    from fleetmeter._term import table
+
+    print(table(["SWEEP", "NAME", "STATE", "DONE", "FAILED", "RUNNING", "PENDING", "TOTAL", "CREATED"], [
+        (s.sweep_id, s.name, s.progress.state, s.progress.done, s.progress.failed, s.progress.leased,
+         s.progress.pending, s.progress.total, time.strftime("%Y-%m-%d %H:%M", time.localtime(s.created_unix)))
+        for s in sweeps]))
     return 0
 
 
@@ -260,15 +362,30 @@ def _csv_row(row: dict) -> dict:
 
 def cmd_results(args) -> int:
     fmt = "json" if args.json else args.format
+    out = getattr(args, "out", None)
+    if fmt == "parquet":
+        if not out:
+            raise InvalidArgument("--format parquet writes a file: add --out FILE")
+        try:  # before asking the controller anything
+            require("pandas", "--format parquet")
+            require("pyarrow", "--format parquet")
+        except ImportError as exc:
+            print(f"fleetmeter: {exc}", file=sys.stderr)
+            return 2
     with _client(args) as c:
-        measurements = c.list_measurements(sweep_id=args.sweep or "", platform_id=args.platform or "",
-                                           include_samples=args.samples)
-        models = c.list_models()
-    rows = result_rows(measurements, models)
+        rows = fetch_result_rows(c, args.sweep, args.platform, args.samples)
+    if fmt == "parquet":
+        write_parquet(data_frame(rows, result_keys(args.samples)), out)
+        return 0
+    with contextlib.ExitStack() as stack:
+        if out:
+            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(out, "w", newline=""))))
+        _print_results(rows, fmt)
+    return 0
+
+
+def _print_results(rows: list, fmt: str) -> None:
     if fmt == "json":
-        if args.samples:
-            for row, m in zip(rows, measurements):
-                row["samples_ms"] = list(m.samples_ms)
         _print_json(rows)
     elif fmt == "csv":
         buf = io.StringIO()
@@ -285,7 +402,6 @@ def cmd_results(args) -> int:
              ";".join(r["flags"]) or "-",
              "-" if r["energy_mj_per_inference"] is None else f"{r['energy_mj_per_inference']:.3f}",
              f"{r['failure_kind']}: {r['failure_message']}" if r["failure_kind"] else "") for r in rows]))
-    return 0
 
 
 def cmd_import(args) -> int:
@@ -321,7 +437,18 @@ def cmd_import(args) -> int:
 def cmd_demo(args) -> int:
     from fleetmeter.demo import DemoConfig, run_demo
 
-    return run_demo(DemoConfig(json_output=args.json, data_dir=args.data_dir, min_duration_ms=args.min_duration_ms))
+    return run_demo(DemoConfig(json_output=args.json, data_dir=args.data_dir, min_duration_ms=args.min_duration_ms,
+                               report=args.report))
+
+
+def cmd_report(args) -> int:
+    from fleetmeter.report import write_report
+
+    with _client(args) as c:
+        data = write_report(c, args.out, sweep_id=args.sweep or "", platforms=args.platform or ())
+    print(f"wrote {args.out}: {len(data.rows)} reading(s) on {len(data.platforms)} platform(s), "
+          f"{len(data.predictors)} predictor(s)")
+    return 0
 
 
 # ------------------------------------------------------------------ parser
@@ -332,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Caller commands reach the controller at --controller or $FLEETMETER_CONTROLLER with the token "
                "from --api-token or $FLEETMETER_API_TOKEN. " + PLAINTEXT_NOTE)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"fleetmeter {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from fleetmeter.predict_cli import add_predictor_commands
     from fleetmeter.zoo_cli import add_zoo_commands
@@ -345,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_zoo_commands(sub)
     add_predictor_commands(sub, _caller_flags)
     _add_demo_command(sub)
+    _add_completion_command(sub)
+    _add_report_command(sub)
     return parser
 
 
@@ -433,7 +563,7 @@ def _add_agents_commands(sub) -> None:
 
 
 def _add_models_commands(sub) -> None:
-    models = sub.add_parser("models", help="upload and list models").add_subparsers(
+    models = sub.add_parser("models", help="upload, list and remove models").add_subparsers(
         dest="models_command", required=True, metavar="SUBCOMMAND")
     p = models.add_parser("add", help="upload .onnx / .tflite files (content-addressed by sha256)")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -444,6 +574,19 @@ def _add_models_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     _caller_flags(p)
     p.set_defaults(func=cmd_models_list)
+    p = models.add_parser(
+        "rm", help="remove an uploaded model (its measurements stay)",
+        description="Remove an uploaded model: its file on the controller and its entry in the model list. Its "
+                    "measurements stay in the store: `fleetmeter results` lists them under the model's sha256 "
+                    "(upload the same file again and they carry its name again). Its finished jobs leave their "
+                    "sweeps' job counts. Refused while jobs of the model are pending (cancel their sweeps, or "
+                    "--force) or running (wait for them), and for the drift canary's reference models.")
+    p.add_argument("model", metavar="SHA_OR_NAME", help="sha256, a unique sha256 prefix, or the model's name")
+    p.add_argument("--force", action="store_true",
+                   help="drop the model's pending jobs instead of refusing (running jobs still refuse)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_models_rm)
 
 
 def _add_sweep_commands(sub) -> None:
@@ -464,9 +607,19 @@ def _add_sweep_commands(sub) -> None:
     p.set_defaults(func=cmd_sweep_submit)
     p = sweep.add_parser("status", help="progress of one sweep, per platform")
     p.add_argument("sweep_id")
+    p.add_argument("--wait", action="store_true", help="follow progress (a bar) until the sweep ends")
+    p.add_argument("--watch", action="store_true", help="follow live progress per platform until the sweep ends")
     p.add_argument("--json", action="store_true")
     _caller_flags(p)
     p.set_defaults(func=cmd_sweep_status)
+    p = sweep.add_parser("list", help="sweeps, newest first, with their progress",
+                         description="Sweeps, newest first, with their progress (the drift canary's per-platform "
+                                     "reference sweeps included, named reference:PLATFORM).")
+    p.add_argument("--state", action="extend", nargs="+", default=[], metavar="STATE",
+                   help="only sweeps in these states: running, paused, cancelled, done (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_sweep_list)
     for verb, help_ in (("cancel", "drop a sweep's pending jobs (running ones finish and are kept)"),
                         ("pause", "start no new job of this sweep until it is resumed"),
                         ("resume", "let a paused sweep continue")):
@@ -481,9 +634,11 @@ def _add_data_commands(sub) -> None:
     p = sub.add_parser("results", help="measurements (one row per measurement)")
     p.add_argument("--sweep", default=None, help="only this sweep")
     p.add_argument("--platform", default=None, help="only this platform id")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
+                   help="parquet: the json rows as a table file (needs --out and pip install 'fleetmeter[data]')")
     p.add_argument("--json", action="store_true", help="same as --format json")
-    p.add_argument("--samples", action="store_true", help="include every latency sample (json)")
+    p.add_argument("--out", default=None, metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--samples", action="store_true", help="include every latency sample (json, parquet)")
     _caller_flags(p)
     p.set_defaults(func=cmd_results)
 
@@ -509,7 +664,40 @@ def _add_demo_command(sub) -> None:
     p.add_argument("--data-dir", default=None, help="keep the demo's store here (default: a temporary folder)")
     p.add_argument("--min-duration-ms", type=float, default=300.0,
                    help="minimum timed duration per measurement (default: %(default)s)")
+    p.add_argument("--report", default=None, metavar="FILE",
+                   help="also write the HTML report of the demo's run to FILE (as `fleetmeter report` does)")
     p.set_defaults(func=cmd_demo)
+
+
+def _add_report_command(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page of the readings, predictions and fleet",
+                       description="Write one HTML file (it opens with no network: plotly.js is inlined) with "
+                                   "latency per model across platforms, each reading's samples, predicted vs "
+                                   "measured per platform (±10%% band, prediction intervals), accuracy of the "
+                                   "predictors vs the baselines, noise ceilings, drift over time and the fleet. "
+                                   "Needs plotly: pip install 'fleetmeter[report]'.")
+    p.add_argument("--sweep", default=None, metavar="ID", help="only this sweep's readings (default: all)")
+    p.add_argument("--platform", action="extend", nargs="+", default=None, metavar="P",
+                   help="only these platform ids (or unique prefixes); repeatable (default: the sweep's, or all)")
+    p.add_argument("--out", required=True, metavar="report.html", help="the HTML file to write")
+    _caller_flags(p)
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_completion(args) -> int:
+    from fleetmeter.completion import completion_script
+
+    sys.stdout.write(completion_script(build_parser(), args.shell))
+    return 0
+
+
+def _add_completion_command(sub) -> None:
+    p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                       description="Print a completion script for COMMANDs, their flags and the flags' choices. "
+                                   "bash: eval \"$(fleetmeter completion bash)\" in ~/.bashrc; zsh: eval "
+                                   "\"$(fleetmeter completion zsh)\" in ~/.zshrc (after compinit).")
+    p.add_argument("shell", choices=("bash", "zsh"))
+    p.set_defaults(func=cmd_completion)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

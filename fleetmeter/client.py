@@ -25,7 +25,7 @@ import hashlib
 import os
 import queue
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -33,12 +33,13 @@ import grpc
 
 from fleetmeter import _net
 from fleetmeter._hashing import sha256_file
+from fleetmeter._net import TlsFiles
 from fleetmeter._rpc import from_rpc_error
 from fleetmeter.errors import InvalidArgument, ModelNotFound, Unavailable, error_class_for
 from fleetmeter.modelfile import detect_format
 from fleetmeter.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, predictor_pb2, predictor_pb2_grpc
 
-__all__ = ["FleetClient", "Client", "Prediction", "predict"]
+__all__ = ["FleetClient", "Client", "Prediction", "TlsFiles", "predict"]
 
 ModelArg = Union[str, os.PathLike, bytes, bytearray, memoryview]
 #: Input shapes to predict at: ``{"images": (1, 3, 640, 640)}`` (the model's own layout).
@@ -48,10 +49,16 @@ UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 
 class FleetClient:
+    """``FleetService`` calls. ``address``, ``token`` and ``tls`` default to ``$FLEETMETER_CONTROLLER``,
+    ``$FLEETMETER_API_TOKEN`` and ``$FLEETMETER_TLS_CA`` / ``_CERT`` / ``_KEY`` (none set: plain text);
+    ``TlsFiles()`` forces plain text."""
+
     def __init__(self, address: Optional[str] = None, token: Optional[str] = None,
-                 tls: Optional[_net.TlsFiles] = None, timeout_s: float = 30.0) -> None:
+                 tls: Optional[TlsFiles] = None, timeout_s: float = 30.0) -> None:
         self.address = _net.controller_address(address)
         self._metadata = _net.bearer(_net.api_token(token))
+        tls = tls if tls is not None else _net.caller_tls()
+        self._tls = tls.enabled  # for the hint when a connection fails on a TLS mismatch
         self._channel = _net.open_channel(self.address, tls)
         self._stub = fleet_pb2_grpc.FleetServiceStub(self._channel)
         self.timeout_s = timeout_s
@@ -70,13 +77,13 @@ class FleetClient:
             return getattr(stub or self._stub, method)(request, metadata=self._metadata,
                                                        timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+            raise from_rpc_error(exc, tls=self._tls) from exc
 
     def _stream(self, method: str, request, timeout_s: Optional[float] = None, stub=None) -> Iterator:
         try:
             yield from getattr(stub or self._stub, method)(request, metadata=self._metadata, timeout=timeout_s)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+            raise from_rpc_error(exc, tls=self._tls) from exc
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         try:
@@ -128,6 +135,16 @@ class FleetClient:
         timeout_s = max(self.timeout_s, 60.0 + size / (5 * 1024 * 1024))
         return self._call("UploadModel", requests(), timeout_s=timeout_s)
 
+    def delete_model(self, model: str, force: bool = False) -> fleet_pb2.DeleteModelResponse:
+        """Remove an uploaded model (sha256, unique prefix or name): its file and row; its measurements stay.
+        FailedPrecondition while jobs need it (``force`` drops its pending ones), NotFound if unknown."""
+        return self._call("DeleteModel", fleet_pb2.DeleteModelRequest(model=model, force=force))
+
+    def list_sweeps(self, states: Sequence[str] = ()) -> list:
+        """Sweeps (with their progress), newest first; only those in ``states`` ("running", "paused",
+        "cancelled", "done") when given."""
+        return list(self._call("ListSweeps", fleet_pb2.ListSweepsRequest(states=list(states))).sweeps)
+
     def submit_sweep(self, spec: fleet_pb2.SweepSpec) -> fleet_pb2.Sweep:
         return self._call("SubmitSweep", fleet_pb2.SubmitSweepRequest(spec=spec)).sweep
 
@@ -156,6 +173,14 @@ class FleetClient:
         return list(self._stream("ListMeasurements", fleet_pb2.ListMeasurementsRequest(
             sweep_id=sweep_id, platform_id=platform_id, model_sha256=model_sha256,
             include_samples=include_samples), timeout_s=max(self.timeout_s, 120.0)))
+
+    def results_df(self, sweep: Optional[str] = None, platform: Optional[str] = None, *, samples: bool = False):
+        """The measurements (of one sweep and/or platform id when given) as a pandas DataFrame: one row per
+        measurement, its columns exactly the fields of ``fleetmeter results --json`` in that order (``samples``:
+        plus ``samples_ms``, as ``--samples`` adds it). Needs the ``data`` extra (pandas)."""
+        from fleetmeter.frames import data_frame, fetch_result_rows, result_keys
+
+        return data_frame(fetch_result_rows(self, sweep, platform, samples), result_keys(samples), "results_df")
 
 
 # ------------------------------------------------------------------ predictions
@@ -195,6 +220,10 @@ class Prediction:
         out = asdict(self)
         out["warnings"] = list(self.warnings)
         return out
+
+
+#: The fields of a ``fleetmeter predict --json`` record (:meth:`Prediction.to_dict`), in order.
+PREDICTION_COLUMNS = tuple(f.name for f in fields(Prediction))
 
 
 def _as_list(value: Union[None, str, Iterable[str]]) -> List[str]:
@@ -290,7 +319,7 @@ class Client(FleetClient):
     """A :class:`FleetClient` that also predicts: ``Client(address, token).predict("m.onnx")``."""
 
     def __init__(self, address: Optional[str] = None, token: Optional[str] = None,
-                 tls: Optional[_net.TlsFiles] = None, timeout_s: float = 30.0) -> None:
+                 tls: Optional[TlsFiles] = None, timeout_s: float = 30.0) -> None:
         super().__init__(address, token, tls, timeout_s)
         self._predictor = predictor_pb2_grpc.PredictorServiceStub(self._channel)
 
@@ -324,7 +353,11 @@ class Client(FleetClient):
         exception saying why that one failed (the others go on). A path that does not exist raises
         before anything is sent. Each model is asked for by sha256 first; the ones the controller does
         not have go again on the same stream, with their graph or bytes."""
-        loaded = [_Model(m) for m in models]
+        return self._predict_loaded([_Model(m) for m in models], platforms, targets, shapes)
+
+    def _predict_loaded(self, loaded: List[_Model], platforms, targets, shapes: ShapesArg
+                        ) -> Iterator[Union[List[Prediction], Exception]]:
+        """:meth:`predict_batch` of models already read."""
         base = _base_request("", platforms, targets, shapes)
         outbox: "queue.SimpleQueue[Optional[predictor_pb2.PredictRequest]]" = queue.SimpleQueue()
         for i, m in enumerate(loaded):
@@ -365,6 +398,25 @@ class Client(FleetClient):
         finally:
             outbox.put(None)  # the caller stopped early or the call failed: let the sending thread end
 
+    def predictions_df(self, models: Iterable[ModelArg], platforms: Union[None, str, Sequence[str]] = None,
+                       targets: Union[str, Sequence[str]] = ("latency_ms",), *, shapes: ShapesArg = None):
+        """Predictions for many ``models`` (paths or bytes, over one :meth:`predict_batch` stream) as a pandas
+        DataFrame: one row per (model, platform, target), its columns ``model`` (the path as given; for bytes,
+        the first 12 hex digits of the sha256) and ``model_sha256``, then exactly the fields of ``fleetmeter
+        predict --json`` (:data:`PREDICTION_COLUMNS`). A model that cannot be predicted raises its error,
+        prefixed with the model. Needs the ``data`` extra (pandas)."""
+        from fleetmeter.frames import data_frame
+
+        given = list(models)
+        loaded = [_Model(m) for m in given]
+        rows: List[Dict[str, Any]] = []
+        for arg, m, result in zip(given, loaded, self._predict_loaded(loaded, platforms, targets, shapes)):
+            label = os.fspath(arg) if isinstance(arg, (str, os.PathLike)) else m.sha256[:12]
+            if isinstance(result, Exception):
+                raise type(result)(f"{label}: {result}") from result
+            rows += [{"model": label, "model_sha256": m.sha256, **p.to_dict()} for p in result]
+        return data_frame(rows, ("model", "model_sha256", *PREDICTION_COLUMNS), "predictions_df")
+
     def predict_sha256(self, sha256: str, platforms=None, targets=("latency_ms",), *,
                        shapes: ShapesArg = None) -> List[Prediction]:
         """Predictions for a model the controller has (uploaded, or sent before at these ``shapes``): nothing
@@ -391,13 +443,14 @@ class Client(FleetClient):
             skip_family_split=skip_family_split, min_samples=min_samples), timeout_s)
 
 
-_SHARED_CLIENTS: Dict[Tuple[str, Optional[str]], Client] = {}
+_SHARED_CLIENTS: Dict[Tuple[str, Optional[str], TlsFiles], Client] = {}
 _SHARED_LOCK = threading.Lock()
 
 
 def _shared_client() -> Client:
-    """The process's client for the controller and token the environment names (one channel, reused)."""
-    key = (_net.controller_address(None), _net.api_token(None))
+    """The process's client for the controller, token and TLS files the environment names (one channel
+    each, reused)."""
+    key = (_net.controller_address(None), _net.api_token(None), _net.caller_tls())
     with _SHARED_LOCK:
         client = _SHARED_CLIENTS.get(key)
         if client is None:
@@ -409,5 +462,6 @@ def predict(model: ModelArg, platforms: Union[None, str, Sequence[str]] = None,
             targets: Union[str, Sequence[str]] = ("latency_ms",), *, shapes: ShapesArg = None) -> List[Prediction]:
     """What ``model`` (a path or the file's bytes) costs on each platform, at the input ``shapes`` given
     (``{"images": (1, 3, 640, 640)}``), asked of the controller named by ``FLEETMETER_CONTROLLER`` (token:
-    ``FLEETMETER_API_TOKEN``) over a channel kept for the process. See :class:`Client` for explicit use."""
+    ``FLEETMETER_API_TOKEN``; TLS: ``FLEETMETER_TLS_CA``, and ``FLEETMETER_TLS_CERT`` / ``FLEETMETER_TLS_KEY``
+    for mutual TLS) over a channel kept for the process. See :class:`Client` for explicit use."""
     return _shared_client().predict(model, platforms, targets, shapes=shapes)

@@ -33,6 +33,8 @@ class DemoConfig:
     json_output: bool = False
     data_dir: Optional[str] = None
     min_duration_ms: float = 300.0
+    #: Also write ``fleetmeter report``'s HTML page of the run here (while the controller is still up).
+    report: Optional[str] = None
 
 
 def _say(config: DemoConfig, text: str) -> None:
@@ -46,6 +48,11 @@ def run_demo(config: DemoConfig) -> int:
     from fleetmeter.modeler.builtin import list_builtin_models
     from fleetmeter.v1 import common_pb2, fleet_pb2
 
+    if config.report:
+        from fleetmeter.report import check_out_path, require_plotly
+
+        require_plotly()  # before a minute of measuring: the error names the extra
+        check_out_path(config.report)
     started = time.monotonic()
     tmp = None if config.data_dir else tempfile.TemporaryDirectory(prefix="fleetmeter-demo-")
     root = Path(config.data_dir or tmp.name)
@@ -76,6 +83,11 @@ def run_demo(config: DemoConfig) -> int:
             measurements = client.list_measurements(sweep_id=sweep.sweep_id)
             rows = result_rows(measurements, client.list_models())
             short = {d.platform_ids[0]: d.name.replace("demo-", "") for d in client.list_devices() if d.platform_ids}
+            if config.report:
+                from fleetmeter.report import write_report
+
+                _say(config, f"writing the report to {config.report} ...")
+                write_report(client, config.report, sweep_id=sweep.sweep_id, quiet=config.json_output)
     except KeyboardInterrupt:
         _say(config, "interrupted; stopping everything")
         return 130

@@ -90,11 +90,11 @@ class LocalFleet:
                 env[key] = value
         return env
 
-    def _spawn(self, name: str, argv: list[str]) -> Proc:
+    def _spawn(self, name: str, argv: list[str], env: Optional[dict[str, str]] = None) -> Proc:
         log_path = self.root / "logs" / f"{name}.log"
         out = open(log_path, "ab")
         popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=self.env(), start_new_session=True)
+                                 env={**self.env(), **(env or {})}, start_new_session=True)
         out.close()
         return Proc(name, popen, log_path)
 
@@ -133,12 +133,13 @@ class LocalFleet:
             self.controller = None
 
     # ------------------------------------------------------------ agents
-    def start_agent(self, name: str, *args: str) -> Proc:
-        """``fleetmeter-agent run`` with its own data dir under the fleet root; extra flags in ``args``."""
+    def start_agent(self, name: str, *args: str, env: Optional[dict[str, str]] = None) -> Proc:
+        """``fleetmeter-agent run`` with its own data dir under the fleet root; extra flags in ``args``, extra
+        environment variables in ``env``."""
         if self.address is None:
             raise RuntimeError("start the controller first")
         proc = self._spawn(name, [sys.executable, "-m", "fleetmeter.agent.cli", "run", "--controller", self.address,
-                                  "--name", name, "--data-dir", str(self.root / "agents" / name), *args])
+                                  "--name", name, "--data-dir", str(self.root / "agents" / name), *args], env)
         self.agents[name] = proc
         return proc
 
@@ -164,10 +165,11 @@ class LocalFleet:
             raise TimeoutError(f"{exc}{tails}") from None
 
     def client(self):
-        """A :class:`~fleetmeter.client.Client` of this fleet's controller (its API token, ``tls``)."""
-        from fleetmeter.client import Client
+        """A :class:`~fleetmeter.client.Client` of this fleet's controller (its API token, ``tls``; never the
+        caller's ``$FLEETMETER_TLS_*``, which name another controller's files)."""
+        from fleetmeter.client import Client, TlsFiles
 
-        return Client(self.address, self.api_token, self.tls)
+        return Client(self.address, self.api_token, self.tls or TlsFiles())
 
     def close(self) -> None:
         for name in list(self.agents):

@@ -13,7 +13,7 @@ from typing import Optional, Union
 from fleetmeter._hashing import sha256_file
 
 __all__ = ["FORMATS", "TFLITE_IDENTIFIER", "ORT_IDENTIFIER", "HEAD_BYTES", "is_tflite", "detect_format",
-           "sha256_file", "ModelDigest"]
+           "not_tflite_reason", "sha256_file", "ModelDigest"]
 
 #: The formats a model file can be in.
 FORMATS = ("onnx", "tflite")
@@ -48,6 +48,14 @@ def detect_format(source: Union[bytes, bytearray, memoryview, PathLike], name: O
     if is_tflite(head) or (name or "").lower().endswith(".tflite"):
         return "tflite"
     return "onnx"
+
+
+def not_tflite_reason(head: Union[bytes, bytearray, memoryview]) -> str:
+    """Why bytes starting with ``head`` are not a TFLite model, for a message about a file that claims to be
+    one (a ``.tflite`` name): ``not a valid TFLite model (...)``."""
+    found = bytes(head[4:HEAD_BYTES])
+    return (f"not a valid TFLite model (bytes 4-8 are {found!r}, not the {TFLITE_IDENTIFIER.decode()!r} file "
+            "identifier: a damaged or truncated file, or another format under a .tflite name)")
 
 
 class ModelDigest:

@@ -455,3 +455,33 @@ class ForgetDeviceResponse(_message.Message):
     agent_id: str
     released_jobs: int
     def __init__(self, agent_id: _Optional[str] = ..., released_jobs: _Optional[int] = ...) -> None: ...
+
+class ListSweepsRequest(_message.Message):
+    __slots__ = ("states",)
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, states: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListSweepsResponse(_message.Message):
+    __slots__ = ("sweeps",)
+    SWEEPS_FIELD_NUMBER: _ClassVar[int]
+    sweeps: _containers.RepeatedCompositeFieldContainer[Sweep]
+    def __init__(self, sweeps: _Optional[_Iterable[_Union[Sweep, _Mapping]]] = ...) -> None: ...
+
+class DeleteModelRequest(_message.Message):
+    __slots__ = ("model", "force")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    force: bool
+    def __init__(self, model: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeleteModelResponse(_message.Message):
+    __slots__ = ("model", "jobs_removed", "measurements_kept")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    JOBS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    MEASUREMENTS_KEPT_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    jobs_removed: int
+    measurements_kept: int
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., jobs_removed: _Optional[int] = ..., measurements_kept: _Optional[int] = ...) -> None: ...

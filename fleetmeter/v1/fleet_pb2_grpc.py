@@ -115,6 +115,16 @@ class FleetServiceStub:
                 request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceRequest.SerializeToString,
                 response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceResponse.FromString,
                 _registered_method=True)
+        self.ListSweeps = channel.unary_unary(
+                '/fleetmeter.v1.FleetService/ListSweeps',
+                request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ListSweepsRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ListSweepsResponse.FromString,
+                _registered_method=True)
+        self.DeleteModel = channel.unary_unary(
+                '/fleetmeter.v1.FleetService/DeleteModel',
+                request_serializer=fleetmeter_dot_v1_dot_fleet__pb2.DeleteModelRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.DeleteModelResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -225,6 +235,23 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSweeps(self, request, context):
+        """Sweeps, newest first, optionally only those in some states (SweepProgress.state).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModel(self, request, context):
+        """Remove an uploaded model: its file and its row. Refused (FAILED_PRECONDITION) while pending or running
+        jobs need it (with force, its pending jobs are dropped instead; running ones still refuse) and for the
+        drift canary's reference models. Its measurements stay (they carry its sha256); its finished jobs leave
+        their sweeps' job counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -307,6 +334,16 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.ForgetDevice,
                     request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceRequest.FromString,
                     response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceResponse.SerializeToString,
+            ),
+            'ListSweeps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSweeps,
+                    request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.ListSweepsRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.ListSweepsResponse.SerializeToString,
+            ),
+            'DeleteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModel,
+                    request_deserializer=fleetmeter_dot_v1_dot_fleet__pb2.DeleteModelRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_fleet__pb2.DeleteModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -741,6 +778,60 @@ class FleetService:
             '/fleetmeter.v1.FleetService/ForgetDevice',
             fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceRequest.SerializeToString,
             fleetmeter_dot_v1_dot_fleet__pb2.ForgetDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSweeps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetmeter.v1.FleetService/ListSweeps',
+            fleetmeter_dot_v1_dot_fleet__pb2.ListSweepsRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_fleet__pb2.ListSweepsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetmeter.v1.FleetService/DeleteModel',
+            fleetmeter_dot_v1_dot_fleet__pb2.DeleteModelRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_fleet__pb2.DeleteModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -211,7 +211,9 @@ def test_cli_predict_eval_and_pinning(fleet, measured, trained):
     (record,) = [r for r in json.loads(run.stdout) if r["platform"] == measured["platform"]]
     assert set(record) >= CONTRACT and record["unit"] == "ms"
     table = _cli(fleet, "predict", str(measured["known"]))
-    assert table.returncode == 0 and measured["platform"] in table.stdout and "ms" in table.stdout
+    # the table fits 100 columns: a long platform id may be shortened (start…end), never dropped
+    assert table.returncode == 0 and "ms" in table.stdout
+    assert measured["platform"] in table.stdout or measured["platform"][:6] in table.stdout
     bad = _cli(fleet, "predict", str(measured["known"]), "--platform", "nope")
     assert bad.returncode == 1 and "unknown platform 'nope'" in bad.stderr
 

@@ -213,6 +213,16 @@ def test_plaintext_client_is_refused(controller):
             c.list_devices()
 
 
+def test_plaintext_client_is_told_tls_is_the_likely_cause(controller):
+    """gRPC says only 'Socket closed' to a plain-text client at a TLS port: fails if the error does not point
+    at TLS and the flag or variable that turns it on (the CLI prints this message)."""
+    with controller.client(TlsFiles()) as c:  # TlsFiles(): plain text, whatever the environment says
+        with pytest.raises(Unavailable, match="Socket closed") as info:
+            c.list_devices()
+    assert "the controller may be using TLS: pass --tls-ca" in str(info.value)
+    assert "FLEETMETER_TLS_CA" in str(info.value)
+
+
 def test_client_with_wrong_ca_is_refused(controller):
     tls = controller.caller_tls()
     with controller.client(TlsFiles(ca=controller.pki.other_ca, cert=tls.cert, key=tls.key)) as c:
@@ -242,12 +252,18 @@ def test_cli_devices_over_tls(controller):
     assert isinstance(json.loads(proc.stdout), list)
 
 
-def test_agent_connects_over_tls(controller):
-    name = f"tls-agent-{controller.mode}"
-    args = ["--runtime", "onnxruntime", "--no-power", "--tls-ca", controller.pki.ca]
+@pytest.mark.parametrize("how", ["flags", "env"])
+def test_agent_connects_over_tls(controller, how):
+    """Fails if an agent cannot reach a TLS controller with --tls-* flags, or with FLEETMETER_TLS_* alone."""
+    name = f"tls-agent-{controller.mode}-{how}"
+    files = {"--tls-ca": controller.pki.ca}
     if controller.mutual:
-        args += ["--tls-cert", controller.pki.client_cert, "--tls-key", controller.pki.client_key]
-    controller.fleet.start_agent(name, *args)
+        files.update({"--tls-cert": controller.pki.client_cert, "--tls-key": controller.pki.client_key})
+    args = ["--runtime", "onnxruntime", "--no-power"]
+    if how == "flags":
+        args += [x for flag, path in files.items() for x in (flag, path)]
+    env = {f"FLEETMETER_TLS_{flag[6:].upper()}": path for flag, path in files.items()} if how == "env" else None
+    controller.fleet.start_agent(name, *args, env=env)
     try:
         controller.fleet.wait_agents_connected([name], AGENT_CONNECT_S)
         with controller.client(controller.caller_tls()) as c:
@@ -256,3 +272,49 @@ def test_agent_connects_over_tls(controller):
         assert any(r.name == "onnxruntime" for r in device.info.runtimes)
     finally:
         controller.fleet.stop_agent(name)
+
+
+# ---------------------------------------------------------------- TLS from the environment alone
+def _tls_env(controller, tls: Optional[TlsFiles] = None) -> dict:
+    """FLEETMETER_* for a caller of this controller: its address, token and TLS files, no flag needed."""
+    tls = tls or controller.caller_tls()
+    env = {"FLEETMETER_CONTROLLER": controller.address, "FLEETMETER_API_TOKEN": API_TOKEN,
+           "FLEETMETER_TLS_CA": tls.ca}
+    if tls.cert:
+        env.update(FLEETMETER_TLS_CERT=tls.cert, FLEETMETER_TLS_KEY=tls.key)
+    return env
+
+
+def _fleetmeter(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleetmeter.cli", *args], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_cli_commands_use_the_tls_variables(controller):
+    """Fails if a caller command needs --tls-* flags when FLEETMETER_TLS_* name the files, or if a variable wins
+    over the flag given for it."""
+    env = {**controller.fleet.env(), **_tls_env(controller)}
+    for command in (["devices"], ["models", "list"], ["results"], ["predictors", "list"]):
+        proc = _fleetmeter(env, *command, "--json")
+        assert proc.returncode == 0, (command, proc.stderr)
+        assert isinstance(json.loads(proc.stdout), list)
+    wrong_ca = {**env, "FLEETMETER_TLS_CA": controller.pki.other_ca}
+    refused = _fleetmeter(wrong_ca, "devices", "--json")
+    assert refused.returncode == 1 and "Unavailable" in refused.stderr
+    assert _fleetmeter(wrong_ca, "devices", "--json", "--tls-ca", controller.pki.ca).returncode == 0
+
+
+def test_python_api_uses_the_tls_variables(controller, monkeypatch):
+    """`fleetmeter.predict()` and `Client()` with no argument reach the TLS controller: this one has no predictor,
+    so predict answers FailedPrecondition from the servicer (a channel that failed the handshake would be
+    Unavailable)."""
+    import fleetmeter
+    from fleetmeter.errors import FailedPrecondition
+    from fleetmeter.modeler.builtin import get_builtin_model
+
+    for key, value in _tls_env(controller).items():
+        monkeypatch.setenv(key, value)
+    with fleetmeter.Client() as c:
+        assert isinstance(c.list_devices(), list)
+    with pytest.raises(FailedPrecondition, match="fleetmeter train"):
+        fleetmeter.predict(get_builtin_model("tiny_mlp", "onnx").path)

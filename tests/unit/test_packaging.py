@@ -108,10 +108,11 @@ def test_public_api_is_pinned():
     import fleetmeter.client
     import fleetmeter.errors
 
-    assert fleetmeter.__all__ == ["__version__", "FleetClient", "Client", "Prediction", "predict"]
+    assert fleetmeter.__all__ == ["__version__", "FleetClient", "Client", "Prediction", "TlsFiles", "predict"]
     assert fleetmeter.FleetClient is fleetmeter.client.FleetClient
     assert fleetmeter.Client is fleetmeter.client.Client and fleetmeter.predict is fleetmeter.client.predict
-    assert fleetmeter.client.__all__ == ["FleetClient", "Client", "Prediction", "predict"]
+    assert fleetmeter.TlsFiles is fleetmeter._net.TlsFiles  # TLS from Python without a private import
+    assert fleetmeter.client.__all__ == ["FleetClient", "Client", "Prediction", "TlsFiles", "predict"]
     # The predict contract of the issue: these JSON fields, in every record.
     assert {"platform", "target", "value", "lower", "upper", "unit", "predictor_version"} <= set(
         fleetmeter.Prediction.__dataclass_fields__)
