@@ -7,12 +7,33 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Optional
 
 from fleetmeter import _net
 from fleetmeter.frames import INTERFERENCE_FIELDS, RESULT_COLUMNS, result_rows
 
-__all__ = ["client_from_args", "finite", "print_json", "noise_ceiling_dict", "wait_for_sweep",
+__all__ = ["caller_flags", "end_command", "client_from_args", "finite", "print_json", "noise_ceiling_dict",
+           "wait_for_sweep",
            "INTERFERENCE_FIELDS", "RESULT_COLUMNS", "result_rows"]
+
+
+def caller_flags(p) -> None:
+    """The flags every command that talks to a controller takes (each falls back to its environment variable)."""
+    g = p.add_argument_group("controller connection")
+    g.add_argument("--controller", default=None, metavar="HOST:PORT",
+                   help="controller address (default: $FLEETMETER_CONTROLLER or 127.0.0.1:50051)")
+    g.add_argument("--api-token", default=None, help="API token (default: $FLEETMETER_API_TOKEN)")
+    g.add_argument("--tls-ca", default=None,
+                   help="CA that signed the controller's certificate; enables TLS (default: $FLEETMETER_TLS_CA)")
+    g.add_argument("--tls-cert", default=None, help="client certificate, mutual TLS (default: $FLEETMETER_TLS_CERT)")
+    g.add_argument("--tls-key", default=None, help="client key, mutual TLS (default: $FLEETMETER_TLS_KEY)")
+
+
+def end_command(p, func, json_help: Optional[str] = "machine-readable output") -> None:
+    """What a caller command's parser ends with: ``--json``, the connection flags, its handler."""
+    p.add_argument("--json", action="store_true", help=json_help)
+    caller_flags(p)
+    p.set_defaults(func=func)
 
 
 def client_from_args(args):

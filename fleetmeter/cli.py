@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from fleetmeter import _net
-from fleetmeter._cli_common import INTERFERENCE_FIELDS, RESULT_COLUMNS, noise_ceiling_dict, result_rows, wait_for_sweep
+from fleetmeter._cli_common import INTERFERENCE_FIELDS, RESULT_COLUMNS, noise_ceiling_dict, wait_for_sweep
+from fleetmeter._cli_common import caller_flags, end_command
 from fleetmeter._cli_common import client_from_args as _client
 from fleetmeter._cli_common import print_json as _print_json
 from fleetmeter._version import __version__
@@ -34,16 +35,6 @@ PLAINTEXT_NOTE = ("Without --tls-* the connection is plain text: use that only o
 
 
 
-def _caller_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("controller connection")
-    g.add_argument("--controller", default=None, metavar="HOST:PORT",
-                   help="controller address (default: $FLEETMETER_CONTROLLER or 127.0.0.1:50051)")
-    g.add_argument("--api-token", default=None, help="API token (default: $FLEETMETER_API_TOKEN)")
-    g.add_argument("--tls-ca", default=None, help="CA that signed the controller's certificate; enables TLS")
-    g.add_argument("--tls-cert", default=None, help="client certificate (mutual TLS)")
-    g.add_argument("--tls-key", default=None, help="client key (mutual TLS)")
-
-
 # ------------------------------------------------------------------ commands
 def cmd_controller(args) -> int:
     from fleetmeter.controller.fleet import FleetConfig
@@ -56,7 +47,7 @@ def cmd_controller(args) -> int:
         fleet=FleetConfig(lease_timeout_s=args.lease_timeout_s, heartbeat_interval_s=args.heartbeat_s,
                           restart_grace_s=args.restart_grace_s, reference_interval_s=args.reference_interval_s,
                           max_job_s=args.max_job_s, max_jobs_per_sweep=args.max_sweep_jobs),
-        nice=args.nice, ray_node_ip=args.ray_node_ip)
+        nice=args.nice, ray_node_ip=args.ray_node_ip, read_path=args.read_path)
     return run_controller(config)
 
 
@@ -471,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_commands(sub)
     _add_data_commands(sub)
     add_zoo_commands(sub)
-    add_predictor_commands(sub, _caller_flags)
+    add_predictor_commands(sub)
     _add_demo_command(sub)
     _add_completion_command(sub)
     _add_report_command(sub)
@@ -513,6 +504,10 @@ def _add_controller_command(sub) -> None:
                    help="lower the priority of the controller and its local Ray by N (0-19; default: "
                         "%(default)s), so that on a host shared with agents it yields the CPU to their "
                         "measurements; 0 keeps the normal priority")
+    p.add_argument("--read-path", choices=("store", "actor"), default="store",
+                   help="where listings and sweep progress are read: store (the store and a snapshot of the "
+                        "agents' live state, never queued behind the scheduler; default) or actor (through the "
+                        "scheduler's actor, the old path; for comparisons)")
     p.set_defaults(func=cmd_controller)
 
 
@@ -521,7 +516,7 @@ def _add_fleet_listings(sub) -> None:
                               ("platforms", cmd_platforms, "list platforms (hardware + runtime + threads)")):
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("--json", action="store_true", help="machine-readable output")
-        _caller_flags(p)
+        caller_flags(p)
         p.set_defaults(func=func)
         if name == "devices":
             forget = p.add_subparsers(dest="devices_command", metavar="SUBCOMMAND").add_parser(
@@ -532,7 +527,7 @@ def _add_fleet_listings(sub) -> None:
                             "stop it first.")
             forget.add_argument("agent_id", metavar="AGENT_ID")
             forget.add_argument("--json", action="store_true", help="machine-readable output")
-            _caller_flags(forget)
+            caller_flags(forget)
 
 
 def _add_agents_commands(sub) -> None:
@@ -549,17 +544,13 @@ def _add_agents_commands(sub) -> None:
     p.add_argument("--name", default="", help="a label for listings (default: the token id)")
     p.add_argument("--agent-id", default="", help="bind it to this agent id now")
     p.add_argument("--json", action="store_true", help="machine-readable output (includes the token)")
-    _caller_flags(p)
+    caller_flags(p)
     p.set_defaults(func=cmd_agents_token)
     p = tokens.add_parser("list", help="tokens, their agents and state (never the tokens themselves)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    _caller_flags(p)
-    p.set_defaults(func=cmd_agents_token)
+    end_command(p, cmd_agents_token)
     p = tokens.add_parser("revoke", help="revoke a token: its agent is disconnected and refused")
     p.add_argument("token_id", metavar="TOKEN_ID")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    _caller_flags(p)
-    p.set_defaults(func=cmd_agents_token)
+    end_command(p, cmd_agents_token)
 
 
 def _add_models_commands(sub) -> None:
@@ -567,13 +558,9 @@ def _add_models_commands(sub) -> None:
         dest="models_command", required=True, metavar="SUBCOMMAND")
     p = models.add_parser("add", help="upload .onnx / .tflite files (content-addressed by sha256)")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--json", action="store_true")
-    _caller_flags(p)
-    p.set_defaults(func=cmd_models_add)
+    end_command(p, cmd_models_add)
     p = models.add_parser("list", help="list uploaded models")
-    p.add_argument("--json", action="store_true")
-    _caller_flags(p)
-    p.set_defaults(func=cmd_models_list)
+    end_command(p, cmd_models_list)
     p = models.add_parser(
         "rm", help="remove an uploaded model (its measurements stay)",
         description="Remove an uploaded model: its file on the controller and its entry in the model list. Its "
@@ -584,9 +571,7 @@ def _add_models_commands(sub) -> None:
     p.add_argument("model", metavar="SHA_OR_NAME", help="sha256, a unique sha256 prefix, or the model's name")
     p.add_argument("--force", action="store_true",
                    help="drop the model's pending jobs instead of refusing (running jobs still refuse)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    _caller_flags(p)
-    p.set_defaults(func=cmd_models_rm)
+    end_command(p, cmd_models_rm)
 
 
 def _add_sweep_commands(sub) -> None:
@@ -602,31 +587,25 @@ def _add_sweep_commands(sub) -> None:
     p.add_argument("--wait", action="store_true", help="follow progress (a bar) until the sweep ends")
     p.add_argument("--watch", action="store_true",
                    help="follow live progress per platform (done, running, failed, remaining, ETA) until it ends")
-    p.add_argument("--json", action="store_true")
-    _caller_flags(p)
-    p.set_defaults(func=cmd_sweep_submit)
+    end_command(p, cmd_sweep_submit)
     p = sweep.add_parser("status", help="progress of one sweep, per platform")
     p.add_argument("sweep_id")
     p.add_argument("--wait", action="store_true", help="follow progress (a bar) until the sweep ends")
     p.add_argument("--watch", action="store_true", help="follow live progress per platform until the sweep ends")
-    p.add_argument("--json", action="store_true")
-    _caller_flags(p)
-    p.set_defaults(func=cmd_sweep_status)
+    end_command(p, cmd_sweep_status)
     p = sweep.add_parser("list", help="sweeps, newest first, with their progress",
                          description="Sweeps, newest first, with their progress (the drift canary's per-platform "
                                      "reference sweeps included, named reference:PLATFORM).")
     p.add_argument("--state", action="extend", nargs="+", default=[], metavar="STATE",
                    help="only sweeps in these states: running, paused, cancelled, done (repeatable)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    _caller_flags(p)
-    p.set_defaults(func=cmd_sweep_list)
+    end_command(p, cmd_sweep_list)
     for verb, help_ in (("cancel", "drop a sweep's pending jobs (running ones finish and are kept)"),
                         ("pause", "start no new job of this sweep until it is resumed"),
                         ("resume", "let a paused sweep continue")):
         p = sweep.add_parser(verb, help=help_, description=help_)
         p.add_argument("sweep_id")
         p.add_argument("--json", action="store_true")
-        _caller_flags(p)
+        caller_flags(p)
         p.set_defaults(func=cmd_sweep_control, verb=verb)
 
 
@@ -639,7 +618,7 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="same as --format json")
     p.add_argument("--out", default=None, metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument("--samples", action="store_true", help="include every latency sample (json, parquet)")
-    _caller_flags(p)
+    caller_flags(p)
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("import", help="import measurements made elsewhere from a CSV file",
@@ -649,9 +628,7 @@ def _add_data_commands(sub) -> None:
                                    "family. Every row is checked first; one bad row imports nothing, and the "
                                    "report names each bad line. Importing the same file again adds nothing.")
     p.add_argument("file", metavar="FILE.csv")
-    p.add_argument("--json", action="store_true")
-    _caller_flags(p)
-    p.set_defaults(func=cmd_import)
+    end_command(p, cmd_import)
 
 
 def _add_demo_command(sub) -> None:
@@ -680,7 +657,7 @@ def _add_report_command(sub) -> None:
     p.add_argument("--platform", action="extend", nargs="+", default=None, metavar="P",
                    help="only these platform ids (or unique prefixes); repeatable (default: the sweep's, or all)")
     p.add_argument("--out", required=True, metavar="report.html", help="the HTML file to write")
-    _caller_flags(p)
+    caller_flags(p)
     p.set_defaults(func=cmd_report)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from fleetmeter._cli_common import client_from_args as _client
-from fleetmeter._cli_common import noise_ceiling_dict
+from fleetmeter._cli_common import end_command, noise_ceiling_dict
 from fleetmeter._cli_common import print_json as _print_json
 
 #: = fleetmeter.modeler.dataset.TARGETS (a test keeps them equal; not imported: the modeler pulls in numpy).
@@ -229,15 +229,7 @@ def cmd_predictors_pin(args) -> int:
 
 
 # ------------------------------------------------------------------ parser
-def _end_command(p: Any, caller_flags: Any, func: Any,
-                 json_help: Optional[str] = "machine-readable output") -> None:
-    """What every command here ends with: --json, the caller's connection flags, its handler."""
-    p.add_argument("--json", action="store_true", help=json_help)
-    caller_flags(p)
-    p.set_defaults(func=func)
-
-
-def add_predictor_commands(sub: Any, caller_flags) -> None:
+def add_predictor_commands(sub: Any) -> None:
     """Add ``train``, ``eval``, ``predict`` and ``predictors`` to the ``fleetmeter`` subparsers."""
     from fleetmeter.agent.cli import parse_shape  # --shape as `fleetmeter-agent bench` takes it (stdlib only)
 
@@ -256,7 +248,7 @@ def add_predictor_commands(sub: Any, caller_flags) -> None:
                    help="skip the leave-one-family-out evaluation (faster)")
     p.add_argument("--min-samples", type=int, default=0,
                    help="fewest measured models to train a (platform, target) (default: 10)")
-    _end_command(p, caller_flags, cmd_train, "print the results (with all metrics) as JSON")
+    end_command(p, cmd_train, "print the results (with all metrics) as JSON")
 
     p = sub.add_parser(
         "eval", help="held-out accuracy of the serving predictors and the baselines, side by side",
@@ -271,7 +263,7 @@ def add_predictor_commands(sub: Any, caller_flags) -> None:
                    help="random 80/20, or leave-one-family-out (default: %(default)s)")
     p.add_argument("--platform", action="append", metavar="P", help="only this platform (prefix); repeatable")
     p.add_argument("--target", action="append", choices=TARGETS, help="only this target; repeatable")
-    _end_command(p, caller_flags, cmd_eval)
+    end_command(p, cmd_eval)
 
     p = sub.add_parser(
         "predict", help="predict what a model costs on each platform, without running it",
@@ -289,14 +281,14 @@ def add_predictor_commands(sub: Any, caller_flags) -> None:
     p.add_argument("--platform", action="append", metavar="P", help="platform id (or unique prefix); repeatable")
     p.add_argument("--target", action="append", choices=TARGETS,
                    help="latency_ms (default), energy_mj or peak_rss_bytes; repeatable")
-    _end_command(p, caller_flags, cmd_predict)
+    end_command(p, cmd_predict)
 
     predictors = sub.add_parser("predictors", help="list trained predictors; pin a version").add_subparsers(
         dest="predictors_command", required=True, metavar="SUBCOMMAND")
     p = predictors.add_parser("list", help="serving version, all versions, pin and metrics per predictor")
     p.add_argument("--platform", action="append", metavar="P")
     p.add_argument("--target", action="append", choices=TARGETS)
-    _end_command(p, caller_flags, cmd_predictors_list, None)
+    end_command(p, cmd_predictors_list, None)
     for verb, help_ in (("pin", "serve this version of (platform, target) until unpinned"),
                         ("unpin", "serve the latest version of (platform, target) again")):
         p = predictors.add_parser(verb, help=help_, description=help_)
@@ -304,4 +296,4 @@ def add_predictor_commands(sub: Any, caller_flags) -> None:
         p.add_argument("target", choices=TARGETS)
         if verb == "pin":
             p.add_argument("version", type=int)
-        _end_command(p, caller_flags, cmd_predictors_pin, None)
+        end_command(p, cmd_predictors_pin, None)

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from fleetmeter import cli, predict_cli
+from fleetmeter import cli, frames, predict_cli
 from fleetmeter.errors import InvalidArgument
 from fleetmeter.sweepspec import add_sweep_arguments, load_sweep_file, spec_from_args
 from fleetmeter.v1 import common_pb2, fleet_pb2, predictor_pb2
@@ -96,7 +96,7 @@ def test_result_rows_carry_sessions_spread_interference_flags_and_kind():
     single = _measurement(measurement_id="m2", session_spread=0.0)
     single.sessions.add(index=0, median_ms=2.0, accepted=True)
     old = _measurement(measurement_id="m3")
-    rows = cli.result_rows([m, single, old], [fleet_pb2.Model(sha256="ab" * 32, name="net")])
+    rows = frames.result_rows([m, single, old], [fleet_pb2.Model(sha256="ab" * 32, name="net")])
     r, s, o = rows
     assert (r["sessions"], r["sessions_run"], r["session_spread"], r["flags"], r["job_kind"]) == \
         (2, 3, 0.03, ["unstable"], "repeat_sample"), "sessions counts what the reading aggregates, not re-runs"
