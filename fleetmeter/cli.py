@@ -47,7 +47,7 @@ def cmd_controller(args) -> int:
         fleet=FleetConfig(lease_timeout_s=args.lease_timeout_s, heartbeat_interval_s=args.heartbeat_s,
                           restart_grace_s=args.restart_grace_s, reference_interval_s=args.reference_interval_s,
                           max_job_s=args.max_job_s, max_jobs_per_sweep=args.max_sweep_jobs),
-        nice=args.nice, ray_node_ip=args.ray_node_ip, read_path=args.read_path)
+        nice=args.nice, ray_node_ip=args.ray_node_ip)
     return run_controller(config)
 
 
@@ -504,10 +504,6 @@ def _add_controller_command(sub) -> None:
                    help="lower the priority of the controller and its local Ray by N (0-19; default: "
                         "%(default)s), so that on a host shared with agents it yields the CPU to their "
                         "measurements; 0 keeps the normal priority")
-    p.add_argument("--read-path", choices=("store", "actor"), default="store",
-                   help="where listings and sweep progress are read: store (the store and a snapshot of the "
-                        "agents' live state, never queued behind the scheduler; default) or actor (through the "
-                        "scheduler's actor, the old path; for comparisons)")
     p.set_defaults(func=cmd_controller)
 
 
