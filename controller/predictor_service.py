@@ -430,9 +430,17 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         for pid in chosen or ():
             by_platform.setdefault(pid, [])
         if not by_platform:
-            raise FailedPrecondition("nothing to train on: no successful measurements"
-                                     + (f" on {', '.join(chosen)}" if chosen else "")
-                                     + " (run a sweep, or `fleetmeter import` measurements first)")
+            where = f" on {', '.join(chosen)}" if chosen else ""
+            disturbed = sum(1 for m in measurements
+                            if not m.get("failure_kind") and "disturbed" in (m.get("flags") or ())
+                            and (not chosen or m.get("platform_id") in chosen))
+            if disturbed:
+                raise FailedPrecondition(
+                    f"nothing to train on{where}: all {disturbed} successful reading(s) were flagged 'disturbed' "
+                    "(the device was busy while measuring, see docs/measurement.md): measure again on a quiet "
+                    "device, or widen the sweep's reading limits")
+            raise FailedPrecondition(f"nothing to train on: no successful measurements{where}"
+                                     " (run a sweep, or `fleetmeter import` measurements first)")
         return samples, by_platform, kernel_samples
 
     def close(self) -> None:

@@ -227,3 +227,16 @@ def json_cell(value):
 
 
 __all__ += ["json_cell"]
+
+
+def open_guard_reading():
+    """Reading settings with the interference guard's limits wide open, for tests of something else (training,
+    the report): on a busy test host every window would be flagged "disturbed" (re-run, and kept out of
+    training). The guard itself is tested with its real limits (test_interference_e2e, test_readings_e2e)."""
+    from fleetmeter.v1 import common_pb2
+
+    return common_pb2.ReadingSettings(sessions=2, max_other_cpu_cores=1e6, max_steal_share=1.0,
+                                      max_probe_slowdown=1e6, max_speed_wait_s=0.0, max_session_spread=1e6)
+
+
+__all__ += ["open_guard_reading"]

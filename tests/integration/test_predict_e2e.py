@@ -23,7 +23,7 @@ from fleetmeter.modeler.zoo.families import SMALL_FIXED, derive_seed, get_family
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402
 from fleetmeter.v1 import common_pb2, fleet_pb2  # noqa: E402
 
-from _support import e2e_fleet  # noqa: E402  (tests/ is on sys.path)
+from _support import e2e_fleet, open_guard_reading  # noqa: E402  (tests/ is on sys.path)
 
 FAMILIES = ("resnet", "mobilenetv2", "vgg")
 PER_FAMILY = 8
@@ -63,7 +63,7 @@ def measured(fleet, tmp_path_factory):
         ort, lite = devices["ort"].platform_ids[0], devices["lite"].platform_ids[0]
         sweep = c.submit_sweep(fleet_pb2.SweepSpec(
             models=shas, platforms=fleet_pb2.PlatformSelector(platform_ids=[ort]), settings=SETTINGS,
-            profile_operators=True, repeat_sample=-1))
+            profile_operators=True, repeat_sample=-1, reading=open_guard_reading()))  # tests training, not the guard
         for _ in c.watch_sweep(sweep.sweep_id, timeout_s=300):
             pass
         done = c.get_sweep(sweep.sweep_id).progress

@@ -32,7 +32,7 @@ from fleetmeter.modeler.zoo.tflite_emit import build_tflite  # noqa: E402
 from fleetmeter.report import outside_references  # noqa: E402
 from fleetmeter.v1 import common_pb2, fleet_pb2  # noqa: E402
 
-from _support import e2e_fleet  # noqa: E402  (tests/ is on sys.path)
+from _support import e2e_fleet, open_guard_reading  # noqa: E402  (tests/ is on sys.path)
 
 #: A real sweep and a training run on a shared 2-core host can outlast the suite's 300 s default.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -40,10 +40,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 SETTINGS = common_pb2.BenchSettings(warmup_runs=2, min_runs=5, min_duration_ms=40, max_duration_ms=1500)
-#: This module tests the page, not the interference guard: on a busy test host every window would be flagged
-#: "disturbed" (and re-run, and kept out of training), so the guard's limits are wide open here.
-READING = common_pb2.ReadingSettings(sessions=2, max_other_cpu_cores=1e6, max_steal_share=1.0,
-                                     max_probe_slowdown=1e6, max_speed_wait_s=0.0, max_session_spread=1e6)
+#: This module tests the page, not the interference guard: its limits are wide open here.
+READING = open_guard_reading()
 FAMILIES = ("resnet", "mobilenetv2", "vgg")
 PER_FAMILY = 4
 #: A pixel is "coloured" when its channels differ by more than this (grey text, axes and grid do not).
