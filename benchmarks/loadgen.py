@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,8 +41,8 @@ import _common  # noqa: E402
 HARDWARE = {"arch": "x86_64", "cpu_model": "Loadgen CPU", "cpu_cores_logical": 4, "memory_gib": 8}
 
 
-def _tree_rss_bytes(pid: int) -> int:
-    """RSS of a process and all its descendants (the controller plus its Ray processes)."""
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants (the controller plus its Ray processes)."""
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -50,10 +51,18 @@ def _tree_rss_bytes(pid: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(d.name))
-    total, todo = 0, [pid]
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
+        out.append(p)
         todo += children.get(p, [])
+    return out
+
+
+def _tree_rss_bytes(pid: int) -> int:
+    """RSS of a process and all its descendants."""
+    total = 0
+    for p in tree_pids(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -61,6 +70,19 @@ def _tree_rss_bytes(pid: int) -> int:
         except OSError:
             pass
     return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its living descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
 
 
 class Stats:
@@ -133,17 +155,91 @@ async def fake_agent(i: int, channel: grpc.aio.Channel, token: str, run_id: str,
         await out.put(None)
 
 
+def start_agents(address: str, token: str, agents: int, per_channel: int, run_id: str, stats: Stats,
+                 stop: asyncio.Event, heartbeat_s: float) -> tuple[list, list]:
+    """``agents`` fake agents on channels of ``per_channel`` each: ``(tasks, channels)`` for :func:`stop_agents`."""
+    channels = [grpc.aio.insecure_channel(address, options=_net.CHANNEL_OPTIONS)
+                for _ in range((agents + per_channel - 1) // per_channel)]
+    tasks = [asyncio.create_task(fake_agent(i, channels[i // per_channel], token, run_id, stats, stop, heartbeat_s))
+             for i in range(agents)]
+    return tasks, channels
+
+
+async def stop_agents(stop: asyncio.Event, tasks: list, channels: list) -> None:
+    stop.set()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for ch in channels:
+        await ch.close()
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def cpu_by_process(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the controller's process tree, by process (Ray names its workers ``ray::NAME``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = "controller" if p == pid else Path(_process_name(p)).name[:40] or str(p)
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def start_profiles(pid: int, seconds: float, out_dir: Path) -> list:
+    """py-spy on the controller process and the fleet actor for ``seconds`` (raw collapsed stacks)."""
+    targets = {"controller": pid}
+    targets.update({"fleet_actor": p for p in tree_pids(pid) if _process_name(p).startswith("ray::Fleet")})
+    procs = []
+    for name, p in targets.items():
+        path = out_dir / f"pyspy-{name}.txt"
+        procs.append((name, path, subprocess.Popen(
+            ["py-spy", "record", "--nonblocking", "-r", "50", "-d", str(int(seconds)), "-f", "raw", "-o", str(path),
+             "-p", str(p)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    return procs
+
+
+def summarize_profiles(procs: list, top: int = 12) -> dict:
+    """Each profile's busiest functions: share of samples a function is on the stack (inclusive) and at the
+    top of it (self)."""
+    out = {}
+    for name, path, proc in procs:
+        proc.wait(timeout=120)
+        inclusive: dict[str, int] = {}
+        own: dict[str, int] = {}
+        total = 0
+        for line in path.read_text().splitlines() if path.exists() else ():
+            stack, _, count = line.rpartition(" ")
+            frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].split(":")[0].rstrip(")") for f in stack.split(";")]
+            n = int(count)
+            total += n
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+            for f in set(frames):
+                inclusive[f] = inclusive.get(f, 0) + n
+        share = (lambda d: [(f, round(100 * c / total, 1)) for f, c in
+                            sorted(d.items(), key=lambda kv: -kv[1])[:top]]) if total else (lambda d: [])
+        out[name] = {"samples": total, "self_pct": share(own), "inclusive_pct": share(inclusive)}
+    return out
+
+
 async def drive(fleet: LocalFleet, agents: int, jobs: int, heartbeat_s: float, per_channel: int,
-                connect_timeout_s: float) -> dict:
+                connect_timeout_s: float, profile_s: float = 0.0, profile_dir: Path = Path(".")) -> dict:
     run_id = secrets.token_hex(3)
     stats, stop = Stats(), asyncio.Event()
     controller_pid = fleet.controller.popen.pid
     rss_before = _tree_rss_bytes(controller_pid)
-    channels = [grpc.aio.insecure_channel(fleet.address, options=_net.CHANNEL_OPTIONS)
-                for _ in range((agents + per_channel - 1) // per_channel)]
     t0 = time.perf_counter()
-    tasks = [asyncio.create_task(fake_agent(i, channels[i // per_channel], fleet.agent_token, run_id, stats, stop,
-                                            heartbeat_s)) for i in range(agents)]
+    tasks, channels = start_agents(fleet.address, fleet.agent_token, agents, per_channel, run_id, stats, stop,
+                                   heartbeat_s)
     deadline = time.perf_counter() + connect_timeout_s
     while stats.connected < agents and time.perf_counter() < deadline:
         await asyncio.sleep(0.2)
@@ -165,6 +261,8 @@ async def drive(fleet: LocalFleet, agents: int, jobs: int, heartbeat_s: float, p
     stats.sweep_submitted = time.perf_counter()
     sweep_id = await loop.run_in_executor(None, submit)
     t_sweep = time.perf_counter()
+    cpu_before, own_before = cpu_by_process(controller_pid), sum(os.times()[:2])
+    profiles = start_profiles(controller_pid, profile_s, profile_dir) if profile_s else []
 
     def wait_done():
         with fleet.client() as c:
@@ -174,12 +272,9 @@ async def drive(fleet: LocalFleet, agents: int, jobs: int, heartbeat_s: float, p
 
     progress = await loop.run_in_executor(None, wait_done)
     sweep_s = time.perf_counter() - t_sweep
-    stop.set()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for ch in channels:
-        await ch.close()
+    cpu_after, own_after = cpu_by_process(controller_pid), sum(os.times()[:2])
+    await stop_agents(stop, tasks, channels)
+    cpu_cores = {name: round((cpu_after[name] - cpu_before.get(name, 0.0)) / sweep_s, 2) for name in cpu_after}
     lat = sorted(stats.free_to_assigned_ms)
 
     def pct(q):
@@ -193,6 +288,10 @@ async def drive(fleet: LocalFleet, agents: int, jobs: int, heartbeat_s: float, p
                                 "mean": statistics.fmean(lat) if lat else None, "n": len(lat)},
         "controller_rss_mb": {"before": round(rss_before / 2**20, 1), "connected": round(rss_connected / 2**20, 1)},
         "controller_kb_per_agent": round((rss_connected - rss_before) / 1024 / max(held, 1), 1),
+        "controller_cores_during_sweep": dict(sorted(cpu_cores.items(), key=lambda kv: -kv[1])),
+        "controller_cores_total": round(sum(cpu_cores.values()), 2),
+        "loadgen_cores": round((own_after - own_before) / sweep_s, 2),
+        "profiles": summarize_profiles(profiles),
         "errors": stats.errors[:5], "error_count": len(stats.errors),
     }
 
@@ -204,18 +303,21 @@ def main(argv=None) -> int:
     parser.add_argument("--heartbeat-s", type=float, default=2.0)
     parser.add_argument("--agents-per-channel", type=int, default=100)
     parser.add_argument("--connect-timeout-s", type=float, default=120.0)
+    parser.add_argument("--profile-s", type=float, default=0.0,
+                        help="py-spy the controller and the fleet actor this long from the sweep's start")
     parser.add_argument("--quick", action="store_true", help="50 agents, 500 jobs")
     parser.add_argument("--out", default=str(Path(__file__).parent / "out" / "loadgen.json"))
     args = parser.parse_args(argv)
     if args.quick:
         args.agents, args.jobs = 50, 500
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fleetmeter-loadgen-") as tmp:
         fleet = LocalFleet(tmp, agent_token=secrets.token_hex(8), api_token=secrets.token_hex(8),
                            heartbeat_s=args.heartbeat_s, lease_timeout_s=max(30.0, 4 * args.heartbeat_s))
         try:
             fleet.start_controller()
             report = asyncio.run(drive(fleet, args.agents, args.jobs, args.heartbeat_s, args.agents_per_channel,
-                                       args.connect_timeout_s))
+                                       args.connect_timeout_s, args.profile_s, Path(args.out).parent))
         finally:
             fleet.close()
     report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}

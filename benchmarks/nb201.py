@@ -32,16 +32,13 @@ held-out networks are drawn at random from the rest (``0``: all of them).
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import json
 import multiprocessing
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -50,96 +47,13 @@ from _common import OUT_DIR, add_out_dir_argument, machine_info, table, write_js
 import numpy as np  # noqa: E402
 
 from fleetmeter.modeler.metrics import acc_within, mape, spearman  # noqa: E402
-from fleetmeter.modeler.zoo.fam_nasbench201 import EDGES, OPS, index_of_arch, parse_arch  # noqa: E402
+from fleetmeter.modeler.zoo.fam_nasbench201 import OPS, index_of_arch, parse_arch  # noqa: E402
 
-META_COLUMNS = ("arch_idx", "arch_str", "accuracy_cifar100")
-FAMILY = "nasbench201"
-
-
-def connected(arch: str) -> bool:
-    """Whether some path of non-``none`` edges leads from the cell's input to its output."""
-    reach = {0}
-    for (i, j), op in zip(EDGES, parse_arch(arch)):
-        if op != "none" and i in reach:
-            reach.add(j)
-    return 3 in reach
+from _nb201_data import build_models, connected, import_samples, read_table, samples_for  # noqa: E402
 
 
 def one_hot(arch: str) -> List[float]:
     return [1.0 if op == o else 0.0 for op in parse_arch(arch) for o in OPS]
-
-
-def read_table(path: Path) -> Tuple[List[Dict[str, str]], List[str]]:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "arch_str" not in rows[0]:
-        raise SystemExit(f"{path}: not an NB201 latency table (no arch_str column)")
-    devices = [c for c in rows[0] if c not in META_COLUMNS]
-    return rows, devices
-
-
-def _build(args: Tuple[List[int], str]) -> int:
-    from fleetmeter.modeler.zoo.build import build_zoo
-
-    indices, out = args
-    pinned = [(f"nasbench201-arch{i:05d}", {"arch_index": i}) for i in indices]
-    return len(build_zoo(FAMILY, 0, 0, "onnx", out, pinned=pinned))
-
-
-def build_models(indices: Sequence[int], models_dir: Path, workers: int) -> None:
-    """Build the ONNX file of every index not yet in ``models_dir``."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    missing = [i for i in indices if not (models_dir / f"nasbench201-arch{i:05d}.onnx").is_file()]
-    if not missing:
-        return
-    t0 = time.monotonic()
-    chunks = [missing[k:k + 50] for k in range(0, len(missing), 50)]
-    # One index.json per worker folder would race: each chunk builds into a private folder, then moves files.
-    with tempfile.TemporaryDirectory(dir=models_dir) as scratch, multiprocessing.Pool(workers) as pool:
-        jobs = [(chunk, str(Path(scratch) / f"c{n}")) for n, chunk in enumerate(chunks)]
-        done = 0
-        for built in pool.imap_unordered(_build, jobs):
-            done += built
-            print(f"  built {done}/{len(missing)} NB201 networks ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
-        for path in Path(scratch).glob("c*/*.onnx"):
-            path.replace(models_dir / path.name)
-
-
-def model_stem(row: Dict[str, str]) -> str:
-    return f"nasbench201-arch{index_of_arch(row['arch_str']):05d}"
-
-
-def import_samples(device: str, rows: Sequence[Dict[str, str]], models_dir: Path) -> Dict[str, Any]:
-    """The rows of one device through ``fleetmeter import``'s CSV format and loader, by file stem.
-
-    Reading and hashing every file once is the slow part; other devices reuse
-    these samples' features with their own latencies (:func:`samples_for`).
-    """
-    from fleetmeter.modeler.dataset import load_csv
-
-    with tempfile.NamedTemporaryFile("w", suffix=".csv", dir=models_dir, delete=False, newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["model", "platform", "latency_ms", "family"])
-        for row in rows:
-            writer.writerow([model_stem(row) + ".onnx", device, row[device], FAMILY])
-        csv_path = Path(fh.name)
-    try:
-        return {s.model_name: s for s in load_csv(csv_path)}
-    finally:
-        csv_path.unlink()
-
-
-def samples_for(device: str, rows: Sequence[Dict[str, str]], imported: Dict[str, Any]) -> List[Any]:
-    """One sample per row (in row order): the imported features, this device's latency."""
-    import dataclasses
-
-    out = []
-    for row in rows:
-        value = float(row[device])
-        out.append(dataclasses.replace(imported[model_stem(row)], platform_id=device,
-                                       values={"latency_ms": value}, repeats={"latency_ms": (value,)}))
-    return out
 
 
 def scores(pred: np.ndarray, true: np.ndarray) -> Dict[str, float]:

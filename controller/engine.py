@@ -43,6 +43,7 @@ import signal
 import sys
 import tempfile
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -135,6 +136,8 @@ class RayEngine:
         self._temp_dir: Optional[Path] = None      # Ray's temp dir for this start (None: Ray's default)
         self._fallback: Optional[Path] = None      # a private temp dir made because temp_root was too long
         self._made_temp_dir = False                # temp_root did not exist before
+        #: Ray node id -> how many :meth:`map` tasks ran there (also logged after each map).
+        self.task_nodes: Counter = Counter()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -292,16 +295,43 @@ class RayEngine:
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     async def map(self, fn: Callable, items: Sequence[Any]) -> list[Any]:
-        """Run ``fn(item)`` for every item as Ray tasks; results in order."""
+        """Run ``fn(item)`` for every item as Ray tasks; results in order. ``fn``, ``item`` and the result travel
+        through Ray's object store (never a path: the task may run on another machine); a task whose node dies is
+        retried once on another node, then its error is raised. Where each task ran is counted in
+        :attr:`task_nodes` and logged (at INFO when a node other than this process's took part)."""
         import ray
 
         self._check_open()
-        remote = ray.remote(fn).options(max_retries=1)
-        refs = [remote.remote(item) for item in items]
+        if not items:
+            return []
+        remote = ray.remote(_on_node).options(max_retries=1)
+        refs = [remote.remote(fn, item) for item in items]
         try:
-            return list(await asyncio.gather(*refs))
+            done = list(await asyncio.gather(*refs))
+        except _lost_task_errors(ray) as exc:
+            raise Unavailable(f"a Ray task of {getattr(fn, '__name__', fn)} was lost twice ({type(exc).__name__}): "
+                              "a node or worker of the Ray cluster died; run it again") from exc
         except Exception as exc:  # noqa: BLE001
             raise _unwrap(exc) from None
+        ran_on = Counter(node for node, _ in done)
+        self.task_nodes.update(ran_on)
+        here = set(ran_on) == {ray.get_runtime_context().get_node_id()}  # INFO only where another node took part
+        log.log(logging.DEBUG if here else logging.INFO, "%d Ray task(s) of %s ran on node(s) %s", len(done),
+                getattr(fn, "__name__", fn), ", ".join(f"{node}({n})" for node, n in sorted(ran_on.items())))
+        return [result for _, result in done]
+
+
+def _lost_task_errors(ray: Any) -> tuple:
+    """Ray's errors for a task lost with its node or worker process (not an error of the task itself)."""
+    names = ("NodeDiedError", "WorkerCrashedError", "ObjectLostError", "OwnerDiedError", "LocalRayletDiedError")
+    return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
+
+
+def _on_node(fn: Callable, item: Any) -> tuple:
+    """``(id of the Ray node this task runs on, fn(item))``: what :meth:`RayEngine.map` logs as where it ran."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id(), fn(item)
 
 
 class LocalActorRef(ActorRef):

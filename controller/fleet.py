@@ -290,19 +290,20 @@ class Fleet:
         self.store.extend_leases(extend, now + self.config.lease_timeout_s, self.config.max_job_s)
         return unknown
 
-    def _held(self) -> dict[str, str]:
+    def _held(self, holders: Optional[dict[str, str]] = None) -> dict[str, str]:
         """agent_id → the job it holds. The store's leases are the one record of who holds which job; the
-        gateway and this table derive from them."""
-        return {j["agent_id"]: j["job_id"] for j in self.store.leased_jobs() if j["agent_id"]}
+        gateway and this table derive from them. ``holders``: ``store.lease_holders()`` already read."""
+        return {a: j for a, j in (self.store.lease_holders() if holders is None else holders).items() if a}
 
     def current_job(self, agent_id: AgentId) -> Optional[str]:
         return self._held().get(agent_id)
 
     # ------------------------------------------------------------ scheduling
-    def _busy_hosts(self) -> set[str]:
+    def _busy_hosts(self, holders: Optional[dict[str, str]] = None) -> set[str]:
         """Hosts with an open lease. A host-mate that lost its stream (or has not reconnected since a
         controller restart) may still be measuring: its lease keeps the host busy."""
-        return {self.host_of.get(j["agent_id"] or "", "") for j in self.store.leased_jobs()}
+        return {self.host_of.get(agent_id, "") for agent_id in
+                (self.store.lease_holders() if holders is None else holders)}
 
     def schedule_references(self) -> list[str]:
         """Add the drift canary's due reference jobs for the platforms that have a connected agent."""
@@ -327,11 +328,15 @@ class Fleet:
         """Lease jobs for many idle agents in one call (the gateway's dispatcher); longest idle first.
         An agent gets nothing when it is busy, its host is busy, there is nothing to do, or it is a
         host-mate's turn; ids the fleet does not know are skipped."""
-        busy = self._busy_hosts()
-        held = self._held()
+        holders = self.store.lease_holders()
+        busy = self._busy_hosts(holders)
+        held = self._held(holders)
         cache: dict = {}
         out = []
-        candidates = [self.agents[a] for a in agent_ids if a in self.agents]
+        # Agents holding a lease or on a busy host get nothing: left out before sorting (with thousands of busy
+        # agents offered every round, walking them was most of a round, docs/benchmarks.md §16).
+        candidates = [agent for agent in (self.agents.get(a) for a in agent_ids)
+                      if agent is not None and agent.agent_id not in held and agent.host_id not in busy]
         self.schedule_references()
         with self.store.transaction():
             for agent in sorted(candidates, key=lambda a: (a.idle_since_unix, a.agent_id)):
@@ -351,9 +356,17 @@ class Fleet:
                  if a.connected and a.suspended_until_unix <= now]
         if any(a.agent_id in held for a in mates):
             return None
-        idle_platforms = {pid for a in mates for pid in a.platform_ids}
-        job = self.store.next_pending_job(sorted(idle_platforms), agent.agent_id)
+        idle_platforms = sorted({pid for a in mates for pid in a.platform_ids})
+        # Within one assign call jobs only leave "pending": once nothing is pending for these platforms, the
+        # other idle agents that serve them need no query (with 10,000 agents and fewer pending jobs than idle
+        # agents, two queries per idle agent per round were most of a round's time).
+        exhausted = ("no_pending", tuple(idle_platforms))
+        if exhausted in cache:
+            return None
+        job = self.store.next_pending_job(idle_platforms, agent.agent_id)
         if job is None:
+            if self.store.next_pending_job(idle_platforms) is None:
+                cache[exhausted] = True
             return None
         if job["platform_id"] not in agent.platform_ids:
             return None  # the best job on this host belongs to a host-mate's platform: its turn

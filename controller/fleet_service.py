@@ -1,14 +1,16 @@
 """``FleetService``: the caller-facing front door (operators, scripts, the CLI).
 
 Thin: every method parses the request, calls the fleet actor (or a Ray task
-for CPU work) and converts the answer. Errors are fleetmeter exceptions,
-mapped to status codes by the boundary interceptor.
+for CPU work) and converts the answer; listings and progress are read from the
+store and the fleet's live snapshot instead (``readside.py``), so that they do not
+queue behind the actor's writes. Errors are fleetmeter exceptions, mapped to
+status codes by the boundary interceptor.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, BinaryIO
+from typing import AsyncIterator, BinaryIO, Optional
 
 from fleetmeter.blobs import BlobStore, is_sha256
 from fleetmeter.errors import FailedPrecondition, InvalidArgument
@@ -21,6 +23,7 @@ from .engine import ActorRef
 from .gateway import Notifier
 from . import limits
 from .inspect_model import inspect_model_file
+from .readside import ReadSide
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,12 @@ WATCH_POLL_S = 2.0
 
 
 class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
-    def __init__(self, fleet: ActorRef, blobs: BlobStore, notifier: Notifier, engine, gateway=None) -> None:
+    def __init__(self, fleet: ActorRef, blobs: BlobStore, notifier: Notifier, engine, gateway=None,
+                 reads: Optional[ReadSide] = None) -> None:
         self.fleet = fleet
+        # Listings and progress: from the store and the fleet's live snapshot (readside.py), never queued behind
+        # the fleet actor's writes; None: through the actor (the old path, kept for comparison).
+        self.reads = reads
         self.blobs = blobs
         self.notifier = notifier
         self.engine = engine
@@ -39,11 +46,20 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
         # removal deleting both), so that neither is left without the other.
         self._model_files = asyncio.Lock()
 
+    def _wrote(self) -> None:
+        """A write of this caller finished: its next read must see it (readside.py)."""
+        if self.reads is not None:
+            self.reads.wrote()
+
     async def ListDevices(self, request, context):
+        if self.reads is not None:
+            return await self.reads.list_devices()
         devices = await self.fleet.call("list_devices")
         return fleet_pb2.ListDevicesResponse(devices=[device_to_proto(d) for d in devices])
 
     async def ListPlatforms(self, request, context):
+        if self.reads is not None:
+            return await self.reads.list_platforms()
         platforms = await self.fleet.call("list_platforms")
         return fleet_pb2.ListPlatformsResponse(platforms=[platform_to_proto(p) for p in platforms])
 
@@ -71,12 +87,15 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
                 if not self.blobs.has(sha256):
                     self.blobs.adopt_hashed(staged, sha256)
                 stored, already = await self.fleet.call("add_model", model)
+                self._wrote()
         finally:
             staged.unlink(missing_ok=True)
         log.info("model %s (%s, %d bytes) %s", name, sha256[:12], size, "already present" if already else "added")
         return fleet_pb2.UploadModelResponse(model=model_to_proto(stored), already_present=already)
 
     async def ListModels(self, request, context):
+        if self.reads is not None:
+            return await self.reads.list_models()
         models = await self.fleet.call("list_models")
         return fleet_pb2.ListModelsResponse(models=[model_to_proto(m) for m in models])
 
@@ -84,6 +103,7 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
         """The fleet removes the row (or says why not), then the file goes."""
         async with self._model_files:
             result = await self.fleet.call("delete_model", request.model, request.force)
+            self._wrote()
             sha256 = result["model"]["sha256"]
             if not self.blobs.remove(sha256):
                 log.warning("model %s had no file in the blob store", sha256[:12])
@@ -94,15 +114,20 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
                                              measurements_kept=result["measurements_kept"])
 
     async def ListSweeps(self, request, context):
+        if self.reads is not None:
+            return await self.reads.list_sweeps(list(request.states))
         sweeps = await self.fleet.call("list_sweeps", list(request.states))
         return fleet_pb2.ListSweepsResponse(sweeps=[sweep_to_proto(s) for s in sweeps])
 
     async def SubmitSweep(self, request, context):
         sweep = await self.fleet.call("submit_sweep", spec_to_dict(request.spec))
+        self._wrote()
         self.notifier.notify()
         return fleet_pb2.SubmitSweepResponse(sweep=sweep_to_proto(sweep))
 
     async def GetSweep(self, request, context):
+        if self.reads is not None:
+            return await self.reads.get_sweep(request.sweep_id)
         sweep = await self.fleet.call("get_sweep", request.sweep_id)
         return fleet_pb2.GetSweepResponse(sweep=sweep_to_proto(sweep))
 
@@ -110,7 +135,8 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
         last = None
         while True:
             event = self.notifier.current()
-            progress = await self.fleet.call("sweep_progress", request.sweep_id)
+            progress = await (self.reads.sweep_progress(request.sweep_id) if self.reads is not None
+                              else self.fleet.call("sweep_progress", request.sweep_id))
             key = tuple(progress[k] for k in ("pending", "leased", "done", "failed", "cancelled", "state"))
             if key != last:
                 last = key
@@ -130,6 +156,7 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
 
     async def _control(self, method: str, sweep_id: str):
         sweep = await self.fleet.call(method, sweep_id)
+        self._wrote()
         self.notifier.notify()
         return fleet_pb2.GetSweepResponse(sweep=sweep_to_proto(sweep))
 
@@ -140,12 +167,14 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
                 for r in request.rows]
         limits.validate_import_rows(rows, source=request.source)
         result = await self.fleet.call("import_measurements", request.source or "import", rows)
+        self._wrote()
         return fleet_pb2.ImportMeasurementsResponse(**result)
 
     async def ListMeasurements(self, request, context):
-        records = await self.fleet.call("list_measurements", sweep_id=request.sweep_id,
-                                        platform_id=request.platform_id, model_sha256=request.model_sha256,
-                                        include_samples=request.include_samples)
+        filters = {"sweep_id": request.sweep_id, "platform_id": request.platform_id,
+                   "model_sha256": request.model_sha256, "include_samples": request.include_samples}
+        records = await (self.reads.list_measurements(**filters) if self.reads is not None
+                         else self.fleet.call("list_measurements", **filters))
         for record in records:
             yield measurement_from_dict(record)
 
@@ -172,6 +201,7 @@ class FleetApi(fleet_pb2_grpc.FleetServiceServicer):
         if self.gateway is not None and request.agent_id in self.gateway.sessions:
             raise FailedPrecondition(f"agent {request.agent_id} is connected: stop it first, then forget it")
         result = await self.fleet.call("forget_device", request.agent_id)
+        self._wrote()
         self.notifier.notify()
         return fleet_pb2.ForgetDeviceResponse(**result)
 

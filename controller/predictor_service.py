@@ -175,6 +175,19 @@ async def _training_progress(job: "asyncio.Future[Any]", queue: asyncio.Queue
         yield predictor_pb2.TrainProgress(stage="training", done=n, total=total)
 
 
+def _extract_task(item: tuple) -> Any:
+    """An engine task: the features of ``(sha256, model bytes, input shapes)``, or None when they do not
+    extract (the loader then reports why)."""
+    from fleetmeter.modeler import features
+
+    sha, data, shapes = item
+    try:
+        return features.extract_features(data, None, input_shapes=dict(shapes))
+    except (FleetmeterError, ValueError):
+        log.debug("model %s does not extract at %s", sha[:12], dict(shapes), exc_info=True)
+        return None
+
+
 class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
     def __init__(self, fleet: ActorRef, blobs: BlobStore, engine: Any, registry_root: Path,
                  *, threads: int = 2) -> None:
@@ -344,6 +357,19 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
             async for message in self._train(request, targets, dataset, registry, train):
                 yield message
 
+    async def PlanAdapt(self, request, context):
+        from .adapt import plan_adapt
+
+        return await plan_adapt(self, request)
+
+    async def Adapt(self, request, context) -> AsyncIterator[predictor_pb2.TrainProgress]:
+        from .adapt import adapt
+
+        dataset, _, registry, _, _ = _modeler()
+        async with self._train_lock:  # one writer of the registry's versions at a time, as for Train
+            async for message in adapt(self, request, dataset, registry):
+                yield message
+
     async def _train(self, request, targets: Sequence[str], dataset, registry, train):
         chosen = await self._chosen_platforms(request.platforms)
         yield predictor_pb2.TrainProgress(stage="loading", message="reading measurements")
@@ -405,6 +431,25 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
             chosen.append(hit)
         return chosen
 
+    async def _extract_on_workers(self, snapshot: _StoreSnapshot, chosen: Optional[List[str]], dataset) -> None:
+        """Extract, as engine tasks, the features training will read and the cache lacks: one task per (model,
+        input shapes), the model's bytes sent to it and its features sent back through the engine (no path: on a
+        cluster the task runs on another node). A model that does not extract there is left to the loader,
+        which skips it with the reason."""
+        shapes_of = {sweep_id: dataset.sweep_input_shapes(inputs)
+                     for sweep_id, inputs in snapshot.sweep_inputs().items()}
+        wanted = {(m["model_sha256"], shapes_of.get(m.get("sweep_id") or "", ()))
+                  for m in snapshot.list_measurements() if dataset.usable_for_training(m)
+                  and (chosen is None or m["platform_id"] in chosen)}
+        missing = sorted(key for key in wanted if self._cached(key[0], dict(key[1])) is None and self.blobs.has(key[0]))
+        if not missing:
+            return
+        _, features, _, _, _ = _modeler()
+        items = [(sha, self.blobs.path(sha).read_bytes(), shapes) for sha, shapes in missing]
+        for (sha, shapes), extracted in zip(missing, await self.engine.map(_extract_task, items)):
+            if extracted is not None:
+                self._remember((sha, features.input_shapes_key(dict(shapes))), extracted)
+
     async def _training_data(self, targets: Sequence[str], chosen: Optional[List[str]], dataset):
         """``(samples, samples by platform, kernel samples by platform)`` read from the fleet's store.
 
@@ -415,6 +460,7 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         models = await self.fleet.call("list_models")
         snapshot = _StoreSnapshot(models, measurements, await self.fleet.call("sweep_inputs"))
         loop = asyncio.get_running_loop()
+        await self._extract_on_workers(snapshot, chosen, dataset)
         shared = _SharedFeatures(self)  # one extraction per model for both loaders and later predictions
         samples = await loop.run_in_executor(None, lambda: dataset.load_from_store(
             snapshot, self.blobs.root, targets, platform_ids=chosen, cache=shared))

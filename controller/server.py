@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from fleetmeter._net import CHANNEL_OPTIONS, TlsFiles
 from fleetmeter.blobs import BlobStore
-from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc, predictor_pb2, predictor_pb2_grpc
+from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2, predictor_pb2, predictor_pb2_grpc
 
 from .fleet_service import FleetApi
 from .engine import RayEngine
@@ -29,6 +29,7 @@ from .identity import AgentDoor, RefusalLog
 from .predictor_service import PredictorApi
 from .reference import build_and_inspect
 from .boundary import BoundaryInterceptor
+from .readside import ReadSide, add_fleet_service, live_snapshot
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 REFERENCE_FORMATS = ("onnx", "tflite")
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+#: Where FleetService's listings are read (ControllerConfig.read_path, --read-path).
+READ_PATHS = ("store", "actor")
 # Callers ping every 20 s (CHANNEL_OPTIONS); gRPC servers by default count pings closer than 5 min on a
 # connection without data as abuse and send GOAWAY "too many pings", which killed long quiet streams (a
 # Train run between two progress messages). Accept them every 10 s, and never end a connection over pings:
@@ -62,10 +65,15 @@ class ControllerConfig:
     # `listen`; a wildcard (0.0.0.0, ::) in either place: Ray's own choice (the routable address; Ray then
     # listens on every interface).
     ray_node_ip: Optional[str] = None
+    # Where listings and progress are read: "store" (the store and the fleet's live snapshot, readside.py:
+    # never queued behind the fleet actor) or "actor" (through the fleet actor, as before; for comparison).
+    read_path: str = "store"
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.nice) <= 19:
             raise ValueError(f"--nice must be 0..19, got {self.nice}")
+        if self.read_path not in READ_PATHS:
+            raise ValueError(f"--read-path must be one of {', '.join(READ_PATHS)}, got {self.read_path!r}")
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
@@ -133,6 +141,10 @@ class FleetActor(Fleet):
     def ping(self) -> bool:
         return True
 
+    def live_agents(self) -> list[tuple]:
+        """The live agent state the read side serves listings with (readside.live_snapshot)."""
+        return live_snapshot(self)
+
 
 class Controller:
     """A running controller. ``await start()``, then ``await wait()`` or ``await stop()``."""
@@ -158,14 +170,18 @@ class Controller:
         door, refusals = AgentDoor(cfg.agent_token), RefusalLog()
         self.gateway = AgentGateway(self.fleet, self.blobs, self.notifier, door, refusals)
         await self.gateway.refresh_door()
-        self.api = FleetApi(self.fleet, self.blobs, self.notifier, self.engine, self.gateway)
+        self.reads = None
+        if cfg.read_path == "store":
+            self.reads = ReadSide(data_dir / STORE_FILE, self.fleet, cfg.fleet)
+            await self.reads.refresh()
+        self.api = FleetApi(self.fleet, self.blobs, self.notifier, self.engine, self.gateway, self.reads)
         self.predictor_api = PredictorApi(self.fleet, self.blobs, self.engine, data_dir / "predictors")
         if cfg.fleet.reference_interval_s > 0:  # before serving: the models are there when the first agent is
             await self._install_reference_models()
         server = grpc.aio.server(interceptors=[BoundaryInterceptor(door, cfg.api_token, refusals)],
                                  options=SERVER_OPTIONS)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.gateway, server)
-        fleet_pb2_grpc.add_FleetServiceServicer_to_server(self.api, server)
+        add_fleet_service(self.api, server)
         predictor_pb2_grpc.add_PredictorServiceServicer_to_server(self.predictor_api, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -197,6 +213,8 @@ class Controller:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._expire_loop()))
         self._tasks.append(asyncio.create_task(self.gateway.run()))
+        if self.reads is not None:
+            self._tasks.append(asyncio.create_task(self.reads.refresh_loop(self.notifier)))
         staged = data_dir / "controller.json.tmp"  # written whole, then renamed: a reader never sees half of it
         staged.write_text(json.dumps({"address": self.address, "pid": os.getpid()}))
         os.replace(staged, data_dir / "controller.json")
@@ -260,6 +278,9 @@ class Controller:
         predictor_api = getattr(self, "predictor_api", None)
         if predictor_api is not None:
             predictor_api.close()
+        reads = getattr(self, "reads", None)
+        if reads is not None:
+            reads.close()
         self.engine.shutdown()
 
     async def wait(self) -> None:

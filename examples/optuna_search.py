@@ -7,6 +7,8 @@ emitted as ONNX, and the controller predicts what it costs on every platform
 trials asked together). The objective is the network's size (parameters, or MACs with ``--objective
 macs``), maximized; the budgets are Optuna constraints, so the answer is the largest network predicted to
 fit all of them. Nothing is measured: a search of 100 candidates takes seconds of controller time.
+``fleetmeter search`` (:mod:`fleetmeter.hwsearch`) is the full loop as a command: NAS-Bench-201 too, the
+prediction intervals, verification of the finalists by real sweeps, resuming, the Pareto front.
 
 Run it against a controller that has predictors (``FLEETMETER_CONTROLLER``, ``FLEETMETER_API_TOKEN`` and,
 for TLS, ``FLEETMETER_TLS_CA`` / ``_CERT`` / ``_KEY`` say where and how). A ``fleetmeter demo``-like fleet
@@ -63,19 +65,6 @@ def _resolve_budget(parsed, platforms: Sequence[str]):
     return {p: per.get(p, everywhere) for p in platforms}
 
 
-def _fixed(values: List[str]) -> Dict[str, Any]:
-    out = {}
-    for value in values:
-        name, sep, raw = value.partition("=")
-        if not sep:
-            raise SystemExit(f"--fix {value!r}: expected NAME=VALUE")
-        try:
-            out[name] = json.loads(raw)
-        except ValueError:
-            out[name] = raw
-    return out
-
-
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--family", default="mobilenetv2", help="zoo family (default: %(default)s)")
@@ -119,13 +108,14 @@ def search(client, args: argparse.Namespace) -> Dict[str, Any]:
     from fleetmeter.modeler.zoo.arch import ArchitectureError
     from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes
     from fleetmeter.optuna import FleetConstraints, suggest_architecture, tpe_sampler
+    from fleetmeter.search_cli import parse_fixed
 
     platforms = args.platform or _default_platforms(client)
     budgets = FleetConstraints(
         client, platforms, use_upper=args.use_upper,
         **{key: _resolve_budget(_parse_budget(getattr(args, key), flag), platforms) for key, flag in
            (("latency_ms", "--latency-ms"), ("energy_mj", "--energy-mj"), ("memory_bytes", "--memory-bytes"))})
-    fixed = _fixed(args.fix)
+    fixed = parse_fixed(args.fix)
     study = optuna.create_study(direction="maximize", sampler=tpe_sampler(budgets, seed=args.seed))
     archs: Dict[int, Any] = {}
     while len(study.trials) < args.trials:

@@ -37,10 +37,14 @@ _prefer_the_installed_copy()
 
 from fleetmeter._version import __version__  # noqa: E402 - after the checkout guard
 
-__all__ = ["__version__", "FleetClient", "Client", "Prediction", "TlsFiles", "predict"]
+__all__ = ["__version__", "FleetClient", "Client", "Prediction", "TlsFiles", "predict", "search"]
 
 
 def __getattr__(name: str):
+    if name == "search":  # hardware-aware search (fleetmeter.hwsearch; needs the optuna and zoo extras)
+        from fleetmeter.hwsearch import search
+
+        return search
     if name in ("FleetClient", "Client", "Prediction", "TlsFiles", "predict"):
         from fleetmeter import client
 

@@ -47,7 +47,7 @@ def cmd_controller(args) -> int:
         fleet=FleetConfig(lease_timeout_s=args.lease_timeout_s, heartbeat_interval_s=args.heartbeat_s,
                           restart_grace_s=args.restart_grace_s, reference_interval_s=args.reference_interval_s,
                           max_job_s=args.max_job_s, max_jobs_per_sweep=args.max_sweep_jobs),
-        nice=args.nice, ray_node_ip=args.ray_node_ip)
+        nice=args.nice, ray_node_ip=args.ray_node_ip, read_path=args.read_path)
     return run_controller(config)
 
 
@@ -433,10 +433,11 @@ def cmd_demo(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from fleetmeter.report import write_report
+    from fleetmeter.report import load_search_result, write_report
 
+    search = load_search_result(args.search) if args.search else None
     with _client(args) as c:
-        data = write_report(c, args.out, sweep_id=args.sweep or "", platforms=args.platform or ())
+        data = write_report(c, args.out, sweep_id=args.sweep or "", platforms=args.platform or (), search=search)
     print(f"wrote {args.out}: {len(data.rows)} reading(s) on {len(data.platforms)} platform(s), "
           f"{len(data.predictors)} predictor(s)")
     return 0
@@ -452,8 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     parser.add_argument("--version", action="version", version=f"fleetmeter {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from fleetmeter.adapt_cli import add_adapt_command
     from fleetmeter.predict_cli import add_predictor_commands
     from fleetmeter.zoo_cli import add_zoo_commands
+    from fleetmeter.search_cli import add_search_command
 
     _add_controller_command(sub)
     _add_fleet_listings(sub)
@@ -463,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub)
     add_zoo_commands(sub)
     add_predictor_commands(sub)
+    add_adapt_command(sub)
+    add_search_command(sub)
     _add_demo_command(sub)
     _add_completion_command(sub)
     _add_report_command(sub)
@@ -504,6 +509,10 @@ def _add_controller_command(sub) -> None:
                    help="lower the priority of the controller and its local Ray by N (0-19; default: "
                         "%(default)s), so that on a host shared with agents it yields the CPU to their "
                         "measurements; 0 keeps the normal priority")
+    p.add_argument("--read-path", choices=("store", "actor"), default="store",
+                   help="where listings and sweep progress are read: store (the store and a snapshot of the "
+                        "agents' live state, never queued behind the scheduler; default) or actor (through the "
+                        "scheduler's actor, the old path; for comparisons)")
     p.set_defaults(func=cmd_controller)
 
 
@@ -653,6 +662,8 @@ def _add_report_command(sub) -> None:
     p.add_argument("--platform", action="extend", nargs="+", default=None, metavar="P",
                    help="only these platform ids (or unique prefixes); repeatable (default: the sweep's, or all)")
     p.add_argument("--out", required=True, metavar="report.html", help="the HTML file to write")
+    p.add_argument("--search", default=None, metavar="RESULT.json",
+                   help="also draw this search's Pareto front (fleetmeter search --pareto --json > RESULT.json)")
     caller_flags(p)
     p.set_defaults(func=cmd_report)
 

@@ -442,6 +442,72 @@ class Client(FleetClient):
             platforms=_as_list(platforms), targets=_as_list(targets), seed=seed,
             skip_family_split=skip_family_split, min_samples=min_samples), timeout_s)
 
+    def plan_adapt(self, platform: str, from_platforms=None, budget: int = 20, models=None, *, seed: int = 0,
+                   target: str = "latency_ms") -> predictor_pb2.PlanAdaptResponse:
+        """Which ``budget`` models to measure on the new ``platform`` for a transfer from ``from_platforms``
+        (default: every other platform with a model-level predictor), among ``models`` (sha256, prefixes,
+        names or name patterns; default: every stored model); cheapest first."""
+        return self._pcall("PlanAdapt", predictor_pb2.PlanAdaptRequest(
+            platform=platform, from_platforms=_as_list(from_platforms), budget=budget, models=_as_list(models),
+            seed=seed, target=target))
+
+    def adapt_from_readings(self, platform: str, from_platforms=None, budget: int = 0, models=None, *,
+                            targets=None, seed: int = 0, timeout_s: Optional[float] = None
+                            ) -> Iterator[predictor_pb2.TrainProgress]:
+        """Fit the transferred predictors of ``platform`` from its stored readings (all; ``budget`` > 0: the
+        ones a plan would choose among them; ``models``: only those); yields progress, the last message
+        carries the results (as :meth:`train`)."""
+        return self._pstream("Adapt", predictor_pb2.AdaptRequest(
+            platform=platform, from_platforms=_as_list(from_platforms), targets=_as_list(targets), budget=budget,
+            models=_as_list(models), seed=seed), timeout_s)
+
+    def adapt(self, platform: str, from_platforms=None, budget: int = 20, models=None, *, wait: bool = True,
+              from_readings: bool = False, targets=None, seed: int = 0,
+              progress: Optional[Callable[[str, Any], None]] = None,
+              spec: Optional[fleet_pb2.SweepSpec] = None) -> Dict[str, Any]:
+        """``fleetmeter adapt``: a predictor for a new ``platform`` from ``budget`` measurements.
+
+        Plans which models to measure (:meth:`plan_adapt`), submits them as a sweep on ``platform``, and
+        with ``wait`` follows it and fits the transferred predictors (:meth:`adapt_from_readings` on the
+        planned models). ``from_readings``: no sweep; the platform's stored readings (or the ``budget``
+        chosen among them; 0: all) are used. ``progress(stage, message)`` hears ``"plan"`` (the plan),
+        ``"measuring"`` (each ``SweepProgress``) and ``"training"`` (each ``TrainProgress``).
+        ``spec``: the sweep's settings (``settings``, ``reading``, ``repeats``...; its name, models and
+        platforms are set here).
+        Returns ``{"platform", "from_platforms", "models", "sweep_id", "sweep_state", "results"}``;
+        ``results`` are ``TrainedPredictor`` messages (empty when not waiting).
+        """
+        say = progress or (lambda stage, message: None)
+        out: Dict[str, Any] = {"platform": platform, "from_platforms": [], "models": [], "sweep_id": "",
+                               "sweep_state": "", "results": []}
+        chosen: List[str] = []
+        if not from_readings:
+            plan = self.plan_adapt(platform, from_platforms, budget, models, seed=seed)
+            say("plan", plan)
+            chosen = [m.model_sha256 for m in plan.models]
+            out.update(platform=plan.platform, from_platforms=list(plan.from_platforms), models=chosen)
+            sweep_spec = fleet_pb2.SweepSpec()
+            if spec is not None:
+                sweep_spec.CopyFrom(spec)
+            sweep_spec.name = sweep_spec.name or f"adapt {plan.platform}"
+            sweep_spec.ClearField("models")
+            sweep_spec.models.extend(chosen)
+            sweep_spec.platforms.CopyFrom(fleet_pb2.PlatformSelector(platform_ids=[plan.platform]))
+            sweep = self.submit_sweep(sweep_spec)
+            out.update(sweep_id=sweep.sweep_id, sweep_state=sweep.progress.state)
+            if not wait:
+                return out
+            for update in self.watch_sweep(sweep.sweep_id):
+                say("measuring", update)
+                out["sweep_state"] = update.state
+            platform = plan.platform
+        for message in self.adapt_from_readings(platform, from_platforms, budget if from_readings else 0,
+                                                chosen or models, targets=targets, seed=seed):
+            say("training", message)
+            if message.stage == "done":
+                out["results"] = list(message.results)
+        return out
+
 
 _SHARED_CLIENTS: Dict[Tuple[str, Optional[str], TlsFiles], Client] = {}
 _SHARED_LOCK = threading.Lock()

@@ -38,7 +38,7 @@ from fleetmeter._extras import require
 from fleetmeter.errors import FleetmeterError, InvalidArgument
 
 __all__ = ["ReportData", "Section", "collect", "build_html", "write_report", "require_plotly", "check_out_path",
-           "outside_references", "model_labels"]
+           "outside_references", "model_labels", "load_search_result"]
 
 #: Relative band drawn around the diagonal of predicted vs measured (and the accuracy figure's threshold).
 BAND = 0.10
@@ -82,6 +82,8 @@ class ReportData:
     sweep_id: str = ""
     generated_unix: float = field(default_factory=time.time)
     notes: Dict[str, List[str]] = field(default_factory=lambda: defaultdict(list))
+    #: A ``fleetmeter search --pareto --json`` result (``report --search FILE``), or None.
+    search: Optional[dict] = None
 
 
 def _select_platforms(platforms: list, wanted: Sequence[str], sweep=None) -> list:
@@ -206,6 +208,12 @@ SECTION_TEXT = {
               "The drift canary's readings of each platform's reference model: each median relative to the "
               "median of all the platform's reference readings (0 % = typical). Crosses are readings flagged "
               "unstable or disturbed."),
+    "search": ("Hardware-aware search: objective vs cost",
+               "From the search result given with --search: per budget, every candidate the search looked at, "
+               "its objective against the cost the budget compares (the prediction interval's end allowed by "
+               "--risk); the line is the Pareto front (no other candidate has a better objective at a lower "
+               "cost), the dashed line the budget, the stars the verified candidates at their measured cost "
+               "(green held every budget, red broke one)."),
     "fleet": ("Fleet",
               "Every device the controller knows: its state, when it was last seen, and the readings it "
               "delivered (all kinds: sweeps, repeats, reference readings)."),
@@ -487,8 +495,70 @@ def fleet_section(data: ReportData, go) -> Section:
     return s
 
 
+def _search_traces(go, result: dict, budget: dict, showlegend: bool) -> list:
+    name, points = budget["name"], result.get("points") or []
+    front = (result.get("pareto") or {}).get(name, [])
+    traces = []
+    for feasible in (True, False):
+        chosen = [p for p in points if p["feasible"] == feasible]
+        traces.append(go.Scatter(x=[p["compared"][name] for p in chosen], y=[p["objective"] for p in chosen],
+                                 mode="markers", name="within every budget" if feasible else "over a budget",
+                                 legendgroup=str(feasible), showlegend=showlegend, text=[p["key"] for p in chosen],
+                                 marker=dict(color="#4c78a8" if feasible else "#bbbbbb", size=7),
+                                 hovertemplate="%{text}<br>cost %{x:.4g}<br>objective %{y:.6g}<extra></extra>"))
+    traces.append(go.Scatter(x=[p["compared"][name] for p in front], y=[p["objective"] for p in front],
+                             mode="lines", line=dict(color="#222222", shape="hv"), name="Pareto front",
+                             legendgroup="front", showlegend=showlegend, hoverinfo="skip"))
+    for passed in (True, False):
+        chosen = [v for v in result.get("verified") or [] if v["passed"] == passed
+                  and v["measured"].get(name) is not None]
+        traces.append(go.Scatter(x=[v["measured"][name] for v in chosen], y=[v["objective"] for v in chosen],
+                                 mode="markers", name="verified, held" if passed else "verified, broke a budget",
+                                 legendgroup=f"v{passed}", showlegend=showlegend, text=[v["key"] for v in chosen],
+                                 marker=dict(symbol="star", size=14, color="#2ca02c" if passed else "#d62728"),
+                                 hovertemplate="%{text}<br>measured %{x:.4g}<extra></extra>"))
+    return traces
+
+
+def search_section(data: ReportData, go) -> Section:
+    from plotly.subplots import make_subplots
+
+    s = _section("search")
+    result = data.search
+    if not result:
+        s.notes.append("no search result given (fleetmeter search --pareto --json > RESULT.json, then "
+                       "fleetmeter report --search RESULT.json)")
+        return s
+    budgets = result["budgets"]
+    s.caption = (f"{result['space']}, objective {result['objective']} ({result['direction']}), "
+                 f"{result['candidates']} candidates, risk {result['risk']:g}. " + s.caption)
+    s.figure = make_subplots(rows=1, cols=len(budgets), subplot_titles=[html.escape(b["name"]) for b in budgets])
+    for i, b in enumerate(budgets, 1):
+        for trace in _search_traces(go, result, b, showlegend=i == 1):
+            s.figure.add_trace(trace, row=1, col=i)
+        s.figure.add_vline(x=b["limit"], line_dash="dash", line_color="#d62728", row=1, col=i)
+        s.figure.update_xaxes(title_text=b["target"], row=1, col=i)
+    s.figure.update_yaxes(title_text=result["objective"], row=1, col=1)
+    s.figure.update_layout(height=460, legend=dict(orientation="h", y=-0.25))
+    return s
+
+
+def load_search_result(path: str | os.PathLike) -> dict:
+    """A ``fleetmeter search --pareto --json`` result file; InvalidArgument naming the flag when it is not one."""
+    import json
+
+    try:
+        result = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"--search {path}: not a readable JSON file ({exc})") from None
+    if not isinstance(result, dict) or "budgets" not in result or "points" not in result:
+        raise InvalidArgument(f"--search {path}: not a search result with its points; write one with "
+                              "fleetmeter search ... --pareto --json > FILE")
+    return result
+
+
 SECTIONS = (latency_section, samples_section, predicted_section, accuracy_section, noise_section, drift_section,
-            fleet_section)
+            search_section, fleet_section)
 
 
 # ------------------------------------------------------------------ page
@@ -557,11 +627,13 @@ def check_out_path(out: str | os.PathLike) -> Path:
 
 
 def write_report(client, out: str | os.PathLike, sweep_id: str = "", platforms: Sequence[str] = (),
-                 quiet: bool = False) -> ReportData:
-    """Collect, build and write the page to ``out`` (atomically); returns what it showed."""
+                 quiet: bool = False, search: Optional[dict] = None) -> ReportData:
+    """Collect, build and write the page to ``out`` (atomically); returns what it showed. ``search``: a
+    search result (:func:`load_search_result`) to draw."""
     require_plotly()
     out = check_out_path(out)
     data = collect(client, sweep_id, platforms, say=_quiet if quiet else _say_to_stderr)
+    data.search = search
     page = build_html(data)
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=out.parent)
     try:

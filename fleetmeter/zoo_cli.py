@@ -3,6 +3,7 @@
     fleetmeter zoo families [--json]
     fleetmeter zoo build --family mobilenetv2 --count 200 --seed 1 --formats onnx,tflite --out DIR
     fleetmeter zoo build --family all --count 10 --out DIR --no-ray
+    fleetmeter zoo build --family all --count 10 --out DIR --ray-address HEAD:6379
     fleetmeter zoo build --family resnet --count 5 --formats tflite,tflite-int8 --out DIR
     fleetmeter zoo build --family nasbench201 --arch '|nor_conv_3x3~0|+|...|' --arch-index 9732 --out DIR
 
@@ -14,8 +15,9 @@ see :mod:`fleetmeter.modeler.zoo.tflite_quant`).
 :func:`add_zoo_commands` adds the ``zoo`` command to the ``fleetmeter``
 parser's subparsers; each subcommand sets ``func(args) -> int`` like the
 other commands. ``zoo build`` fans out over a local Ray (started and stopped
-here, through :class:`fleetmeter.controller.engine.RayEngine`) unless
-``--no-ray`` is given. This module is CLI (top layer): the zoo itself
+here, through :class:`fleetmeter.controller.engine.RayEngine`), or over the
+cluster at ``--ray-address`` (the tasks send the files' bytes back and this
+process writes them), unless ``--no-ray`` is given. This module is CLI (top layer): the zoo itself
 (:func:`fleetmeter.modeler.zoo.build.build_zoo`) only takes an injected
 ``map_fn`` and never sees Ray or the controller.
 """
@@ -67,6 +69,9 @@ def add_zoo_commands(subparsers: Any) -> argparse.ArgumentParser:
                         "seeded inputs) (default: %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--no-ray", action="store_true", help="build in this process instead of as Ray tasks")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="build on this Ray cluster (its workers send the files back; they are written here) "
+                        "instead of a local Ray started for this command")
     p.add_argument("--json", action="store_true", help="print the index entries of the files written")
     p.set_defaults(func=cmd_zoo_build)
     return zoo
@@ -121,13 +126,17 @@ def _pinned_archs(families: List[str], archs: List[str], indices: List[int]) -> 
     return [(f"nasbench201-arch{i:05d}", {"arch_index": i}) for i in dict.fromkeys(chosen)]
 
 
-def _ray_map() -> tuple:
-    """``(engine, map_fn)`` over a freshly started local Ray."""
+def _ray_map(address: Optional[str] = None) -> tuple:
+    """``(engine, map_fn)`` over Ray: a freshly started local Ray on loopback only (it serves this command alone:
+    nothing of it needs to be reachable from another machine), or the cluster at ``address``.
+
+    A task may run on another node, so it writes no file: it returns the files' bytes through Ray's object store
+    and this process writes them (see :func:`_build_on_worker`)."""
     import asyncio
 
     from fleetmeter.controller.engine import RayEngine
 
-    engine = RayEngine(None)
+    engine = RayEngine(address, node_ip="127.0.0.1" if address is None or _loopback(address) else None)
     try:
         engine.start()
     except ImportError as exc:
@@ -135,9 +144,38 @@ def _ray_map() -> tuple:
                                  "or pass --no-ray") from exc
 
     def map_fn(fn: Callable[[Any], Any], items: List[Any]) -> List[Any]:
-        return asyncio.run(engine.map(fn, items))
+        from fleetmeter.modeler.zoo._files import atomic_write
+        from fleetmeter.modeler.zoo.build import build_model
+
+        if fn is not build_model:
+            return asyncio.run(engine.map(fn, items))
+        results = []
+        for task, (entries, files) in zip(items, asyncio.run(engine.map(_build_on_worker, items))):
+            for name, data in files.items():
+                atomic_write(Path(task.out_dir) / name, data)
+            results.append(entries)
+        return results
 
     return engine, map_fn
+
+
+def _loopback(address: str) -> bool:
+    from fleetmeter.controller.engine import is_loopback
+
+    return is_loopback(address.rpartition(":")[0] or address)
+
+
+def _build_on_worker(task: Any) -> tuple:
+    """A Ray task: build one model in a private temp dir of the node it runs on and return ``(index entries,
+    {file name: bytes})``; nothing stays on that node."""
+    import dataclasses
+    import tempfile
+
+    from fleetmeter.modeler.zoo.build import build_model
+
+    with tempfile.TemporaryDirectory(prefix="fm-zoo-") as tmp:
+        entries = build_model(dataclasses.replace(task, out_dir=tmp))
+        return entries, {e["file"]: (Path(tmp) / e["file"]).read_bytes() for e in entries}
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> int:
@@ -162,7 +200,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
         bar = bar or ProgressBar(total, stream=sys.stderr)  # the stream at call time, not at import
         bar.update(done, final=done == total)
 
-    engine, map_fn = (None, None) if args.no_ray else _ray_map()
+    engine, map_fn = (None, None) if args.no_ray else _ray_map(args.ray_address)
     try:
         entries = build_zoo(families, count, args.seed, formats, args.out, progress=progress, map_fn=map_fn,
                             pinned=pinned)

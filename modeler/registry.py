@@ -22,8 +22,8 @@ set one, else the latest; ``version=N`` loads that one.
 ``manifest.json`` (``MANIFEST_SCHEMA_VERSION`` 1)::
 
     manifest_schema_version, version, created_unix, platform_id, target,
-    granularity ("model" | "kernel"), method (which candidate serves: lgbm,
-    additive, additive_lgbm, opcount_lgbm, flops_linear or kernel), chosen_because (why it serves),
+    granularity ("model" | "kernel" | "transferred"), method (which candidate serves: lgbm,
+    additive, additive_lgbm, opcount_lgbm, flops_linear, kernel or transfer), chosen_because (why it serves),
     feature_schema_version, training_fingerprint, n_samples, metrics,
     interval, library_versions {python, numpy, lightgbm, fleetmeter},
     work_fallback (WorkFallback.to_dict(): the work-based estimate serving
@@ -35,6 +35,11 @@ set one, else the latest; ``version=N`` loads that one.
                   model_txt_sha256 (no model.txt when has_booster is false)
     kernel-level: kernel_predictor (KernelPredictor.config()),
                   kernel_files {kernel type: {file, sha256}}
+    transferred:  as model-level (prior {kind: transfer, map, sources [{platform_id, predictor}]},
+                  no booster), plus transfer {from_platforms, map, source_files [{file, sha256}]}: each
+                  source's LightGBM text in sources/s000.txt ... ("" for a source without a booster), so
+                  the version serves the same numbers whatever later happens to its sources
+                  (see :mod:`~fleetmeter.modeler.transfer`)
 
 A model-level prediction is ``exp(booster(columns) + prior)``, with the prior
 ``slope * log(1 + features[prior.feature]) + intercept`` (none for the

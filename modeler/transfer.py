@@ -18,9 +18,11 @@ platform's few measurements is a small map from those to its own ``log(target)``
   compute is like one source's and whose memory traffic is like another's, which no map in log space
   of any single source reproduces.
 
-:func:`fit_transfer` fits both, scores each by leave-one-out on the budget (every measured model
+:func:`fit_transfer` fits each, scores each by leave-one-out on the budget (every measured model
 predicted by a map fitted without it: accuracy estimated without extra measurements) and keeps the
-better (±10 % accuracy, ties by MAPE). :class:`TransferMap` is the fitted map with its source
+best (±10 % accuracy, ties by MAPE). :func:`train_transfer` also lets the platform's own additive model,
+fitted on the measured models alone, compete (from :data:`MIN_OWN_SAMPLES` models): where it wins the
+leave-one-out, no source explains the platform and it serves instead. :class:`TransferMap` is the fitted map with its source
 predictors; it is the base (``prior``) of an ordinary :class:`~fleetmeter.modeler.predictor.Predictor`
 (``method="transfer"``, no booster), which the registry saves with its sources' LightGBM texts next to
 it, so a transferred version keeps serving the same numbers whatever happens to its sources later.
@@ -42,6 +44,7 @@ import numpy as np
 
 from .dataset import Sample, fingerprint
 from .learners import FeaturesLike, _targets_of, fit_relative_nonnegative
+from .methods import AdditiveCost
 from .metrics import evaluate
 from .predictor import Predictor
 from .work_fallback import WorkFallback
@@ -50,6 +53,7 @@ __all__ = [
     "TRANSFER_METHODS",
     "MAP_FITS",
     "MIN_TRANSFER_SAMPLES",
+    "MIN_OWN_SAMPLES",
     "RIDGE_GRID",
     "LinearMap",
     "TransferMap",
@@ -59,6 +63,8 @@ __all__ = [
     "fit_mix",
     "leave_one_out",
     "fit_transfer",
+    "scores_better",
+    "own_leave_one_out",
     "select_models",
     "source_log_matrix",
     "train_transfer",
@@ -70,6 +76,9 @@ TRANSFER_METHODS = ("stacked", "mix", "loglinear")
 MIX_RIDGE = 1e-4
 #: A transfer needs at least this many measured models on the new platform.
 MIN_TRANSFER_SAMPLES = 3
+#: Fewer measured models than this and the platform's own additive model does not compete (a leave-one-out
+#: on 5 or fewer models says too little to set sources aside).
+MIN_OWN_SAMPLES = 6
 #: Ridge penalties tried for ``stacked`` (relative to the number of samples).
 RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1e4)
 
@@ -215,6 +224,12 @@ def leave_one_out(fit: FitFn, logs: np.ndarray, y_log: np.ndarray) -> np.ndarray
 MAP_FITS: Dict[str, FitFn] = {"stacked": fit_stacked, "mix": fit_mix, "loglinear": fit_loglinear}
 
 
+def scores_better(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """``a`` scores better than ``b``: a higher ±10 % accuracy, ties by a lower MAPE."""
+    return ((a.get("acc_10") or 0.0), -(a.get("mape") or math.inf)) > ((b.get("acc_10") or 0.0),
+                                                                        -(b.get("mape") or math.inf))
+
+
 def _refit(fitted: LinearMap) -> FitFn:
     """How to refit ``fitted``'s method on part of the data: ``stacked`` at its chosen penalty (choosing it
     again inside every leave-one-out fold would cost ``n`` times more and changes little)."""
@@ -243,9 +258,7 @@ def fit_transfer(logs: np.ndarray, y_log: np.ndarray, methods: Sequence[str] = T
         cv[method] = {**evaluate(np.exp(oof), np.exp(y_log)), "folds": "leave-one-out"}
     best = methods[0]
     for method in methods[1:]:
-        a, b = cv[method], cv[best]
-        if ((a.get("acc_10") or 0.0), -(a.get("mape") or math.inf)) > ((b.get("acc_10") or 0.0),
-                                                                         -(b.get("mape") or math.inf)):
+        if scores_better(cv[method], cv[best]):
             best = method
     listing = ", ".join(f"{m} {(cv[m].get('acc_10') or 0):.3f}/{(cv[m].get('mape') or math.inf):.3f}"
                         for m in methods)
@@ -347,10 +360,24 @@ class TransferResult:
     method: str = "transfer"
 
 
+def own_leave_one_out(samples: Sequence[Sample], target: str) -> np.ndarray:
+    """Leave-one-out ``log`` predictions of the additive model (:class:`~fleetmeter.modeler.methods.AdditiveCost`)
+    fitted on the platform's own measured models alone: what transfer competes with."""
+    out = np.empty(len(samples))
+    for i in range(len(samples)):
+        out[i] = AdditiveCost.fit([s for j, s in enumerate(samples) if j != i], target).log_predict([samples[i]])[0]
+    return out
+
+
 def train_transfer(samples: Sequence[Sample], sources: Sequence[Tuple[str, Predictor]], target: str, *,
-                   platform_id: str, seed: int = 0, methods: Sequence[str] = TRANSFER_METHODS) -> TransferResult:
-    """A transferred predictor of ``target`` on ``platform_id`` from its measured ``samples`` and the
-    ``sources`` (``(platform id, predictor)``, model-level predictors of the same target)."""
+                   platform_id: str, seed: int = 0, methods: Sequence[str] = TRANSFER_METHODS,
+                   own: bool = True) -> TransferResult:
+    """The predictor of ``target`` on ``platform_id`` from its measured ``samples`` and the ``sources``
+    (``(platform id, predictor)``, model-level predictors of the same target): the best transfer map
+    (:func:`fit_transfer`), unless (``own``, and at least :data:`MIN_OWN_SAMPLES` models) the additive model
+    fitted on the measured models alone does better by leave-one-out — then that serves (``granularity`` ``"model"``, ``method`` ``"additive"``),
+    and ``chosen_because`` says so. On NAS-Bench-201 it does on the simulated ASIC, whose cost *is* a sum
+    over ops (docs/benchmarks.md)."""
     if not sources:
         raise ValueError("a transfer needs at least one source platform with a model-level predictor")
     if any(p.target != target for _, p in sources):
@@ -358,23 +385,35 @@ def train_transfer(samples: Sequence[Sample], sources: Sequence[Tuple[str, Predi
     samples = sorted(samples, key=lambda s: s.model_sha256)
     y_log = np.log(_targets_of(samples, target))
     sources = tuple(sorted(sources, key=lambda sp: sp[0]))
-    logs = source_log_matrix(sources, samples)
-    fitted, cv, because, oof = fit_transfer(logs, y_log, methods)
-    base = TransferMap(target=target, sources=sources, map=fitted)
-    served = cv[fitted.method]
-    # the interval from the leave-one-out residuals of the map that serves (cross-conformal)
-    q = float(np.quantile(np.abs(oof - y_log), 0.9, method="higher"))
-    columns = sorted({c for _, p in sources for c in p.columns})
-    predictor = Predictor(target=target, feature_set="transfer", columns=tuple(columns), booster=None, prior=base,
-                          method="transfer", interval_log=q, n_train=len(samples), seed=seed, cv=dict(served))
+    fitted, cv, because, oof = fit_transfer(source_log_matrix(sources, samples), y_log, methods)
+    froms = [pid for pid, _ in sources]
     anchor = sources[fitted.anchor][0]
+    because = f"{because}; sources: {', '.join(froms)} (best-ranking: {anchor})"
+    columns = sorted({c for _, p in sources for c in p.columns})
+    kind = {"granularity": "transferred", "method": "transfer", "feature_set": "transfer", "map": fitted.method,
+            "prior": TransferMap(target=target, sources=sources, map=fitted)}
+    if own and len(samples) >= MIN_OWN_SAMPLES:
+        own_oof = own_leave_one_out(samples, target)
+        cv["additive_own"] = {**evaluate(np.exp(own_oof), np.exp(y_log)), "folds": "leave-one-out"}
+        if scores_better(cv["additive_own"], cv[fitted.method]):
+            oof, prior = own_oof, AdditiveCost.fit(samples, target)
+            columns = list(prior.columns)
+            because = (f"the additive model on the {len(samples)} measured models alone beat every transfer map "
+                       f"by leave-one-out (±10 % {cv['additive_own'].get('acc_10') or 0:.3f}); {because}")
+            kind = {"granularity": "model", "method": "additive", "feature_set": "full", "map": None, "prior": prior}
+    served = cv["additive_own" if kind["method"] == "additive" else fitted.method]
+    # the interval from the leave-one-out residuals of what serves (cross-conformal)
+    q = float(np.quantile(np.abs(oof - y_log), 0.9, method="higher"))
+    predictor = Predictor(target=target, feature_set=kind["feature_set"], columns=tuple(columns), booster=None,
+                          prior=kind["prior"], method=kind["method"], interval_log=q, n_train=len(samples),
+                          seed=seed, cv=dict(served))
     metrics: Dict[str, Any] = {
         "cross_validation": cv,
-        "served": {"method": "transfer", "granularity": "transferred", "map": fitted.method,
-                   "from_platforms": [pid for pid, _ in sources], "anchor_platform": anchor,
-                   "random_split": dict(served), "leave_family_out": None},
-        "transfer": {"from_platforms": [pid for pid, _ in sources], "map": fitted.to_dict(),
-                     "anchor_platform": anchor, "models": [s.model_sha256 for s in samples]},
+        "served": {"method": kind["method"], "granularity": kind["granularity"], "map": kind["map"],
+                   "from_platforms": froms, "anchor_platform": anchor, "random_split": dict(served),
+                   "leave_family_out": None},
+        "transfer": {"from_platforms": froms, "map": fitted.to_dict(), "anchor_platform": anchor,
+                     "models": [s.model_sha256 for s in samples]},
         "interval": {"level": 0.9, "log_half_width": q, "factor": math.exp(q),
                      "coverage_on_held_out": None, "coverage_leave_family_out": None},
         "warnings": _warnings(len(samples), served),
@@ -382,14 +421,13 @@ def train_transfer(samples: Sequence[Sample], sources: Sequence[Tuple[str, Predi
         "work_fallback": {"model": WorkFallback.fit(samples, target, seed=seed).to_dict()},
     }
     return TransferResult(platform_id=platform_id, target=target, predictor=predictor, metrics=metrics,
-                          fingerprint=fingerprint(samples), n_samples=len(samples),
-                          chosen_because=f"{because}; sources: {', '.join(pid for pid, _ in sources)} "
-                                         f"(best-ranking: {anchor})")
+                          fingerprint=fingerprint(samples), n_samples=len(samples), chosen_because=because,
+                          granularity=kind["granularity"], method=kind["method"])
 
 
 def _warnings(n: int, served: Mapping[str, Any]) -> List[str]:
     acc = served.get("acc_10")
-    out = [f"transferred from other platforms' predictors on only {n} measured models; accuracy estimated by "
+    out = [f"fitted on only {n} measured models of this platform; accuracy estimated by "
            "leave-one-out on them" + (f" (±10 %: {acc:.2f})" if acc is not None else "") +
            ": `fleetmeter train` replaces it once enough readings exist"]
     return out

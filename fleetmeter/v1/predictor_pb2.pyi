@@ -192,3 +192,59 @@ class PinPredictorRequest(_message.Message):
     target: str
     version: int
     def __init__(self, platform: _Optional[str] = ..., target: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class PlanAdaptRequest(_message.Message):
+    __slots__ = ("platform", "from_platforms", "budget", "models", "seed", "target")
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    FROM_PLATFORMS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    platform: str
+    from_platforms: _containers.RepeatedScalarFieldContainer[str]
+    budget: int
+    models: _containers.RepeatedScalarFieldContainer[str]
+    seed: int
+    target: str
+    def __init__(self, platform: _Optional[str] = ..., from_platforms: _Optional[_Iterable[str]] = ..., budget: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., target: _Optional[str] = ...) -> None: ...
+
+class PlannedModel(_message.Message):
+    __slots__ = ("model_sha256", "model_name", "predicted_value")
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_VALUE_FIELD_NUMBER: _ClassVar[int]
+    model_sha256: str
+    model_name: str
+    predicted_value: float
+    def __init__(self, model_sha256: _Optional[str] = ..., model_name: _Optional[str] = ..., predicted_value: _Optional[float] = ...) -> None: ...
+
+class PlanAdaptResponse(_message.Message):
+    __slots__ = ("platform", "from_platforms", "models", "candidates", "skipped_sources")
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    FROM_PLATFORMS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    platform: str
+    from_platforms: _containers.RepeatedScalarFieldContainer[str]
+    models: _containers.RepeatedCompositeFieldContainer[PlannedModel]
+    candidates: int
+    skipped_sources: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, platform: _Optional[str] = ..., from_platforms: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[PlannedModel, _Mapping]]] = ..., candidates: _Optional[int] = ..., skipped_sources: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AdaptRequest(_message.Message):
+    __slots__ = ("platform", "from_platforms", "targets", "budget", "models", "seed")
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    FROM_PLATFORMS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    platform: str
+    from_platforms: _containers.RepeatedScalarFieldContainer[str]
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    budget: int
+    models: _containers.RepeatedScalarFieldContainer[str]
+    seed: int
+    def __init__(self, platform: _Optional[str] = ..., from_platforms: _Optional[_Iterable[str]] = ..., targets: _Optional[_Iterable[str]] = ..., budget: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,16 @@ class PredictorServiceStub:
                 request_serializer=fleetmeter_dot_v1_dot_predictor__pb2.PinPredictorRequest.SerializeToString,
                 response_deserializer=fleetmeter_dot_v1_dot_predictor__pb2.PredictorInfo.FromString,
                 _registered_method=True)
+        self.PlanAdapt = channel.unary_unary(
+                '/fleetmeter.v1.PredictorService/PlanAdapt',
+                request_serializer=fleetmeter_dot_v1_dot_predictor__pb2.PlanAdaptRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_predictor__pb2.PlanAdaptResponse.FromString,
+                _registered_method=True)
+        self.Adapt = channel.unary_stream(
+                '/fleetmeter.v1.PredictorService/Adapt',
+                request_serializer=fleetmeter_dot_v1_dot_predictor__pb2.AdaptRequest.SerializeToString,
+                response_deserializer=fleetmeter_dot_v1_dot_predictor__pb2.TrainProgress.FromString,
+                _registered_method=True)
 
 
 class PredictorServiceServicer:
@@ -102,6 +112,24 @@ class PredictorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlanAdapt(self, request, context):
+        """`fleetmeter adapt`, step 1: which models to measure on a new platform so that a
+        transfer from the source platforms' predictors learns most (spread over what the
+        sources predict for them), cheapest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Adapt(self, request, context):
+        """`fleetmeter adapt`, step 2: a transferred predictor per target for a platform from
+        its stored readings (all, the `models` named, or the `budget` chosen among them)
+        and the source platforms' predictors; progress, then a last message with `results`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PredictorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +157,16 @@ def add_PredictorServiceServicer_to_server(servicer, server):
                     servicer.PinPredictor,
                     request_deserializer=fleetmeter_dot_v1_dot_predictor__pb2.PinPredictorRequest.FromString,
                     response_serializer=fleetmeter_dot_v1_dot_predictor__pb2.PredictorInfo.SerializeToString,
+            ),
+            'PlanAdapt': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanAdapt,
+                    request_deserializer=fleetmeter_dot_v1_dot_predictor__pb2.PlanAdaptRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_predictor__pb2.PlanAdaptResponse.SerializeToString,
+            ),
+            'Adapt': grpc.unary_stream_rpc_method_handler(
+                    servicer.Adapt,
+                    request_deserializer=fleetmeter_dot_v1_dot_predictor__pb2.AdaptRequest.FromString,
+                    response_serializer=fleetmeter_dot_v1_dot_predictor__pb2.TrainProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +304,60 @@ class PredictorService:
             '/fleetmeter.v1.PredictorService/PinPredictor',
             fleetmeter_dot_v1_dot_predictor__pb2.PinPredictorRequest.SerializeToString,
             fleetmeter_dot_v1_dot_predictor__pb2.PredictorInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanAdapt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetmeter.v1.PredictorService/PlanAdapt',
+            fleetmeter_dot_v1_dot_predictor__pb2.PlanAdaptRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_predictor__pb2.PlanAdaptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Adapt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fleetmeter.v1.PredictorService/Adapt',
+            fleetmeter_dot_v1_dot_predictor__pb2.AdaptRequest.SerializeToString,
+            fleetmeter_dot_v1_dot_predictor__pb2.TrainProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -126,7 +126,8 @@ def test_predict_speed_quick(quick_runs):
 
 
 @pytest.mark.parametrize("name", ("accuracy", "real_sweep", "loadgen", "features_speed", "repeatability",
-                                  "fidelity_fleet", "third_party", "nb201"))
+                                  "fidelity_fleet", "third_party", "nb201", "read_latency", "fleet_capacity",
+                                  "search"))
 def test_help_of_the_long_benchmarks(name):
     proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True,
                           timeout=60)
@@ -168,3 +169,67 @@ def test_nb201_quick_on_a_generated_table(tmp_path):
         assert device["served_method"] and _finite(device["fleetmeter"]["acc_10"])
         assert _finite(device["one_hot_lgbm"]["acc_10"]) and "additive" in device["methods"]
     assert set(data["summary"]) >= {"beats_baseline_on", "median_gain_acc_10", "min_spearman"}
+
+
+def test_search_quick_on_a_generated_table(tmp_path):
+    """benchmarks/search.py end to end on a generated NB201 table (every cell; costs that grow with the convolutions,
+    accuracy with them too, so the budgets bind): each method gives its figures."""
+    import csv
+
+    from fleetmeter.modeler.zoo.fam_nasbench201 import NUM_ARCHS, arch_from_index, parse_arch
+
+    weights = {"nor_conv_3x3": 0.9, "nor_conv_1x1": 0.2, "avg_pool_3x3": 0.1, "skip_connect": 0.02, "none": 0.0}
+    table = tmp_path / "nb201.csv"
+    with table.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["arch_idx", "arch_str", "accuracy_cifar100", "devA", "devB", "devC"])
+        for index in range(NUM_ARCHS):
+            arch = arch_from_index(index)
+            cost = 1 + sum(weights[op] * (1 + k % 3) for k, op in enumerate(parse_arch(arch)))
+            writer.writerow([index, arch, f"{50 + 3 * cost:.3f}", f"{cost:.4f}", f"{cost * 2 + 1:.4f}",
+                             f"{cost * 0.5 + 0.2:.4f}"])
+    proc = subprocess.run([sys.executable, str(BENCH / "search.py"), "--data", str(table), "--quick",
+                           "--devices", "devA,devB,devC", "--models-dir", str(tmp_path / "models"),
+                           "--out-dir", str(tmp_path), "--workers", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "search.json").read_text())["nb201"]
+    assert set(data["budgets_ms"]) == {"devA", "devB", "devC"}
+    summary = {s["method"]: s for s in data["summary"]}
+    assert set(summary) == {"fleetmeter", "flops_proxy", "random", "random_same_measurements"}
+    ours = data["runs"][0]["fleetmeter"]
+    assert ours["verified"] >= 1 and ours["measurements_used"] == 3 * ours["verified"]
+    assert ours["measurements_if_all"] == 3 * ours["candidates"] and ours["candidates"] > 1
+    assert summary["random"]["measurements_used_mean"] == 3 * data["trials"]
+
+
+def test_adapt_quick_on_a_generated_table(tmp_path):
+    """benchmarks/adapt.py end to end on a generated table of three devices, each a known map of the others
+    (a power law, an affine map): every method and budget gives its figures."""
+    import csv
+    import random
+
+    from fleetmeter.modeler.zoo.fam_nasbench201 import arch_from_index, parse_arch
+
+    unit = {"nor_conv_3x3": 1.0, "nor_conv_1x1": 0.25, "avg_pool_3x3": 0.08, "skip_connect": 0.01, "none": 0.0}
+    with (tmp_path / "nb201.csv").open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["arch_idx", "arch_str", "accuracy_cifar100", "phoneA", "phoneB", "phoneC"])
+        for n, index in enumerate(random.Random(5).sample(range(15_625), 220)):
+            arch = arch_from_index(index)
+            base = 2 + sum(unit[op] * (2 if k >= 3 else 1) for k, op in enumerate(parse_arch(arch)))
+            out.writerow([n, arch, 60.0, f"{base:.4f}", f"{3 * base ** 0.8:.4f}", f"{base * 0.7 + 4:.4f}"])
+    proc = subprocess.run([sys.executable, str(BENCH / "adapt.py"), "--data", str(tmp_path / "nb201.csv"),
+                           "--quick", "--targets", "phoneA,phoneB", "--models-dir", str(tmp_path / "models"),
+                           "--out-dir", str(tmp_path), "--workers", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "adapt.json").read_text())
+    assert [t["device"] for t in data["targets"]] == ["phoneA", "phoneB"] and data["budgets"] == [5, 10, 20, 50]
+    for target in data["targets"]:
+        for entry in target["budgets"].values():
+            assert set(entry["spread"]) >= {"adapt", "transfer", "stacked", "mix", "loglinear", "scratch",
+                                            "loglinear_measured", "transfer_measured"}
+            assert _finite(entry["spread"]["adapt"]["spearman"]) and _finite(entry["random"]["adapt"]["acc_10"])
+    # phoneB is an exact power law of phoneA: measured sources give it (almost) exactly from 10 networks
+    assert data["targets"][1]["budgets"]["10"]["spread"]["transfer_measured"]["acc_10"] > 0.95

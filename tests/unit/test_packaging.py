@@ -108,7 +108,11 @@ def test_public_api_is_pinned():
     import fleetmeter.client
     import fleetmeter.errors
 
-    assert fleetmeter.__all__ == ["__version__", "FleetClient", "Client", "Prediction", "TlsFiles", "predict"]
+    assert fleetmeter.__all__ == ["__version__", "FleetClient", "Client", "Prediction", "TlsFiles", "predict",
+                                  "search"]
+    import fleetmeter.hwsearch
+
+    assert fleetmeter.search is fleetmeter.hwsearch.search  # issue 14's fleetmeter.search(...)
     assert fleetmeter.FleetClient is fleetmeter.client.FleetClient
     assert fleetmeter.Client is fleetmeter.client.Client and fleetmeter.predict is fleetmeter.client.predict
     assert fleetmeter.TlsFiles is fleetmeter._net.TlsFiles  # TLS from Python without a private import

@@ -376,7 +376,8 @@ def test_zoo_build_fans_out_through_the_engine_and_stops_it(tmp_path, capsys, mo
 
     mapped = []
 
-    def fake_ray_map():
+    def fake_ray_map(address):
+        assert address is None  # no --ray-address: a local Ray
         return FakeEngine(), lambda fn, items: mapped.append(len(items)) or [fn(i) for i in items]
 
     monkeypatch.setattr(zoo_cli, "_ray_map", fake_ray_map)
