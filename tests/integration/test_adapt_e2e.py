@@ -110,6 +110,27 @@ def test_adapt_from_readings_on_the_command_line(fleet, source):
     assert result["version"] >= 1 and result["metrics"]["served"]["from_platforms"] == [source["ort"]]
 
 
+def test_adapt_without_wait_submits_the_sweep_and_names_the_next_command(fleet, source):
+    """Fails if `adapt` without --wait does not submit the planned sweep, or does not print the command that fits
+    the predictor once the sweep is done (the platform, --from-readings and the chosen models)."""
+    out = _cli(fleet, "adapt", "--platform", source["lite"], "--from", source["ort"], "--budget", "3",
+               *[x for sha in source["tflite"] for x in ("--models", sha)])
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip()
+    assert line.startswith("sweep sw-") and f"measuring 3 models on {source['lite']}" in line, line
+    command = line.split("next, when it is done: ", 1)[1].split()
+    assert command[:5] == ["fleetmeter", "adapt", "--platform", source["lite"], "--from-readings"]
+    chosen = command[6::2]
+    assert len(chosen) == 3 and all(any(sha.startswith(m) for sha in source["tflite"]) for m in chosen)
+    sweep_id = line.split()[1].rstrip(":")
+    with fleet.client() as c:
+        sweep = c.get_sweep(sweep_id)
+        # the three models (plus the noise ceiling's repeat sample of one of them)
+        assert sorted(m[:12] for m in sweep.spec.models) == sorted(chosen)
+        assert list(sweep.platform_ids) == [source["lite"]] and sweep.progress.total in (3, 4)
+        c.cancel_sweep(sweep_id)  # the fleet stays free for the tests after this one
+
+
 def test_bad_adapt_requests_are_clear_errors(fleet, source):
     with fleet.client() as c:
         with pytest.raises(NotFound, match="no platform with a latency_ms predictor"):
