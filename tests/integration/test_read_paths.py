@@ -14,6 +14,7 @@ import pytest
 
 from fleetmeter import _net
 from fleetmeter.client import FleetClient
+from fleetmeter.local_fleet import wait_until
 from fleetmeter.controller.engine import LocalEngine
 from fleetmeter.controller.fleet import FleetConfig
 from fleetmeter.controller.server import Controller, ControllerConfig
@@ -21,17 +22,6 @@ from fleetmeter.modeler.builtin import get_builtin_model
 from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, common_pb2, fleet_pb2
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(predicate, what: str, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 async def _agent(address: str, stop: asyncio.Event) -> None:
@@ -73,7 +63,7 @@ def _scenario(address: str, stop_agent) -> dict:
     """What the listings say along the way (values that depend on time left out)."""
     model = get_builtin_model("tiny_mlp", "onnx").path
     with FleetClient(address, token="api") as c:
-        _wait(lambda: [d for d in c.list_devices() if d.connected], "the agent connected")
+        wait_until(lambda: any(d.connected for d in c.list_devices()), 20.0, "the agent connected", poll_s=0.05)
         sha = c.upload_model(model).model.sha256
         [platform] = c.list_platforms()
         sweep = c.submit_sweep(fleet_pb2.SweepSpec(models=[sha], repeats=3, repeat_sample=-1,
@@ -90,7 +80,7 @@ def _scenario(address: str, stop_agent) -> dict:
                 "models": [m.sha256 for m in c.list_models()] == [sha],
                 "measurements": len(list(c.list_measurements(sweep_id=sweep.sweep_id)))}
         stop_agent()
-        _wait(lambda: not c.list_devices()[0].connected, "the agent shown offline")
+        wait_until(lambda: not c.list_devices()[0].connected, 20.0, "the agent shown offline", poll_s=0.05)
         c.forget_device("reader-1")
         seen["after_forget"] = [d.agent_id for d in c.list_devices()]  # read at once: the caller's own write
     return seen
