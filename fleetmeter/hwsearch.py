@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 from fleetmeter._extras import require
+from fleetmeter.controller.platforms import RUNTIME_FOR_FORMAT
 from fleetmeter.errors import InvalidArgument, Unavailable
 from fleetmeter.optuna import BUDGET_TARGETS, Budget, FleetConstraints, suggest_architecture, tpe_sampler
 
@@ -71,7 +72,7 @@ _BUDGET_RE = re.compile(r"^(?P<platform>.+):(?P<target>[a-z_]+)\s*<=\s*(?P<value
 #: A result row's column -> the budget target it measures.
 _MEASURED_COLUMN = {"latency_ms": "median_ms", "energy_mj": "energy_mj_per_inference",
                     "peak_rss_bytes": "peak_rss_bytes"}
-_RUNTIME_FORMAT = {"onnxruntime": "onnx", "litert": "tflite"}
+_RUNTIME_FORMAT = {runtime: fmt for fmt, runtime in RUNTIME_FOR_FORMAT.items()}  # the file a runtime runs
 KEY_ATTR, INFO_ATTR, PREDICTED_ATTR = "fleetmeter.key", "fleetmeter.info", "fleetmeter.predicted"
 SETUP_ATTR = "fleetmeter.search"
 
