@@ -1,7 +1,8 @@
 """``PredictorService.PlanAdapt`` and ``Adapt``: a new platform's predictor from a few measurements.
 
-``PlanAdapt`` resolves the sources (the other platforms' serving model-level predictors of the target;
-a transferred or kernel-level one is no source, and the response says why), predicts every candidate
+``PlanAdapt`` resolves the sources (the other platforms' model-level predictors of the target: the serving
+one, or where kernel-level serves the best model-level candidate kept beside it; a transferred one is no
+source, and the response says why), predicts every candidate
 model on each, and chooses ``budget`` of them with
 :func:`~fleetmeter.modeler.transfer.select_models` (spread over the sources' predictions, cheapest
 first). The caller submits them as an ordinary sweep (``fleetmeter adapt`` does), so measuring needs no
@@ -83,10 +84,11 @@ def _sources(pool: Any, platform: str, requested: Sequence[str], target: str) ->
         except FailedPrecondition as exc:  # e.g. trained on another feature schema: no source, say why
             skipped.append(f"{pid}: {exc}")
             continue
-        predictor = loaded.predictor
-        if not isinstance(predictor, Predictor) or loaded.manifest.get("granularity") != "model":
+        predictor = loaded.model_level  # a kernel-level version keeps its best model-level candidate too
+        if not isinstance(predictor, Predictor):
             kind = loaded.manifest.get("granularity")
-            what = "transferred" if kind == "transferred" else f"{kind}-level"
+            what = ("transferred" if kind == "transferred" else
+                    f"{kind}-level, trained before model-level candidates were kept beside it (retrain it)")
             skipped.append(f"{pid}: its {target} predictor is {what}, not a model-level one trained on its own "
                            "readings")
             continue
@@ -134,8 +136,8 @@ async def plan_adapt(api: Any, request: Any) -> Any:
     if not request.platform:
         raise InvalidArgument("PlanAdapt needs a platform (an id or a unique prefix)")
     (platform,) = await api._chosen_platforms([request.platform])
-    models = match_models(list(request.models), await api.fleet.call("list_models"))
-    runtime = next((p.get("runtime") for p in await api.fleet.call("list_platforms")
+    models = match_models(list(request.models), await api.reads.call("list_models"))
+    runtime = next((p.get("runtime") for p in await api.reads.call("list_platforms")
                     if p["platform_id"] == platform), "")
     if runtime:  # only what the platform's runtime can run (an imported platform: anything)
         runnable = [m for m in models if RUNTIME_FOR_FORMAT.get(m.get("format", "")) == runtime]
@@ -192,7 +194,7 @@ async def adapt(api: Any, request: Any, dataset: Any, registry: Any) -> AsyncIte
     _, by_platform, _ = await api._training_data(targets, chosen, dataset)
     own = by_platform.get(platform, [])
     if request.models:
-        keep = {m["sha256"] for m in match_models(list(request.models), await api.fleet.call("list_models"))}
+        keep = {m["sha256"] for m in match_models(list(request.models), await api.reads.call("list_models"))}
         own = [s for s in own if s.model_sha256 in keep]
     yield predictor_pb2.TrainProgress(stage="loading", message=f"{len(own)} readings of {platform}")
     loop = asyncio.get_running_loop()

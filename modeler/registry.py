@@ -34,7 +34,9 @@ set one, else the latest; ``version=N`` loads that one.
                   interval_log, interval_level, n_train, seed, params),
                   model_txt_sha256 (no model.txt when has_booster is false)
     kernel-level: kernel_predictor (KernelPredictor.config()),
-                  kernel_files {kernel type: {file, sha256}}
+                  kernel_files {kernel type: {file, sha256}}, and model_level {method, predictor,
+                  model_txt_sha256}: the best model-level candidate (its booster in model.txt), kept
+                  as a transfer's source (absent in versions written before it was kept)
     transferred:  as model-level (prior {kind: transfer, map, sources [{platform_id, predictor}]},
                   no booster), plus transfer {from_platforms, map, source_files [{file, sha256}]}: each
                   source's LightGBM text in sources/s000.txt ... ("" for a source without a booster), so
@@ -146,6 +148,10 @@ class LoadedPredictor:
 
     predictor: Predictor
     manifest: Dict[str, Any]
+    #: A model-level predictor trained on this platform's own readings: the serving one of a model-level
+    #: version, the best model-level candidate kept in a kernel-level version (``None`` in kernel-level
+    #: versions written before it was kept, and in transferred ones). A transfer's source.
+    model_level: Optional[Predictor] = None
 
     @property
     def version(self) -> int:
@@ -230,18 +236,24 @@ class Registry:
         n_samples: Optional[int] = None,
         now: Optional[float] = None,
         chosen_because: str = "",
+        model_level: Optional[Predictor] = None,
     ) -> int:
         """Write a trained ``predictor`` as the next version of (``platform_id``, its target); its version.
 
         A model-level :class:`~fleetmeter.modeler.predictor.Predictor` writes its booster as
         ``model.txt`` (when it has one); a :class:`~fleetmeter.modeler.kernels.KernelPredictor`
         (latency) one LightGBM text file per kernel type under ``kernels/`` (numbered: kernel types
-        hold ``+`` and ``:``), listed with their sha256 in the manifest.
+        hold ``+`` and ``:``), listed with their sha256 in the manifest, and the ``model_level`` candidate
+        given with it (``model.txt`` and ``model_level`` in the manifest: :attr:`LoadedPredictor.model_level`).
         """
         if isinstance(predictor, Predictor):
             target, (files, fields) = predictor.target, _model_parts(predictor)
         else:
             target, (files, fields) = "latency_ms", _kernel_parts(predictor)
+            if model_level is not None:
+                model_files, model_fields = _model_parts(model_level)
+                files.update(model_files)
+                fields["model_level"] = {k: model_fields[k] for k in ("method", "predictor", "model_txt_sha256")}
         return self._write(platform_id, target, files, {
             **fields,
             "chosen_because": chosen_because,
@@ -296,7 +308,7 @@ class Registry:
                       metrics=result.metrics, n_samples=result.n_samples, now=now,
                       chosen_because=result.chosen_because)
         if result.granularity == "kernel" and result.kernel_predictor is not None:
-            return self.save(result.kernel_predictor, **common)
+            return self.save(result.kernel_predictor, model_level=result.predictor, **common)
         if result.predictor is None:
             return None
         return self.save(result.predictor, **common)
@@ -403,20 +415,31 @@ class Registry:
                 f"{where} was trained on feature schema {trained_on}, but this fleetmeter extracts feature "
                 f"schema {FEATURE_SCHEMA_VERSION}: retrain it on current features (or pin a version trained on "
                 f"schema {FEATURE_SCHEMA_VERSION})")
-        if manifest.get("granularity", "model") == "kernel":
-            return LoadedPredictor(predictor=self._load_kernel(version_dir, manifest, where), manifest=manifest)
-        config = manifest["predictor"]
+        granularity = manifest.get("granularity", "model")
+        if granularity == "kernel":
+            kept = manifest.get("model_level")
+            model_level = self._load_model(version_dir, kept, target, where) if kept else None
+            return LoadedPredictor(predictor=self._load_kernel(version_dir, manifest, where), manifest=manifest,
+                                   model_level=model_level)
+        predictor = self._load_model(version_dir, manifest, target, where)
+        return LoadedPredictor(predictor=predictor, manifest=manifest,
+                               model_level=predictor if granularity == "model" else None)
+
+    @staticmethod
+    def _load_model(version_dir: Path, fields: Mapping[str, Any], target: str, where: str) -> Predictor:
+        """The model-level predictor that ``fields`` (a manifest, or its ``model_level``) describe."""
+        config = fields["predictor"]
         model_text = None
         if config.get("has_booster", True):
             model_text = (version_dir / MODEL_FILE).read_text(encoding="utf-8")
-            if hashlib.sha256(model_text.encode("utf-8")).hexdigest() != manifest.get("model_txt_sha256"):
+            if hashlib.sha256(model_text.encode("utf-8")).hexdigest() != fields.get("model_txt_sha256"):
                 raise FailedPrecondition(f"{where}: {MODEL_FILE} does not match its manifest (damaged?); retrain")
         prior = None
         if (config.get("prior") or {}).get("kind") == "transfer":
-            prior = _load_transfer(version_dir, manifest, config["prior"], where)
+            prior = _load_transfer(version_dir, fields, config["prior"], where)
         predictor = _rebuild(config, model_text, target, where, prior)
-        predictor.feature_schema_version = int(trained_on)
-        return LoadedPredictor(predictor=predictor, manifest=manifest)
+        predictor.feature_schema_version = FEATURE_SCHEMA_VERSION  # load() checked the version's schema
+        return predictor
 
     @staticmethod
     def _load_kernel(version_dir: Path, manifest: Mapping[str, Any], where: str) -> Any:

@@ -85,9 +85,10 @@ class TrainResult:
     of this target) and ``interval`` (the shipped predictor's ``q`` and the
     coverage measured on the random split's test models). The serving
     predictor — ``predictor`` when ``granularity`` is ``"model"``,
-    ``kernel_predictor`` when ``"kernel"``; ``chosen_because`` says why —
-    is trained on all samples, after the evaluations. Both are ``None``
-    when ``skipped`` says why.
+    ``kernel_predictor`` when ``"kernel"`` (``predictor`` then holds the best
+    model-level candidate, saved beside it as a transfer's source);
+    ``chosen_because`` says why — is trained on all samples, after the
+    evaluations. Both are ``None`` when ``skipped`` says why.
     """
 
     platform_id: str
@@ -97,7 +98,8 @@ class TrainResult:
     fingerprint: str
     n_samples: int
     skipped: str = ""
-    #: Which predictor serves: ``"model"`` (``predictor``) or ``"kernel"`` (``kernel_predictor``), and why.
+    #: Which predictor serves: ``"model"`` (``predictor``) or ``"kernel"`` (``kernel_predictor``, with the best
+    #: model-level candidate kept in ``predictor``: a transfer's source), and why.
     granularity: str = "model"
     chosen_because: str = ""
     kernel_predictor: Optional[Any] = None
@@ -141,6 +143,11 @@ def run_train_task(task: TrainTask) -> TrainResult:
 
         kernel_predictor = train_kernel_predictor(list(task.kernel_samples), seed=task.seed)
         interval_log, level = kernel_predictor.interval_log, kernel_predictor.interval_level
+        # the best model-level candidate is kept beside it: what a transfer to a new platform uses as a
+        # source (a kernel-level predictor needs a profile of every model, a transfer needs graphs only)
+        model_key, _ = _choose(metrics["cross_validation"],
+                               {k: v for k, v in metrics["random_split"].items() if k != "kernel"}, kernel_note)
+        predictor = candidates[next(m for m, k in METHOD_KEYS.items() if k == model_key)]
     else:
         predictor = candidates[method]
         interval_log, level = predictor.interval_log, predictor.interval_level

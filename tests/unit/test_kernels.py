@@ -355,6 +355,12 @@ def _model_level(samples) -> list:
     return out
 
 
+def _key_of(method: str) -> str:
+    from fleetmeter.modeler.methods import METHOD_KEYS
+
+    return METHOD_KEYS[method]
+
+
 def test_the_better_granularity_serves_and_round_trips_through_the_registry(synthetic, tmp_path):
     """On a device that is a sum of kernels the kernel-level predictor wins on the same held-out models,
     the reason is recorded, and the registry gives back the same predictor."""
@@ -367,13 +373,29 @@ def test_the_better_granularity_serves_and_round_trips_through_the_registry(synt
     assert rnd["kernel"]["n"] == rnd["predictor"]["n"] == rnd["n_test"]
     assert result.granularity == "kernel" and result.chosen_because.startswith("kernel had the best")
     assert rnd["kernel"]["acc_10"] > rnd["predictor"]["acc_10"]
-    assert result.predictor is None and result.kernel_predictor is not None
+    assert result.kernel_predictor is not None
+    # the best model-level candidate is kept beside it (a transfer's source): the model-level winner
+    cv = result.metrics["cross_validation"]
+    assert result.predictor is not None and cv[_key_of(result.predictor.method)] is not None
     reg = Registry(tmp_path / "reg")
     version = reg.save_result(result)
     loaded = reg.load("p", "latency_ms", version)
     assert loaded.manifest["granularity"] == "kernel" and loaded.manifest["chosen_because"] == result.chosen_because
     np.testing.assert_allclose(loaded.predictor.predict(synthetic[:10]),
                                result.kernel_predictor.predict(synthetic[:10]), rtol=1e-12)
+    level = _model_level(synthetic[:10])
+    assert loaded.manifest["model_level"]["method"] == result.predictor.method
+    np.testing.assert_allclose(loaded.model_level.predict(level), result.predictor.predict(level), rtol=1e-12)
+    # a new platform adapts from it: the kept model-level candidate is the source
+    from fleetmeter.controller.adapt import _sources
+    from fleetmeter.modeler.serving import PredictorPool
+
+    (pid, source), = _sources(PredictorPool(reg), "new", [], "latency_ms")[0]
+    assert pid == "p" and source.method == result.predictor.method
+    # a kernel-level version without one (written before they were kept) is no source, and says why
+    reg.save(result.kernel_predictor, platform_id="p", training_fingerprint="old")
+    with pytest.raises(FailedPrecondition, match="kernel-level, trained before model-level candidates"):
+        _sources(PredictorPool(reg), "new", [], "latency_ms")
     # A damaged kernel file is refused, not silently mispredicted.
     kernel_file = next((reg.version_dir("p", "latency_ms", version) / "kernels").iterdir())
     kernel_file.write_text(kernel_file.read_text() + "\n")
