@@ -190,8 +190,11 @@ def _extract_task(item: tuple) -> Any:
 
 class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
     def __init__(self, fleet: ActorRef, blobs: BlobStore, engine: Any, registry_root: Path,
-                 *, threads: int = 2) -> None:
+                 *, threads: int = 2, reads: Any = None) -> None:
         self.fleet = fleet
+        # platforms, models and measurements: from the read side (readside.py, ReadSide.call) when the controller
+        # has one, so predictions and training never queue behind the fleet actor's writes; else the actor
+        self.reads = reads if reads is not None else fleet
         self.blobs = blobs
         self.engine = engine
         self.registry_root = Path(registry_root)
@@ -216,7 +219,7 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
 
     async def _refresh_known(self) -> None:
         if time.monotonic() - self._known_at > KNOWN_PLATFORMS_TTL_S:
-            self._known = [p["platform_id"] for p in await self.fleet.call("list_platforms")]
+            self._known = [p["platform_id"] for p in await self.reads.call("list_platforms")]
             self._known_at = time.monotonic()
 
     def _cached(self, sha256: str, input_shapes: Optional[Dict[str, Any]]) -> Any:
@@ -422,7 +425,7 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
             return None
         from fleetmeter.modeler.serving import resolve_platform
 
-        known = sorted(p["platform_id"] for p in await self.fleet.call("list_platforms"))
+        known = sorted(p["platform_id"] for p in await self.reads.call("list_platforms"))
         chosen = []
         for name in requested:
             hit = resolve_platform(name, known)
@@ -456,9 +459,9 @@ class PredictorApi(predictor_pb2_grpc.PredictorServiceServicer):
         Every ``chosen`` platform is in the grouping, with no samples if it has none;
         ``FailedPrecondition`` when there is nothing at all to train on.
         """
-        measurements = await self.fleet.call("list_measurements", include_samples=False)
-        models = await self.fleet.call("list_models")
-        snapshot = _StoreSnapshot(models, measurements, await self.fleet.call("sweep_inputs"))
+        measurements = await self.reads.call("list_measurements", include_samples=False)
+        models = await self.reads.call("list_models")
+        snapshot = _StoreSnapshot(models, measurements, await self.reads.call("sweep_inputs"))
         loop = asyncio.get_running_loop()
         await self._extract_on_workers(snapshot, chosen, dataset)
         shared = _SharedFeatures(self)  # one extraction per model for both loaders and later predictions

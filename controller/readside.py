@@ -17,6 +17,8 @@ way, in the servicer's process:
 by the same code whichever way it is read; only its read methods (listings, a sweep and its progress,
 measurements) are called, and a write through its read-only connection fails.
 
+The predictor service reads the same way (:meth:`ReadSide.call`: platforms, models, measurements).
+
 The answers are cached as serialized responses and shared: one computation serves every caller that arrives
 while it runs, and a cached answer is served again while the store's ``PRAGMA data_version`` and the snapshot
 are unchanged. A caller whose own write (a sweep submitted, a device forgotten) finished after an in-flight
@@ -58,6 +60,9 @@ LIVE_MIN_GAP_S = 1.0
 QUALITY_TTL_S = 5.0
 #: The ``FleetService`` methods whose cached answers travel as bytes (:func:`add_fleet_service`).
 CACHED_RPCS = ("ListDevices", "ListPlatforms", "ListModels", "ListSweeps", "GetSweep")
+#: The fleet actor's read methods :meth:`ReadSide.call` answers for the predictor service (predictions, training
+#: data, adaptation plans), so a ``Predict`` never waits in the actor's queue either.
+READ_METHODS = frozenset({"list_platforms", "list_models", "list_measurements", "sweep_inputs"})
 
 
 class ReadOnlyStore(Store):
@@ -204,6 +209,15 @@ class ReadSide:
     async def list_measurements(self, **filters) -> list[dict]:
         """Not cached (filtered, and large): read in the read thread each time."""
         return await self._run(lambda: self.reader.list_measurements(**filters))
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The fleet actor's read method ``method`` (:data:`READ_METHODS`), answered here: what the predictor
+        service reads (platforms, models, measurements) without queueing behind the actor. Same records."""
+        if method not in READ_METHODS:
+            raise ValueError(f"{method!r} is not a read the read side answers ({', '.join(sorted(READ_METHODS))})")
+        if method == "list_platforms":  # asked on every Predict that names a platform: cached
+            return await self._cached(("platform records",), lambda r: r.list_platforms())
+        return await self._run(lambda: getattr(self.reader, method)(*args, **kwargs))
 
     # ------------------------------------------------------------ the machinery
     async def _cached(self, key: tuple, compute: Callable[[FleetReader], Any]) -> Any:

@@ -162,3 +162,38 @@ def test_the_snapshot_carries_fields_the_fleet_has():
     from fleetmeter.controller.readside import LiveAgent
 
     assert set(LiveAgent._fields) <= {f.name for f in fields(AgentState)}
+
+
+class _OnlyLiveAgents:
+    """A fleet actor handle that answers the live snapshot and fails every other call: what is read through
+    ``ReadSide.call`` must not go to the actor."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    async def call(self, method: str, *args, **kwargs):
+        if method != "live_agents":
+            raise AssertionError(f"{method} went to the fleet actor")
+        return self._fleet.live_agents()
+
+
+def test_the_predictor_services_reads_are_answered_without_the_actor(fleet, tmp_path):
+    """Predict, Train and Adapt read platforms, models, measurements and sweep inputs through ReadSide.call:
+    the fleet's own answers, never a call queued at the actor; a write is refused by name."""
+    sweep_id, _ = _busy_fleet(fleet)
+
+    async def main() -> None:
+        reads = ReadSide(tmp_path / "fleetmeter.sqlite", _OnlyLiveAgents(fleet), CONFIG)
+        try:
+            await reads.refresh()
+            assert await reads.call("list_platforms") == fleet.list_platforms()
+            assert await reads.call("list_models") == fleet.list_models()
+            assert await reads.call("sweep_inputs") == fleet.sweep_inputs()
+            got = await reads.call("list_measurements", include_samples=False)
+            assert got == fleet.list_measurements(include_samples=False) and len(got) == 1
+            with pytest.raises(ValueError, match="'submit_sweep' is not a read"):
+                await reads.call("submit_sweep", {})
+        finally:
+            reads.close()
+
+    asyncio.run(main())
