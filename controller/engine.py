@@ -28,6 +28,9 @@ temp_root=...)``):
   removes what it created there: this session's directory and, if it made
   them, the ``session_latest`` link, the fallback directory and an emptied
   ``temp_root``.
+- A :meth:`RayEngine.map` whose tasks cannot run because no alive Ray node has CPUs (every worker died, or none
+  joined yet) waits ``no_worker_timeout_s`` for one (an autoscaler's time to add a node), then cancels its tasks
+  and raises :class:`~fleetmeter.errors.FailedPrecondition` saying so, instead of waiting forever.
 - After :meth:`RayEngine.shutdown` every call raises
   :class:`~fleetmeter.errors.Unavailable` instead of reaching Ray (whose
   ``.remote()`` would otherwise quietly start a second, default Ray).
@@ -43,11 +46,12 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
-from fleetmeter.errors import Unavailable
+from fleetmeter.errors import FailedPrecondition, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,12 @@ _SOCKET_PATH_MAX_BYTES = (104 if sys.platform == "darwin" else 108) - 1
 _SOCKET_TAIL = "/session_YYYY-MM-DD_hh-mm-ss_ffffff_PPPPPPP/sockets/plasma_store.NN"
 #: The longest temp dir whose Ray sockets still fit in a unix socket path.
 MAX_RAY_TEMP_DIR_BYTES = _SOCKET_PATH_MAX_BYTES - len(_SOCKET_TAIL)
+
+#: How long :meth:`RayEngine.map` waits while no alive Ray node has CPUs before it fails (0: forever). Long enough
+#: for an autoscaler to add a node.
+DEFAULT_NO_WORKER_TIMEOUT_S = 300.0
+#: CPUs each :meth:`RayEngine.map` task asks Ray for; a node with fewer cannot run one.
+TASK_CPUS = 1.0
 
 
 class ActorRef:
@@ -121,12 +131,17 @@ class RayEngine:
 
     ``node_ip``: the address Ray advertises and, when loopback, the only one it listens on (None: Ray's choice,
     every interface). ``temp_root``: where a local Ray keeps its session files (None: Ray's default,
-    ``/tmp/ray``); unused when joining a cluster, whose nodes chose theirs.
+    ``/tmp/ray``); unused when joining a cluster, whose nodes chose theirs. ``no_worker_timeout_s``: how long
+    :meth:`map` waits while no alive node has CPUs for its tasks before it cancels them and fails (0: forever).
     """
 
     def __init__(self, address: Optional[str] = None, *, num_cpus: Optional[int] = None,
-                 node_ip: Optional[str] = None, temp_root: Optional[Path] = None) -> None:
+                 node_ip: Optional[str] = None, temp_root: Optional[Path] = None,
+                 no_worker_timeout_s: float = DEFAULT_NO_WORKER_TIMEOUT_S) -> None:
+        if not no_worker_timeout_s >= 0:
+            raise ValueError(f"no_worker_timeout_s must be >= 0 (0: wait forever), got {no_worker_timeout_s}")
         self.address = address
+        self.no_worker_timeout_s = float(no_worker_timeout_s)
         self.num_cpus = num_cpus
         self.node_ip = node_ip
         self.temp_root = Path(temp_root) if temp_root is not None else None
@@ -297,17 +312,19 @@ class RayEngine:
     async def map(self, fn: Callable, items: Sequence[Any]) -> list[Any]:
         """Run ``fn(item)`` for every item as Ray tasks; results in order. ``fn``, ``item`` and the result travel
         through Ray's object store (never a path: the task may run on another machine); a task whose node dies is
-        retried once on another node, then its error is raised. Where each task ran is counted in
-        :attr:`task_nodes` and logged (at INFO when a node other than this process's took part)."""
+        retried once on another node, then its error is raised. When no alive node has the CPUs a task needs for
+        ``no_worker_timeout_s``, the tasks are cancelled and :class:`~fleetmeter.errors.FailedPrecondition` is
+        raised. Where each task ran is counted in :attr:`task_nodes` and logged (at INFO when a node other than
+        this process's took part)."""
         import ray
 
         self._check_open()
         if not items:
             return []
-        remote = ray.remote(_on_node).options(max_retries=1)
+        remote = ray.remote(_on_node).options(max_retries=1, num_cpus=TASK_CPUS)
         refs = [remote.remote(fn, item) for item in items]
         try:
-            done = list(await asyncio.gather(*refs))
+            done = list(await self._gather_watching_workers(ray, refs, getattr(fn, "__name__", str(fn))))
         except _lost_task_errors(ray) as exc:
             raise Unavailable(f"a Ray task of {getattr(fn, '__name__', fn)} was lost twice ({type(exc).__name__}): "
                               "a node or worker of the Ray cluster died; run it again") from exc
@@ -319,6 +336,71 @@ class RayEngine:
         log.log(logging.DEBUG if here else logging.INFO, "%d Ray task(s) of %s ran on node(s) %s", len(done),
                 getattr(fn, "__name__", fn), ", ".join(f"{node}({n})" for node, n in sorted(ran_on.items())))
         return [result for _, result in done]
+
+    async def _gather_watching_workers(self, ray: Any, refs: list, what: str) -> list:
+        """The results of ``refs``; meanwhile, every few seconds, a look at the cluster's nodes. When none alive has
+        :data:`TASK_CPUS` CPUs for ``no_worker_timeout_s``: the unfinished tasks are cancelled and
+        :class:`~fleetmeter.errors.FailedPrecondition` is raised. Ray's own errors pass through."""
+        gathered = asyncio.gather(*refs)
+        timeout_s = self.no_worker_timeout_s
+        if not timeout_s:
+            return await gathered
+        loop = asyncio.get_running_loop()
+        period_s = min(5.0, max(0.5, timeout_s / 5))
+        last_seen_s = time.monotonic()
+        give_up = False
+        try:
+            while not give_up:
+                finished, _ = await asyncio.wait({gathered}, timeout=period_s)
+                if finished:
+                    return gathered.result()
+                nodes = await loop.run_in_executor(None, _cluster_nodes, ray)
+                last_seen_s, give_up = no_worker_verdict(nodes, time.monotonic(), last_seen_s, timeout_s)
+        finally:
+            if not gathered.done():  # given up, or the caller was cancelled: nobody waits for these any more
+                gathered.cancel()
+                gathered.add_done_callback(_retrieve)  # a cancelled gather ends in a CancelledError nobody reads
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in refs:
+            try:
+                ray.cancel(ref)
+            except Exception:  # noqa: BLE001 - best effort: the error below is what matters
+                log.debug("cannot cancel Ray task %s", ref, exc_info=True)
+        message = (f"no Ray node with CPUs has been alive for {timeout_s:g} s: {len(refs) - len(ready)} of "
+                   f"{len(refs)} Ray task(s) of {what} could not run and were cancelled; start Ray worker nodes "
+                   "(ray start --address HEAD:PORT --num-cpus N) or check the cluster (ray status), then run "
+                   "again (an autoscaler that needs longer to add a node: raise the controller's "
+                   "--no-worker-timeout-s)")
+        log.error("%s", message)
+        raise FailedPrecondition(message)
+
+
+def no_worker_verdict(nodes: Iterable[Mapping[str, Any]], now_s: float, last_seen_s: float, timeout_s: float,
+                      cpus_needed: float = TASK_CPUS) -> tuple[float, bool]:
+    """One look at the cluster while tasks wait: ``(last_seen_s, give_up)``.
+
+    ``nodes`` are ``ray.nodes()`` entries (``"Alive"``; ``"Resources"``, the node's total resources). When one is
+    alive with at least ``cpus_needed`` CPUs, ``last_seen_s`` becomes ``now_s``; ``give_up`` is true once
+    ``timeout_s`` (> 0) has passed since ``last_seen_s`` (the caller starts it at the wait's start). Seconds on
+    one monotonic clock."""
+    if any(n.get("Alive") and float((n.get("Resources") or {}).get("CPU", 0)) >= cpus_needed for n in nodes):
+        return now_s, False
+    return last_seen_s, now_s - last_seen_s >= timeout_s
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Read a finished future's outcome, so that asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _cluster_nodes(ray: Any) -> list:
+    """``ray.nodes()``; none (as if no node were alive) when the cluster cannot be asked."""
+    try:
+        return ray.nodes()
+    except Exception as exc:  # noqa: BLE001 - an unreachable cluster runs no task either
+        log.warning("cannot list the Ray cluster's nodes: %s", exc)
+        return []
 
 
 def _lost_task_errors(ray: Any) -> tuple:

@@ -22,7 +22,7 @@ from fleetmeter.blobs import BlobStore
 from fleetmeter.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2, predictor_pb2, predictor_pb2_grpc
 
 from .fleet_service import FleetApi
-from .engine import RayEngine
+from .engine import DEFAULT_NO_WORKER_TIMEOUT_S, RayEngine
 from .fleet import Fleet, FleetConfig
 from .gateway import AgentGateway, Notifier
 from .identity import AgentDoor, RefusalLog
@@ -68,8 +68,13 @@ class ControllerConfig:
     # Where listings and progress are read: "store" (the store and the fleet's live snapshot, readside.py:
     # never queued behind the fleet actor) or "actor" (through the fleet actor, as before; for comparison).
     read_path: str = "store"
+    # How long a Ray fan-out (training, feature extraction, an upload's inspection) waits while no alive Ray node
+    # has CPUs before it cancels its tasks and fails (RayEngine.map); 0: forever.
+    no_worker_timeout_s: float = DEFAULT_NO_WORKER_TIMEOUT_S
 
     def __post_init__(self) -> None:
+        if not self.no_worker_timeout_s >= 0:
+            raise ValueError(f"--no-worker-timeout-s must be >= 0 (0: wait forever), got {self.no_worker_timeout_s}")
         if not 0 <= int(self.nice) <= 19:
             raise ValueError(f"--nice must be 0..19, got {self.nice}")
         if self.read_path not in READ_PATHS:
@@ -153,7 +158,8 @@ class Controller:
         self.config = config
         self.engine = engine or RayEngine(config.ray_address, num_cpus=config.ray_num_cpus,
                                           node_ip=config.ray_node_ip_to_use(),
-                                          temp_root=Path(config.data_dir) / "ray")
+                                          temp_root=Path(config.data_dir) / "ray",
+                                          no_worker_timeout_s=config.no_worker_timeout_s)
         self.server: Optional[grpc.aio.Server] = None
         self.address: Optional[str] = None
         self._tasks: list[asyncio.Task] = []
@@ -175,7 +181,8 @@ class Controller:
             self.reads = ReadSide(data_dir / STORE_FILE, self.fleet, cfg.fleet)
             await self.reads.refresh()
         self.api = FleetApi(self.fleet, self.blobs, self.notifier, self.engine, self.gateway, self.reads)
-        self.predictor_api = PredictorApi(self.fleet, self.blobs, self.engine, data_dir / "predictors")
+        self.predictor_api = PredictorApi(self.fleet, self.blobs, self.engine, data_dir / "predictors",
+                                          reads=self.reads)
         if cfg.fleet.reference_interval_s > 0:  # before serving: the models are there when the first agent is
             await self._install_reference_models()
         server = grpc.aio.server(interceptors=[BoundaryInterceptor(door, cfg.api_token, refusals)],

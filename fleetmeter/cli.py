@@ -47,7 +47,8 @@ def cmd_controller(args) -> int:
         fleet=FleetConfig(lease_timeout_s=args.lease_timeout_s, heartbeat_interval_s=args.heartbeat_s,
                           restart_grace_s=args.restart_grace_s, reference_interval_s=args.reference_interval_s,
                           max_job_s=args.max_job_s, max_jobs_per_sweep=args.max_sweep_jobs),
-        nice=args.nice, ray_node_ip=args.ray_node_ip, read_path=args.read_path)
+        nice=args.nice, ray_node_ip=args.ray_node_ip, read_path=args.read_path,
+        no_worker_timeout_s=args.no_worker_timeout_s)
     return run_controller(config)
 
 
@@ -475,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_controller_command(sub) -> None:
+    from fleetmeter.controller.engine import DEFAULT_NO_WORKER_TIMEOUT_S
+
     p = sub.add_parser("controller", help="run the controller (Ray + gRPC services)",
                        description="Start the controller: a local Ray instance (or --ray-address), the fleet "
                                    "registry and scheduler, the SQLite store, and the agent- and caller-facing "
@@ -509,6 +512,11 @@ def _add_controller_command(sub) -> None:
                    help="lower the priority of the controller and its local Ray by N (0-19; default: "
                         "%(default)s), so that on a host shared with agents it yields the CPU to their "
                         "measurements; 0 keeps the normal priority")
+    p.add_argument("--no-worker-timeout-s", type=float, default=DEFAULT_NO_WORKER_TIMEOUT_S, metavar="S",
+                   help="a training run, feature extraction or upload whose Ray tasks find no alive Ray node with "
+                        "CPUs for S seconds (every worker died, none joined) fails with an error saying so instead "
+                        "of waiting; leave an autoscaler time to add a node (default: %(default)s; 0: wait "
+                        "forever)")
     p.add_argument("--read-path", choices=("store", "actor"), default="store",
                    help="where listings and sweep progress are read: store (the store and a snapshot of the "
                         "agents' live state, never queued behind the scheduler; default) or actor (through the "

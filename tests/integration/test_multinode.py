@@ -6,7 +6,9 @@ training run as Ray tasks; the engine logs the node id of every task, and the te
 workers' node ids (read from each raylet's log). Results come back through Ray's object store: the zoo's files
 are written by the driver, features and trained predictors reach the controller's own stores. Then a worker
 node is killed while a training run is on: the run completes (its tasks retried on the other worker) or fails
-with an error that says so, and the controller keeps answering.
+with an error that says so, and the controller keeps answering. On a cluster of its own, both workers are killed
+during a training run: with no node left that has CPUs the run fails, once ``--no-worker-timeout-s`` has passed,
+with an error that says so (instead of its tasks waiting forever), and the controller keeps answering.
 
 Two workarounds of Ray's, both only for a cluster confined to loopback on one machine: ``ray start --head``
 takes a loopback node ip only while ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (else it advertises the host's
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -36,13 +39,14 @@ pytest.importorskip("lightgbm")
 if shutil.which("ray") is None:
     pytest.skip("the `ray` command is not installed", allow_module_level=True)
 
-from fleetmeter.errors import FleetmeterError  # noqa: E402
+from fleetmeter.errors import FailedPrecondition, FleetmeterError  # noqa: E402
 from fleetmeter.local_fleet import LocalFleet  # noqa: E402
 from fleetmeter.modeler.zoo.fam_nasbench201 import arch_from_index, build_nasbench201  # noqa: E402
 from fleetmeter.modeler.zoo.onnx_emit import build_onnx, onnx_bytes  # noqa: E402
 
 WORKERS = ("worker_a", "worker_b")
 PLATFORMS = ("mn-a", "mn-b")
+NO_WORKER_TIMEOUT_S = 5
 TASK_LINE = re.compile(r"(\d+) Ray task\(s\) of (\w+) ran on node\(s\) (.*)")
 _KEEP_LOOPBACK = ("import sys; from ray._private import services; services.resolve_ip_for_localhost = lambda h: h; "
                   "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())")
@@ -186,16 +190,17 @@ def test_controller_zoo_and_training_run_on_worker_nodes(cluster, tmp_path):
         fleet.close()
 
 
-def _train_through_a_node_failure(fleet: LocalFleet, cluster: _Cluster) -> None:
-    """Kill worker_b once a second training run is training: the run completes or fails saying why, and the
-    controller stays up."""
+def _train_killing(fleet: LocalFleet, cluster: _Cluster, names: tuple, deadline_s: float = 300.0
+                   ) -> tuple[dict, float]:
+    """A training run on a thread; once it reports ``training``, SIGKILL the nodes ``names``. Its outcome
+    (``{"last": last message}`` or ``{"error": exception}``) and the seconds from the kill to its end."""
     outcome: dict = {}
     training = threading.Event()
 
     def train() -> None:
         try:
             with fleet.client() as c:
-                for message in c.train(targets=["latency_ms"], skip_family_split=True, timeout_s=300):
+                for message in c.train(targets=["latency_ms"], skip_family_split=True, timeout_s=deadline_s):
                     if message.stage == "training":
                         training.set()
                     outcome["last"] = message
@@ -206,10 +211,20 @@ def _train_through_a_node_failure(fleet: LocalFleet, cluster: _Cluster) -> None:
 
     runner = threading.Thread(target=train, daemon=True)
     runner.start()
-    assert training.wait(300)
-    assert cluster.kill("worker_b") >= 1  # its raylet at least
-    runner.join(300)
-    assert not runner.is_alive()
+    assert training.wait(deadline_s)
+    assert "error" not in outcome, outcome["error"]  # it reached training with the workers up
+    for name in names:
+        assert cluster.kill(name) >= 1  # its raylet at least
+    killed_s = time.monotonic()
+    runner.join(deadline_s)
+    assert not runner.is_alive(), f"the training run still waits {deadline_s:.0f} s after {names} were killed"
+    return outcome, time.monotonic() - killed_s
+
+
+def _train_through_a_node_failure(fleet: LocalFleet, cluster: _Cluster) -> None:
+    """Kill worker_b once a second training run is training: the run completes or fails saying why, and the
+    controller stays up."""
+    outcome, _ = _train_killing(fleet, cluster, ("worker_b",))
     if "error" in outcome:  # failed: the error names what happened
         assert re.search(r"node|worker|died|crash|unavailable", str(outcome["error"]), re.I), outcome["error"]
     else:
@@ -217,3 +232,43 @@ def _train_through_a_node_failure(fleet: LocalFleet, cluster: _Cluster) -> None:
     assert fleet.controller.alive(), fleet.controller.log_tail()
     with fleet.client() as c:
         assert c.list_devices() == []  # still answering: no agents joined this fleet
+
+
+def _assert_no_worker_error(outcome: dict, fleet: LocalFleet) -> None:
+    error = outcome.get("error")
+    assert isinstance(error, FailedPrecondition), (outcome, fleet.controller.log_tail())
+    assert f"no Ray node with CPUs has been alive for {NO_WORKER_TIMEOUT_S} s" in str(error), error
+    assert "start Ray worker nodes" in str(error) and "could not run" in str(error), error
+
+
+def test_training_fails_clearly_when_every_worker_node_dies(cluster, tmp_path):
+    """Both workers killed during a training run leave no node with CPUs (the head has none): the run fails
+    with FailedPrecondition naming that, within the Ray's time to notice the deaths plus --no-worker-timeout-s
+    (without it the retried tasks wait forever); the controller keeps answering, and a second run, on the
+    cluster already without workers, fails the same way after about the timeout."""
+    fleet = LocalFleet(tmp_path / "fleet", api_token=secrets.token_hex(8), agent_token=secrets.token_hex(8))
+    try:
+        fleet.start_controller(None, 180.0, "--ray-address", cluster.address, "--ray-node-ip", "127.0.0.1",
+                               "--no-worker-timeout-s", str(NO_WORKER_TIMEOUT_S))
+        imported = _fm(fleet, "import", str(_measurements(tmp_path)), "--json")
+        assert imported.returncode == 0, imported.stderr[-3000:]
+
+        outcome, after_kill_s = _train_killing(fleet, cluster, WORKERS, deadline_s=180.0)
+        _assert_no_worker_error(outcome, fleet)
+        # Ray marks a killed node dead after its health checks fail (about 15 s by default), then the timeout.
+        assert after_kill_s < 120, after_kill_s
+        assert fleet.controller.alive(), fleet.controller.log_tail()
+        with fleet.client() as c:
+            assert c.list_devices() == []  # still answering
+
+        started_s = time.monotonic()
+        with fleet.client() as c, pytest.raises(FailedPrecondition) as again:
+            for _ in c.train(targets=["latency_ms"], skip_family_split=True, timeout_s=120):
+                pass
+        _assert_no_worker_error({"error": again.value}, fleet)
+        assert time.monotonic() - started_s < NO_WORKER_TIMEOUT_S + 60
+        assert fleet.controller.alive(), fleet.controller.log_tail()
+        with fleet.client() as c:
+            assert c.list_devices() == []
+    finally:
+        fleet.close()
