@@ -44,8 +44,19 @@ READ_PATHS = ("store", "actor")
 # Train run between two progress messages). Accept them every 10 s, and never end a connection over pings:
 # on a loaded machine a caller's timers fire late and then in a burst, which counted as strikes and still
 # ended watch streams with "too many pings" (max_ping_strikes 0: no limit; dead peers are found by keepalive).
+#
+# New calls wait in gRPC's queue until the (one-threaded, Python) server picks them up; past 1,000 waiting gRPC
+# starts refusing new calls at random and past 3,000 refuses them all (grpc.server.max_pending_requests and its
+# hard limit). A fleet that (re)connects at once — 10,000 agents after a controller restart — arrives faster than
+# that: 3,000-4,000 of 10,000 streams were refused with INTERNAL "Internal error from Core" in the load test
+# (docs/benchmarks.md §16). Agents retry, but a refused hello costs the agent a backoff and the controller a
+# second hello; the queue is allowed to hold a fleet's worth of hellos instead (they still wait at most gRPC's
+# 30 s in the queue).
+MAX_PENDING_CALLS = 20_000
 SERVER_OPTIONS = CHANNEL_OPTIONS + (("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-                                    ("grpc.http2.max_ping_strikes", 0))
+                                    ("grpc.http2.max_ping_strikes", 0),
+                                    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                                    ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS))
 
 
 @dataclass(frozen=True)
