@@ -402,13 +402,14 @@ class Fleet:
             "reading": spec.get("reading") or {}, "job_kind": quality.job_kind(job, sweep),
         }
 
-    def record_result(self, record: dict) -> bool:
+    def record_result(self, record: dict, platforms: Optional[dict] = None) -> bool:
         """Store a measurement (idempotent), settle its job and free its agent. ``False`` for a re-send.
 
         A failed run settles its job unless it should be tried again: a passing kind of
         failure is retried (up to ``max_attempts``); a deterministic one is retried on
         another device of the pool until it failed on the sweep's ``max_device_failures``
         devices, after which the model's remaining jobs on that platform are failed too.
+        ``platforms``: platform rows already read (by platform id; filled here), shared by a batch.
         """
         agent_id = record.get("agent_id") or ""
         job_id = record.get("job_id") or ""
@@ -421,7 +422,10 @@ class Fleet:
         if not self.store.held_by(job_id, agent_id):
             raise PermissionDenied(f"job {job_id} was never leased to agent {agent_id}")
         # What was measured comes from the lease, never from the message: its sweep, platform, model and kind.
-        platform = self.store.get_platform(job["platform_id"]) or {}
+        if platforms is None or job["platform_id"] not in platforms:  # a batch reads each platform once
+            platforms = {} if platforms is None else platforms
+            platforms[job["platform_id"]] = self.store.get_platform(job["platform_id"]) or {}
+        platform = platforms[job["platform_id"]]
         record = {**record, "sweep_id": job["sweep_id"], "platform_id": job["platform_id"],
                   "model_sha256": job["model_sha256"],
                   **{k: platform[k] for k in ("runtime", "runtime_version", "provider", "threads") if k in platform},
@@ -463,9 +467,11 @@ class Fleet:
         record: ``"stored"``, ``"duplicate"`` (stored before), ``"rejected: <why>"`` (refused for good,
         nothing stored: a forged or invalid result) or ``"error"`` (not stored this time; send it again).
         Only the first two may be acknowledged to the agent."""
+        platforms: dict = {}
+
         def one(record: dict) -> str:
             try:
-                return "stored" if self.record_result(record) else "duplicate"
+                return "stored" if self.record_result(record, platforms) else "duplicate"
             except (InvalidArgument, PermissionDenied) as exc:  # raised before anything is written
                 log.warning("result %s from agent %s refused: %s", record.get("measurement_id"),
                             record.get("agent_id"), exc)

@@ -38,7 +38,7 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import grpc
 
@@ -111,7 +111,8 @@ class FleetReader(Fleet):
         self.store = store
         self.config = config
         self.clock = clock
-        self.agents: dict[str, LiveAgent] = {}
+        self._snapshot: list[tuple] = []
+        self._agents: Optional[dict[str, LiveAgent]] = {}
         self.by_host: dict[str, dict[str, LiveAgent]] = {}
         self.host_of: dict[str, str] = {}
         self._quality: dict[str, dict] = {}
@@ -119,8 +120,17 @@ class FleetReader(Fleet):
         self._quality_since = time.monotonic()
 
     def apply(self, snapshot: list[tuple]) -> None:
-        """Take a :func:`live_snapshot` as the agents' state."""
-        self.agents = {a[0]: LiveAgent._make(a) for a in snapshot}
+        """Take a :func:`live_snapshot` as the agents' state. Kept as it came: the table of :attr:`agents` is built
+        by the first read that needs it (during a sweep of a 10,000-agent fleet snapshots arrive every second and
+        building each table was 12 % of the controller process, docs/benchmarks.md §16; reads are rarer)."""
+        self._snapshot, self._agents = snapshot, None
+
+    @property
+    def agents(self) -> dict[str, LiveAgent]:
+        """agent_id → :class:`LiveAgent`, from the last snapshot applied."""
+        if self._agents is None:
+            self._agents = {a[0]: LiveAgent._make(a) for a in self._snapshot}
+        return self._agents
 
     def platform_quality(self, platform_id: str) -> dict:
         if time.monotonic() - self._quality_since > QUALITY_TTL_S:
