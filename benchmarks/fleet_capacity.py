@@ -8,8 +8,8 @@ The numbers docs/scaling.md builds on. Everything runs on this machine's disk an
   jobs; every agent busy, then rounds of ``record_results`` (``--batch`` results) and ``assign(every agent)``
   as the gateway calls them, until the sweep is done. Reported: jobs/s and the time per job of each call, for
   the scheduler as it is and as it was at a git revision (``--variants HEAD,current``); with
-  ``--shards K`` also the same fleet split by host into K schedulers with a store each, in K processes at once
-  (what sharding the fleet actor would give on this machine).
+  ``--shards K`` also the same fleet split by host into K schedulers in K processes at once (what sharding
+  the fleet actor would give on this machine), once with a store each and once all writing one SQLite store.
 - **per device**: ``heartbeats`` of all N agents in one call (what the gateway flushes twice a second),
   ``register_agent``, the read side's ``live_snapshot`` and the store-path ``ListDevices`` answer at N devices.
 
@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 from fleetmeter.controller.fleet import Fleet, FleetConfig
 from fleetmeter.controller.readside import FleetReader, ReadOnlyStore, live_snapshot
@@ -91,14 +92,17 @@ def fleet_at(rev: str, root: Path) -> type:
     return module.Fleet
 
 
-def scheduler(root: Path, agents: int, jobs: int, batch: int, variant: str = "current", tag: str = "") -> dict:
+def scheduler(root: Path, agents: int, jobs: int, batch: int, variant: str = "current", tag: str = "",
+              first: int = 0, db: Optional[Path] = None) -> dict:
     """The fleet at ``agents`` devices: registering, heartbeats, and a sweep of ``jobs`` run to the end, every
-    agent busy, ``batch`` results recorded then ``assign`` offered every agent (the gateway's rhythm)."""
-    db = root / f"fleet-{agents}-{variant}{tag}.sqlite"
+    agent busy, ``batch`` results recorded then ``assign`` offered every agent (the gateway's rhythm).
+    ``first``: the first agent's number; ``db``: a store file other schedulers share (default: its own)."""
+    shared = db is not None
+    db = db or root / f"fleet-{agents}-{variant}{tag}.sqlite"
     store = Store(db)
     fleet = (Fleet if variant == "current" else fleet_at(variant, root))(store, CONFIG)
     t0 = time.perf_counter()
-    for i in range(agents):
+    for i in range(first, first + agents):
         fleet.register_agent(_hello(i))
     register_s = time.perf_counter() - t0
     ids = list(fleet.agents)
@@ -125,8 +129,15 @@ def scheduler(root: Path, agents: int, jobs: int, batch: int, variant: str = "cu
         done += outcomes.count("stored")
         rounds += 1
         if not finished:
+            if shared:  # the other schedulers took the rest of the shared queue
+                break
             raise RuntimeError(f"nothing running with {jobs - done} jobs left")
     sweep_s = time.perf_counter() - t_sweep
+    if shared:
+        store.close()
+        return {"agents": agents, "jobs": done, "jobs_per_s": round(done / sweep_s), "seconds": sweep_s,
+                "us_per_job": {"assign": round(assign_s / max(done, 1) * 1e6, 1),
+                               "record_results": round(record_s / max(done, 1) * 1e6, 1)}}
     t0 = time.perf_counter()
     snapshot = live_snapshot(fleet)
     snapshot_s = time.perf_counter() - t0
@@ -152,16 +163,23 @@ def _shard(job: tuple) -> dict:
     return scheduler(*job)
 
 
-def shards(root: Path, agents: int, jobs: int, batch: int, k: int) -> dict:
-    """The same fleet split into ``k`` shards by host (each a ``Fleet`` with its own store file, in its own
-    process, as shard actors would be), all running at once: jobs/s together."""
+def shards(root: Path, agents: int, jobs: int, batch: int, k: int, shared: bool = False) -> dict:
+    """The same fleet split into ``k`` shards by host (each a ``Fleet`` in its own process, as shard actors
+    would be), all running at once: jobs/s together. Each shard has a store file of its own, or (``shared``)
+    all of them write one store file, as shard actors over today's single SQLite store would."""
     import multiprocessing
 
+    db = root / f"fleet-{agents}-shared-{k}.sqlite" if shared else None
+    if db is not None:
+        Store(db).close()  # created (and migrated) once, before the shards open it
+    jobs_args = [(root, agents // k, jobs // k, batch, "current", f"-shard{i}", i * (agents // k), db)
+                 for i in range(k)]
     with multiprocessing.get_context("spawn").Pool(k) as pool:
-        parts = pool.map(_shard, [(root, agents // k, jobs // k, batch, "current", f"-shard{i}") for i in range(k)])
+        parts = pool.map(_shard, jobs_args)
     slowest_s = max(p["jobs"] / p["jobs_per_s"] for p in parts)  # the sweeps ran side by side
-    return {"agents": agents, "variant": f"current, {k} shards", "batch": batch, "jobs": jobs,
-            "jobs_per_s": round(sum(p["jobs"] for p in parts) / slowest_s), "shards": parts}
+    done = sum(p["jobs"] for p in parts)
+    return {"agents": agents, "variant": f"current, {k} shards" + (", one shared store" if shared else ""),
+            "batch": batch, "jobs": done, "jobs_per_s": round(done / slowest_s), "shards": parts}
 
 
 def _device(d: dict):
@@ -197,10 +215,11 @@ def main(argv=None) -> int:
                 f = fleets[-1]
                 print(f"  fleet of {n} ({variant}): {f['jobs_per_s']} jobs/s (µs per job {f['us_per_job']}); "
                       f"µs per agent {f['us_per_agent']}", flush=True)
-            sharded = shards(Path(tmp), n, args.jobs, args.batch, args.shards) if args.shards > 1 else None
-            if sharded:
+            for shared in ((False, True) if args.shards > 1 else ()):
+                sharded = shards(Path(tmp), n, args.jobs, args.batch, args.shards, shared)
                 fleets.append(sharded)
-                print(f"  fleet of {n} in {args.shards} shards (processes, own store each): "
+                print(f"  fleet of {n} in {args.shards} shards (processes, "
+                      f"{'one shared store' if shared else 'own store each'}): "
                       f"{sharded['jobs_per_s']} jobs/s together", flush=True)
     payload = {"settings": {k: v for k, v in vars(args).items() if k != "out_dir"}, "store_writes": writes,
                "fleets": fleets, "machine": machine,

@@ -127,7 +127,7 @@ def test_predict_speed_quick(quick_runs):
 
 @pytest.mark.parametrize("name", ("accuracy", "real_sweep", "loadgen", "features_speed", "repeatability",
                                   "fidelity_fleet", "third_party", "nb201", "read_latency", "fleet_capacity",
-                                  "search"))
+                                  "search", "adapt_local"))
 def test_help_of_the_long_benchmarks(name):
     proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True,
                           timeout=60)
