@@ -164,7 +164,7 @@ def _adapt_sync(api: Any, request: Any, platform: str, own: List[Any], targets: 
             continue
         try:
             sources, _ = _sources(api.pool, platform, list(request.from_platforms), target)
-        except FailedPrecondition as exc:
+        except (FailedPrecondition, NotFound) as exc:  # no source of this target (a --from without one)
             if request.targets:
                 raise
             out.append((None, target, str(exc)))
