@@ -129,8 +129,11 @@ def scheduler(root: Path, agents: int, jobs: int, batch: int, variant: str = "cu
         done += outcomes.count("stored")
         rounds += 1
         if not finished:
-            if shared:  # the other schedulers took the rest of the shared queue
+            if shared and store.next_pending_job([pid]) is None:  # the others took the rest of the shared queue
                 break
+            if shared:  # pending jobs another scheduler leased first this round: offer the agents again
+                running += fleet.assign(ids)
+                continue
             raise RuntimeError(f"nothing running with {jobs - done} jobs left")
     sweep_s = time.perf_counter() - t_sweep
     if shared:
