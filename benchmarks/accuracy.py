@@ -51,6 +51,16 @@ def _sweep(client, shas, settings, name, profile=False, reading=None):
     return submit_and_wait(client, spec, timeout_s=8 * 3600, report_every_s=60)[1]
 
 
+def _start_agents(fleet: LocalFleet, args) -> tuple:
+    """The three agents, connected; the sweeps' ``(BenchSettings, ReadingSettings or None)``."""
+    for name, extra in AGENTS:
+        fleet.start_agent(name, *extra)
+    fleet.wait_agents_connected([n for n, _ in AGENTS])
+    settings = common_pb2.BenchSettings(warmup_runs=3, min_runs=10, min_duration_ms=args.min_duration_ms,
+                                        max_duration_ms=max(2000.0, 10 * args.min_duration_ms))
+    return settings, (common_pb2.ReadingSettings(sessions=args.sessions) if args.sessions else None)
+
+
 def measure(fleet: LocalFleet, args, report: dict) -> None:
     from fleetmeter.modeler.zoo.build import build_zoo
     from fleetmeter.modeler.zoo.families import family_names
@@ -65,12 +75,7 @@ def measure(fleet: LocalFleet, args, report: dict) -> None:
     files = collections.defaultdict(dict)
     for e in entries:
         files[e["name"]][e["format"]] = zoo_dir / e["file"]
-    for name, extra in AGENTS:
-        fleet.start_agent(name, *extra)
-    fleet.wait_agents_connected([n for n, _ in AGENTS])
-    settings = common_pb2.BenchSettings(warmup_runs=3, min_runs=10, min_duration_ms=args.min_duration_ms,
-                                        max_duration_ms=max(2000.0, 10 * args.min_duration_ms))
-    reading = common_pb2.ReadingSettings(sessions=args.sessions) if args.sessions else None
+    settings, reading = _start_agents(fleet, args)
     with fleet.client() as c:
         t0 = time.monotonic()
         sha_of = {(a, fmt): c.upload_model(path).model.sha256 for a in archs for fmt, path in files[a].items()}
@@ -108,12 +113,7 @@ def remeasure_disturbed(fleet: LocalFleet, args, report: dict) -> None:
     for r in records:
         if (r["model_sha256"], r["platform_id"]) not in usable:
             redo[r["platform_id"]].add(r["model_sha256"])
-    for name, extra in AGENTS:
-        fleet.start_agent(name, *extra)
-    fleet.wait_agents_connected([n for n, _ in AGENTS])
-    settings = common_pb2.BenchSettings(warmup_runs=3, min_runs=10, min_duration_ms=args.min_duration_ms,
-                                        max_duration_ms=max(2000.0, 10 * args.min_duration_ms))
-    reading = common_pb2.ReadingSettings(sessions=args.sessions) if args.sessions else None
+    settings, reading = _start_agents(fleet, args)
     report["remeasured"] = {}
     with fleet.client() as c:
         for pid, shas in sorted(redo.items()):
