@@ -179,7 +179,8 @@ def main(argv=None) -> int:
     tokens = json.loads(tokens_path.read_text()) if reuse else {"agent": secrets.token_hex(8),
                                                                  "api": secrets.token_hex(8)}
     tokens_path.write_text(json.dumps(tokens))
-    previous = json.loads((data / "measure.json").read_text()) if reuse else {}
+    measured = data / "measure.json"  # absent when the measuring run was stopped before it ended
+    previous = json.loads(measured.read_text()) if reuse and measured.exists() else {}
     report: dict = {"machine": machine_info(), "reused_measurements": reuse, **previous}
     fleet = LocalFleet(data / "fleet", agent_token=tokens["agent"], api_token=tokens["api"])
     try:

@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from fleetmeter.controller.fleet import Fleet, FleetConfig
 from fleetmeter.controller.readside import FleetReader, ReadOnlyStore, live_snapshot
@@ -93,10 +93,11 @@ def fleet_at(rev: str, root: Path) -> type:
 
 
 def scheduler(root: Path, agents: int, jobs: int, batch: int, variant: str = "current", tag: str = "",
-              first: int = 0, db: Optional[Path] = None) -> dict:
+              first: int = 0, db: Optional[Path] = None, barrier: Any = None) -> dict:
     """The fleet at ``agents`` devices: registering, heartbeats, and a sweep of ``jobs`` run to the end, every
     agent busy, ``batch`` results recorded then ``assign`` offered every agent (the gateway's rhythm).
-    ``first``: the first agent's number; ``db``: a store file other schedulers share (default: its own)."""
+    ``first``: the first agent's number; ``db``: a store file other schedulers share (default: its own);
+    ``barrier``: shared with the other shards, so that all submit their sweeps, then all start, together."""
     shared = db is not None
     db = db or root / f"fleet-{agents}-{variant}{tag}.sqlite"
     store = Store(db)
@@ -112,13 +113,17 @@ def scheduler(root: Path, agents: int, jobs: int, batch: int, variant: str = "cu
     heartbeats_s = time.perf_counter() - t0
     store.add_model(MODEL)
     [pid] = fleet.agents[ids[0]].platform_ids
+    if barrier is not None:
+        barrier.wait()
     fleet.submit_sweep({"models": [MODEL["sha256"]], "platforms": {"platform_ids": [pid]}, "repeats": jobs,
                         "repeat_sample": -1})
+    if barrier is not None:
+        barrier.wait()
     assign_s = record_s = 0.0
-    done = rounds = 0
-    t_sweep = time.perf_counter()
+    done = rounds = errors = 0
+    t_sweep, started_unix = time.perf_counter(), time.time()
     running = fleet.assign(ids)  # every agent busy; from now on as the gateway works: a batch ends, assign
-    while done < jobs:
+    while shared or done < jobs:  # shared: until the common queue is dry (another shard may finish our jobs)
         finished, running = running[:batch], running[batch:]
         t0 = time.perf_counter()
         outcomes = fleet.record_results([_result(job) for job in finished])
@@ -127,6 +132,7 @@ def scheduler(root: Path, agents: int, jobs: int, batch: int, variant: str = "cu
         t2 = time.perf_counter()
         record_s, assign_s = record_s + t1 - t0, assign_s + t2 - t1
         done += outcomes.count("stored")
+        errors += outcomes.count("error")  # not stored this time (e.g. the store was locked by another writer)
         rounds += 1
         if not finished:
             if shared and store.next_pending_job([pid]) is None:  # the others took the rest of the shared queue
@@ -135,10 +141,11 @@ def scheduler(root: Path, agents: int, jobs: int, batch: int, variant: str = "cu
                 running += fleet.assign(ids)
                 continue
             raise RuntimeError(f"nothing running with {jobs - done} jobs left")
-    sweep_s = time.perf_counter() - t_sweep
+    sweep_s, ended_unix = time.perf_counter() - t_sweep, time.time()
     if shared:
         store.close()
         return {"agents": agents, "jobs": done, "jobs_per_s": round(done / sweep_s), "seconds": sweep_s,
+                "started_unix": started_unix, "ended_unix": ended_unix, "results_not_stored": errors,
                 "us_per_job": {"assign": round(assign_s / max(done, 1) * 1e6, 1),
                                "record_results": round(record_s / max(done, 1) * 1e6, 1)}}
     t0 = time.perf_counter()
@@ -159,7 +166,8 @@ def scheduler(root: Path, agents: int, jobs: int, batch: int, variant: str = "cu
                              "heartbeat": round(heartbeats_s / agents * 1e6, 2),
                              "live_snapshot": round(snapshot_s / agents * 1e6, 2),
                              "list_devices_answer": round(list_s / agents * 1e6, 1)},
-            "list_devices_answer_bytes": len(answer), "store_bytes": db.stat().st_size}
+            "list_devices_answer_bytes": len(answer), "store_bytes": db.stat().st_size,
+            "started_unix": started_unix, "ended_unix": started_unix + sweep_s}
 
 
 def _shard(job: tuple) -> dict:
@@ -175,14 +183,18 @@ def shards(root: Path, agents: int, jobs: int, batch: int, k: int, shared: bool 
     db = root / f"fleet-{agents}-shared-{k}.sqlite" if shared else None
     if db is not None:
         Store(db).close()  # created (and migrated) once, before the shards open it
-    jobs_args = [(root, agents // k, jobs // k, batch, "current", f"-shard{i}", i * (agents // k), db)
-                 for i in range(k)]
-    with multiprocessing.get_context("spawn").Pool(k) as pool:
-        parts = pool.map(_shard, jobs_args)
-    slowest_s = max(p["jobs"] / p["jobs_per_s"] for p in parts)  # the sweeps ran side by side
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(k) as pool:
+        barrier = manager.Barrier(k)
+        parts = pool.map(_shard, [(root, agents // k, jobs // k, batch, "current", f"-shard{i}", i * (agents // k),
+                                   db, barrier) for i in range(k)])
+    # from the first shard's sweep start to the last one's end: the shards start together but not at the same
+    # instant, and a shard that ran while another was still registering its agents did not run side by side
+    wall_s = max(p["ended_unix"] for p in parts) - min(p["started_unix"] for p in parts)
     done = sum(p["jobs"] for p in parts)
     return {"agents": agents, "variant": f"current, {k} shards" + (", one shared store" if shared else ""),
-            "batch": batch, "jobs": done, "jobs_per_s": round(done / slowest_s), "shards": parts}
+            "batch": batch, "jobs": done, "wall_s": round(wall_s, 2), "jobs_per_s": round(done / wall_s),
+            "shards": parts}
 
 
 def _device(d: dict):
