@@ -263,7 +263,7 @@ def _follow_sweep(c, sweep, args):
         while follower.is_alive():
             follower.join(0.2)
     except KeyboardInterrupt:
-        _close_or_exit(c, sweep.sweep_id)
+        c.close()  # cancels the watch; the follower ends with the cancellation, which nobody needs
         raise
     if "error" in outcome:
         raise outcome["error"]
@@ -271,27 +271,6 @@ def _follow_sweep(c, sweep, args):
     if not args.json:
         print(sweep_summary(sweep, sweep.progress.updated_unix - sweep.created_unix if was_running else None))
     return sweep
-
-
-#: How long Ctrl-C waits for the client to close before the process exits without it.
-CLOSE_WAIT_S = 5.0
-
-
-def _close_or_exit(c, sweep_id: str) -> None:
-    """Ctrl-C while following: close the client, which cancels the watch (the follower ends with the
-    cancellation, which nobody needs). gRPC's close can block for good while another thread is inside a
-    streaming call on the channel (once in a CI run: `sweep submit --wait` hung after Ctrl-C): closed in a
-    thread of its own, and past :data:`CLOSE_WAIT_S` the process says what it says on Ctrl-C and exits 130
-    without waiting for it."""
-    closer = threading.Thread(target=c.close, name="close-client", daemon=True)
-    closer.start()
-    closer.join(CLOSE_WAIT_S)
-    if closer.is_alive():
-        import os
-
-        _stopped_following(sweep_id)
-        sys.stdout.flush()
-        os._exit(130)
 
 
 def sweep_summary(sweep, elapsed_s: Optional[float] = None) -> str:

@@ -62,13 +62,8 @@ class FleetClient:
         self._channel = _net.open_channel(self.address, tls)
         self._stub = fleet_pb2_grpc.FleetServiceStub(self._channel)
         self.timeout_s = timeout_s
-        self._closed = False
 
     def close(self) -> None:
-        """Close the channel (cancelling calls in flight); a second call does nothing."""
-        if self._closed:
-            return
-        self._closed = True
         self._channel.close()
 
     def __enter__(self) -> "FleetClient":

@@ -240,3 +240,12 @@ def open_guard_reading():
 
 
 __all__ += ["open_guard_reading"]
+
+
+def ctrl_c_reaches_it() -> None:
+    """``preexec_fn`` for a child that a test sends SIGINT: the default disposition, so Python turns it into
+    KeyboardInterrupt even when the test run itself was started with SIGINT ignored (a shell's background job
+    without job control, ``nohup``: the child would inherit the ignore and never see the Ctrl-C)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

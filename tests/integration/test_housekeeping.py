@@ -24,6 +24,8 @@ from fleetmeter.local_fleet import LocalFleet, wait_until
 from fleetmeter.modeler.builtin import get_builtin_model
 from fleetmeter.modeler.zoo.odd_files import write_corrupt_model
 
+from _support import ctrl_c_reaches_it  # noqa: E402  (tests/ is on sys.path)
+
 pytestmark = pytest.mark.integration
 
 pytest.importorskip("ray", reason="the controller needs ray (pip install 'fleetmeter[controller]')")
@@ -118,7 +120,7 @@ def test_ctrl_c_while_waiting_leaves_the_sweep_running(hk):
     env = dict(hk.fleet.env(), FLEETMETER_CONTROLLER=hk.fleet.address)
     proc = subprocess.Popen([sys.executable, "-m", "fleetmeter.cli", "sweep", "submit", "--model", str(model),
                              "--platform", hk.offline, *FAST, "--wait"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=ctrl_c_reaches_it)
     try:
         first = proc.stdout.readline()  # printed once the sweep is submitted, before following it
         sid = first.split()[1].rstrip(":")
