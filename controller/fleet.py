@@ -422,8 +422,8 @@ class Fleet:
         if not self.store.held_by(job_id, agent_id):
             raise PermissionDenied(f"job {job_id} was never leased to agent {agent_id}")
         # What was measured comes from the lease, never from the message: its sweep, platform, model and kind.
-        if platforms is None or job["platform_id"] not in platforms:  # a batch reads each platform once
-            platforms = {} if platforms is None else platforms
+        platforms = {} if platforms is None else platforms  # a batch reads each platform once
+        if job["platform_id"] not in platforms:
             platforms[job["platform_id"]] = self.store.get_platform(job["platform_id"]) or {}
         platform = platforms[job["platform_id"]]
         record = {**record, "sweep_id": job["sweep_id"], "platform_id": job["platform_id"],
